@@ -1,0 +1,75 @@
+"""STEVE-1 as a Gymnasium skill environment.
+
+Importing this package registers ``Steve1Skill-v0`` (text face: the action is an instruction)
+and ``Steve1SkillLibrary-v0`` (discrete face over a skill list) with Gymnasium; it imports no
+model code and no optional backend.
+
+Example:
+    >>> import gymnasium as gym
+    >>> import steve1_env  # noqa: F401
+    >>> env = gym.make("Steve1Skill-v0", instruction="chop a tree")
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register
+from gymnasium.envs.registration import registry as _gym_registry
+
+from steve1_env.errors import (
+    ConfigurationError,
+    DependencyNotInstalledError,
+    DetectorError,
+    GoalEmbeddingError,
+    InvalidActionError,
+    InvalidInstructionError,
+    ResetNeededError,
+    Steve1EnvError,
+    UnknownNameError,
+    WorldCrashError,
+)
+from steve1_env.registry import register_policy, register_prompt_encoder, register_world
+
+__version__ = "0.1.0"
+
+MAX_EPISODE_STEPS = 64
+"""High-level steps per episode of the registered envs (each runs up to ``k`` ticks)."""
+
+ENV_IDS = ("Steve1Skill-v0", "Steve1SkillLibrary-v0")
+
+for _env_id, _face in zip(ENV_IDS, ("text", "discrete"), strict=True):
+    if _env_id not in _gym_registry:
+        register(
+            id=_env_id,
+            entry_point="steve1_env.env:Steve1SkillEnv",
+            max_episode_steps=MAX_EPISODE_STEPS,
+            kwargs={"face": _face},
+        )
+
+
+def __getattr__(name: str) -> object:
+    # The env class is imported on first use so `import steve1_env` stays light.
+    if name in ("Steve1SkillEnv", "validate_instruction"):
+        from steve1_env import env
+
+        return getattr(env, name)
+    raise AttributeError(f"module 'steve1_env' has no attribute {name!r}")
+
+
+__all__ = [
+    "ENV_IDS",
+    "ConfigurationError",
+    "DependencyNotInstalledError",
+    "DetectorError",
+    "GoalEmbeddingError",
+    "InvalidActionError",
+    "InvalidInstructionError",
+    "ResetNeededError",
+    "Steve1EnvError",
+    "Steve1SkillEnv",
+    "UnknownNameError",
+    "WorldCrashError",
+    "register_policy",
+    "register_prompt_encoder",
+    "register_world",
+    "validate_instruction",
+]

@@ -1,0 +1,498 @@
+"""`Steve1SkillEnv`: STEVE-1 as a goal-conditioned skill behind the Gymnasium API.
+
+One high-level `step` runs the skill policy in the world for up to ``k`` low-level ticks,
+stopping early when the success detector fires or the world ends. The env composes a `World`,
+a `SkillPolicy` and a `PromptEncoder` (see `steve1_env.registry`); it owns no model code.
+
+Skill attempts: an attempt starts when an instruction is pursued that differs from the current
+one, or when the current one has already succeeded. Success is measured from the attempt's
+first observation (an inventory *gain*, not a count), so continuing an unfinished attempt keeps
+its baseline while asking for the same skill again after a success starts afresh.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from steve1_env import precision
+from steve1_env.agent.base import Goal, SkillPolicy
+from steve1_env.errors import (
+    ConfigurationError,
+    InvalidActionError,
+    InvalidInstructionError,
+    ResetNeededError,
+    WorldCrashError,
+)
+from steve1_env.observations import (
+    DEFAULT_INVENTORY_ITEMS,
+    env_observation,
+    inventory_counts,
+    observation_space,
+    validate_items,
+)
+from steve1_env.prompt.base import PromptEncoder
+from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
+from steve1_env.success import DetectorSpec, SuccessDetector, fired, resolve_detectors
+from steve1_env.tasks.prompts import PAPER_PROMPTS
+from steve1_env.worlds.base import World, WorldObs
+
+MAX_INSTRUCTION_LENGTH = 300
+"""Default upper bound on instruction length in characters (CLIP keeps 75 tokens anyway)."""
+EMBEDDING_CACHE_SIZE = 1024
+REASONS = ("success", "budget", "world_done", "crash")
+"""Why a high-level step ended (``info["reason"]``)."""
+
+_INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
+
+
+def validate_instruction(instruction: Any, max_length: int = MAX_INSTRUCTION_LENGTH) -> str:
+    """Returns `instruction` stripped of surrounding whitespace, or raises a clear error.
+
+    Raises:
+        InvalidInstructionError: If it is not a string, is empty or whitespace-only, holds
+            control characters, or is longer than `max_length` characters.
+    """
+    if not isinstance(instruction, str):
+        raise InvalidInstructionError(
+            f"An instruction must be a str such as 'chop a tree', got "
+            f"{type(instruction).__name__} {instruction!r}."
+        )
+    text = instruction.strip()
+    if not text:
+        raise InvalidInstructionError(
+            f"An instruction must contain text, got {instruction!r}. Pass e.g. "
+            "options={'instruction': 'chop a tree'} to reset()."
+        )
+    if len(text) > max_length:
+        raise InvalidInstructionError(
+            f"An instruction may have at most {max_length} characters, got {len(text)}: "
+            f"{text[:40]!r}... Shorten it or raise max_instruction_length."
+        )
+    if not text.replace("\n", " ").replace("\t", " ").isprintable():
+        raise InvalidInstructionError(
+            f"An instruction must not contain control characters, got {text!r}."
+        )
+    return text
+
+
+class InstructionSpace(spaces.Text):
+    """The text face's action space: any printable instruction up to `max_length` characters.
+
+    ``""`` means "keep pursuing the current instruction". `sample` draws from `examples` (and
+    ``""``) so that random agents and `check_env` issue meaningful instructions.
+    """
+
+    def __init__(self, max_length: int, examples: Sequence[str], seed: int | None = None) -> None:
+        super().__init__(max_length, min_length=0, charset=_INSTRUCTION_CHARSET, seed=seed)
+        self.examples: tuple[str, ...] = (*examples, "")
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        """Returns one of `examples` or ``""``, drawn with this space's RNG."""
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        return self.examples[int(self.np_random.integers(len(self.examples)))]
+
+    def contains(self, x: Any) -> bool:
+        """Returns True for printable strings no longer than `max_length`."""
+        return (
+            isinstance(x, str)
+            and len(x) <= self.max_length
+            and x.replace("\n", " ").replace("\t", " ").isprintable()
+        )
+
+    def __repr__(self) -> str:
+        return f"InstructionSpace(max_length={self.max_length}, examples={len(self.examples) - 1})"
+
+
+def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        allowed = "a positive int or None" if allow_none else "a positive int"
+        raise ConfigurationError(f"{name} must be {allowed}, got {value!r}.")
+    return int(value)
+
+
+class Steve1SkillEnv(gym.Env):
+    """STEVE-1 (or another skill policy) as a goal-conditioned Gymnasium environment.
+
+    Args:
+        world: A registered world name (``"synthetic"``) or a `World` instance.
+        policy: A registered policy name (``"scripted"``, ``"random"``) or a `SkillPolicy`.
+        prompt_encoder: A registered encoder name (``"hash"``) or a `PromptEncoder`.
+        face: ``"text"``: the action is the instruction to pursue (``""`` keeps the current
+            one). ``"discrete"``: the action indexes `skills`.
+        instruction: Instruction used by `reset` when its options carry none.
+        instructions: Instructions `reset` samples from (with the env's seeded RNG) when
+            neither its options nor `instruction` give one.
+        skills: The discrete face's skill list; defaults to the paper's 11 prompts.
+        k: Low-level step budget of one high-level step.
+        max_low_level_steps: Episode cap on low-level steps (truncates); None for no cap.
+        success: Success detectors: None for the defaults of the paper's tasks, one detector
+            (or callable ``(start_obs, obs, steps) -> bool``) for all instructions, or a mapping
+            instruction -> detector (falling back to the defaults).
+        terminate_on_success: End the episode when a skill attempt succeeds.
+        inventory_items: Items counted in the observation's ``inventory`` vector.
+        pov_shape: ``(height, width)`` of the observation's ``pov``.
+        render_mode: None or ``"rgb_array"`` (the last full-resolution frame).
+        device: Torch device for the policy and encoder (``"cpu"``, ``"cuda"``).
+        world_kwargs: Keyword arguments for the world factory.
+        policy_kwargs: Keyword arguments for the policy factory.
+        prompt_encoder_kwargs: Keyword arguments for the encoder factory.
+        max_instruction_length: Longest accepted instruction in characters.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        world: str | World = "synthetic",
+        policy: str | SkillPolicy = "scripted",
+        prompt_encoder: str | PromptEncoder = "hash",
+        *,
+        face: Literal["text", "discrete"] = "text",
+        instruction: str | None = None,
+        instructions: Sequence[str] | None = None,
+        skills: Sequence[str] | None = None,
+        k: int = 200,
+        max_low_level_steps: int | None = 12_000,
+        success: DetectorSpec = None,
+        terminate_on_success: bool = False,
+        inventory_items: Sequence[str] = DEFAULT_INVENTORY_ITEMS,
+        pov_shape: Sequence[int] = (128, 128),
+        render_mode: str | None = None,
+        device: Any = "cpu",
+        world_kwargs: Mapping[str, Any] | None = None,
+        policy_kwargs: Mapping[str, Any] | None = None,
+        prompt_encoder_kwargs: Mapping[str, Any] | None = None,
+        max_instruction_length: int = MAX_INSTRUCTION_LENGTH,
+    ) -> None:
+        if face not in ("text", "discrete"):
+            raise ConfigurationError(f"face must be 'text' or 'discrete', got {face!r}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigurationError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}."
+            )
+        self.max_instruction_length = _positive_int(
+            max_instruction_length, "max_instruction_length"
+        )
+        self.k = _positive_int(k, "k")
+        self.max_low_level_steps = _positive_int(
+            max_low_level_steps, "max_low_level_steps", allow_none=True
+        )
+        if len(pov_shape) != 2:
+            raise ConfigurationError(f"pov_shape must be (height, width), got {pov_shape!r}.")
+        self.pov_shape = (
+            _positive_int(pov_shape[0], "pov_shape[0]"),
+            _positive_int(pov_shape[1], "pov_shape[1]"),
+        )
+        self.face = face
+        self.render_mode = render_mode
+        self.terminate_on_success = bool(terminate_on_success)
+        self.inventory_items = validate_items(inventory_items)
+        self.instruction = None if instruction is None else self._checked(instruction)
+        self.instructions = self._checked_list(instructions, "instructions", allow_none=True)
+        self.skills = self._checked_list(
+            skills if skills is not None else list(PAPER_PROMPTS.values()), "skills"
+        )
+        self._detector_for = resolve_detectors(success)
+        self.device = device
+
+        if face == "text":
+            examples = self.instructions or (
+                [self.instruction] if self.instruction else self.skills
+            )
+            self.action_space: spaces.Space = InstructionSpace(
+                self.max_instruction_length, examples
+            )
+        else:
+            self.action_space = spaces.Discrete(len(self.skills))
+        self.observation_space = observation_space(self.pov_shape, self.inventory_items)
+
+        self._closed = False
+        self.world = self._build(WORLDS, world, World, dict(world_kwargs or {}))
+        try:
+            self.policy: SkillPolicy = self._build(
+                POLICIES,
+                policy,
+                SkillPolicy,
+                {"world": self.world, "device": device, **(policy_kwargs or {})},
+            )
+            self.prompt_encoder: PromptEncoder = self._build(
+                PROMPT_ENCODERS,
+                prompt_encoder,
+                PromptEncoder,
+                {"device": device, **(prompt_encoder_kwargs or {})},
+            )
+        except BaseException:
+            self.world.close()
+            raise
+
+        self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._needs_reset = True
+        self._world_obs: WorldObs | None = None
+        self._policy_state: Any = None
+        self._goal: Goal | None = None
+        self._detector: SuccessDetector | None = None
+        self._attempt_start: WorldObs | None = None
+        self._attempt_steps = 0
+        self._attempt_succeeded = False
+        self._total_steps = 0
+        self._high_level_steps = 0
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _build(registry: Any, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
+        if isinstance(spec, str):
+            return registry.make(spec, **kwargs)
+        if isinstance(spec, protocol):
+            return spec
+        raise ConfigurationError(
+            f"{registry.kind} must be a registered name ({', '.join(registry.names())}) or an "
+            f"object implementing the {protocol.__name__} protocol, got {type(spec).__name__}."
+        )
+
+    def _checked(self, instruction: Any) -> str:
+        return validate_instruction(instruction, self.max_instruction_length)
+
+    def _checked_list(
+        self, values: Sequence[str] | None, name: str, allow_none: bool = False
+    ) -> list[str] | None:
+        if values is None and allow_none:
+            return None
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            raise ConfigurationError(
+                f"{name} must be a non-empty list of instructions, got {values!r}."
+            )
+        return [self._checked(value) for value in values]
+
+    # ------------------------------------------------------------ public API
+    def goal_embedding(self, instruction: str) -> np.ndarray:
+        """Returns the float32 ``(512,)`` goal embedding of `instruction`, computed once.
+
+        The encoder runs with autocast disabled; whatever it returns is converted to finite
+        float32 by `steve1_env.precision.as_goal_embedding`.
+        """
+        cached = self._embeddings.get(instruction)
+        if cached is not None:
+            self._embeddings.move_to_end(instruction)
+            return cached
+        with precision.autocast_disabled(self.device):
+            embedding = precision.as_goal_embedding(self.prompt_encoder.encode(instruction))
+        embedding.flags.writeable = False
+        self._embeddings[instruction] = embedding
+        if len(self._embeddings) > EMBEDDING_CACHE_SIZE:
+            self._embeddings.popitem(last=False)
+        return embedding
+
+    @property
+    def current_instruction(self) -> str | None:
+        """The instruction being pursued, or None before the first skill is chosen."""
+        return None if self._goal is None else self._goal.instruction
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Starts a new episode in a new world.
+
+        Args:
+            seed: Seeds the env's RNG, from which the world seed, the policy's sampling seed and
+                any sampled instruction are drawn.
+            options: ``{"instruction": str}`` to pursue from the start.
+
+        Returns:
+            The first observation and an info dict with the same keys `step` reports.
+
+        Raises:
+            InvalidInstructionError: If the text face has no instruction to pursue, or the
+                given one is invalid.
+        """
+        self._ensure_open()
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"instruction"})
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown reset option(s) {unknown}; the only option is 'instruction'."
+            )
+        instruction = self._initial_instruction(options.get("instruction"))
+        world_seed = int(self.np_random.integers(2**31 - 1))
+        policy_seed = int(self.np_random.integers(2**31 - 1))
+        self._needs_reset = True
+        try:
+            self._world_obs = self.world.reset(seed=world_seed)
+        except Exception as exc:
+            raise WorldCrashError(
+                f"The world failed to reset ({type(exc).__name__}: {exc}). Check the world "
+                "backend (`steve1-env doctor` lists what is installed) and reset again."
+            ) from exc
+        self._policy_state = self.policy.initial_state(policy_seed)
+        self._goal, self._detector, self._attempt_start = None, None, None
+        self._attempt_succeeded = False
+        self._attempt_steps = self._total_steps = self._high_level_steps = 0
+        if instruction is not None:
+            self._start_attempt(instruction)
+        self._needs_reset = False
+        return self._observation(), self._info(steps=0, reason=None, detector=None)
+
+    def step(
+        self, action: str | int | np.integer
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Pursues the chosen instruction for up to ``k`` low-level steps.
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``. The reward is 1.0 when the
+            skill attempt succeeded in this step, else 0.0. ``terminated``: the world ended
+            (or the skill succeeded, with ``terminate_on_success``). ``truncated``: the
+            low-level cap was reached or the world crashed.
+        """
+        self._ensure_open()
+        if self._needs_reset:
+            raise ResetNeededError(
+                "Call reset() before step(): the episode has not started or has ended."
+            )
+        instruction = self._instruction_from_action(action)
+        if self._goal is None or instruction != self._goal.instruction or self._attempt_succeeded:
+            self._start_attempt(instruction)
+        assert self._goal is not None and self._world_obs is not None  # for type checkers
+        budget = self.k
+        if self.max_low_level_steps is not None:
+            budget = min(budget, self.max_low_level_steps - self._total_steps)
+        steps, reason, detector, error = 0, "budget", None, None
+        with precision.autocast_disabled(getattr(self.policy, "device", self.device)):
+            while steps < budget:
+                low_action, self._policy_state = self.policy.act(
+                    self._world_obs, self._goal, self._policy_state
+                )
+                try:
+                    result = self.world.step(low_action)
+                except InvalidActionError:
+                    raise
+                except Exception as exc:  # a world failure ends the episode, not the program
+                    reason, error = "crash", f"{type(exc).__name__}: {exc}"
+                    break
+                if result.info.get("error"):
+                    # MineRL returns a random observation with a socket error: never pass it on.
+                    reason, error = "crash", str(result.info["error"])
+                    break
+                self._world_obs = result.obs
+                steps += 1
+                self._attempt_steps += 1
+                self._total_steps += 1
+                if self._detector is not None:
+                    detector = fired(
+                        self._detector, self._attempt_start, result.obs, self._attempt_steps
+                    )
+                    if detector is not None:
+                        reason = "success"
+                        break
+                if result.done:
+                    reason = "world_done"
+                    break
+        self._high_level_steps += 1
+        success = reason == "success"
+        self._attempt_succeeded = self._attempt_succeeded or success
+        terminated = reason == "world_done" or (success and self.terminate_on_success)
+        capped = (
+            self.max_low_level_steps is not None and self._total_steps >= self.max_low_level_steps
+        )
+        truncated = not terminated and (reason == "crash" or capped)
+        self._needs_reset = terminated or truncated
+        info = self._info(steps=steps, reason=reason, detector=detector)
+        if error is not None:
+            info["error"] = error
+        return self._observation(), float(success), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """Returns the last full-resolution frame for ``render_mode="rgb_array"``, else None."""
+        if self.render_mode != "rgb_array" or self._world_obs is None:
+            return None
+        return np.array(self._world_obs["pov"], dtype=np.uint8)
+
+    def close(self) -> None:
+        """Closes the world and the policy; safe to call more than once."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        try:
+            self.world.close()
+        finally:
+            self.policy.close()
+
+    # -------------------------------------------------------------- internals
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ResetNeededError("This env is closed; create a new one with gym.make().")
+
+    def _initial_instruction(self, given: Any) -> str | None:
+        if given is not None:
+            return self._checked(given)
+        if self.instruction is not None:
+            return self.instruction
+        if self.instructions:
+            return self.instructions[int(self.np_random.integers(len(self.instructions)))]
+        if self.face == "discrete":
+            return None
+        raise InvalidInstructionError(
+            "No instruction to pursue: pass reset(options={'instruction': 'chop a tree'}), or "
+            "create the env with instruction='...' or instructions=[...]."
+        )
+
+    def _instruction_from_action(self, action: Any) -> str:
+        if self.face == "discrete":
+            array = np.asarray(action)
+            if array.shape != () or array.dtype.kind not in "iu":
+                raise InvalidActionError(
+                    f"The skill-library action must be an int index into skills "
+                    f"(0..{len(self.skills) - 1}), got {action!r}."
+                )
+            index = int(array)
+            if not 0 <= index < len(self.skills):
+                raise InvalidActionError(
+                    f"Skill index {index} is out of range: there are {len(self.skills)} skills "
+                    f"(0..{len(self.skills) - 1})."
+                )
+            return self.skills[index]
+        if isinstance(action, str) and action == "":
+            if self._goal is None:
+                raise InvalidInstructionError(
+                    "The action '' keeps the current instruction, but there is none yet; "
+                    "send an instruction such as 'chop a tree'."
+                )
+            return self._goal.instruction
+        return self._checked(action)
+
+    def _start_attempt(self, instruction: str) -> None:
+        self._goal = Goal(instruction, self.goal_embedding(instruction))
+        self._detector = self._detector_for(instruction)
+        self._attempt_start = self._world_obs
+        self._attempt_steps = 0
+        self._attempt_succeeded = False
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        assert self._world_obs is not None  # reset() always sets it before this is called
+        goal = self._goal.embedding if self._goal is not None else np.zeros(precision.GOAL_DIM)
+        return env_observation(self._world_obs, goal, self.pov_shape, self.inventory_items)
+
+    def _info(self, *, steps: int, reason: str | None, detector: str | None) -> dict[str, Any]:
+        assert self._world_obs is not None
+        return {
+            "is_success": reason == "success",
+            "steps": steps,
+            "reason": reason,
+            "detector": detector,
+            "detector_spec": None if self._detector is None else self._detector.name,
+            "instruction": self.current_instruction,
+            "inventory": inventory_counts(self._world_obs.get("inventory", {})),
+            "attempt_steps": self._attempt_steps,
+            "total_steps": self._total_steps,
+            "high_level_steps": self._high_level_steps,
+        }

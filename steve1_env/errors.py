@@ -1,0 +1,55 @@
+"""The one exception hierarchy of `steve1_env`.
+
+Every error the package raises on purpose derives from `Steve1EnvError`, so callers can catch
+the whole family at once. Each also derives from the matching builtin (`ValueError`,
+`ImportError`, `RuntimeError`) so generic handlers keep working. Messages say what was
+expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class Steve1EnvError(Exception):
+    """Base class of every error raised by `steve1_env`."""
+
+
+class ConfigurationError(Steve1EnvError, ValueError):
+    """An argument given when building the env or one of its parts is invalid."""
+
+
+class UnknownNameError(ConfigurationError, KeyError):
+    """A name (world, policy, prompt encoder, ...) is not in its registry.
+
+    Derives from `KeyError` too, so `str()` would quote the message; `__str__` is plain.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInstructionError(Steve1EnvError, ValueError):
+    """An instruction is not a non-empty string of acceptable length."""
+
+
+class InvalidActionError(Steve1EnvError, ValueError):
+    """An action (high-level skill choice or low-level MineRL action) is malformed."""
+
+
+class GoalEmbeddingError(Steve1EnvError, ValueError):
+    """A goal embedding has the wrong shape or holds non-finite values."""
+
+
+class DetectorError(Steve1EnvError, ValueError):
+    """A success detector is misconfigured or cannot read the observation it needs."""
+
+
+class DependencyNotInstalledError(Steve1EnvError, ImportError):
+    """An optional dependency is missing; the message carries the install command."""
+
+
+class WorldCrashError(Steve1EnvError, RuntimeError):
+    """The low-level world failed (simulator crash, socket error, watchdog timeout)."""
+
+
+class ResetNeededError(Steve1EnvError, RuntimeError):
+    """`step` was called before `reset` or after the episode ended."""

@@ -1,0 +1,104 @@
+"""Pure conversions from a world observation to the env's flat, SB3-friendly observation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from steve1_env.errors import ConfigurationError
+from steve1_env.precision import GOAL_DIM
+
+DEFAULT_INVENTORY_ITEMS: tuple[str, ...] = (
+    "oak_log", "birch_log", "spruce_log", "dirt", "cobblestone", "wheat_seeds", "dandelion",
+    "poppy", "oak_sapling", "birch_sapling", "oak_planks", "stick",
+)  # fmt: skip
+"""Items counted in the observation's ``inventory`` vector unless the env is told otherwise."""
+
+
+def validate_items(items: Sequence[str]) -> tuple[str, ...]:
+    """Checks an inventory item list: non-empty, unique, non-empty strings."""
+    if isinstance(items, str) or not isinstance(items, Sequence):
+        raise ConfigurationError(
+            f"inventory_items must be a list of item names such as ['oak_log', 'dirt'], "
+            f"got {items!r}."
+        )
+    result = tuple(items)
+    if not result or not all(isinstance(item, str) and item for item in result):
+        raise ConfigurationError(
+            f"inventory_items must be a non-empty list of non-empty strings, got {items!r}."
+        )
+    if len(set(result)) != len(result):
+        raise ConfigurationError(f"inventory_items has duplicates: {items!r}.")
+    return result
+
+
+def observation_space(pov_shape: tuple[int, int], items: Sequence[str]) -> spaces.Dict:
+    """Returns the env's observation space: ``pov``, ``inventory`` and ``goal``."""
+    return spaces.Dict(
+        {
+            "pov": spaces.Box(0, 255, (*pov_shape, 3), dtype=np.uint8),
+            "inventory": spaces.Box(0.0, np.inf, (len(items),), dtype=np.float32),
+            "goal": spaces.Box(-np.inf, np.inf, (GOAL_DIM,), dtype=np.float32),
+        }
+    )
+
+
+@lru_cache(maxsize=16)
+def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Half-pixel centres, as cv2.INTER_LINEAR samples.
+    position = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    position = np.clip(position, 0, size_in - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, (position - low).astype(np.float32)
+
+
+def resize_frame(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resizes an ``(H, W, 3)`` uint8 frame to ``shape``; returns a new array.
+
+    Args:
+        frame: The RGB frame.
+        shape: ``(height, width)`` of the result.
+    """
+    if frame.shape[:2] == tuple(shape):
+        return frame.copy()
+    rows_low, rows_high, row_weight = _linear_taps(frame.shape[0], shape[0])
+    cols_low, cols_high, col_weight = _linear_taps(frame.shape[1], shape[1])
+    source = frame.astype(np.float32)
+    top = (
+        source[rows_low] * (1 - row_weight)[:, None, None]
+        + source[rows_high] * row_weight[:, None, None]
+    )
+    mixed = (
+        top[:, cols_low] * (1 - col_weight)[None, :, None]
+        + top[:, cols_high] * col_weight[None, :, None]
+    )
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def inventory_vector(inventory: Mapping[str, Any], items: Sequence[str]) -> np.ndarray:
+    """Returns the counts of `items` (0 when absent) as a float32 vector."""
+    return np.array([float(inventory.get(item, 0)) for item in items], dtype=np.float32)
+
+
+def inventory_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
+    """Returns the non-zero inventory entries as plain ``{name: int}``."""
+    return {name: int(count) for name, count in inventory.items() if int(count) > 0}
+
+
+def env_observation(
+    world_obs: Mapping[str, Any],
+    goal: np.ndarray,
+    pov_shape: tuple[int, int],
+    items: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Builds the env observation from a world observation and the current goal embedding."""
+    return {
+        "pov": resize_frame(np.asarray(world_obs["pov"], dtype=np.uint8), pov_shape),
+        "inventory": inventory_vector(world_obs.get("inventory", {}), items),
+        "goal": np.array(goal, dtype=np.float32),
+    }

@@ -1,0 +1,119 @@
+"""The single place that decides dtypes and keeps autocast away from the policy.
+
+Upstream STEVE-1 computes the prompt embedding inside an autocast region, so on a GPU it comes
+out float16 while the policy weights are float32, and the policy's first linear layer fails
+with ``mat1 and mat2 must have the same dtype``. Two guarantees remove that failure here:
+
+1. Goal embeddings leave the prompt layer as finite float32 ``(512,)`` arrays
+   (`as_goal_embedding`), whatever dtype, device or batch shape the encoder produced.
+2. Policies run inside `autocast_disabled`, which turns autocast off for every device type a
+   caller may have enabled it on. Autocast state is thread-local and nests, so an outer region
+   opened by the caller would otherwise leak into the policy.
+
+`torch` is imported lazily: if it has never been imported, no autocast region can be open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from steve1_env.errors import GoalEmbeddingError
+
+GOAL_DIM = 512
+"""Width of STEVE-1's goal (MineCLIP visual) embedding."""
+
+
+def as_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> np.ndarray:
+    """Converts an encoder output to a finite float32 goal embedding of shape ``(dim,)``.
+
+    Args:
+        value: A numpy array, a torch tensor (any dtype or device, autograd allowed) or a
+            sequence of numbers, of shape ``(dim,)`` or ``(1, dim)``.
+        dim: Expected embedding width.
+
+    Returns:
+        A new, C-contiguous float32 array of shape ``(dim,)``.
+
+    Raises:
+        GoalEmbeddingError: If the shape is not ``(dim,)``/``(1, dim)`` or a value is NaN/inf.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        # Upcast on the tensor's own device first: numpy has no bfloat16.
+        value = value.detach().float().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise GoalEmbeddingError(
+            f"A goal embedding must be numeric, got dtype {array.dtype}. Return a float array "
+            f"or tensor of shape ({dim},) from the prompt encoder."
+        )
+    if array.shape == (1, dim):
+        array = array[0]
+    if array.shape != (dim,):
+        raise GoalEmbeddingError(
+            f"A goal embedding must have shape ({dim},) or (1, {dim}), got {array.shape}."
+        )
+    embedding = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(embedding).all():
+        bad = int((~np.isfinite(embedding)).sum())
+        raise GoalEmbeddingError(
+            f"A goal embedding holds {bad} non-finite value(s) (NaN or inf) after conversion to "
+            "float32. float16 overflows above 65504: compute the embedding in float32 "
+            "(outside autocast) or check the encoder weights."
+        )
+    return embedding
+
+
+def goal_tensor(embedding: np.ndarray, device: Any, dtype: Any = None) -> Any:
+    """Returns a goal embedding as a torch tensor of shape ``(1, dim)`` for a policy.
+
+    Args:
+        embedding: Output of `as_goal_embedding`.
+        device: The policy's torch device.
+        dtype: The policy's parameter dtype; float32 unless the policy was cast on purpose.
+    """
+    import torch
+
+    tensor = torch.as_tensor(as_goal_embedding(embedding, dim=embedding.shape[-1]))
+    return tensor.to(device=device, dtype=dtype or torch.float32).unsqueeze(0)
+
+
+def _device_types(device: Any) -> list[str]:
+    import torch
+
+    types = {"cpu", torch.device(device).type if device is not None else "cpu"}
+    if torch.cuda.is_available():
+        types.add("cuda")
+    return sorted(types)
+
+
+@contextlib.contextmanager
+def autocast_disabled(device: Any = "cpu") -> Iterator[None]:
+    """Disables autocast for the policy's device type and for CPU, whatever the caller opened.
+
+    Args:
+        device: The device the policy runs on (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+            `torch.device`); CUDA is disabled too whenever it is available, since a caller may
+            hold a CUDA region while the policy runs on the CPU.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for device_type in _device_types(device):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def autocast_active() -> bool:
+    """Returns True if any autocast region is active in this thread (for checks and tests)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    device_types = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return any(torch.is_autocast_enabled(device_type) for device_type in device_types)

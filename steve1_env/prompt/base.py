@@ -1,0 +1,19 @@
+"""The `PromptEncoder` protocol."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class PromptEncoder(Protocol):
+    """Turns an instruction into STEVE-1's goal embedding.
+
+    `encode` may return any float array or tensor of shape ``(512,)`` or ``(1, 512)``; the env
+    passes it through `steve1_env.precision.as_goal_embedding`, which guarantees a finite
+    float32 ``(512,)`` array whatever the encoder did (autocast, float16, CUDA).
+    """
+
+    def encode(self, instruction: str) -> Any:
+        """Returns the goal embedding of `instruction`."""
+        ...

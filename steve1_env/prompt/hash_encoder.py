@@ -1,0 +1,34 @@
+"""A deterministic stand-in for the MineCLIP + prior stack, for policies that read text."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from steve1_env.precision import GOAL_DIM
+from steve1_env.tasks.prompts import normalize_instruction
+
+
+class HashPromptEncoder:
+    """Maps each instruction to a fixed random unit vector seeded by its text.
+
+    This is *not* a STEVE-1 embedding: a STEVE-1 policy given it would not know what to do.
+    It gives the observation's ``goal`` entry a stable, distinct value per instruction for
+    policies that read the instruction text instead (scripted, random) and for tests.
+    Instructions equal up to case and whitespace share an embedding.
+
+    Args:
+        device: Ignored; accepted so every encoder factory has the same signature.
+    """
+
+    def __init__(self, device: Any = "cpu") -> None:
+        self.device = device
+
+    def encode(self, instruction: str) -> np.ndarray:
+        """Returns the float32 ``(512,)`` unit vector of `instruction`."""
+        digest = hashlib.sha256(normalize_instruction(instruction).encode("utf-8")).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        vector = rng.standard_normal(GOAL_DIM)
+        return (vector / np.linalg.norm(vector)).astype(np.float32)

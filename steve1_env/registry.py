@@ -1,0 +1,125 @@
+"""Name -> factory registries for worlds, skill policies and prompt encoders.
+
+Built-in entries are registered as ``"module:attribute"`` strings and imported only when
+used, so importing `steve1_env` never imports an optional backend.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from steve1_env.errors import ConfigurationError, UnknownNameError
+
+T = TypeVar("T")
+
+Factory = Callable[..., Any]
+
+
+class Registry(Generic[T]):
+    """Maps names to factories that build instances of one kind of component.
+
+    Args:
+        kind: What the registry holds, as users say it ("world", "policy"); used in errors.
+        plural: The plural of `kind`.
+        register_hint: The function users call to add their own entry; used in errors.
+    """
+
+    def __init__(self, kind: str, plural: str, register_hint: str) -> None:
+        self.kind = kind
+        self.plural = plural
+        self.register_hint = register_hint
+        self._factories: dict[str, Factory | str] = {}
+
+    def register(self, name: str, factory: Factory | str, *, overwrite: bool = False) -> None:
+        """Adds a factory under `name`.
+
+        Args:
+            name: The name users pass (for example ``world="synthetic"``).
+            factory: A callable returning an instance, or a ``"module:attribute"`` path to one,
+                imported on first use.
+            overwrite: Replace an existing entry instead of raising.
+
+        Raises:
+            ConfigurationError: If the name is taken and `overwrite` is False, or is not a
+                non-empty string.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"A {self.kind} name must be a non-empty string, got {name!r}."
+            )
+        if name in self._factories and not overwrite:
+            raise ConfigurationError(
+                f"A {self.kind} named {name!r} is already registered; pass overwrite=True "
+                "to replace it or choose another name."
+            )
+        self._factories[name] = factory
+
+    def names(self) -> list[str]:
+        """Returns the registered names, sorted."""
+        return sorted(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def factory(self, name: str) -> Factory:
+        """Returns the factory registered under `name`, importing it if needed.
+
+        Raises:
+            UnknownNameError: If the name is not registered; the message suggests close names.
+        """
+        if name not in self._factories:
+            raise UnknownNameError(self._unknown_message(name))
+        entry = self._factories[name]
+        if isinstance(entry, str):
+            module_name, _, attribute = entry.partition(":")
+            entry = getattr(importlib.import_module(module_name), attribute)
+            self._factories[name] = entry
+        return entry
+
+    def make(self, name: str, /, **kwargs: Any) -> T:
+        """Builds the component registered under `name` with `kwargs`."""
+        return self.factory(name)(**kwargs)
+
+    def _unknown_message(self, name: object) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return (
+            f"Unknown {self.kind} {name!r}.{hint} Known {self.plural}: "
+            f"{', '.join(known) or '(none)'}. Register your own with "
+            f"{self.register_hint}(name, factory)."
+        )
+
+
+WORLDS: Registry[Any] = Registry("world", "worlds", "steve1_env.register_world")
+POLICIES: Registry[Any] = Registry("policy", "policies", "steve1_env.register_policy")
+PROMPT_ENCODERS: Registry[Any] = Registry(
+    "prompt encoder", "prompt encoders", "steve1_env.register_prompt_encoder"
+)
+
+WORLDS.register("synthetic", "steve1_env.worlds.synthetic:SyntheticWorld")
+POLICIES.register("scripted", "steve1_env.agent.scripted:ScriptedPolicy")
+POLICIES.register("random", "steve1_env.agent.random_policy:RandomPolicy")
+PROMPT_ENCODERS.register("hash", "steve1_env.prompt.hash_encoder:HashPromptEncoder")
+
+
+def register_world(name: str, factory: Factory | str, *, overwrite: bool = False) -> None:
+    """Registers a world factory; it receives the env's ``world_kwargs`` as keyword arguments."""
+    WORLDS.register(name, factory, overwrite=overwrite)
+
+
+def register_policy(name: str, factory: Factory | str, *, overwrite: bool = False) -> None:
+    """Registers a skill-policy factory.
+
+    The factory receives ``world=`` (the world instance), ``device=`` and the env's
+    ``policy_kwargs`` as keyword arguments.
+    """
+    POLICIES.register(name, factory, overwrite=overwrite)
+
+
+def register_prompt_encoder(name: str, factory: Factory | str, *, overwrite: bool = False) -> None:
+    """Registers a prompt-encoder factory; it receives ``device=`` and ``prompt_encoder_kwargs``."""
+    PROMPT_ENCODERS.register(name, factory, overwrite=overwrite)
