@@ -13,6 +13,7 @@ its baseline while asking for the same skill again after a success starts afresh
 from __future__ import annotations
 
 import string
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -200,9 +201,11 @@ class Steve1SkillEnv(gym.Env):
         self.inventory_items = validate_items(inventory_items)
         self.instruction = None if instruction is None else self._checked(instruction)
         self.instructions = self._checked_list(instructions, "instructions", allow_none=True)
-        self.skills = self._checked_list(
-            skills if skills is not None else list(PAPER_PROMPTS.values()), "skills"
-        )
+        if skills is None:
+            skills = list(PAPER_PROMPTS.values())
+            if face == "text":  # then only examples for sampling: drop what the limit forbids
+                skills = [s for s in skills if len(s) <= self.max_instruction_length] or ["go"]
+        self.skills = self._checked_list(skills, "skills")
         self._detector_for = resolve_detectors(success)
         self.device = device
 
@@ -237,6 +240,7 @@ class Steve1SkillEnv(gym.Env):
             raise
 
         self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._undetectable: set[str] = set()
         self._needs_reset = True
         self._world_obs: WorldObs | None = None
         self._policy_state: Any = None
@@ -473,6 +477,13 @@ class Steve1SkillEnv(gym.Env):
     def _start_attempt(self, instruction: str) -> None:
         self._goal = Goal(instruction, self.goal_embedding(instruction))
         self._detector = self._detector_for(instruction)
+        if self._detector is None and instruction not in self._undetectable:
+            self._undetectable.add(instruction)
+            warnings.warn(
+                f"No success detector is known for {instruction!r}, so is_success stays False "
+                "for it. Pass success={instruction: detector} (see steve1_env.success).",
+                stacklevel=3,
+            )
         self._attempt_start = self._world_obs
         self._attempt_steps = 0
         self._attempt_succeeded = False

@@ -36,13 +36,22 @@ def validate_items(items: Sequence[str]) -> tuple[str, ...]:
     return result
 
 
+MAX_ITEM_COUNT = 36 * 64
+"""A Minecraft inventory holds at most 36 stacks of 64."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def observation_space(pov_shape: tuple[int, int], items: Sequence[str]) -> spaces.Dict:
-    """Returns the env's observation space: ``pov``, ``inventory`` and ``goal``."""
+    """Returns the env's observation space: ``pov``, ``inventory`` and ``goal``.
+
+    The goal's bounds are the finite float32 range: `precision.as_goal_embedding` rejects
+    NaN and infinity.
+    """
     return spaces.Dict(
         {
             "pov": spaces.Box(0, 255, (*pov_shape, 3), dtype=np.uint8),
-            "inventory": spaces.Box(0.0, np.inf, (len(items),), dtype=np.float32),
-            "goal": spaces.Box(-np.inf, np.inf, (GOAL_DIM,), dtype=np.float32),
+            "inventory": spaces.Box(0.0, MAX_ITEM_COUNT, (len(items),), dtype=np.float32),
+            "goal": spaces.Box(-_FLOAT32_MAX, _FLOAT32_MAX, (GOAL_DIM,), dtype=np.float32),
         }
     )
 

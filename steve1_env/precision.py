@@ -57,7 +57,7 @@ def as_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> np.ndarray:
         raise GoalEmbeddingError(
             f"A goal embedding must have shape ({dim},) or (1, {dim}), got {array.shape}."
         )
-    embedding = np.ascontiguousarray(array, dtype=np.float32)
+    embedding = np.array(array, dtype=np.float32, order="C", copy=True)
     if not np.isfinite(embedding).all():
         bad = int((~np.isfinite(embedding)).sum())
         raise GoalEmbeddingError(
@@ -78,7 +78,7 @@ def goal_tensor(embedding: np.ndarray, device: Any, dtype: Any = None) -> Any:
     """
     import torch
 
-    tensor = torch.as_tensor(as_goal_embedding(embedding, dim=embedding.shape[-1]))
+    tensor = torch.from_numpy(as_goal_embedding(embedding, dim=embedding.shape[-1]))
     return tensor.to(device=device, dtype=dtype or torch.float32).unsqueeze(0)
 
 

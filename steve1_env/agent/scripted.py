@@ -69,8 +69,8 @@ class ScriptedPolicy:
         if not isinstance(world, SyntheticWorld):
             raise ConfigurationError(
                 "policy='scripted' is an oracle for the synthetic world and needs "
-                f"world='synthetic', got a {type(world).__name__}. Use policy='steve1' (or "
-                "'random') on other worlds."
+                f"world='synthetic', got a {type(world).__name__}. Choose another policy for "
+                "other worlds (steve1_env.registry.POLICIES.names() lists them)."
             )
         self.world = world
         self.device = device

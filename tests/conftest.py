@@ -1,0 +1,63 @@
+"""Shared fixtures and test doubles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+from steve1_env.worlds.actions import canonical_action
+from steve1_env.worlds.base import WorldStep
+from steve1_env.worlds.synthetic import SyntheticWorld
+
+
+class ScriptedWorld:
+    """A world double whose `step` follows a script: healthy, then done, error or raise."""
+
+    def __init__(self, fail_at: int | None = None, mode: str = "raise", done_at: int | None = None):
+        self.inner = SyntheticWorld(pov_shape=(64, 64))
+        self.fail_at, self.mode, self.done_at = fail_at, mode, done_at
+        self.ticks = 0
+        self.closed = 0
+        self.reset_seeds: list[int | None] = []
+
+    def reset(self, seed: int | None = None) -> dict[str, Any]:
+        self.ticks = 0
+        self.reset_seeds.append(seed)
+        return self.inner.reset(seed)
+
+    def step(self, action: Mapping[str, Any]) -> WorldStep:
+        canonical_action(action)
+        self.ticks += 1
+        if self.fail_at is not None and self.ticks >= self.fail_at:
+            if self.mode == "raise":
+                raise ConnectionResetError("socket closed by Minecraft")
+            # Like MineRL on a socket failure: a random observation, done, and info["error"].
+            bogus = self.inner.reset(12345)
+            bogus["inventory"] = dict.fromkeys(bogus["inventory"], 99)
+            return WorldStep(bogus, True, {"error": "java.net.SocketException: Broken pipe"})
+        result = self.inner.step(action)
+        done = self.done_at is not None and self.ticks >= self.done_at
+        return WorldStep(result.obs, done, {})
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class CountingEncoder:
+    """A prompt encoder double that counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.device = "cpu"
+
+    def encode(self, instruction: str) -> np.ndarray:
+        self.calls.append(instruction)
+        return np.full(512, len(instruction), dtype=np.float64)
+
+
+@pytest.fixture
+def counting_encoder() -> CountingEncoder:
+    return CountingEncoder()
