@@ -8,7 +8,6 @@ buttons as Python ints 0/1, ``camera`` as a float64 array ``[pitch, yaw]`` in de
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,9 +110,3 @@ def canonical_action(action: Mapping[str, Any]) -> dict[str, Any]:
         else:
             canonical[key] = _button_value(key, value)
     return canonical
-
-
-def camera_is_zero(action: Mapping[str, Any]) -> bool:
-    """Returns True if a canonical action does not move the camera."""
-    pitch, yaw = action["camera"]
-    return math.isclose(pitch, 0.0) and math.isclose(yaw, 0.0)

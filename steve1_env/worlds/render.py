@@ -31,10 +31,14 @@ _WATER_TINT = np.array([20, 40, 115], dtype=np.uint8)
 """Added to a third of each pixel's value under water."""
 
 
-def _paint(frame: np.ndarray, rows: slice, cols: slice, color: np.ndarray) -> None:
-    # One channel at a time: much faster than broadcasting a 3-vector over a region.
-    for channel in range(3):
-        frame[rows, cols, channel] = color[channel]
+def _paint(frame: np.ndarray, r0: int, r1: int, c0: int, c1: int, color: np.ndarray) -> None:
+    if r0 >= r1 or c0 >= c1:
+        return
+    if (r1 - r0) * (c1 - c0) < 4096:
+        frame[r0:r1, c0:c1] = color
+    else:  # one channel at a time: faster than broadcasting a 3-vector over a large region
+        for channel in range(3):
+            frame[r0:r1, c0:c1, channel] = color[channel]
 
 
 SPRITE_FIELDS = ("x", "z", "base_y", "height", "width", "block_id", "canopy_id")
@@ -93,7 +97,7 @@ class FrameRenderer:
             np.broadcast_to(colors.astype(np.uint8)[:, None, :], (rows, self.width, 3))
         )
 
-    def _row(self, elevation: float, view_up: float) -> float:
+    def _row(self, elevation: np.ndarray, view_up: float) -> np.ndarray:
         return self.height / 2 - (elevation - view_up) * self.rows_per_degree
 
     def render(
@@ -154,40 +158,45 @@ class FrameRenderer:
         visible = np.nonzero(
             (distance > 0.4) & (distance < in_range) & (np.abs(relative) < self.fov_h / 2 + 15)
         )[0]
-        nearest = visible[np.argsort(distance[visible], kind="stable")[:MAX_SPRITES]]
+        nearest = visible[np.argsort(distance[visible], kind="stable")[:MAX_SPRITES]][::-1]
+        if nearest.size == 0:
+            return
+        table, distance = sprites[nearest], distance[nearest]
+        angle = np.radians(relative[nearest])
+        # Depth along the view axis keeps sizes consistent across the screen.
+        depth = np.maximum(distance * np.cos(angle), 0.3)
         px_per_unit = (self.width / 2) / self.half_tan_h
-        for i in nearest[::-1]:
-            _, _, base_y, height, width, block_id, canopy_id = sprites[i]
-            angle = math.radians(relative[i])
-            # Depth along the view axis keeps sizes consistent across the screen.
-            depth = max(distance[i] * math.cos(angle), 0.3)
-            centre = self.width / 2 + math.tan(angle) * px_per_unit
-            half = max(width * px_per_unit / depth / 2, 0.5)
-            self._fill(frame, ey, view_up, distance[i], centre, half, base_y, base_y + height,
-                       _COLORS[int(block_id)])  # fmt: skip
-            if canopy_id >= 0:
-                top = base_y + height
-                self._fill(frame, ey, view_up, distance[i], centre, half * 5, top - 3.0, top + 0.5,
-                           _COLORS[int(canopy_id)])  # fmt: skip
+        centre = self.width / 2 + np.tan(angle) * px_per_unit
+        half = np.maximum(table[:, 4] * px_per_unit / depth / 2, 0.5)
+        base, top = table[:, 2], table[:, 2] + table[:, 3]
+        trunk = self._rectangles(ey, view_up, distance, centre, half, base, top)
+        canopy = self._rectangles(ey, view_up, distance, centre, half * 5, top - 3.0, top + 0.5)
+        block_ids, canopy_ids = table[:, 5].astype(int), table[:, 6].astype(int)
+        for i in range(len(table)):  # far to near, so near sprites cover far ones
+            _paint(frame, *trunk[i], _COLORS[block_ids[i]])
+            if canopy_ids[i] >= 0:
+                _paint(frame, *canopy[i], _COLORS[canopy_ids[i]])
 
-    def _fill(
+    def _rectangles(
         self,
-        frame: np.ndarray,
         eye_y: float,
         view_up: float,
-        distance: float,
-        centre: float,
-        half_width: float,
-        bottom_y: float,
-        top_y: float,
-        color: np.ndarray,
-    ) -> None:
-        top = self._row(math.degrees(math.atan2(top_y - eye_y, distance)), view_up)
-        bottom = self._row(math.degrees(math.atan2(bottom_y - eye_y, distance)), view_up)
-        r0, r1 = max(int(top), 0), min(math.ceil(bottom), self.height)
-        c0, c1 = max(int(centre - half_width), 0), min(math.ceil(centre + half_width), self.width)
-        if r0 < r1 and c0 < c1:
-            _paint(frame, slice(r0, r1), slice(c0, c1), color)
+        distance: np.ndarray,
+        centre: np.ndarray,
+        half_width: np.ndarray,
+        bottom_y: np.ndarray,
+        top_y: np.ndarray,
+    ) -> list[tuple[int, int, int, int]]:
+        """Returns clipped pixel rectangles ``(r0, r1, c0, c1)`` of upright boxes."""
+        top = self._row(np.degrees(np.arctan2(top_y - eye_y, distance)), view_up)
+        bottom = self._row(np.degrees(np.arctan2(bottom_y - eye_y, distance)), view_up)
+        rows0 = np.clip(top.astype(int), 0, self.height)
+        rows1 = np.clip(np.ceil(bottom).astype(int), 0, self.height)
+        cols0 = np.clip((centre - half_width).astype(int), 0, self.width)
+        cols1 = np.clip(np.ceil(centre + half_width).astype(int), 0, self.width)
+        return list(
+            zip(rows0.tolist(), rows1.tolist(), cols0.tolist(), cols1.tolist(), strict=True)
+        )
 
     def _draw_target(
         self, frame: np.ndarray, block_id: int, distance: float, broken: float
@@ -195,6 +204,4 @@ class FrameRenderer:
         h, w = self.height, self.width
         half = int(min(h, w) * 0.3 / max(distance, 0.6))
         color = (_COLORS[block_id] * (1.0 - 0.6 * broken)).astype(np.uint8)
-        _paint(
-            frame, slice(h // 2 - half, h // 2 + half), slice(w // 2 - half, w // 2 + half), color
-        )
+        _paint(frame, h // 2 - half, h // 2 + half, w // 2 - half, w // 2 + half, color)
