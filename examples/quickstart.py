@@ -14,7 +14,7 @@ def main() -> None:
     with gym.make("Steve1Skill-v0", instruction=PLAN[0], k=300) as env:
         obs, info = env.reset(seed=42)
         for instruction in PLAN:
-            obs, reward, terminated, truncated, info = env.step(instruction)
+            obs, _, terminated, truncated, info = env.step(instruction)
             print(
                 f"{instruction!r:20} -> {info['reason']:10} in {info['steps']:3} ticks; "
                 f"inventory {info['inventory']}"

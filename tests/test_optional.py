@@ -10,7 +10,9 @@ def test_present_module_is_returned():
 
 def test_missing_module_names_the_install_command():
     with pytest.raises(DependencyNotInstalledError) as caught:
-        import_optional("no_such_module_xyz", "minerl", "world='minerl'", hint="It also needs Java 8.")
+        import_optional(
+            "no_such_module_xyz", "minerl", "world='minerl'", hint="It also needs Java 8."
+        )
     message = str(caught.value)
     assert 'pip install "steve1-env[minerl]"' in message
     assert "world='minerl'" in message and message.endswith("It also needs Java 8.")
