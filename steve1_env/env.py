@@ -16,7 +16,7 @@ import string
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -112,11 +112,8 @@ class InstructionSpace(spaces.Text):
         return f"InstructionSpace(max_length={self.max_length}, examples={len(self.examples) - 1})"
 
 
-def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def _positive_int(value: Any, name: str, allowed: str = "a positive int") -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        allowed = "a positive int or None" if allow_none else "a positive int"
         raise ConfigurationError(f"{name} must be {allowed}, got {value!r}.")
     return int(value)
 
@@ -150,7 +147,7 @@ class Steve1SkillEnv(gym.Env):
         max_instruction_length: Longest accepted instruction in characters.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 (gym.Env API)
 
     def __init__(
         self,
@@ -186,8 +183,10 @@ class Steve1SkillEnv(gym.Env):
             max_instruction_length, "max_instruction_length"
         )
         self.k = _positive_int(k, "k")
-        self.max_low_level_steps = _positive_int(
-            max_low_level_steps, "max_low_level_steps", allow_none=True
+        self.max_low_level_steps = (
+            None
+            if max_low_level_steps is None
+            else _positive_int(max_low_level_steps, "max_low_level_steps", "a positive int or None")
         )
         if len(pov_shape) != 2:
             raise ConfigurationError(f"pov_shape must be (height, width), got {pov_shape!r}.")
@@ -200,7 +199,9 @@ class Steve1SkillEnv(gym.Env):
         self.terminate_on_success = bool(terminate_on_success)
         self.inventory_items = validate_items(inventory_items)
         self.instruction = None if instruction is None else self._checked(instruction)
-        self.instructions = self._checked_list(instructions, "instructions", allow_none=True)
+        self.instructions = (
+            None if instructions is None else self._checked_list(instructions, "instructions")
+        )
         if skills is None:
             skills = list(PAPER_PROMPTS.values())
             if face == "text":  # then only examples for sampling: drop what the limit forbids
@@ -267,11 +268,7 @@ class Steve1SkillEnv(gym.Env):
     def _checked(self, instruction: Any) -> str:
         return validate_instruction(instruction, self.max_instruction_length)
 
-    def _checked_list(
-        self, values: Sequence[str] | None, name: str, allow_none: bool = False
-    ) -> list[str] | None:
-        if values is None and allow_none:
-            return None
+    def _checked_list(self, values: Sequence[str], name: str) -> list[str]:
         if isinstance(values, str) or not isinstance(values, Sequence) or not values:
             raise ConfigurationError(
                 f"{name} must be a non-empty list of instructions, got {values!r}."
@@ -391,7 +388,7 @@ class Steve1SkillEnv(gym.Env):
                 steps += 1
                 self._attempt_steps += 1
                 self._total_steps += 1
-                if self._detector is not None:
+                if self._detector is not None and self._attempt_start is not None:
                     detector = fired(
                         self._detector, self._attempt_start, result.obs, self._attempt_steps
                     )

@@ -27,7 +27,10 @@ Obs = Mapping[str, Any]
 class SuccessDetector(Protocol):
     """Anything with a `name` that answers ``detector(start_obs, obs, steps) -> bool``."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Shown in ``info["detector"]`` when this detector fires."""
+        ...
 
     def __call__(self, start_obs: Obs, obs: Obs, steps: int) -> bool:
         """Returns True once the skill attempt that started at `start_obs` has succeeded."""
