@@ -22,8 +22,10 @@ from steve1_env.errors import (
     GoalEmbeddingError,
     InvalidActionError,
     InvalidInstructionError,
+    InvalidObservationError,
     ResetNeededError,
     Steve1EnvError,
+    Steve1EnvWarning,
     UnknownNameError,
     WorldCrashError,
 )
@@ -48,10 +50,14 @@ for _env_id, _face in zip(ENV_IDS, ("text", "discrete"), strict=True):
 
 def __getattr__(name: str) -> object:
     # The env class is imported on first use so `import steve1_env` stays light.
-    if name in ("Steve1SkillEnv", "validate_instruction"):
-        from steve1_env import env
+    if name == "Steve1SkillEnv":
+        from steve1_env.env import Steve1SkillEnv
 
-        return getattr(env, name)
+        return Steve1SkillEnv
+    if name == "validate_instruction":
+        from steve1_env.instructions import validate_instruction
+
+        return validate_instruction
     raise AttributeError(f"module 'steve1_env' has no attribute {name!r}")
 
 
@@ -63,8 +69,10 @@ __all__ = [
     "GoalEmbeddingError",
     "InvalidActionError",
     "InvalidInstructionError",
+    "InvalidObservationError",
     "ResetNeededError",
     "Steve1EnvError",
+    "Steve1EnvWarning",
     "Steve1SkillEnv",
     "UnknownNameError",
     "WorldCrashError",

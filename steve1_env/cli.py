@@ -56,6 +56,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of ``steve1-env``."""
     from steve1_env import __version__
@@ -78,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--world", default="synthetic", help="world name (default: synthetic)")
     demo.add_argument("--policy", default="scripted", help="policy name (default: scripted)")
     demo.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
-    demo.add_argument("--k", type=int, default=200, help="low-level steps per try (default: 200)")
-    demo.add_argument("--tries", type=int, default=3, help="tries per instruction (default: 3)")
+    demo.add_argument(
+        "--k", type=_positive, default=200, help="low-level steps per try (default: 200)"
+    )
+    demo.add_argument(
+        "--tries", type=_positive, default=3, help="tries per instruction (default: 3)"
+    )
     demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     demo.set_defaults(run=_demo)
     return parser

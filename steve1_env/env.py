@@ -12,7 +12,7 @@ its baseline while asking for the same skill again after a success starts afresh
 
 from __future__ import annotations
 
-import string
+import copy
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -29,7 +29,14 @@ from steve1_env.errors import (
     InvalidActionError,
     InvalidInstructionError,
     ResetNeededError,
+    Steve1EnvWarning,
     WorldCrashError,
+)
+from steve1_env.instructions import (
+    MAX_INSTRUCTION_LENGTH,
+    InstructionSpace,
+    as_text,
+    validate_instruction,
 )
 from steve1_env.observations import (
     DEFAULT_INVENTORY_ITEMS,
@@ -39,83 +46,47 @@ from steve1_env.observations import (
     validate_items,
 )
 from steve1_env.prompt.base import PromptEncoder
-from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
+from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.success import DetectorSpec, SuccessDetector, fired, resolve_detectors
-from steve1_env.tasks.prompts import PAPER_PROMPTS
+from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
+from steve1_env.validation import frame_shape, non_empty_list, positive_int
 from steve1_env.worlds.base import World, WorldObs
 
-MAX_INSTRUCTION_LENGTH = 300
-"""Default upper bound on instruction length in characters (CLIP keeps 75 tokens anyway)."""
 EMBEDDING_CACHE_SIZE = 1024
 REASONS = ("success", "budget", "world_done", "crash")
-"""Why a high-level step ended (``info["reason"]``)."""
-
-_INSTRUCTION_CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
+"""Why a high-level step ended (``info["reason"]``; None after `reset`)."""
 
 
-def validate_instruction(instruction: Any, max_length: int = MAX_INSTRUCTION_LENGTH) -> str:
-    """Returns `instruction` stripped of surrounding whitespace, or raises a clear error.
-
-    Raises:
-        InvalidInstructionError: If it is not a string, is empty or whitespace-only, holds
-            control characters, or is longer than `max_length` characters.
-    """
-    if not isinstance(instruction, str):
-        raise InvalidInstructionError(
-            f"An instruction must be a str such as 'chop a tree', got "
-            f"{type(instruction).__name__} {instruction!r}."
-        )
-    text = instruction.strip()
-    if not text:
-        raise InvalidInstructionError(
-            f"An instruction must contain text, got {instruction!r}. Pass e.g. "
-            "options={'instruction': 'chop a tree'} to reset()."
-        )
-    if len(text) > max_length:
-        raise InvalidInstructionError(
-            f"An instruction may have at most {max_length} characters, got {len(text)}: "
-            f"{text[:40]!r}... Shorten it or raise max_instruction_length."
-        )
-    if not text.replace("\n", " ").replace("\t", " ").isprintable():
-        raise InvalidInstructionError(
-            f"An instruction must not contain control characters, got {text!r}."
-        )
-    return text
+def _protocol_members(protocol: type) -> list[str]:
+    names = set(getattr(protocol, "__annotations__", {}))
+    names.update(
+        name
+        for name, value in vars(protocol).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    )
+    return sorted(names)
 
 
-class InstructionSpace(spaces.Text):
-    """The text face's action space: any printable instruction up to `max_length` characters.
+def _check_device(device: Any) -> Any:
+    # "cpu" needs no torch; anything else is checked by torch itself, imported only then.
+    if device == "cpu":
+        return device
+    try:
+        import torch
 
-    ``""`` means "keep pursuing the current instruction". `sample` draws from `examples` (and
-    ``""``) so that random agents and `check_env` issue meaningful instructions.
-    """
-
-    def __init__(self, max_length: int, examples: Sequence[str], seed: int | None = None) -> None:
-        super().__init__(max_length, min_length=0, charset=_INSTRUCTION_CHARSET, seed=seed)
-        self.examples: tuple[str, ...] = (*examples, "")
-
-    def sample(self, mask: Any = None, probability: Any = None) -> str:
-        """Returns one of `examples` or ``""``, drawn with this space's RNG."""
-        if mask is not None or probability is not None:
-            return super().sample(mask=mask, probability=probability)
-        return self.examples[int(self.np_random.integers(len(self.examples)))]
-
-    def contains(self, x: Any) -> bool:
-        """Returns True for printable strings no longer than `max_length`."""
-        return (
-            isinstance(x, str)
-            and len(x) <= self.max_length
-            and x.replace("\n", " ").replace("\t", " ").isprintable()
-        )
-
-    def __repr__(self) -> str:
-        return f"InstructionSpace(max_length={self.max_length}, examples={len(self.examples) - 1})"
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r} "
+            f"({exc})."
+        ) from exc
+    return device
 
 
-def _positive_int(value: Any, name: str, allowed: str = "a positive int") -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigurationError(f"{name} must be {allowed}, got {value!r}.")
-    return int(value)
+def _baseline(obs: WorldObs) -> WorldObs:
+    # A deep copy without the frame: detectors compare against it for the whole attempt, and a
+    # world may reuse its observation buffers.
+    return {key: copy.deepcopy(value) for key, value in obs.items() if key != "pov"}
 
 
 class Steve1SkillEnv(gym.Env):
@@ -130,7 +101,9 @@ class Steve1SkillEnv(gym.Env):
         instruction: Instruction used by `reset` when its options carry none.
         instructions: Instructions `reset` samples from (with the env's seeded RNG) when
             neither its options nor `instruction` give one.
-        skills: The discrete face's skill list; defaults to the paper's 11 prompts.
+        skills: The discrete face's skill list (default: the paper's 11 prompts). On the text
+            face, the instructions ``action_space.sample()`` draws from when neither
+            `instructions` nor `instruction` is given.
         k: Low-level step budget of one high-level step.
         max_low_level_steps: Episode cap on low-level steps (truncates); None for no cap.
         success: Success detectors: None for the defaults of the paper's tasks, one detector
@@ -179,21 +152,14 @@ class Steve1SkillEnv(gym.Env):
                 f"render_mode must be None or one of {self.metadata['render_modes']}, "
                 f"got {render_mode!r}."
             )
-        self.max_instruction_length = _positive_int(
-            max_instruction_length, "max_instruction_length"
-        )
-        self.k = _positive_int(k, "k")
+        self.max_instruction_length = positive_int(max_instruction_length, "max_instruction_length")
+        self.k = positive_int(k, "k")
         self.max_low_level_steps = (
             None
             if max_low_level_steps is None
-            else _positive_int(max_low_level_steps, "max_low_level_steps", "a positive int or None")
+            else positive_int(max_low_level_steps, "max_low_level_steps")
         )
-        if len(pov_shape) != 2:
-            raise ConfigurationError(f"pov_shape must be (height, width), got {pov_shape!r}.")
-        self.pov_shape = (
-            _positive_int(pov_shape[0], "pov_shape[0]"),
-            _positive_int(pov_shape[1], "pov_shape[1]"),
-        )
+        self.pov_shape = frame_shape(pov_shape, "pov_shape")
         self.face = face
         self.render_mode = render_mode
         self.terminate_on_success = bool(terminate_on_success)
@@ -202,13 +168,15 @@ class Steve1SkillEnv(gym.Env):
         self.instructions = (
             None if instructions is None else self._checked_list(instructions, "instructions")
         )
-        if skills is None:
-            skills = list(PAPER_PROMPTS.values())
-            if face == "text":  # then only examples for sampling: drop what the limit forbids
-                skills = [s for s in skills if len(s) <= self.max_instruction_length] or ["go"]
-        self.skills = self._checked_list(skills, "skills")
+        if skills is not None:
+            self.skills = self._checked_list(skills, "skills")
+        elif face == "discrete":
+            self.skills = list(PAPER_PROMPTS.values())
+        else:  # only sampling examples: drop what the length limit forbids
+            limit = self.max_instruction_length
+            self.skills = [s for s in PAPER_PROMPTS.values() if len(s) <= limit]
         self._detector_for = resolve_detectors(success)
-        self.device = device
+        self.device = _check_device(device)
 
         if face == "text":
             examples = self.instructions or (
@@ -238,10 +206,12 @@ class Steve1SkillEnv(gym.Env):
             )
         except BaseException:
             self.world.close()
+            if hasattr(self, "policy"):
+                self.policy.close()
             raise
 
         self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._undetectable: set[str] = set()
+        self._warned_undetectable: set[str] = set()
         self._needs_reset = True
         self._world_obs: WorldObs | None = None
         self._policy_state: Any = None
@@ -255,32 +225,30 @@ class Steve1SkillEnv(gym.Env):
 
     # ------------------------------------------------------------------ setup
     @staticmethod
-    def _build(registry: Any, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
+    def _build(registry: Registry, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
         if isinstance(spec, str):
             return registry.make(spec, **kwargs)
         if isinstance(spec, protocol):
             return spec
+        missing = [name for name in _protocol_members(protocol) if not hasattr(spec, name)]
         raise ConfigurationError(
             f"{registry.kind} must be a registered name ({', '.join(registry.names())}) or an "
-            f"object implementing the {protocol.__name__} protocol, got {type(spec).__name__}."
+            f"object implementing the {protocol.__name__} protocol; the "
+            f"{type(spec).__name__} given lacks: {', '.join(missing) or '(see the protocol)'}."
         )
 
     def _checked(self, instruction: Any) -> str:
         return validate_instruction(instruction, self.max_instruction_length)
 
-    def _checked_list(self, values: Sequence[str], name: str) -> list[str]:
-        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
-            raise ConfigurationError(
-                f"{name} must be a non-empty list of instructions, got {values!r}."
-            )
-        return [self._checked(value) for value in values]
+    def _checked_list(self, values: Any, name: str) -> list[str]:
+        return [self._checked(value) for value in non_empty_list(values, name)]
 
     # ------------------------------------------------------------ public API
     def goal_embedding(self, instruction: str) -> np.ndarray:
         """Returns the float32 ``(512,)`` goal embedding of `instruction`, computed once.
 
         The encoder runs with autocast disabled; whatever it returns is converted to finite
-        float32 by `steve1_env.precision.as_goal_embedding`.
+        float32 by `steve1_env.precision.as_goal_embedding`. The result is read-only.
         """
         cached = self._embeddings.get(instruction)
         if cached is not None:
@@ -315,25 +283,29 @@ class Steve1SkillEnv(gym.Env):
         Raises:
             InvalidInstructionError: If the text face has no instruction to pursue, or the
                 given one is invalid.
+            WorldCrashError: If the world fails to start.
         """
         self._ensure_open()
-        super().reset(seed=seed)
+        # Whatever fails below, the previous episode is over.
+        self._needs_reset = True
         options = dict(options or {})
         unknown = sorted(set(options) - {"instruction"})
         if unknown:
             raise ConfigurationError(
                 f"Unknown reset option(s) {unknown}; the only option is 'instruction'."
             )
-        instruction = self._initial_instruction(options.get("instruction"))
+        given = options.get("instruction")
+        given = None if given is None else self._checked(given)
+        super().reset(seed=seed)
+        instruction = self._initial_instruction(given)
         world_seed = int(self.np_random.integers(2**31 - 1))
         policy_seed = int(self.np_random.integers(2**31 - 1))
-        self._needs_reset = True
         try:
             self._world_obs = self.world.reset(seed=world_seed)
         except Exception as exc:
             raise WorldCrashError(
-                f"The world failed to reset ({type(exc).__name__}: {exc}). Check the world "
-                "backend (`steve1-env doctor` lists what is installed) and reset again."
+                f"The world failed to reset ({type(exc).__name__}: {exc}). Check that its "
+                "backend is installed and working, then reset again."
             ) from exc
         self._policy_state = self.policy.initial_state(policy_seed)
         self._goal, self._detector, self._attempt_start = None, None, None
@@ -341,8 +313,9 @@ class Steve1SkillEnv(gym.Env):
         self._attempt_steps = self._total_steps = self._high_level_steps = 0
         if instruction is not None:
             self._start_attempt(instruction)
+        observation = self._observation()
         self._needs_reset = False
-        return self._observation(), self._info(steps=0, reason=None, detector=None)
+        return observation, self._info(steps=0, reason=None, detector=None, world_done=False)
 
     def step(
         self, action: str | int | np.integer
@@ -363,15 +336,19 @@ class Steve1SkillEnv(gym.Env):
         instruction = self._instruction_from_action(action)
         if self._goal is None or instruction != self._goal.instruction or self._attempt_succeeded:
             self._start_attempt(instruction)
-        assert self._goal is not None and self._world_obs is not None  # for type checkers
+        goal, start = self._goal, self._attempt_start
+        if goal is None or start is None or self._world_obs is None:
+            raise ResetNeededError("The episode state is incomplete; call reset().")
         budget = self.k
         if self.max_low_level_steps is not None:
             budget = min(budget, self.max_low_level_steps - self._total_steps)
-        steps, reason, detector, error = 0, "budget", None, None
-        with precision.autocast_disabled(getattr(self.policy, "device", self.device)):
+        steps, reason, detector, error, world_done = 0, "budget", None, None, False
+        # A policy exception leaves the episode half-stepped: it then needs a reset.
+        self._needs_reset = True
+        with precision.autocast_disabled(self.policy.device):
             while steps < budget:
                 low_action, self._policy_state = self.policy.act(
-                    self._world_obs, self._goal, self._policy_state
+                    self._world_obs, goal, self._policy_state
                 )
                 try:
                     result = self.world.step(low_action)
@@ -388,26 +365,25 @@ class Steve1SkillEnv(gym.Env):
                 steps += 1
                 self._attempt_steps += 1
                 self._total_steps += 1
-                if self._detector is not None and self._attempt_start is not None:
-                    detector = fired(
-                        self._detector, self._attempt_start, result.obs, self._attempt_steps
-                    )
+                world_done = bool(result.done)
+                if self._detector is not None:
+                    detector = fired(self._detector, start, result.obs, self._attempt_steps)
                     if detector is not None:
                         reason = "success"
                         break
-                if result.done:
+                if world_done:
                     reason = "world_done"
                     break
         self._high_level_steps += 1
         success = reason == "success"
         self._attempt_succeeded = self._attempt_succeeded or success
-        terminated = reason == "world_done" or (success and self.terminate_on_success)
+        terminated = world_done or (success and self.terminate_on_success)
         capped = (
             self.max_low_level_steps is not None and self._total_steps >= self.max_low_level_steps
         )
         truncated = not terminated and (reason == "crash" or capped)
         self._needs_reset = terminated or truncated
-        info = self._info(steps=steps, reason=reason, detector=detector)
+        info = self._info(steps=steps, reason=reason, detector=detector, world_done=world_done)
         if error is not None:
             info["error"] = error
         return self._observation(), float(success), terminated, truncated, info
@@ -419,23 +395,26 @@ class Steve1SkillEnv(gym.Env):
         return np.array(self._world_obs["pov"], dtype=np.uint8)
 
     def close(self) -> None:
-        """Closes the world and the policy; safe to call more than once."""
+        """Closes the world, the policy and the prompt encoder; safe to call more than once."""
         if getattr(self, "_closed", True):
             return
         self._closed = True
         try:
             self.world.close()
         finally:
-            self.policy.close()
+            try:
+                self.policy.close()
+            finally:
+                self.prompt_encoder.close()
 
     # -------------------------------------------------------------- internals
     def _ensure_open(self) -> None:
         if self._closed:
             raise ResetNeededError("This env is closed; create a new one with gym.make().")
 
-    def _initial_instruction(self, given: Any) -> str | None:
+    def _initial_instruction(self, given: str | None) -> str | None:
         if given is not None:
-            return self._checked(given)
+            return given
         if self.instruction is not None:
             return self.instruction
         if self.instructions:
@@ -462,6 +441,7 @@ class Steve1SkillEnv(gym.Env):
                     f"(0..{len(self.skills) - 1})."
                 )
             return self.skills[index]
+        action = as_text(action)
         if isinstance(action, str) and action == "":
             if self._goal is None:
                 raise InvalidInstructionError(
@@ -472,26 +452,38 @@ class Steve1SkillEnv(gym.Env):
         return self._checked(action)
 
     def _start_attempt(self, instruction: str) -> None:
+        if self._world_obs is None:
+            raise ResetNeededError("Call reset() before pursuing an instruction.")
         self._goal = Goal(instruction, self.goal_embedding(instruction))
         self._detector = self._detector_for(instruction)
-        if self._detector is None and instruction not in self._undetectable:
-            self._undetectable.add(instruction)
+        if self._detector is None and instruction not in self._warned_undetectable:
+            self._warned_undetectable.add(instruction)
+            kinds = matching_kinds(instruction)
+            why = (
+                f"it mentions several skills ({', '.join(kinds)})"
+                if kinds
+                else "it matches none of the known skills"
+            )
             warnings.warn(
-                f"No success detector is known for {instruction!r}, so is_success stays False "
-                "for it. Pass success={instruction: detector} (see steve1_env.success).",
+                f"No success detector is known for {instruction!r}: {why}, so is_success stays "
+                "False for it. Pass success={instruction: detector} (see steve1_env.success).",
+                Steve1EnvWarning,
                 stacklevel=3,
             )
-        self._attempt_start = self._world_obs
+        self._attempt_start = _baseline(self._world_obs)
         self._attempt_steps = 0
         self._attempt_succeeded = False
 
     def _observation(self) -> dict[str, np.ndarray]:
-        assert self._world_obs is not None  # reset() always sets it before this is called
+        if self._world_obs is None:
+            raise ResetNeededError("Call reset() first.")
         goal = self._goal.embedding if self._goal is not None else np.zeros(precision.GOAL_DIM)
         return env_observation(self._world_obs, goal, self.pov_shape, self.inventory_items)
 
-    def _info(self, *, steps: int, reason: str | None, detector: str | None) -> dict[str, Any]:
-        assert self._world_obs is not None
+    def _info(
+        self, *, steps: int, reason: str | None, detector: str | None, world_done: bool
+    ) -> dict[str, Any]:
+        inventory = {} if self._world_obs is None else self._world_obs.get("inventory", {})
         return {
             "is_success": reason == "success",
             "steps": steps,
@@ -499,7 +491,8 @@ class Steve1SkillEnv(gym.Env):
             "detector": detector,
             "detector_spec": None if self._detector is None else self._detector.name,
             "instruction": self.current_instruction,
-            "inventory": inventory_counts(self._world_obs.get("inventory", {})),
+            "inventory": inventory_counts(inventory),
+            "world_done": world_done,
             "attempt_steps": self._attempt_steps,
             "total_steps": self._total_steps,
             "high_level_steps": self._high_level_steps,

@@ -53,3 +53,11 @@ class WorldCrashError(Steve1EnvError, RuntimeError):
 
 class ResetNeededError(Steve1EnvError, RuntimeError):
     """`step` was called before `reset` or after the episode ended."""
+
+
+class InvalidObservationError(Steve1EnvError, ValueError):
+    """A world returned an observation that breaks the MineRL format (``pov`` and friends)."""
+
+
+class Steve1EnvWarning(UserWarning):
+    """Base class of the warnings `steve1_env` emits, so they can be filtered as one."""

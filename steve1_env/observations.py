@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from steve1_env.errors import ConfigurationError
+from steve1_env.errors import ConfigurationError, InvalidObservationError
 from steve1_env.precision import GOAL_DIM
+from steve1_env.validation import string_list
 
 DEFAULT_INVENTORY_ITEMS: tuple[str, ...] = (
     "oak_log", "birch_log", "spruce_log", "dirt", "cobblestone", "wheat_seeds", "dandelion",
@@ -21,16 +22,9 @@ DEFAULT_INVENTORY_ITEMS: tuple[str, ...] = (
 
 def validate_items(items: Sequence[str]) -> tuple[str, ...]:
     """Checks an inventory item list: non-empty, unique, non-empty strings."""
-    if isinstance(items, str) or not isinstance(items, Sequence):
-        raise ConfigurationError(
-            f"inventory_items must be a list of item names such as ['oak_log', 'dirt'], "
-            f"got {items!r}."
-        )
-    result = tuple(items)
-    if not result or not all(isinstance(item, str) and item for item in result):
-        raise ConfigurationError(
-            f"inventory_items must be a non-empty list of non-empty strings, got {items!r}."
-        )
+    result = tuple(string_list(items, "inventory_items"))
+    if not all(result):
+        raise ConfigurationError(f"inventory_items must not hold empty names, got {items!r}.")
     if len(set(result)) != len(result):
         raise ConfigurationError(f"inventory_items has duplicates: {items!r}.")
     return result
@@ -99,6 +93,27 @@ def inventory_counts(inventory: Mapping[str, Any]) -> dict[str, int]:
     return {name: int(count) for name, count in inventory.items() if int(count) > 0}
 
 
+def world_frame(world_obs: Mapping[str, Any]) -> np.ndarray:
+    """Returns the world observation's ``pov``, checked to be an ``(H, W, 3)`` uint8 RGB frame.
+
+    Raises:
+        InvalidObservationError: If ``pov`` is missing or not such a frame; the message names
+            what came instead.
+    """
+    if "pov" not in world_obs:
+        raise InvalidObservationError(
+            f"The world's observation has no 'pov' frame (keys: {', '.join(sorted(world_obs))}). "
+            "A World must return MineRL-shaped observations."
+        )
+    frame = np.asarray(world_obs["pov"])
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise InvalidObservationError(
+            f"The world's 'pov' must be an (H, W, 3) uint8 RGB frame, got shape {frame.shape} "
+            f"dtype {frame.dtype}. Convert it in the World (e.g. (frame * 255).astype(np.uint8))."
+        )
+    return frame
+
+
 def env_observation(
     world_obs: Mapping[str, Any],
     goal: np.ndarray,
@@ -107,7 +122,7 @@ def env_observation(
 ) -> dict[str, np.ndarray]:
     """Builds the env observation from a world observation and the current goal embedding."""
     return {
-        "pov": resize_frame(np.asarray(world_obs["pov"], dtype=np.uint8), pov_shape),
+        "pov": resize_frame(world_frame(world_obs), pov_shape),
         "inventory": inventory_vector(world_obs.get("inventory", {}), items),
         "goal": np.array(goal, dtype=np.float32),
     }

@@ -46,9 +46,9 @@ def as_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> np.ndarray:
         # Upcast on the tensor's own device first: numpy has no bfloat16.
         value = value.detach().float().cpu().numpy()
     array = np.asarray(value)
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+    if array.dtype.kind not in "iuf":
         raise GoalEmbeddingError(
-            f"A goal embedding must be numeric, got dtype {array.dtype}. Return a float array "
+            f"A goal embedding must be real numeric, got dtype {array.dtype}. Return a float array "
             f"or tensor of shape ({dim},) from the prompt encoder."
         )
     if array.shape == (1, dim):

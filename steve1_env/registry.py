@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from steve1_env.errors import ConfigurationError, UnknownNameError
-
-T = TypeVar("T")
 
 Factory = Callable[..., Any]
 
 
-class Registry(Generic[T]):
+class Registry:
     """Maps names to factories that build instances of one kind of component.
 
     Args:
@@ -79,9 +78,30 @@ class Registry(Generic[T]):
             self._factories[name] = entry
         return entry
 
-    def make(self, name: str, /, **kwargs: Any) -> T:
-        """Builds the component registered under `name` with `kwargs`."""
-        return self.factory(name)(**kwargs)
+    def make(self, name: str, /, **kwargs: Any) -> Any:
+        """Builds the component registered under `name` with `kwargs`.
+
+        Raises:
+            UnknownNameError: If the name is not registered.
+            ConfigurationError: If the factory does not accept `kwargs`; the message lists the
+                parameters it takes.
+        """
+        factory = self.factory(name)
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # some builtins have no signature: just call
+            return factory(**kwargs)
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            accepted = ", ".join(
+                p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD
+            )
+            raise ConfigurationError(
+                f"The {self.kind} {name!r} cannot take these arguments ({exc}). It accepts: "
+                f"{accepted or '(nothing)'}."
+            ) from exc
+        return factory(**kwargs)
 
     def _unknown_message(self, name: object) -> str:
         known = self.names()
@@ -94,9 +114,9 @@ class Registry(Generic[T]):
         )
 
 
-WORLDS: Registry[Any] = Registry("world", "worlds", "steve1_env.register_world")
-POLICIES: Registry[Any] = Registry("policy", "policies", "steve1_env.register_policy")
-PROMPT_ENCODERS: Registry[Any] = Registry(
+WORLDS = Registry("world", "worlds", "steve1_env.register_world")
+POLICIES = Registry("policy", "policies", "steve1_env.register_policy")
+PROMPT_ENCODERS = Registry(
     "prompt encoder", "prompt encoders", "steve1_env.register_prompt_encoder"
 )
 

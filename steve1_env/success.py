@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from steve1_env.errors import DetectorError
+from steve1_env.errors import DetectorError, Steve1EnvWarning
 from steve1_env.tasks.prompts import normalize_instruction, skill_kind
+from steve1_env.validation import positive_number, real_number, string_list
 
 Obs = Mapping[str, Any]
 
@@ -70,18 +71,16 @@ def _section(obs: Obs, key: str, detector: str) -> Mapping[str, Any]:
 
 
 def _patterns(items: str | Sequence[str]) -> tuple[str, ...]:
-    patterns = (items,) if isinstance(items, str) else tuple(items)
-    if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise DetectorError(
-            f"Item patterns must be non-empty strings such as 'dirt' or '*_log', got {items!r}."
-        )
+    if isinstance(items, str):
+        items = [items]
+    patterns = tuple(string_list(items, "Item patterns", error=DetectorError))
+    if not all(patterns):
+        raise DetectorError("Item patterns must be non-empty, such as 'dirt' or '*_log'.")
     return patterns
 
 
 def _positive(value: float, what: str) -> float:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise DetectorError(f"{what} must be a positive number, got {value!r}.")
-    return float(value)
+    return positive_number(value, what, error=DetectorError)
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class InventoryDelta:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", _patterns(self.items))
-        _positive(self.count, "InventoryDelta count")
+        object.__setattr__(self, "count", _positive(self.count, "InventoryDelta count"))
         if not self.name:
             object.__setattr__(self, "name", f"inventory:{'|'.join(self.items)}>={self.count:g}")
 
@@ -131,7 +130,7 @@ class CounterDelta:
         if not isinstance(self.counter, str) or not self.counter:
             raise DetectorError(f"counter must be a MineRL counter key, got {self.counter!r}.")
         object.__setattr__(self, "items", _patterns(self.items))
-        _positive(self.count, "CounterDelta count")
+        object.__setattr__(self, "count", _positive(self.count, "CounterDelta count"))
         if not self.name:
             object.__setattr__(
                 self, "name", f"{self.counter}:{'|'.join(self.items)}>={self.count:g}"
@@ -162,7 +161,7 @@ class TravelDistance:
     name: str = ""
 
     def __post_init__(self) -> None:
-        _positive(self.distance, "TravelDistance distance")
+        object.__setattr__(self, "distance", _positive(self.distance, "TravelDistance distance"))
         if not self.name:
             object.__setattr__(self, "name", f"travel>={self.distance:g}")
 
@@ -181,7 +180,7 @@ class DepthDug:
     name: str = ""
 
     def __post_init__(self) -> None:
-        _positive(self.depth, "DepthDug depth")
+        object.__setattr__(self, "depth", _positive(self.depth, "DepthDug depth"))
         if not self.name:
             object.__setattr__(self, "name", f"depth>={self.depth:g}")
 
@@ -204,6 +203,8 @@ class LookingUp:
     name: str = ""
 
     def __post_init__(self) -> None:
+        pitch = real_number(self.max_pitch, "LookingUp max_pitch", error=DetectorError)
+        object.__setattr__(self, "max_pitch", pitch)
         if not -90.0 <= self.max_pitch <= 0.0:
             raise DetectorError(
                 f"LookingUp max_pitch must be in [-90, 0] degrees (negative looks up), "
@@ -275,8 +276,9 @@ class ObservationValue:
                 if not self._warned[0]:
                     self._warned[0] = True
                     warnings.warn(
-                        f"Detector {self.name!r}: this world reports no {self.path!r}; it "
-                        "will never succeed here.",
+                        f"Detector {self.name!r}: this world reports no {self.path!r}, so this "
+                        "condition is always False here.",
+                        Steve1EnvWarning,
                         stacklevel=2,
                     )
                 return False
@@ -311,6 +313,11 @@ def custom(function: Callable[[Obs, Obs, int], bool], name: str = "") -> Custom:
 
 def as_detector(value: SuccessDetector | Callable[[Obs, Obs, int], bool]) -> SuccessDetector:
     """Returns detectors unchanged and wraps plain callables with `custom`."""
+    if isinstance(value, type):
+        raise DetectorError(
+            f"Got the class {value.__name__}, not a detector: create one, e.g. "
+            f"{value.__name__}(...) with its arguments."
+        )
     if isinstance(value, SuccessDetector):
         return value
     if callable(value):

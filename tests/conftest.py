@@ -52,10 +52,14 @@ class CountingEncoder:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.device = "cpu"
+        self.closed = 0
 
     def encode(self, instruction: str) -> np.ndarray:
         self.calls.append(instruction)
         return np.full(512, len(instruction), dtype=np.float64)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ def test_demo_prints_the_result(capsys):
     assert main(["demo", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "'chop a tree' try 1: success (wood)" in out
-    assert "result: 3/3 skills succeeded" in out and "oak_log=1" in out
+    assert "result: 3/3 skills succeeded" in out and "_log=1" in out
 
 
 def test_demo_with_own_instructions(capsys):
@@ -23,9 +23,10 @@ def test_errors_exit_2_with_a_hint(capsys):
     assert "Did you mean 'scripted'" in capsys.readouterr().err
 
 
-def test_usage_errors_exit_2():
+@pytest.mark.parametrize("argv", [[], ["demo", "--tries", "0"], ["demo", "--k", "x"]])
+def test_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as caught:
-        main([])
+        main(argv)
     assert caught.value.code == 2
 
 

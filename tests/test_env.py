@@ -299,8 +299,21 @@ def test_policy_failure_at_construction_closes_the_world():
 
 
 def test_objects_must_follow_the_protocols():
-    with pytest.raises(ConfigurationError, match="World protocol"):
+    with pytest.raises(ConfigurationError, match=r"World protocol.*lacks: close, reset, step"):
         make(world=object())
+
+    class NoDevice:
+        def initial_state(self, seed):
+            return None
+
+        def act(self, obs, goal, state):
+            return {}, state
+
+        def close(self):
+            pass
+
+    with pytest.raises(ConfigurationError, match=r"SkillPolicy protocol.*lacks: device"):
+        make(policy=NoDevice())
 
 
 @pytest.mark.parametrize(
@@ -313,7 +326,13 @@ def test_objects_must_follow_the_protocols():
         ({"render_mode": "human"}, "render_mode"),
         ({"inventory_items": []}, "inventory_items"),
         ({"inventory_items": "dirt"}, "inventory_items"),
-        ({"skills": []}, "skills must be a non-empty list"),
+        ({"skills": []}, "skills must not be empty"),
+        ({"skills": "get dirt"}, "skills must be a list"),
+        ({"pov_shape": 64}, "pov_shape must be a pair"),
+        ({"device": "gpu9"}, "device must be a torch device"),
+        ({"device": 3.5}, "device must be a torch device"),
+        ({"world_kwargs": {"povshape": (64, 64)}}, "cannot take these arguments.*pov_shape"),
+        ({"policy_kwargs": {"speed": 1}}, "cannot take these arguments"),
         ({"pov_shape": (64,)}, "pov_shape"),
     ],
 )

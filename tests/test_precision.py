@@ -66,6 +66,7 @@ def test_as_goal_embedding_accepts_tensors_of_any_float_dtype(dtype):
         (np.array(["a"] * 512), "numeric"),
         (np.full(512, np.nan), "non-finite"),
         (np.full(512, 1e6), "non-finite"),  # fine in float64 ...
+        (np.full(512, 1 + 1j), "numeric"),
     ],
 )
 def test_as_goal_embedding_rejects_bad_values(value, match):
@@ -82,6 +83,9 @@ class AutocastPromptEncoder:
 
     def encode(self, instruction):
         return prompt_embedding_like_upstream()
+
+    def close(self):
+        pass
 
 
 class TorchGoalPolicy:

@@ -1,6 +1,6 @@
 import pytest
 
-from steve1_env.errors import DetectorError
+from steve1_env.errors import DetectorError, Steve1EnvWarning
 from steve1_env.success import (
     DEFAULT_DETECTORS,
     CounterDelta,
@@ -64,7 +64,7 @@ def test_observation_value_and_missing_keys():
     with pytest.raises(DetectorError, match=r"no 'location_stats\.is_in_water'"):
         strict(obs(), obs(), 1)
     lenient = ObservationValue("location_stats.is_in_water", "==", True, required=False)
-    with pytest.warns(UserWarning, match="never succeed"):
+    with pytest.warns(Steve1EnvWarning, match="always False"):
         assert not lenient(obs(), obs(), 1)
     assert not lenient(obs(), obs(), 2)  # warns once
 
@@ -102,8 +102,11 @@ def test_custom_detectors():
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda: InventoryDelta(""), "non-empty strings"),
-        (lambda: InventoryDelta([]), "non-empty strings"),
+        (lambda: InventoryDelta(""), "must be non-empty"),
+        (lambda: InventoryDelta([]), "must not be empty"),
+        (lambda: InventoryDelta([3]), "only strings"),
+        (lambda: InventoryDelta("dirt", True), "positive"),
+        (lambda: LookingUp("x"), "finite number"),
         (lambda: InventoryDelta("dirt", 0), "positive"),
         (lambda: CounterDelta("", "dirt"), "counter"),
         (lambda: TravelDistance(-1), "positive"),

@@ -9,6 +9,7 @@ import numpy as np
 
 from steve1_env.agent.base import Goal
 from steve1_env.errors import ConfigurationError
+from steve1_env.validation import real_number
 from steve1_env.worlds.actions import AGENT_BUTTON_KEYS, noop_action
 
 
@@ -32,6 +33,8 @@ class RandomPolicy:
         press_probability: float = 0.5,
         max_turn: float = 10.0,
     ) -> None:
+        press_probability = real_number(press_probability, "press_probability")
+        max_turn = real_number(max_turn, "max_turn")
         if not 0.0 <= press_probability <= 1.0:
             raise ConfigurationError(
                 f"press_probability must be in [0, 1], got {press_probability!r}."

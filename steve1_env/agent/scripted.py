@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from steve1_env.agent.base import Goal
-from steve1_env.errors import ConfigurationError
+from steve1_env.errors import ConfigurationError, Steve1EnvWarning
 from steve1_env.tasks.prompts import skill_kind
 from steve1_env.worlds.actions import noop_action
+from steve1_env.worlds.angles import wrap_degrees
 from steve1_env.worlds.blocks import BLOCK_ID
 from steve1_env.worlds.synthetic import EYE_HEIGHT, SyntheticWorld
 
@@ -53,8 +54,7 @@ class ScriptState:
 
 
 def _turn_towards(current: float, wanted: float) -> float:
-    delta = (wanted - current + 180.0) % 360.0 - 180.0
-    return float(np.clip(delta, -MAX_TURN, MAX_TURN))
+    return float(np.clip(wrap_degrees(wanted - current), -MAX_TURN, MAX_TURN))
 
 
 class ScriptedPolicy:
@@ -101,6 +101,7 @@ class ScriptedPolicy:
                 warnings.warn(
                     f"The scripted policy has no script for {goal.instruction!r}; it stands "
                     "still. Scripts exist for the paper's tasks (see steve1_env.tasks.prompts).",
+                    Steve1EnvWarning,
                     stacklevel=2,
                 )
         elif kind == "sky" and not location.get("can_see_sky", True):
@@ -152,7 +153,7 @@ class ScriptedPolicy:
         action["camera"] = np.array(
             [_turn_towards(pitch, wanted_pitch), _turn_towards(yaw, wanted_yaw)]
         )
-        yaw_error = abs((wanted_yaw - yaw + 180.0) % 360.0 - 180.0)
+        yaw_error = abs(wrap_degrees(wanted_yaw - yaw))
         if names != ("water",) and horizontal <= ATTACK_RANGE:
             aligned = yaw_error < AIM_TOLERANCE and abs(wanted_pitch - pitch) < AIM_TOLERANCE
             action["attack"] = int(aligned or self._looking_at(state.target))

@@ -17,3 +17,7 @@ class PromptEncoder(Protocol):
     def encode(self, instruction: str) -> Any:
         """Returns the goal embedding of `instruction`."""
         ...
+
+    def close(self) -> None:
+        """Releases resources (weights, GPU memory); safe to call twice."""
+        ...

@@ -32,3 +32,6 @@ class HashPromptEncoder:
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         vector = rng.standard_normal(GOAL_DIM)
         return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -28,21 +28,20 @@ PAPER_PROMPTS: dict[str, str] = {
 
 PAPER_COND_SCALE = 6.0
 
-# First match wins, so specific words come before general ones ("underwater" before "water",
-# "dirt" before "dig", "leaves" before "tree").
-_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("underwater", ("underwater", "under water", "dive")),
-    ("swim", ("swim", "swimming", "water")),
-    ("inventory", ("inventory",)),
-    ("sky", ("sky", "look up")),
-    ("dirt", ("dirt",)),
-    ("leaves", ("leaves", "leaf")),
-    ("flower", ("flower", "dandelion", "poppy")),
-    ("seeds", ("seed", "seeds", "grass")),
-    ("wood", ("wood", "log", "logs", "tree", "trees", "chop", "timber")),
-    ("dig", ("dig", "digging", "hole", "down")),
-    ("explore", ("explore", "exploring", "wander", "travel", "walk")),
-)
+# Keywords per kind; an instruction maps to a kind only when exactly one kind matches.
+_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "underwater": ("underwater", "under water", "dive", "diving"),
+    "swim": ("swim", "swimming"),
+    "inventory": ("inventory",),
+    "sky": ("sky", "look up"),
+    "dirt": ("dirt",),
+    "leaves": ("leaves", "leaf"),
+    "flower": ("flower", "flowers", "dandelion", "poppy"),
+    "seeds": ("seed", "seeds", "grass"),
+    "wood": ("wood", "log", "logs", "tree", "trees", "chop", "timber"),
+    "dig": ("dig", "digging", "hole"),
+    "explore": ("explore", "exploring", "wander", "travel"),
+}
 
 
 def normalize_instruction(text: str) -> str:
@@ -53,17 +52,24 @@ def normalize_instruction(text: str) -> str:
 _BY_PROMPT = {normalize_instruction(prompt): kind for kind, prompt in PAPER_PROMPTS.items()}
 
 
-def skill_kind(instruction: str) -> str | None:
-    """Returns the skill kind an instruction asks for, or None if no rule matches.
-
-    Paper prompts map exactly; other text by keywords ("chop a tree" -> "wood").
-    """
+def matching_kinds(instruction: str) -> list[str]:
+    """Returns every skill kind whose keywords occur in `instruction` (paper prompts: one)."""
     text = normalize_instruction(instruction)
     if text in _BY_PROMPT:
-        return _BY_PROMPT[text]
+        return [_BY_PROMPT[text]]
     words = set(re.findall(r"[a-z]+", text))
-    for kind, keywords in _KEYWORDS:
-        for keyword in keywords:
-            if (" " in keyword and keyword in text) or keyword in words:
-                return kind
-    return None
+    return [
+        kind
+        for kind, keywords in _KEYWORDS.items()
+        if any((keyword in text) if " " in keyword else (keyword in words) for keyword in keywords)
+    ]
+
+
+def skill_kind(instruction: str) -> str | None:
+    """Returns the skill kind an instruction asks for, or None if none or several match.
+
+    Paper prompts map exactly; other text by keywords ("chop a tree" -> "wood"); text that
+    mentions several kinds ("gather logs and dirt") is ambiguous and maps to None.
+    """
+    kinds = matching_kinds(instruction)
+    return kinds[0] if len(kinds) == 1 else None

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from steve1_env.errors import ConfigurationError
+from steve1_env.validation import frame_shape, real_number
+from steve1_env.worlds.angles import wrap_degrees
 from steve1_env.worlds.blocks import BLOCKS
 
 SPRITE_RANGE = 24.0
@@ -68,13 +70,10 @@ class FrameRenderer:
     """
 
     def __init__(self, shape: Sequence[int], fov: float = 70.0) -> None:
-        if len(shape) != 2 or any(not isinstance(n, int) or n < 16 for n in shape):
-            raise ConfigurationError(
-                f"pov_shape must be (height, width) with ints >= 16, got {tuple(shape)!r}."
-            )
+        self.height, self.width = frame_shape(shape, "pov_shape", minimum=16)
+        fov = real_number(fov, "fov")
         if not 10.0 <= fov <= 150.0:
             raise ConfigurationError(f"fov must be in [10, 150] degrees, got {fov!r}.")
-        self.height, self.width = shape
         self.fov = fov
         self.rows_per_degree = self.height / fov
         self.half_tan_h = math.tan(math.radians(fov / 2)) * self.width / self.height
@@ -153,7 +152,7 @@ class FrameRenderer:
         ex, ey, ez = eye
         dx, dz = sprites[:, 0] - ex, sprites[:, 1] - ez
         distance = np.hypot(dx, dz)
-        relative = (np.degrees(np.arctan2(-dx, dz)) - yaw + 180.0) % 360.0 - 180.0
+        relative = wrap_degrees(np.degrees(np.arctan2(-dx, dz)) - yaw)
         in_range = np.where(sprites[:, 3] < 1.0, PLANT_RANGE, SPRITE_RANGE)
         visible = np.nonzero(
             (distance > 0.4) & (distance < in_range) & (np.abs(relative) < self.fov_h / 2 + 15)

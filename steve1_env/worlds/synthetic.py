@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ConfigurationError, ResetNeededError
+from steve1_env.validation import positive_int, real_number
 from steve1_env.worlds.actions import canonical_action
+from steve1_env.worlds.angles import direction_from_angles, wrap_degrees
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.blocks import BLOCK_ID, BLOCKS, ITEMS
 from steve1_env.worlds.render import FrameRenderer, sprite_row
@@ -47,16 +49,6 @@ _FLORA = ("grass", "dandelion", "poppy")
 _COUNTERS = ("mine_block", "pickup", "craft_item", "use_item", "break_item", "drop", "kill_entity")
 
 
-def direction_from_angles(pitch: float, yaw: float) -> np.ndarray:
-    """Returns the unit view vector for Minecraft pitch/yaw in degrees."""
-    p, y = math.radians(pitch), math.radians(yaw)
-    return np.array([-math.sin(y) * math.cos(p), -math.sin(p), math.cos(y) * math.cos(p)])
-
-
-def _wrap_degrees(angle: float) -> float:
-    return (angle + 180.0) % 360.0 - 180.0
-
-
 class SyntheticWorld:
     """A seeded voxel world with MineRL-shaped observations and the 24-key MineRL action.
 
@@ -77,17 +69,15 @@ class SyntheticWorld:
         tree_density: float = 0.03,
         max_steps: int | None = None,
     ) -> None:
-        if not isinstance(size, int) or size < 16:
-            raise ConfigurationError(f"size must be an int >= 16 blocks, got {size!r}.")
+        size = positive_int(size, "size")
+        if size < 16:
+            raise ConfigurationError(f"size must be at least 16 blocks, got {size}.")
+        tree_density = real_number(tree_density, "tree_density")
         if not 0.0 <= tree_density <= 0.2:
             raise ConfigurationError(f"tree_density must be in [0, 0.2], got {tree_density!r}.")
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise ConfigurationError(
-                f"max_steps must be a positive int or None, got {max_steps!r}."
-            )
         self.size = size
         self.tree_density = tree_density
-        self.max_steps = max_steps
+        self.max_steps = None if max_steps is None else positive_int(max_steps, "max_steps")
         self.renderer = FrameRenderer(pov_shape, fov)
         self.blocks = np.zeros((size, HEIGHT, size), dtype=np.uint8)
         self._rng = np.random.default_rng()
@@ -130,7 +120,7 @@ class SyntheticWorld:
         if not self.gui_open:
             pitch_delta, yaw_delta = act["camera"]
             self.pitch = float(np.clip(self.pitch + pitch_delta, -90.0, 90.0))
-            self.yaw = _wrap_degrees(float(self.yaw + yaw_delta))
+            self.yaw = wrap_degrees(float(self.yaw + yaw_delta))
             self._move(act)
         self._apply_gravity(swim_up=bool(act["jump"]) and not self.gui_open)
         self._attack(bool(act["attack"]) and not self.gui_open)

@@ -1,0 +1,80 @@
+"""Argument checks shared by the env, the worlds and the detectors.
+
+Each accepts what a user naturally passes (Python or numpy numbers, lists, tuples or numpy
+arrays of strings) and raises a `steve1_env` error naming the argument and what it expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from steve1_env.errors import ConfigurationError, Steve1EnvError
+
+
+def positive_int(value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError) -> int:
+    """Returns `value` as an int if it is an integral number >= 1 (bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise error(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def positive_number(
+    value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError
+) -> float:
+    """Returns `value` as a float if it is a finite real number > 0 (bools excluded)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise error(f"{name} must be a positive finite number, got {value!r}.")
+    return float(value)
+
+
+def real_number(
+    value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError
+) -> float:
+    """Returns `value` as a float if it is a finite real number (bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise error(f"{name} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def non_empty_list(
+    values: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError
+) -> list[Any]:
+    """Returns a non-empty list from any iterable that is not itself a string."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise error(f"{name} must be a list such as ['chop a tree'], got {values!r}.")
+    result = list(values)
+    if not result:
+        raise error(f"{name} must not be empty.")
+    return result
+
+
+def string_list(
+    values: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError
+) -> list[str]:
+    """Returns a non-empty list of strings from any non-string iterable of strings."""
+    result = non_empty_list(values, name, error=error)
+    if not all(isinstance(value, str) for value in result):
+        raise error(f"{name} must hold only strings, got {values!r}.")
+    return [str(value) for value in result]
+
+
+def frame_shape(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
+    """Returns ``(height, width)`` from a pair of integers, each at least `minimum`."""
+    try:
+        height, width = value
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{name} must be a pair (height, width) such as (128, 128), got {value!r}."
+        ) from None
+    shape = (positive_int(height, f"{name}[0]"), positive_int(width, f"{name}[1]"))
+    if min(shape) < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum} pixels each way, got {shape}.")
+    return shape
