@@ -46,6 +46,26 @@ class ScriptedWorld:
         self.closed += 1
 
 
+class FunctionPolicy:
+    """A policy double whose action is `act_fn(call_number)` (1-based)."""
+
+    device = "cpu"
+
+    def __init__(self, act_fn):
+        self.act_fn = act_fn
+        self.calls = 0
+
+    def initial_state(self, seed):
+        return None
+
+    def act(self, obs, goal, state):
+        self.calls += 1
+        return self.act_fn(self.calls), state
+
+    def close(self):
+        pass
+
+
 class CountingEncoder:
     """A prompt encoder double that counts calls."""
 

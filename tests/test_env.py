@@ -15,7 +15,7 @@ from steve1_env.errors import (
 )
 from steve1_env.success import custom
 from steve1_env.tasks.prompts import PAPER_PROMPTS
-from tests.conftest import ScriptedWorld
+from tests.conftest import FunctionPolicy, ScriptedWorld
 
 INFO_KEYS = {
     "is_success", "steps", "reason", "detector", "detector_spec", "instruction", "inventory",
@@ -234,19 +234,7 @@ def test_world_reset_failure_is_a_world_crash_error():
 
 
 def test_invalid_low_level_action_from_a_policy_is_not_a_crash():
-    class BadPolicy:
-        device = "cpu"
-
-        def initial_state(self, seed):
-            return None
-
-        def act(self, obs, goal, state):
-            return {"atack": 1}, state
-
-        def close(self):
-            pass
-
-    with make(instruction="get dirt", policy=BadPolicy()) as env:
+    with make(instruction="get dirt", policy=FunctionPolicy(lambda n: {"atack": 1})) as env:
         env.reset(seed=0)
         with pytest.raises(InvalidActionError, match="did you mean 'attack'"):
             env.step("")

@@ -19,7 +19,7 @@ from steve1_env.errors import (
 )
 from steve1_env.instructions import InstructionSpace
 from steve1_env.success import DEFAULT_DETECTORS, InventoryDelta, TravelDistance, custom
-from tests.conftest import CountingEncoder, ScriptedWorld
+from tests.conftest import CountingEncoder, FunctionPolicy, ScriptedWorld
 
 
 def make(**kwargs):
@@ -102,25 +102,12 @@ def test_failed_reset_ends_the_previous_episode():
 
 
 def test_policy_exception_mid_step_needs_a_reset():
-    class FlakyPolicy:
-        device = "cpu"
+    def act(call):
+        if call == 3:
+            raise RuntimeError("policy bug")
+        return {}
 
-        def __init__(self):
-            self.calls = 0
-
-        def initial_state(self, seed):
-            return None
-
-        def act(self, obs, goal, state):
-            self.calls += 1
-            if self.calls == 3:
-                raise RuntimeError("policy bug")
-            return {}, state
-
-        def close(self):
-            pass
-
-    with make(instruction="go explore", policy=FlakyPolicy()) as env:
+    with make(instruction="go explore", policy=FunctionPolicy(act)) as env:
         env.reset(seed=0)
         with pytest.raises(RuntimeError, match="policy bug"):
             env.step("")
