@@ -55,6 +55,14 @@ class ResetNeededError(Steve1EnvError, RuntimeError):
     """`step` was called before `reset` or after the episode ended."""
 
 
+class WeightsError(Steve1EnvError, ValueError):
+    """A weight or model file is missing, malformed or does not fit the network."""
+
+
+class UnsafeFileError(WeightsError):
+    """A file would run code when loaded (a pickle naming functions or classes)."""
+
+
 class InvalidObservationError(Steve1EnvError, ValueError):
     """A world returned an observation that breaks the MineRL format (``pov`` and friends)."""
 

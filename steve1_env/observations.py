@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
+from steve1_env.agent.conversion import resize_frame
 from steve1_env.errors import ConfigurationError, InvalidObservationError
 from steve1_env.precision import GOAL_DIM
 from steve1_env.validation import string_list
@@ -48,39 +48,6 @@ def observation_space(pov_shape: tuple[int, int], items: Sequence[str]) -> space
             "goal": spaces.Box(-_FLOAT32_MAX, _FLOAT32_MAX, (GOAL_DIM,), dtype=np.float32),
         }
     )
-
-
-@lru_cache(maxsize=16)
-def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # Half-pixel centres, as cv2.INTER_LINEAR samples.
-    position = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
-    position = np.clip(position, 0, size_in - 1)
-    low = np.floor(position).astype(np.intp)
-    high = np.minimum(low + 1, size_in - 1)
-    return low, high, (position - low).astype(np.float32)
-
-
-def resize_frame(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resizes an ``(H, W, 3)`` uint8 frame to ``shape``; returns a new array.
-
-    Args:
-        frame: The RGB frame.
-        shape: ``(height, width)`` of the result.
-    """
-    if frame.shape[:2] == tuple(shape):
-        return frame.copy()
-    rows_low, rows_high, row_weight = _linear_taps(frame.shape[0], shape[0])
-    cols_low, cols_high, col_weight = _linear_taps(frame.shape[1], shape[1])
-    source = frame.astype(np.float32)
-    top = (
-        source[rows_low] * (1 - row_weight)[:, None, None]
-        + source[rows_high] * row_weight[:, None, None]
-    )
-    mixed = (
-        top[:, cols_low] * (1 - col_weight)[None, :, None]
-        + top[:, cols_high] * col_weight[None, :, None]
-    )
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def inventory_vector(inventory: Mapping[str, Any], items: Sequence[str]) -> np.ndarray:

@@ -123,6 +123,7 @@ PROMPT_ENCODERS = Registry(
 WORLDS.register("synthetic", "steve1_env.worlds.synthetic:SyntheticWorld")
 POLICIES.register("scripted", "steve1_env.agent.scripted:ScriptedPolicy")
 POLICIES.register("random", "steve1_env.agent.random_policy:RandomPolicy")
+POLICIES.register("steve1", "steve1_env.agent.native:NativeSteve1Policy")
 PROMPT_ENCODERS.register("hash", "steve1_env.prompt.hash_encoder:HashPromptEncoder")
 
 

@@ -1,0 +1,314 @@
+"""`NativeSteve1Policy`: the STEVE-1 skill policy on our own network (``policy="steve1"``).
+
+It loads the official files (``2x.model`` for the architecture, ``steve1.weights``), runs any
+number of envs in one batch with classifier-free guidance, and encodes each frame once for both
+guidance branches (the official agent encodes it twice and supports one env only).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from steve1_env import precision
+from steve1_env.agent.base import Goal
+from steve1_env.agent.conversion import agent_frame, agent_to_minerl
+from steve1_env.agent.network import (
+    RELEASED_CONFIG,
+    AttentionMemory,
+    HeadOutput,
+    NetworkConfig,
+    Steve1Network,
+)
+from steve1_env.errors import ConfigurationError, Steve1EnvWarning, WeightsError
+from steve1_env.validation import real_number
+from steve1_env.weights import (
+    OFFICIAL_FILES,
+    ModelFile,
+    check_state_dict,
+    load_model_file,
+    load_state_dict,
+    locate,
+    weights_dir,
+)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class PolicyOutput(NamedTuple):
+    """What one batched forward pass gives, per env.
+
+    Attributes:
+        buttons: ``(N, 8641)`` log-probabilities actions are sampled from: guided
+            ``(1 + s) * conditional - s * unconditional`` with a ``cond_scale`` s (not
+            renormalised, as upstream), else the conditional ones.
+        camera: ``(N, 121)``, likewise.
+        conditional: Heads of the goal-conditioned branch (values included).
+        unconditional: Heads of the zero-goal branch, or None without guidance.
+    """
+
+    buttons: torch.Tensor
+    camera: torch.Tensor
+    conditional: HeadOutput
+    unconditional: HeadOutput | None
+
+
+@dataclass
+class Steve1State:
+    """One env's recurrent state.
+
+    Attributes:
+        memory: Per transformer block, the attention memory with one row per branch
+            (conditional, then unconditional when guided).
+        generator: The env's sampling RNG.
+    """
+
+    memory: list[AttentionMemory]
+    generator: torch.Generator
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ConfigurationError(
+        f"dtype must be one of {', '.join(DTYPES)} (or the torch dtype), got {dtype!r}."
+    )
+
+
+def _network_config(model: Any, directory: Path | None) -> NetworkConfig:
+    if isinstance(model, NetworkConfig):
+        return model
+    if isinstance(model, ModelFile):
+        return NetworkConfig.from_policy_kwargs(model.policy_kwargs, model.pi_head_kwargs)
+    if isinstance(model, Mapping):
+        return NetworkConfig.from_policy_kwargs(model)
+    if isinstance(model, str | os.PathLike):
+        found = load_model_file(model)
+        return NetworkConfig.from_policy_kwargs(found.policy_kwargs, found.pi_head_kwargs)
+    if model is None:
+        sibling = None if directory is None else directory / OFFICIAL_FILES["model"]
+        if sibling is not None and sibling.is_file():
+            return _network_config(sibling, None)
+        return RELEASED_CONFIG
+    raise ConfigurationError(
+        "model must be a .model file path, a dict of policy kwargs, a NetworkConfig or None "
+        f"(the released architecture), got {type(model).__name__}."
+    )
+
+
+class NativeSteve1Policy:
+    """The STEVE-1 policy, our implementation, as a `SkillPolicy`.
+
+    Args:
+        world: Ignored; accepted so every policy factory has the same signature.
+        device: Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        weights: ``"random"`` for an untrained network with seeded random weights; a directory
+            holding ``steve1.weights`` (and optionally ``2x.model``); a weight file; or None for
+            the weights directory (``$STEVE1_WEIGHTS_DIR``, see `steve1_env.weights`).
+        model: The architecture: a ``.model`` path, a dict of policy kwargs, a `NetworkConfig`,
+            or None for ``2x.model`` beside the weights, else the released architecture.
+        cond_scale: Classifier-free guidance scale (the paper: 6.0 for text); None disables
+            guidance (one branch, half the trunk compute).
+        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: the whole network and
+            its inputs are cast, so no mixed-dtype operation can occur.
+        deterministic: Take the most likely action instead of sampling.
+        share_frame_encoding: Encode each frame once for both guidance branches. False runs
+            the image encoder on both, as upstream does (for comparisons only).
+        seed: Seed of the random weights (``weights="random"``).
+    """
+
+    def __init__(
+        self,
+        world: Any = None,
+        device: Any = "cpu",
+        weights: str | os.PathLike[str] | None = None,
+        model: Any = None,
+        cond_scale: float | None = 6.0,
+        dtype: Any = None,
+        deterministic: bool = False,
+        share_frame_encoding: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = _resolve_dtype(dtype)
+        if cond_scale is not None:
+            cond_scale = real_number(cond_scale, "cond_scale")
+            if cond_scale < 0:
+                raise ConfigurationError(f"cond_scale must be >= 0 or None, got {cond_scale}.")
+        self.cond_scale = cond_scale
+        self.deterministic = bool(deterministic)
+        self.share_frame_encoding = bool(share_frame_encoding)
+        self.network = self._build_network(weights, model, seed)
+        self.network.to(device=self.device, dtype=self.dtype).eval()
+        self.network.requires_grad_(False)
+        self._closed = False
+
+    # ------------------------------------------------------------- loading
+    @staticmethod
+    def _build_network(weights: Any, model: Any, seed: int) -> Steve1Network:
+        if isinstance(weights, str) and weights == "random":
+            config = _network_config(model, None)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                network = Steve1Network(config)
+            warnings.warn(
+                "STEVE-1 policy with RANDOM, UNTRAINED weights (weights='random'): it will not "
+                "follow instructions. Pass weights=<directory with steve1.weights> for the "
+                "real agent.",
+                Steve1EnvWarning,
+                stacklevel=3,
+            )
+            return network
+        if weights is None or Path(weights).is_dir():
+            directory = weights_dir(weights)
+            path = locate("policy", directory)
+        else:
+            path = Path(weights)
+            directory = path.parent
+            if not path.is_file():
+                raise WeightsError(f"The weight file {path} does not exist.")
+        network = Steve1Network(_network_config(model, directory))
+        state = load_state_dict(path)
+        check_state_dict(network.state_dict(), state, f"STEVE-1 policy ({path})")
+        network.load_state_dict(state, strict=True)
+        return network
+
+    # ----------------------------------------------------------- SkillPolicy
+    def initial_state(self, seed: int) -> Steve1State:
+        """Returns the state of a new episode: empty memory, a generator seeded with `seed`."""
+        rows = 1 if self.cond_scale is None else 2
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(seed))
+        return Steve1State(self.network.initial_state(rows), generator)
+
+    def act(
+        self, obs: Mapping[str, Any], goal: Goal, state: Steve1State
+    ) -> tuple[dict[str, Any], Steve1State]:
+        """Returns the MineRL action for one env and its next state."""
+        actions, states = self.act_batch([obs], [goal], [state])
+        return actions[0], states[0]
+
+    def act_batch(
+        self,
+        observations: Sequence[Mapping[str, Any]],
+        goals: Sequence[Goal],
+        states: Sequence[Steve1State],
+    ) -> tuple[list[dict[str, Any]], list[Steve1State]]:
+        """Returns one MineRL action per env from a single batched forward pass."""
+        output, new_states = self.forward(
+            [obs["pov"] for obs in observations], [goal.embedding for goal in goals], states
+        )
+        picks = self.sample(output, new_states)
+        return [agent_to_minerl(buttons, camera) for buttons, camera in picks], new_states
+
+    def close(self) -> None:
+        """Drops the network so its memory can be freed; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.network.to("meta")
+
+    # ------------------------------------------------------------- inference
+    def forward(
+        self,
+        frames: Sequence[np.ndarray],
+        goals: Sequence[np.ndarray],
+        states: Sequence[Steve1State],
+    ) -> tuple[PolicyOutput, list[Steve1State]]:
+        """Runs the network for N envs, one time step each.
+
+        Args:
+            frames: N ``pov`` frames (any size; resized as the official agent does).
+            goals: N goal embeddings of shape ``(512,)`` (any float dtype; cast here).
+            states: N env states from `initial_state` or a previous call.
+
+        Returns:
+            The per-env outputs and the new states.
+        """
+        n = len(states)
+        if not n == len(frames) == len(goals):
+            raise ConfigurationError(
+                f"forward() needs as many frames and goals as states, got {len(frames)} frames, "
+                f"{len(goals)} goals and {n} states."
+            )
+        rows = 1 if self.cond_scale is None else 2
+        pixels = torch.from_numpy(np.stack([agent_frame(frame) for frame in frames]))
+        goal = torch.stack([torch.from_numpy(precision.as_goal_embedding(g)) for g in goals])
+        with torch.inference_mode(), precision.autocast_disabled(self.device):
+            pixels, goal = pixels.to(self.device), goal.to(self.device, self.dtype)
+            # Rows are interleaved per env (cond, uncond, cond, ...), so each env's memory
+            # stays one contiguous slice.
+            if rows == 1 or self.share_frame_encoding:
+                features = self.network.encode_frames(pixels).repeat_interleave(rows, dim=0)
+            else:
+                features = self.network.encode_frames(pixels.repeat_interleave(rows, dim=0))
+            if rows == 2:
+                goal = torch.stack([goal, torch.zeros_like(goal)], dim=1).flatten(0, 1)
+            memory = _stack_memory([state.memory for state in states])
+            first = torch.zeros(rows * n, 1, dtype=torch.bool, device=self.device)
+            latent, memory = self.network.trunk(features[:, None], goal[:, None], first, memory)
+            heads = self.network.heads(latent[:, 0])
+        conditional = HeadOutput(*(head[0::rows] for head in heads))
+        if self.cond_scale is None:
+            output = PolicyOutput(conditional.buttons, conditional.camera, conditional, None)
+        else:
+            unconditional = HeadOutput(*(head[1::2] for head in heads))
+            s = self.cond_scale
+            output = PolicyOutput(
+                (1 + s) * conditional.buttons - s * unconditional.buttons,
+                (1 + s) * conditional.camera - s * unconditional.camera,
+                conditional,
+                unconditional,
+            )
+        new_states = [
+            Steve1State(
+                [_slice_memory(block, i * rows, (i + 1) * rows) for block in memory],
+                state.generator,
+            )
+            for i, state in enumerate(states)
+        ]
+        return output, new_states
+
+    def sample(self, output: PolicyOutput, states: Sequence[Steve1State]) -> list[tuple[int, int]]:
+        """Picks ``(buttons, camera)`` per env.
+
+        Deterministic policies take the argmax; others draw a Gumbel-max sample with the env's
+        own generator, so batching envs together does not change what each samples.
+        """
+        picks = []
+        for i, state in enumerate(states):
+            chosen = []
+            for logits in (output.buttons[i], output.camera[i]):
+                if not self.deterministic:
+                    noise = torch.empty_like(logits).exponential_(generator=state.generator)
+                    logits = logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
+                chosen.append(int(torch.argmax(logits)))
+            picks.append((chosen[0], chosen[1]))
+        return picks
+
+
+def _stack_memory(memories: Sequence[list[AttentionMemory]]) -> list[AttentionMemory]:
+    if len(memories) == 1:
+        return list(memories[0])
+    return [
+        AttentionMemory(*(torch.cat(parts, dim=0) for parts in zip(*blocks, strict=True)))
+        for blocks in zip(*memories, strict=True)
+    ]
+
+
+def _slice_memory(memory: AttentionMemory, start: int, stop: int) -> AttentionMemory:
+    return AttentionMemory(*(part[start:stop] for part in memory))

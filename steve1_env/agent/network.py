@@ -1,0 +1,499 @@
+"""The STEVE-1 network: VPT's "2x" policy with goal conditioning, in our own PyTorch code.
+
+Module and parameter names follow the official state dict (``net.*``, ``pi_head.*``,
+``value_head.*``) so released weights load with ``strict=True``. The forward pass is split in
+three so callers can share work: `Steve1Network.encode_frames` (the ImpalaCNN, nearly all of
+the compute), `Steve1Network.trunk` (goal, transformer memory, output layers) and
+`Steve1Network.heads` (action log-probabilities and the value).
+
+Shapes: ``B`` batch, ``T`` time steps per call, ``H`` = ``hidsize`` (2048 when released).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steve1_env.agent.conversion import N_BUTTON_ACTIONS, N_CAMERA_ACTIONS
+from steve1_env.errors import ConfigurationError
+
+GOAL_DIM = 512
+CNN_OUTPUT = 256
+RELATIVE_BASES = 10
+"""Learned relative-position basis functions per attention layer (``b_nd`` rows)."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The architecture, from the ``policy_kwargs`` of a VPT ``.model`` file.
+
+    Only the released STEVE-1 architecture is supported: the kwargs that select anything else
+    (an LSTM, batch norm, ...) are checked by `from_policy_kwargs`.
+    """
+
+    hidsize: int = 2048
+    impala_width: int = 8
+    impala_chans: tuple[int, ...] = (16, 32, 32)
+    attention_heads: int = 16
+    n_blocks: int = 4
+    pointwise_ratio: int = 4
+    memory: int = 128
+    """Frames of the past each step attends to (``attention_memory_size - timesteps``)."""
+    img_size: int = 128
+    temperature: float = 2.0
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels of the three ImpalaCNN stacks."""
+        return tuple(self.impala_width * c for c in self.impala_chans)
+
+    @classmethod
+    def from_policy_kwargs(
+        cls, policy_kwargs: Mapping[str, Any], pi_head_kwargs: Mapping[str, Any] | None = None
+    ) -> NetworkConfig:
+        """Builds the config from a ``.model`` file's kwargs, rejecting unsupported variants.
+
+        Raises:
+            ConfigurationError: If the kwargs describe an architecture this implementation
+                does not provide; the message names the key and the supported value.
+        """
+        expected = {
+            "recurrence_type": "transformer",
+            "attention_mask_style": "clipped_causal",
+            "use_pointwise_layer": True,
+            "pointwise_use_activation": False,
+            "use_pre_lstm_ln": False,
+            "recurrence_is_residual": True,
+            "init_norm_kwargs": {"batch_norm": False, "group_norm_groups": 1},
+            "impala_kwargs": {"post_pool_groups": 1},
+        }
+        for key, value in expected.items():
+            if key in policy_kwargs and policy_kwargs[key] != value:
+                raise ConfigurationError(
+                    f"Unsupported STEVE-1 architecture: {key}={policy_kwargs[key]!r}; this "
+                    f"implementation provides the released one ({key}={value!r})."
+                )
+        if policy_kwargs.get("first_conv_norm", False):
+            raise ConfigurationError("Unsupported STEVE-1 architecture: first_conv_norm=True.")
+        img_shape = tuple(policy_kwargs.get("img_shape", (128, 128, 3)))
+        if img_shape[0] != img_shape[1] or img_shape[2:] != (3,) or img_shape[0] % 8:
+            raise ConfigurationError(f"img_shape must be square RGB, got {img_shape}.")
+        memory = int(policy_kwargs.get("attention_memory_size", 256)) - int(
+            policy_kwargs.get("timesteps", 128)
+        )
+        if memory < 1:
+            raise ConfigurationError(
+                "attention_memory_size must exceed timesteps (the memory is their difference)."
+            )
+        # STEVE-1 samples at temperature 2; a .model file without the option gets that.
+        temperature = float((pi_head_kwargs or {}).get("temperature", 2.0))
+        config = cls(
+            hidsize=int(policy_kwargs["hidsize"]),
+            impala_width=int(policy_kwargs.get("impala_width", 1)),
+            impala_chans=tuple(int(c) for c in policy_kwargs.get("impala_chans", (16, 32, 32))),
+            attention_heads=int(policy_kwargs["attention_heads"]),
+            n_blocks=int(policy_kwargs.get("n_recurrence_layers", 4)),
+            pointwise_ratio=int(policy_kwargs.get("pointwise_ratio", 4)),
+            memory=memory,
+            img_size=int(img_shape[0]),
+            temperature=temperature,
+        )
+        if config.hidsize % config.attention_heads:
+            raise ConfigurationError(
+                f"hidsize {config.hidsize} is not divisible by attention_heads "
+                f"{config.attention_heads}."
+            )
+        return config
+
+
+RELEASED_CONFIG = NetworkConfig()
+"""The architecture of ``2x.model``, the one STEVE-1 was released with."""
+
+
+class NormedLayer(nn.Module):
+    """Optional norm over the input, a conv or linear layer, then optionally ReLU.
+
+    The layer has a bias exactly when there is no norm (the norm's shift plays its role).
+    """
+
+    def __init__(self, layer: nn.Module, norm: nn.Module | None, relu: bool = True) -> None:
+        super().__init__()
+        self.norm = norm
+        self.layer = layer
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies norm, layer and activation."""
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.layer(x)
+        # In place: the layer's output is a fresh tensor, and this saves an allocation per call.
+        return F.relu(x, inplace=True) if self.relu else x
+
+
+def _conv(in_channels: int, out_channels: int, norm: bool) -> NormedLayer:
+    layer = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
+    return NormedLayer(layer, nn.GroupNorm(1, in_channels) if norm else None)
+
+
+def _dense(in_features: int, out_features: int, relu: bool = True) -> NormedLayer:
+    return NormedLayer(
+        nn.Linear(in_features, out_features, bias=False), nn.LayerNorm(in_features), relu
+    )
+
+
+class ResidualConvBlock(nn.Module):
+    """``x + conv1(conv0(x))`` with pre-norm, ReLU convolutions."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = _conv(channels, channels, norm=True)
+        self.conv1 = _conv(channels, channels, norm=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies the block."""
+        return x + self.conv1(self.conv0(x))
+
+
+class DownStack(nn.Module):
+    """Conv, 3x3 max-pool with stride 2, GroupNorm, two residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, first_norm: bool) -> None:
+        super().__init__()
+        self.firstconv = _conv(in_channels, out_channels, norm=first_norm)
+        self.n = nn.GroupNorm(1, out_channels)
+        self.blocks = nn.ModuleList([ResidualConvBlock(out_channels) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Halves the spatial size."""
+        x = F.max_pool2d(self.firstconv(x), kernel_size=3, stride=2, padding=1)
+        x = self.n(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ImpalaCNN(nn.Module):
+    """Three down-stacks and a dense layer: ``(N, 3, S, S)`` floats -> ``(N, 256)``."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        channels = (3, *config.channels)
+        # The first convolution sees raw pixels and has no norm.
+        self.stacks = nn.ModuleList(
+            [DownStack(channels[i], channels[i + 1], first_norm=i > 0) for i in range(3)]
+        )
+        side = config.img_size // 8
+        self.dense = _dense(channels[-1] * side * side, CNN_OUTPUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encodes images (channels first)."""
+        for stack in self.stacks:
+            x = stack(x)
+        return self.dense(x.flatten(1))  # flattened channel-major: C, H, W
+
+
+class ImageEncoder(nn.Module):
+    """uint8 HWC frames -> ``(N, H)`` features (post-ReLU)."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.cnn = ImpalaCNN(config)
+        self.linear = _dense(CNN_OUTPUT, config.hidsize)
+
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the weights were cast to (inputs are cast to it)."""
+        return next(self.parameters()).dtype
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Encodes ``(N, S, S, 3)`` uint8 frames."""
+        dtype = self.weight_dtype()
+        x = frames.permute(0, 3, 1, 2).to(dtype) / 255.0
+        return self.linear(self.cnn(x))
+
+
+class AttentionMemory(NamedTuple):
+    """One attention layer's recurrent state for a batch (``M`` remembered frames).
+
+    Attributes:
+        valid: ``(B, M)`` bool: which remembered frames may be attended to.
+        keys: ``(B, heads, M, head_dim)`` their keys, oldest first (kept split by head so the
+            attention product reads them without a copy).
+        values: ``(B, heads, M, head_dim)`` their values.
+    """
+
+    valid: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _time_distance(steps: int, memory: int, device: torch.device) -> torch.Tensor:
+    """``(T, M + T)``: how many frames key k lies before query j (queries follow the memory)."""
+    query_at = torch.arange(steps, device=device) + memory
+    return query_at[:, None] - torch.arange(memory + steps, device=device)[None, :]
+
+
+class RelativeAttention(nn.Module):
+    """Multi-head self-attention over the current frames and a memory of past frames.
+
+    Logits are ``q . k / head_dim`` (not ``sqrt(head_dim)``) plus a learned bias for how many
+    frames back the key is: per head, ``r_layer(x)`` weights ``RELATIVE_BASES`` basis rows of
+    ``b_nd`` indexed by that distance. The output adds the projection to its input.
+    """
+
+    def __init__(self, hidsize: int, heads: int, memory: int) -> None:
+        super().__init__()
+        self.heads, self.memory = heads, memory
+        self.q_layer = nn.Linear(hidsize, hidsize)
+        self.k_layer = nn.Linear(hidsize, hidsize, bias=False)
+        self.v_layer = nn.Linear(hidsize, hidsize, bias=False)
+        self.proj_layer = nn.Linear(hidsize, hidsize)
+        self.r_layer = nn.Linear(hidsize, RELATIVE_BASES * heads)
+        self.b_nd = nn.Parameter(torch.zeros(RELATIVE_BASES, memory))
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        # (B, L, heads * d) -> (B, heads, L, d)
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        visible: torch.Tensor,
+        distance: torch.Tensor,
+        state: AttentionMemory,
+    ) -> tuple[torch.Tensor, AttentionMemory]:
+        """Attends from ``x`` ``(B, T, H)`` over memory + ``x``.
+
+        Args:
+            x: Inputs of the current frames.
+            visible: ``(B, T, M + T)`` bool: which keys each query may attend to.
+            distance: ``(T, M + T)`` frames between each query and key (see `_time_distance`).
+            state: The memory before these frames.
+
+        Returns:
+            ``x + attention(x)`` and the memory after these frames (the last ``M`` frames).
+        """
+        batch, steps, width = x.shape
+        keys = torch.cat([state.keys, self._split(self.k_layer(x))], dim=2)
+        values = torch.cat([state.values, self._split(self.v_layer(x))], dim=2)
+        queries = self._split(self.q_layer(x))
+        logits = queries @ keys.transpose(-1, -2) / queries.shape[-1]
+        in_band = (distance >= 0) & (distance < self.memory)
+        basis = self.b_nd[:, distance.clamp(0, self.memory - 1)] * in_band  # (bases, T, M + T)
+        weights = self._split(self.r_layer(x))  # (B, heads, T, bases)
+        logits = logits + torch.einsum("bhjn,njk->bhjk", weights, basis.to(weights.dtype))
+        logits = logits.masked_fill(~visible[:, None], float("-inf"))
+        attended = torch.softmax(logits, dim=-1) @ values
+        out = x + self.proj_layer(attended.transpose(1, 2).reshape(batch, steps, width))
+        memory = AttentionMemory(
+            valid=state.valid,  # updated by the caller, which knows the episode starts
+            keys=keys[:, :, -self.memory :],
+            values=values[:, :, -self.memory :],
+        )
+        return out, memory
+
+
+class MaskedAttention(nn.Module):
+    """Wraps `RelativeAttention` (as ``orc_block``) with the clipped causal mask."""
+
+    def __init__(self, hidsize: int, heads: int, memory: int) -> None:
+        super().__init__()
+        self.memory = memory
+        self.orc_block = RelativeAttention(hidsize, heads, memory)
+
+    def forward(
+        self, x: torch.Tensor, first: torch.Tensor, state: AttentionMemory
+    ) -> tuple[torch.Tensor, AttentionMemory]:
+        """Attends with each frame seeing itself and the previous ``memory - 1`` frames.
+
+        ``first[:, 0]`` True starts a new episode: the remembered frames become invisible.
+        """
+        batch, steps, _ = x.shape
+        distance = _time_distance(steps, self.memory, x.device)
+        band = (distance >= 0) & (distance < self.memory)
+        remembered = state.valid & ~first[:, :1]  # (B, M)
+        columns = torch.cat([remembered, remembered.new_ones(batch, steps)], dim=1)
+        out, memory = self.orc_block(x, band[None] & columns[:, None, :], distance, state)
+        return out, memory._replace(valid=columns[:, -self.memory :])
+
+
+class TransformerBlock(nn.Module):
+    """``a = LN(x) + attention(LN(x))``, then ``a + mlp(a)``.
+
+    The attention's residual wraps the normalised input, as in the official network.
+    """
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        hid = config.hidsize
+        self.pre_r_ln = nn.LayerNorm(hid)
+        self.r = MaskedAttention(hid, config.attention_heads, config.memory)
+        self.mlp0 = _dense(hid, hid * config.pointwise_ratio)
+        self.mlp1 = NormedLayer(nn.Linear(hid * config.pointwise_ratio, hid), None, relu=False)
+
+    def forward(
+        self, x: torch.Tensor, first: torch.Tensor, state: AttentionMemory
+    ) -> tuple[torch.Tensor, AttentionMemory]:
+        """Applies the block."""
+        attended, state = self.r(self.pre_r_ln(x), first, state)
+        return attended + self.mlp1(self.mlp0(attended)), state
+
+
+class RecurrentStack(nn.Module):
+    """The transformer blocks, each with its own memory."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.n_blocks)])
+
+    def forward(
+        self, x: torch.Tensor, first: torch.Tensor, state: Sequence[AttentionMemory]
+    ) -> tuple[torch.Tensor, list[AttentionMemory]]:
+        """Applies every block."""
+        new_state = []
+        for block, memory in zip(self.blocks, state, strict=True):
+            x, memory = block(x, first, memory)
+            new_state.append(memory)
+        return x, new_state
+
+
+class Trunk(nn.Module):
+    """Image encoder, goal conditioning, transformer and output layers (``net.*``)."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.img_process = ImageEncoder(config)
+        self.mineclip_embed_linear = nn.Linear(GOAL_DIM, config.hidsize)
+        self.recurrent_layer = RecurrentStack(config)
+        self.lastlayer = _dense(config.hidsize, config.hidsize)
+        self.final_ln = nn.LayerNorm(config.hidsize)
+
+
+class CategoricalHead(nn.Module):
+    """``log_softmax(linear(x) / temperature)``."""
+
+    def __init__(self, hidsize: int, n: int) -> None:
+        super().__init__()
+        self.linear_layer = nn.Linear(hidsize, n)
+
+    def forward(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Returns float32 log-probabilities."""
+        return torch.log_softmax(self.linear_layer(x).float() / temperature, dim=-1)
+
+
+class ValueNormalizer(nn.Module):
+    """EWMA statistics of the returns the value head was trained on (read-only here)."""
+
+    running_mean: torch.Tensor
+    running_mean_sq: torch.Tensor
+    debiasing_term: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(1))
+        self.register_buffer("running_mean_sq", torch.ones(1))
+        self.register_buffer("debiasing_term", torch.tensor(1.0))
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps normalised values back to returns."""
+        debias = self.debiasing_term.float().clamp(min=1e-5)
+        mean = self.running_mean.float() / debias
+        variance = (self.running_mean_sq.float() / debias - mean**2).clamp(min=1e-2)
+        return x * variance.sqrt() + mean
+
+
+class ValueHead(nn.Module):
+    """A linear value estimate, denormalised."""
+
+    def __init__(self, hidsize: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidsize, 1)
+        self.normalizer = ValueNormalizer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Returns float32 values of shape ``x.shape[:-1]``."""
+        return self.normalizer.denormalize(self.linear(x).float())[..., 0]
+
+
+class HeadOutput(NamedTuple):
+    """Per-head log-probabilities ``(..., 8641)``, ``(..., 121)`` and the value ``(...)``."""
+
+    buttons: torch.Tensor
+    camera: torch.Tensor
+    value: torch.Tensor
+
+
+class Steve1Network(nn.Module):
+    """The whole STEVE-1 policy network; its state dict is the official one.
+
+    Args:
+        config: The architecture (`RELEASED_CONFIG` for the official weights).
+    """
+
+    def __init__(self, config: NetworkConfig = RELEASED_CONFIG) -> None:
+        super().__init__()
+        self.config = config
+        self.net = Trunk(config)
+        self.pi_head = nn.ModuleDict(
+            {
+                "buttons": CategoricalHead(config.hidsize, N_BUTTON_ACTIONS),
+                "camera": CategoricalHead(config.hidsize, N_CAMERA_ACTIONS),
+            }
+        )
+        self.value_head = ValueHead(config.hidsize)
+
+    def initial_state(self, batch: int) -> list[AttentionMemory]:
+        """Returns an empty memory (nothing visible) for `batch` sequences."""
+        parameter = self.net.mineclip_embed_linear.weight
+        config = self.config
+        heads = config.attention_heads
+        shape = (batch, heads, config.memory, config.hidsize // heads)
+        return [
+            AttentionMemory(
+                valid=torch.zeros(batch, config.memory, dtype=torch.bool, device=parameter.device),
+                keys=parameter.new_zeros(shape),
+                values=parameter.new_zeros(shape),
+            )
+            for _ in range(config.n_blocks)
+        ]
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, S, S, 3)`` uint8 frames -> ``(N, H)`` image features."""
+        return self.net.img_process(frames)
+
+    def trunk(
+        self,
+        features: torch.Tensor,
+        goals: torch.Tensor,
+        first: torch.Tensor,
+        state: Sequence[AttentionMemory],
+    ) -> tuple[torch.Tensor, list[AttentionMemory]]:
+        """Runs goal conditioning, the transformer and the output layers.
+
+        Args:
+            features: ``(B, T, H)`` image features.
+            goals: ``(B, T, 512)`` goal embeddings (zeros for the unconditional branch).
+            first: ``(B, T)`` bool; ``first[:, 0]`` True forgets the memory (a new episode).
+            state: The memory per block, batch ``B``.
+
+        Returns:
+            ``(B, T, H)`` latents and the new memory.
+        """
+        net = self.net
+        x = features + net.mineclip_embed_linear(goals.to(features.dtype))
+        x, new_state = net.recurrent_layer(x, first, state)
+        return net.final_ln(net.lastlayer(F.relu(x))), new_state
+
+    def heads(self, latent: torch.Tensor) -> HeadOutput:
+        """Action log-probabilities (at the configured temperature) and the value."""
+        temperature = self.config.temperature
+        return HeadOutput(
+            self.pi_head["buttons"](latent, temperature),
+            self.pi_head["camera"](latent, temperature),
+            self.value_head(latent),
+        )

@@ -1,0 +1,182 @@
+"""Locate and safely load STEVE-1 weight and model files.
+
+Loading never runs code from a file: ``.model`` files (pickles of plain dicts) go through an
+unpickler that refuses every class and function, and weight files through
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steve1_env.errors import UnsafeFileError, WeightsError
+
+WEIGHTS_DIR_ENV = "STEVE1_WEIGHTS_DIR"
+
+OFFICIAL_FILES: dict[str, str] = {
+    "model": "2x.model",
+    "policy": "steve1.weights",
+    "prior": "steve1_prior.pt",
+    "mineclip": "attn.pth",
+}
+"""Role -> official file name."""
+
+SOURCES: dict[str, str] = {
+    "2x.model": "https://openaipublic.blob.core.windows.net/minecraft-rl/models/2x.model",
+    "steve1.weights": "Google Drive file id 1E3fd_-H1rRZqMkUKHfiMhx-ppLLehQPI",
+    "steve1_prior.pt": "Google Drive file id 1OdX5wiybK8jALVfP5_dEo0CWm9BQbDES",
+    "attn.pth": "Google Drive file id 1uaZM1ZLBz2dZWcn85rZmjP7LV6Sg5PZW",
+}
+"""Where each official file is published."""
+
+_STRIPPED_PREFIXES = ("module.policy.", "policy.", "module.")
+
+
+def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Returns the weights directory.
+
+    That is `directory` if given, else ``$STEVE1_WEIGHTS_DIR``, else the user cache
+    (``$XDG_CACHE_HOME/steve1_env/weights``, by default under ``~/.cache``).
+    """
+    if directory is not None:
+        return Path(directory).expanduser()
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "steve1_env" / "weights"
+
+
+def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Returns the path of an official file (`role` as in `OFFICIAL_FILES`), checked to exist.
+
+    Raises:
+        WeightsError: If the file is not there; the message says where it was looked for and
+            where the file is published.
+    """
+    name = OFFICIAL_FILES[role]
+    path = weights_dir(directory) / name
+    if not path.is_file():
+        raise WeightsError(
+            f"{name} not found at {path}. Put the official file there (source: "
+            f"{SOURCES[name]}), point ${WEIGHTS_DIR_ENV} or the weights argument at the "
+            "directory holding it, or use weights='random' for an untrained network."
+        )
+    return path
+
+
+class _PlainValuesUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise UnsafeFileError(
+            f"Refusing to load {module}.{name}: this file would create objects or call "
+            "functions when unpickled. A .model file holds only plain values (dicts, lists, "
+            "strings, numbers); do not load a file from an untrusted source."
+        )
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The contents of a VPT ``.model`` file.
+
+    Attributes:
+        policy_kwargs: The network's constructor arguments.
+        pi_head_kwargs: The action heads' arguments (``temperature``).
+    """
+
+    policy_kwargs: dict[str, Any]
+    pi_head_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
+    """Reads a ``.model`` file without running code from it.
+
+    Raises:
+        UnsafeFileError: If the pickle names any class or function.
+        WeightsError: If the file is unreadable or lacks ``["model"]["args"]["net"]["args"]``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = _PlainValuesUnpickler(handle).load()
+    except UnsafeFileError:
+        raise
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise WeightsError(f"Cannot read the model file {path}: {exc}") from exc
+    try:
+        args = data["model"]["args"]
+        policy_kwargs = dict(args["net"]["args"])
+        pi_head_kwargs = dict(args.get("pi_head_opts") or {})
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise WeightsError(
+            f"{path} is not a VPT .model file: expected a dict with "
+            "['model']['args']['net']['args'] holding the policy kwargs."
+        ) from exc
+    return ModelFile(policy_kwargs, pi_head_kwargs)
+
+
+def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Loads a ``torch.save``-d state dict safely and strips training-wrapper prefixes.
+
+    ``module.policy.`` (the official one), ``policy.`` and ``module.`` are removed when every key
+    carries them.
+
+    Raises:
+        UnsafeFileError: If the file holds anything but tensors and plain containers.
+        WeightsError: If it is unreadable or not a mapping of names to tensors.
+    """
+    import torch
+
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(
+            f"Refusing to load {path}: it holds more than tensors and plain containers "
+            f"(torch.load with weights_only=True said: {str(exc).splitlines()[0]})."
+        ) from exc
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise WeightsError(f"Cannot read the weight file {path}: {exc}") from exc
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise WeightsError(
+            f"{path} is not a state dict (a mapping of parameter names to tensors); got "
+            f"{type(data).__name__}."
+        )
+    state = dict(data)
+    for prefix in _STRIPPED_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix) :]: value for key, value in state.items()}
+    return state
+
+
+def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any], what: str) -> None:
+    """Checks that `given` has exactly the keys and shapes of `expected`.
+
+    Raises:
+        WeightsError: Listing missing, unexpected and mis-shaped keys (the first few of each).
+    """
+
+    def listed(keys: list[str]) -> str:
+        shown = ", ".join(keys[:8])
+        return shown + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    misshaped = sorted(
+        f"{key} {tuple(given[key].shape)} != {tuple(expected[key].shape)}"
+        for key in set(expected) & set(given)
+        if tuple(getattr(given[key], "shape", ())) != tuple(expected[key].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {listed(unexpected)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} with the wrong shape: {listed(misshaped)}")
+    if problems:
+        raise WeightsError(
+            f"The {what} weights do not fit the network: {'; '.join(problems)}. Check that the "
+            "file and the .model file (architecture) belong together."
+        )
