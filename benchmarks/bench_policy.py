@@ -37,14 +37,38 @@ def steps_per_second(policy, frames, goals, states, repeats):
     return 1.0 / best, states
 
 
+def breakdown_ms(policy, frame, repeats):
+    """Milliseconds of the image encoder (one frame) and of trunk + heads (two guided rows)."""
+    network = policy.network
+    pixels = torch.from_numpy(frame[None, :128, :128]).to(policy.device)
+    state = network.initial_state(2)
+    goal = torch.zeros(2, 1, 512, device=policy.device, dtype=policy.dtype)
+    first = torch.zeros(2, 1, dtype=torch.bool, device=policy.device)
+    best_encode = best_rest = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            features = network.encode_frames(pixels, copies=2)
+            middle = time.perf_counter()
+            latent, _ = network.trunk(features[:, None], goal, first, state)
+            network.heads(latent[:, 0])
+            end = time.perf_counter()
+            best_encode = min(best_encode, middle - start)
+            best_rest = min(best_rest, end - middle)
+    return best_encode * 1e3, best_rest * 1e3
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch", type=int, default=4, help="N for the batched comparison")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     warnings.simplefilter("ignore")  # the untrained-weights warning
     policy = NativeSteve1Policy(weights="random", device=args.device, dtype=args.dtype)
@@ -73,6 +97,9 @@ def main():
     results["batch1_guided_shared_steps_per_s"] = max(shared)
     results["batch1_guided_upstream_way_steps_per_s"] = max(upstream)
     results["shared_vs_upstream_ratio"] = max(shared) / max(upstream)
+    encode_ms, rest_ms = breakdown_ms(policy, frames[0], args.repeats)
+    results["image_encoder_ms"], results["trunk_and_heads_ms"] = encode_ms, rest_ms
+    results["ratio_bound_from_breakdown"] = (2 * encode_ms + rest_ms) / (encode_ms + rest_ms)
 
     states = [policy.initial_state(i) for i in range(args.batch)]
     batched, states = steps_per_second(policy, frames, goals, states, args.repeats)
@@ -92,6 +119,10 @@ def main():
     print(f"batch 1, guided, frame encoded once : {max(shared):7.2f} steps/s")
     print(f"batch 1, guided, upstream way       : {max(upstream):7.2f} steps/s")
     print(f"  ratio                             : {results['shared_vs_upstream_ratio']:7.2f}x")
+    print(
+        f"  image encoder {encode_ms:.0f} ms, trunk + heads (2 rows) {rest_ms:.0f} ms: sharing "
+        f"can give at most {results['ratio_bound_from_breakdown']:.2f}x here"
+    )
     print(f"{args.batch} envs in one batch             : {batched * args.batch:7.2f} env-steps/s")
     print(f"{args.batch} envs one after another        : {sequential:7.2f} env-steps/s")
     print(f"  ratio                             : {results['batched_vs_sequential_ratio']:7.2f}x")

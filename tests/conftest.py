@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,3 +88,33 @@ class CountingEncoder:
 @pytest.fixture
 def counting_encoder() -> CountingEncoder:
     return CountingEncoder()
+
+
+GOLDEN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+"""Fixtures produced by the official code (see its README)."""
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """The verified golden-fixture directory.
+
+    Every file is checked against SHA256SUMS, so a corrupt copy fails loudly. Without the
+    directory the tests skip, unless STEVE1_REQUIRE_GOLDEN=1 (as in CI) makes that a failure.
+    """
+    sums = GOLDEN_DIR / "SHA256SUMS"
+    if not sums.is_file():
+        message = f"golden fixtures not found at {GOLDEN_DIR}"
+        if os.environ.get("STEVE1_REQUIRE_GOLDEN") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for line in sums.read_text().splitlines():
+        digest, name = line.split()
+        actual = hashlib.sha256((GOLDEN_DIR / name).read_bytes()).hexdigest()
+        assert actual == digest, f"golden file {name} is corrupt (sha256 {actual} != {digest})"
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_files(golden: Path) -> dict[str, Path]:
+    """The tiny policy's .model and .weights files."""
+    return {"model": golden / "policy_tiny.model", "weights": golden / "policy_tiny.weights"}

@@ -182,10 +182,12 @@ class NativeSteve1Policy:
             directory = path.parent
             if not path.is_file():
                 raise WeightsError(f"The weight file {path} does not exist.")
-        network = Steve1Network(_network_config(model, directory))
+        config = _network_config(model, directory)
+        with torch.device("meta"):  # shapes only: the loaded tensors become the parameters
+            network = Steve1Network(config)
         state = load_state_dict(path)
         check_state_dict(network.state_dict(), state, f"STEVE-1 policy ({path})")
-        network.load_state_dict(state, strict=True)
+        network.load_state_dict(state, strict=True, assign=True)
         return network
 
     # ----------------------------------------------------------- SkillPolicy
@@ -252,8 +254,8 @@ class NativeSteve1Policy:
             pixels, goal = pixels.to(self.device), goal.to(self.device, self.dtype)
             # Rows are interleaved per env (cond, uncond, cond, ...), so each env's memory
             # stays one contiguous slice.
-            if rows == 1 or self.share_frame_encoding:
-                features = self.network.encode_frames(pixels).repeat_interleave(rows, dim=0)
+            if self.share_frame_encoding:
+                features = self.network.encode_frames(pixels, copies=rows)
             else:
                 features = self.network.encode_frames(pixels.repeat_interleave(rows, dim=0))
             if rows == 2:

@@ -115,6 +115,28 @@ RELEASED_CONFIG = NetworkConfig()
 """The architecture of ``2x.model``, the one STEVE-1 was released with."""
 
 
+class SampleGroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` whose result for a sample does not depend on the batch it is in.
+
+    PyTorch's CPU kernel reduces each (sample, group) on one thread when there are at least as
+    many of them as threads, and splits the reduction across threads otherwise, which rounds
+    differently. Running small batches on one thread keeps the first way for every batch size,
+    so a frame encoded alone (shared by the guidance branches) or with other envs gets the
+    same numbers as in the official two-row batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalises `x` as `nn.GroupNorm` does."""
+        threads = torch.get_num_threads()
+        if x.device.type != "cpu" or x.shape[0] * self.num_groups >= threads:
+            return super().forward(x)
+        torch.set_num_threads(1)
+        try:
+            return super().forward(x)
+        finally:
+            torch.set_num_threads(threads)
+
+
 class NormedLayer(nn.Module):
     """Optional norm over the input, a conv or linear layer, then optionally ReLU.
 
@@ -138,7 +160,7 @@ class NormedLayer(nn.Module):
 
 def _conv(in_channels: int, out_channels: int, norm: bool) -> NormedLayer:
     layer = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
-    return NormedLayer(layer, nn.GroupNorm(1, in_channels) if norm else None)
+    return NormedLayer(layer, SampleGroupNorm(1, in_channels) if norm else None)
 
 
 def _dense(in_features: int, out_features: int, relu: bool = True) -> NormedLayer:
@@ -166,7 +188,7 @@ class DownStack(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, first_norm: bool) -> None:
         super().__init__()
         self.firstconv = _conv(in_channels, out_channels, norm=first_norm)
-        self.n = nn.GroupNorm(1, out_channels)
+        self.n = SampleGroupNorm(1, out_channels)
         self.blocks = nn.ModuleList([ResidualConvBlock(out_channels) for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,11 +213,14 @@ class ImpalaCNN(nn.Module):
         side = config.img_size // 8
         self.dense = _dense(channels[-1] * side * side, CNN_OUTPUT)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encodes images (channels first)."""
+    def forward(self, x: torch.Tensor, copies: int = 1) -> torch.Tensor:
+        """Encodes images (channels first); each result is repeated `copies` times."""
         for stack in self.stacks:
             x = stack(x)
-        return self.dense(x.flatten(1))  # flattened channel-major: C, H, W
+        x = x.flatten(1)  # channel-major: C, H, W
+        # Repeating before the dense layer costs nothing (it streams its weights once either
+        # way) and gives each copy the rounding the official batch of copies gets.
+        return self.dense(x.repeat_interleave(copies, dim=0) if copies > 1 else x)
 
 
 class ImageEncoder(nn.Module):
@@ -210,11 +235,10 @@ class ImageEncoder(nn.Module):
         """The dtype the weights were cast to (inputs are cast to it)."""
         return next(self.parameters()).dtype
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Encodes ``(N, S, S, 3)`` uint8 frames."""
-        dtype = self.weight_dtype()
-        x = frames.permute(0, 3, 1, 2).to(dtype) / 255.0
-        return self.linear(self.cnn(x))
+    def forward(self, frames: torch.Tensor, copies: int = 1) -> torch.Tensor:
+        """Encodes ``(N, S, S, 3)`` uint8 frames into ``(N * copies, H)``, each repeated."""
+        x = frames.permute(0, 3, 1, 2).to(self.weight_dtype()) / 255.0
+        return self.linear(self.cnn(x, copies))
 
 
 class AttentionMemory(NamedTuple):
@@ -389,15 +413,13 @@ class CategoricalHead(nn.Module):
 class ValueNormalizer(nn.Module):
     """EWMA statistics of the returns the value head was trained on (read-only here)."""
 
-    running_mean: torch.Tensor
-    running_mean_sq: torch.Tensor
-    debiasing_term: torch.Tensor
-
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("running_mean", torch.zeros(1))
-        self.register_buffer("running_mean_sq", torch.ones(1))
-        self.register_buffer("debiasing_term", torch.tensor(1.0))
+        # Frozen parameters, not buffers, as in the official network (its parameter count
+        # includes them).
+        self.running_mean = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.running_mean_sq = nn.Parameter(torch.ones(1), requires_grad=False)
+        self.debiasing_term = nn.Parameter(torch.tensor(1.0), requires_grad=False)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Maps normalised values back to returns."""
@@ -462,9 +484,13 @@ class Steve1Network(nn.Module):
             for _ in range(config.n_blocks)
         ]
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, S, S, 3)`` uint8 frames -> ``(N, H)`` image features."""
-        return self.net.img_process(frames)
+    def encode_frames(self, frames: torch.Tensor, copies: int = 1) -> torch.Tensor:
+        """``(N, S, S, 3)`` uint8 frames -> ``(N * copies, H)`` image features.
+
+        The convolutions run once per frame; with ``copies > 1`` each frame's features appear
+        that many times in a row (for the guidance branches).
+        """
+        return self.net.img_process(frames, copies)
 
     def trunk(
         self,

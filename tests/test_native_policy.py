@@ -1,0 +1,259 @@
+"""The native STEVE-1 policy reproduces the official outputs and runs as a skill policy."""
+
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from steve1_env.agent.base import Goal, SkillPolicy
+from steve1_env.agent.native import NativeSteve1Policy
+from steve1_env.agent.network import RELEASED_CONFIG, NetworkConfig, Steve1Network
+from steve1_env.errors import ConfigurationError, Steve1EnvWarning
+from steve1_env.weights import load_model_file
+
+TOL = {"atol": 1e-4, "rtol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_policy_files):
+    return NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], cond_scale=6.0
+    )
+
+
+def test_rollout_matches_the_official_agent_over_140_steps(tiny, golden):
+    data = np.load(golden / "policy_rollout.npz")
+    assert float(data["cond_scale"]) == tiny.cond_scale
+    state = tiny.initial_state(0)
+    for t in range(len(data["frames"])):
+        out, (state,) = tiny.forward([data["frames"][t]], [data["goal"][0]], [state])
+        cond, uncond = out.conditional, out.unconditional
+        np.testing.assert_allclose(cond.buttons[0], data["logp_buttons_cond"][t], **TOL)
+        np.testing.assert_allclose(cond.camera[0], data["logp_camera_cond"][t], **TOL)
+        np.testing.assert_allclose(uncond.buttons[0], data["logp_buttons_uncond"][t], **TOL)
+        np.testing.assert_allclose(uncond.camera[0], data["logp_camera_uncond"][t], **TOL)
+        np.testing.assert_allclose(out.buttons[0], data["logp_buttons_cfg"][t], **TOL)
+        np.testing.assert_allclose(out.camera[0], data["logp_camera_cfg"][t], **TOL)
+        np.testing.assert_allclose(cond.value[0], data["vpred_cond"][t], **TOL)
+        np.testing.assert_allclose(uncond.value[0], data["vpred_uncond"][t], **TOL)
+        assert int(out.buttons[0].argmax()) == data["argmax_buttons_cfg"][t]
+        assert int(out.camera[0].argmax()) == data["argmax_camera_cfg"][t]
+
+
+def test_episode_starts_inside_a_sequence_mask_the_memory(tiny, golden):
+    data = np.load(golden / "policy_first.npz")
+    network = tiny.network
+    state = network.initial_state(1)
+    goal = torch.from_numpy(data["goal"])[:, None]
+    with torch.inference_mode():
+        for t in range(len(data["frames"])):
+            features = network.encode_frames(torch.from_numpy(data["frames"][t : t + 1]))
+            first = torch.tensor([[bool(data["first"][t])]])
+            latent, state = network.trunk(features[:, None], goal, first, state)
+            heads = network.heads(latent[:, 0])
+            np.testing.assert_allclose(heads.buttons[0], data["logp_buttons"][t], **TOL)
+            np.testing.assert_allclose(heads.camera[0], data["logp_camera"][t], **TOL)
+
+
+def test_memory_is_forgotten_on_first_not_otherwise(tiny, golden):
+    data = np.load(golden / "policy_first.npz")
+    network = tiny.network
+    goal = torch.from_numpy(data["goal"])[:, None]
+
+    def last_output(start, first_flags):
+        state = network.initial_state(1)
+        with torch.inference_mode():
+            for t, flag in enumerate(first_flags, start=start):
+                features = network.encode_frames(torch.from_numpy(data["frames"][t : t + 1]))
+                flags = torch.tensor([[flag]])
+                latent, state = network.trunk(features[:, None], goal, flags, state)
+        return network.heads(latent[:, 0]).buttons
+
+    remembered = last_output(0, [False] * 6)
+    restarted = last_output(0, [False] * 5 + [True])
+    alone = last_output(5, [True])  # frame 5 as the first of an episode
+    assert not torch.allclose(remembered, restarted)
+    torch.testing.assert_close(restarted, alone)
+
+
+def test_tiny_and_full_configs_construct_with_the_official_keys(tiny_policy_files, golden):
+    model = load_model_file(tiny_policy_files["model"])
+    spec = json.loads((golden / "policy_tiny.json").read_text())
+    assert model.policy_kwargs == spec["policy_kwargs"]
+    tiny_config = NetworkConfig.from_policy_kwargs(model.policy_kwargs, model.pi_head_kwargs)
+    tiny_net = Steve1Network(tiny_config)
+    assert sum(p.numel() for p in tiny_net.parameters()) == spec["n_params"]
+
+    manifest = json.loads((golden / "manifests.json").read_text())["policy_2x"]
+    released = NetworkConfig.from_policy_kwargs(manifest["policy_kwargs"], {"temperature": 2.0})
+    assert released == RELEASED_CONFIG
+    with torch.device("meta"):  # shapes only: no 1 GB allocation
+        full = Steve1Network(released)
+    shapes = {key: list(value.shape) for key, value in full.state_dict().items()}
+    assert shapes == manifest["keys"]
+
+
+def test_unsupported_architectures_are_refused():
+    base = dict(RELEASED_CONFIG.__dict__)
+    kwargs = {"hidsize": base["hidsize"], "attention_heads": 16}
+    with pytest.raises(ConfigurationError, match="recurrence_type='lstm'"):
+        NetworkConfig.from_policy_kwargs({**kwargs, "recurrence_type": "lstm"})
+    with pytest.raises(ConfigurationError, match="divisible"):
+        NetworkConfig.from_policy_kwargs({"hidsize": 100, "attention_heads": 16})
+
+
+def test_batched_guidance_equals_single_env_runs(tiny):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6, 4, 128, 128, 3), dtype=np.uint8)
+    goals = list(rng.standard_normal((4, 512)).astype(np.float32))
+    batched = [tiny.initial_state(i) for i in range(4)]
+    singles = [tiny.initial_state(i) for i in range(4)]
+    for t in range(len(frames)):
+        out, batched = tiny.forward(list(frames[t]), goals, batched)
+        for i in range(4):
+            one, (singles[i],) = tiny.forward([frames[t, i]], [goals[i]], [singles[i]])
+            np.testing.assert_allclose(out.buttons[i], one.buttons[0], **TOL)
+            np.testing.assert_allclose(out.camera[i], one.camera[0], **TOL)
+            np.testing.assert_allclose(out.conditional.value[i], one.conditional.value[0], **TOL)
+
+
+def test_sharing_the_frame_encoding_changes_nothing(tiny_policy_files):
+    kwargs = {"weights": tiny_policy_files["weights"], "model": tiny_policy_files["model"]}
+    shared = NativeSteve1Policy(**kwargs)
+    upstream_way = NativeSteve1Policy(**kwargs, share_frame_encoding=False)
+    frame = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    goal = np.ones(512, dtype=np.float32)
+    a, _ = shared.forward([frame], [goal], [shared.initial_state(0)])
+    b, _ = upstream_way.forward([frame], [goal], [upstream_way.initial_state(0)])
+    np.testing.assert_allclose(a.buttons, b.buttons, **TOL)  # float rounding only
+    assert a.buttons.argmax() == b.buttons.argmax()
+
+
+def test_caller_autocast_and_float16_goal_give_plain_float32_results(tiny):
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    goal16 = torch.from_numpy(rng.standard_normal(512).astype(np.float32)).half()
+    plain, _ = tiny.forward([frame], [goal16.float().numpy()], [tiny.initial_state(0)])
+    with torch.autocast("cpu", dtype=torch.float16):
+        guarded, _ = tiny.forward([frame], [goal16], [tiny.initial_state(0)])
+    assert guarded.buttons.dtype == guarded.conditional.value.dtype == torch.float32
+    torch.testing.assert_close(guarded.buttons, plain.buttons)
+
+
+def test_without_the_guard_a_callers_autocast_reaches_the_network(tiny):
+    goal = torch.ones(1, 512)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert tiny.network.net.mineclip_embed_linear(goal).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_casts_everything_consistently(tiny_policy_files, golden, dtype):
+    policy = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], dtype=dtype
+    )
+    assert {p.dtype for p in policy.network.parameters()} == {getattr(torch, dtype)}
+    data = np.load(golden / "policy_rollout.npz")
+    state = policy.initial_state(0)
+    agree = 0
+    for t in range(20):
+        out, (state,) = policy.forward([data["frames"][t]], [data["goal"][0]], [state])
+        assert out.buttons.dtype == torch.float32 and torch.isfinite(out.buttons).all()
+        agree += int(out.buttons[0].argmax()) == data["argmax_buttons_cfg"][t]
+    assert agree >= 10  # reduced precision drifts, but the policy stays the same policy
+
+
+def test_sampling_is_seeded_per_env_and_deterministic_mode_takes_the_argmax(tiny_policy_files):
+    kwargs = {"weights": tiny_policy_files["weights"], "model": tiny_policy_files["model"]}
+    policy = NativeSteve1Policy(**kwargs)
+    obs = {"pov": np.full((360, 640, 3), 90, dtype=np.uint8)}
+    goal = Goal("chop a tree", np.ones(512, dtype=np.float32))
+
+    def actions(seed, n=8, pol=policy):
+        state, out = pol.initial_state(seed), []
+        for _ in range(n):
+            action, state = pol.act(obs, goal, state)
+            out.append((tuple(action[k] for k in sorted(action) if k != "camera"),
+                        tuple(action["camera"])))  # fmt: skip
+        return out
+
+    assert actions(1) == actions(1) and actions(1) != actions(2)
+    greedy = NativeSteve1Policy(**kwargs, deterministic=True)
+    assert actions(1, pol=greedy) == actions(2, pol=greedy)
+    output, _ = greedy.forward([obs["pov"]], [goal.embedding], [greedy.initial_state(0)])
+    assert greedy.sample(output, [greedy.initial_state(0)]) == [
+        (int(output.buttons[0].argmax()), int(output.camera[0].argmax()))
+    ]
+
+
+def test_no_guidance_runs_one_branch(tiny_policy_files):
+    policy = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], cond_scale=None
+    )
+    state = policy.initial_state(0)
+    assert state.memory[0].keys.shape[0] == 1
+    out, _ = policy.forward([np.zeros((128, 128, 3), np.uint8)], [np.zeros(512)], [state])
+    assert out.unconditional is None and torch.equal(out.buttons, out.conditional.buttons)
+
+
+def test_bad_arguments(tiny_policy_files):
+    kwargs = {"weights": tiny_policy_files["weights"], "model": tiny_policy_files["model"]}
+    with pytest.raises(ConfigurationError, match="dtype must be one of"):
+        NativeSteve1Policy(**kwargs, dtype="int8")
+    with pytest.raises(ConfigurationError, match="cond_scale"):
+        NativeSteve1Policy(**kwargs, cond_scale=-1)
+    with pytest.raises(ConfigurationError, match="as many frames"):
+        policy = NativeSteve1Policy(**kwargs)
+        policy.forward([np.zeros((128, 128, 3), np.uint8)], [], [policy.initial_state(0)])
+
+
+def test_random_weights_warn_and_are_seeded(tiny_policy_files):
+    model = tiny_policy_files["model"]
+    with pytest.warns(Steve1EnvWarning, match="UNTRAINED"):
+        a = NativeSteve1Policy(weights="random", model=model, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = NativeSteve1Policy(weights="random", model=model, seed=3)
+        c = NativeSteve1Policy(weights="random", model=model, seed=4)
+    sa, sb, sc = (p.network.state_dict() for p in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.slow
+def test_full_size_random_policy_steps(golden):
+    manifest = json.loads((golden / "manifests.json").read_text())["policy_2x"]["keys"]
+    with pytest.warns(Steve1EnvWarning, match="UNTRAINED"):
+        policy = NativeSteve1Policy(weights="random")
+    assert isinstance(policy, SkillPolicy)
+    expected = sum(int(np.prod(shape)) for shape in manifest.values())
+    assert sum(p.numel() for p in policy.network.parameters()) == expected
+    goal = Goal("chop a tree", np.zeros(512, dtype=np.float32))
+    action, _state = policy.act(
+        {"pov": np.zeros((360, 640, 3), np.uint8)}, goal, policy.initial_state(0)
+    )
+    assert set(action) >= {"attack", "camera", "ESC"}
+    policy.close()
+    policy.close()
+
+
+def test_env_runs_the_native_policy(tiny_policy_files):
+    env = gym.make(
+        "Steve1Skill-v0",
+        policy="steve1",
+        policy_kwargs={
+            "weights": tiny_policy_files["weights"],
+            "model": tiny_policy_files["model"],
+        },
+        instruction="chop a tree",
+        k=5,
+        world_kwargs={"pov_shape": (72, 128)},
+    )
+    with env, torch.autocast("cpu", dtype=torch.float16):
+        obs, _ = env.reset(seed=0)
+        obs, _, _, _, info = env.step("")
+        assert info["steps"] == 5 and obs["goal"].dtype == np.float32
+        env.reset(seed=1)  # a new episode starts from an empty memory
+        assert not env.unwrapped._policy_state.memory[0].valid.any()
