@@ -190,8 +190,11 @@ class Steve1SkillEnv(gym.Env):
         self.observation_space = observation_space(self.pov_shape, self.inventory_items)
 
         self._closed = False
-        self.world = self._build(WORLDS, world, World, dict(world_kwargs or {}))
+        # Components built here from names are closed by close(); objects passed in stay the
+        # caller's (a policy instance may serve several envs).
+        self._owned: list[Any] = []
         try:
+            self.world = self._build(WORLDS, world, World, dict(world_kwargs or {}))
             self.policy: SkillPolicy = self._build(
                 POLICIES,
                 policy,
@@ -205,9 +208,7 @@ class Steve1SkillEnv(gym.Env):
                 {"device": device, **(prompt_encoder_kwargs or {})},
             )
         except BaseException:
-            self.world.close()
-            if hasattr(self, "policy"):
-                self.policy.close()
+            self._close_owned()
             raise
 
         self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -224,10 +225,11 @@ class Steve1SkillEnv(gym.Env):
         self._high_level_steps = 0
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _build(registry: Registry, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
+    def _build(self, registry: Registry, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
         if isinstance(spec, str):
-            return registry.make(spec, **kwargs)
+            component = registry.make(spec, **kwargs)
+            self._owned.append(component)
+            return component
         if isinstance(spec, protocol):
             return spec
         missing = [name for name in _protocol_members(protocol) if not hasattr(spec, name)]
@@ -395,17 +397,25 @@ class Steve1SkillEnv(gym.Env):
         return np.array(self._world_obs["pov"], dtype=np.uint8)
 
     def close(self) -> None:
-        """Closes the world, the policy and the prompt encoder; safe to call more than once."""
+        """Closes the world, policy and prompt encoder this env built from names.
+
+        Objects passed in as instances are left open: they belong to the caller. Safe to call
+        more than once.
+        """
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        try:
-            self.world.close()
-        finally:
+        self._close_owned()
+
+    def _close_owned(self) -> None:
+        errors = []
+        while self._owned:
             try:
-                self.policy.close()
-            finally:
-                self.prompt_encoder.close()
+                self._owned.pop().close()
+            except Exception as exc:  # close the rest, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     # -------------------------------------------------------------- internals
     def _ensure_open(self) -> None:

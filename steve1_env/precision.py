@@ -110,6 +110,33 @@ def autocast_disabled(device: Any = "cpu") -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def no_tf32(device: Any, enabled: bool = True) -> Iterator[None]:
+    """Keeps float32 matmuls and convolutions in full float32 on CUDA.
+
+    cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and newer GPUs, which would
+    make a "float32" policy drift from the official outputs. Does nothing on other devices or
+    when not `enabled`.
+    """
+    torch = sys.modules.get("torch")
+    if not enabled or torch is None or torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(
+            enabled=cudnn.enabled,
+            benchmark=cudnn.benchmark,
+            deterministic=cudnn.deterministic,
+            allow_tf32=False,
+        ):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def autocast_active() -> bool:
     """Returns True if any autocast region is active in this thread (for checks and tests)."""
     torch = sys.modules.get("torch")

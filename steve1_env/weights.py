@@ -117,27 +117,43 @@ def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
     return ModelFile(policy_kwargs, pi_head_kwargs)
 
 
+def _refused_global(message: str) -> str | None:
+    # torch names what it refused on a line of its own ("... unsupported GLOBAL posix.system
+    # ..." or "Unsupported global: GLOBAL ..."); other failures are plain corruption.
+    for line in message.splitlines():
+        if "GLOBAL" in line:
+            return line.strip()
+    return None
+
+
 def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Loads a ``torch.save``-d state dict safely and strips training-wrapper prefixes.
 
-    ``module.policy.`` (the official one), ``policy.`` and ``module.`` are removed when every key
-    carries them.
+    A checkpoint that wraps the weights (``{"state_dict": {...}, "epoch": ...}``) is unwrapped.
+    ``module.policy.`` (the official prefix), ``policy.`` and ``module.`` are removed when
+    every key carries them.
 
     Raises:
-        UnsafeFileError: If the file holds anything but tensors and plain containers.
-        WeightsError: If it is unreadable or not a mapping of names to tensors.
+        UnsafeFileError: If the file names classes or functions beyond tensors and plain
+            containers (loading it would run code).
+        WeightsError: If it is unreadable, corrupt, or not a mapping of names to tensors.
     """
     import torch
 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        refused = _refused_global(str(exc))
+        if refused is None:
+            raise WeightsError(f"{path} is not a readable torch file: {exc}") from exc
         raise UnsafeFileError(
-            f"Refusing to load {path}: it holds more than tensors and plain containers "
-            f"(torch.load with weights_only=True said: {str(exc).splitlines()[0]})."
+            f"Refusing to load {path}: it would create objects or call functions when loaded "
+            f"({refused}). Only load weight files from sources you trust."
         ) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise WeightsError(f"Cannot read the weight file {path}: {exc}") from exc
+    except Exception as exc:  # torch raises many kinds on corrupt files (even IndexError)
+        raise WeightsError(f"Cannot read the weight file {path}: {exc!r}") from exc
+    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
+        data = data["state_dict"]
     if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
         raise WeightsError(
             f"{path} is not a state dict (a mapping of parameter names to tensors); got "
@@ -161,8 +177,20 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any], what
         shown = ", ".join(keys[:8])
         return shown + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
+    not_tensors = sorted(
+        key for key, value in given.items() if not hasattr(value, "is_floating_point")
+    )
+    if not_tensors:
+        raise WeightsError(
+            f"The {what} weights hold values that are not tensors: {', '.join(not_tensors[:8])}."
+        )
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
+    not_float = sorted(
+        key
+        for key in set(expected) & set(given)
+        if expected[key].is_floating_point() and not given[key].is_floating_point()
+    )
     misshaped = sorted(
         f"{key} {tuple(given[key].shape)} != {tuple(expected[key].shape)}"
         for key in set(expected) & set(given)
@@ -175,6 +203,8 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any], what
         problems.append(f"{len(unexpected)} unexpected: {listed(unexpected)}")
     if misshaped:
         problems.append(f"{len(misshaped)} with the wrong shape: {listed(misshaped)}")
+    if not_float:
+        problems.append(f"{len(not_float)} not floating point: {listed(not_float)}")
     if problems:
         raise WeightsError(
             f"The {what} weights do not fit the network: {'; '.join(problems)}. Check that the "

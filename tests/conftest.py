@@ -118,3 +118,18 @@ def golden() -> Path:
 def tiny_policy_files(golden: Path) -> dict[str, Path]:
     """The tiny policy's .model and .weights files."""
     return {"model": golden / "policy_tiny.model", "weights": golden / "policy_tiny.weights"}
+
+
+@pytest.fixture
+def recording_world() -> list[ScriptedWorld]:
+    """Registers world="recording", which builds ScriptedWorlds; yields the ones built."""
+    from steve1_env.registry import register_world
+
+    built: list[ScriptedWorld] = []
+
+    def factory() -> ScriptedWorld:
+        built.append(ScriptedWorld())
+        return built[-1]
+
+    register_world("recording", factory, overwrite=True)
+    return built

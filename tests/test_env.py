@@ -279,11 +279,14 @@ def test_unknown_names_suggest_close_ones():
         make(prompt_encoder="mineclipp")
 
 
-def test_policy_failure_at_construction_closes_the_world():
-    world = ScriptedWorld()
+def test_policy_failure_at_construction_closes_the_world_it_built(recording_world):
     with pytest.raises(ConfigurationError, match="oracle for the synthetic world"):
-        make(world=world)  # the scripted policy needs the synthetic world
-    assert world.closed == 1
+        make(world="recording", world_kwargs={})  # the scripted policy needs the synthetic world
+    assert [w.closed for w in recording_world] == [1]
+    mine = ScriptedWorld()
+    with pytest.raises(ConfigurationError):
+        make(world=mine)
+    assert mine.closed == 0  # an instance passed in stays the caller's
 
 
 def test_objects_must_follow_the_protocols():
@@ -390,13 +393,15 @@ def test_step_before_reset_and_after_close():
         env.reset()
 
 
-def test_context_manager_closes_the_world():
-    world = ScriptedWorld()
-    with make(instruction="go explore", world=world, policy="random") as env:
+def test_context_manager_closes_what_the_env_built(recording_world):
+    with make(instruction="go explore", world="recording", world_kwargs={}, policy="random") as env:
         env.reset(seed=0)
-    assert world.closed == 1
     env.close()
-    assert world.closed == 1
+    assert [w.closed for w in recording_world] == [1]
+    mine = ScriptedWorld()
+    with make(instruction="go explore", world=mine, policy="random") as env:
+        env.reset(seed=0)
+    assert mine.closed == 0
 
 
 def test_instruction_space_samples_known_instructions():

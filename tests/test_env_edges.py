@@ -117,12 +117,18 @@ def test_policy_exception_mid_step_needs_a_reset():
         assert env.step("")[-1]["steps"] == 200
 
 
-def test_close_closes_the_prompt_encoder_once():
-    encoder = CountingEncoder()
-    env = make(instruction="get dirt", prompt_encoder=encoder)
+def test_close_closes_a_prompt_encoder_built_by_name_once():
+    built = []
+
+    def factory(device):
+        built.append(CountingEncoder())
+        return built[-1]
+
+    steve1_env.register_prompt_encoder("counting", factory, overwrite=True)
+    env = make(instruction="get dirt", prompt_encoder="counting")
     env.close()
     env.close()
-    assert encoder.closed == 1
+    assert [encoder.closed for encoder in built] == [1]
 
 
 def test_numpy_inputs_are_accepted():

@@ -11,7 +11,7 @@ import torch
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.agent.native import NativeSteve1Policy
 from steve1_env.agent.network import RELEASED_CONFIG, NetworkConfig, Steve1Network
-from steve1_env.errors import ConfigurationError, Steve1EnvWarning
+from steve1_env.errors import ConfigurationError, ResetNeededError, Steve1EnvWarning
 from steve1_env.weights import load_model_file
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
@@ -96,24 +96,68 @@ def test_tiny_and_full_configs_construct_with_the_official_keys(tiny_policy_file
     assert shapes == manifest["keys"]
 
 
-def test_unsupported_architectures_are_refused():
-    base = dict(RELEASED_CONFIG.__dict__)
-    kwargs = {"hidsize": base["hidsize"], "attention_heads": 16}
-    with pytest.raises(ConfigurationError, match="recurrence_type='lstm'"):
-        NetworkConfig.from_policy_kwargs({**kwargs, "recurrence_type": "lstm"})
-    with pytest.raises(ConfigurationError, match="divisible"):
-        NetworkConfig.from_policy_kwargs({"hidsize": 100, "attention_heads": 16})
+@pytest.fixture(scope="module")
+def released_kwargs(golden):
+    return json.loads((golden / "manifests.json").read_text())["policy_2x"]["policy_kwargs"]
 
 
-def test_batched_guidance_equals_single_env_runs(tiny):
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"recurrence_type": "lstm"}, "recurrence_type='lstm'"),
+        ({"init_norm_kwargs": {"batch_norm": True}}, "init_norm_kwargs"),
+        ({"hidsize": 100}, "not divisible"),
+        ({"hidsize": -8}, "hidsize must be a positive integer"),
+        ({"attention_heads": 0}, "attention_heads must be a positive integer"),
+        ({"impala_chans": [16, 32]}, "impala_chans must be 3"),
+        ({"img_shape": [100, 100, 3]}, "multiples of 8"),
+        ({"img_shape": [128, 64, 3]}, r"\(S, S, 3\)"),
+        ({"timesteps": 256}, "must exceed timesteps"),
+    ],
+)
+def test_unsupported_or_invalid_architectures_are_refused(released_kwargs, change, match):
+    with pytest.raises(ConfigurationError, match=match):
+        NetworkConfig.from_policy_kwargs({**released_kwargs, **change})
+
+
+def test_incomplete_kwargs_name_what_is_missing(released_kwargs):
+    partial = {k: v for k, v in released_kwargs.items() if k not in ("hidsize", "timesteps")}
+    with pytest.raises(ConfigurationError, match="lack hidsize, timesteps"):
+        NetworkConfig.from_policy_kwargs(partial)
+    with pytest.raises(ConfigurationError, match="temperature must be positive"):
+        NetworkConfig.from_policy_kwargs(released_kwargs, {"temperature": 0})
+
+
+def test_chunks_equal_single_steps_and_late_first_flags_are_refused(tiny, golden):
+    data = np.load(golden / "policy_rollout.npz")
+    network = tiny.network
+    goal = torch.from_numpy(data["goal"])
+    with torch.inference_mode():
+        features = network.encode_frames(torch.from_numpy(data["frames"][:5]))[None]
+        goals = goal[:, None].expand(1, 5, 512)
+        chunk, _ = network.trunk(features, goals, torch.zeros(1, 5, dtype=torch.bool),
+                                 network.initial_state(1))  # fmt: skip
+        state, steps = network.initial_state(1), []
+        for t in range(5):
+            latent, state = network.trunk(features[:, t : t + 1], goals[:, t : t + 1],
+                                          torch.zeros(1, 1, dtype=torch.bool), state)  # fmt: skip
+            steps.append(latent)
+        torch.testing.assert_close(chunk, torch.cat(steps, dim=1), atol=1e-5, rtol=1e-5)
+        late = torch.tensor([[False, False, True, False, False]])
+        with pytest.raises(ConfigurationError, match="split the chunk"):
+            network.trunk(features, goals, late, network.initial_state(1))
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_batched_guidance_equals_single_env_runs(tiny, n):
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (6, 4, 128, 128, 3), dtype=np.uint8)
-    goals = list(rng.standard_normal((4, 512)).astype(np.float32))
-    batched = [tiny.initial_state(i) for i in range(4)]
-    singles = [tiny.initial_state(i) for i in range(4)]
+    frames = rng.integers(0, 256, (6, n, 128, 128, 3), dtype=np.uint8)
+    goals = list(rng.standard_normal((n, 512)).astype(np.float32))
+    batched = [tiny.initial_state(i) for i in range(n)]
+    singles = [tiny.initial_state(i) for i in range(n)]
     for t in range(len(frames)):
         out, batched = tiny.forward(list(frames[t]), goals, batched)
-        for i in range(4):
+        for i in range(n):
             one, (singles[i],) = tiny.forward([frames[t, i]], [goals[i]], [singles[i]])
             np.testing.assert_allclose(out.buttons[i], one.buttons[0], **TOL)
             np.testing.assert_allclose(out.camera[i], one.camera[0], **TOL)
@@ -154,7 +198,12 @@ def test_reduced_precision_casts_everything_consistently(tiny_policy_files, gold
     policy = NativeSteve1Policy(
         weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], dtype=dtype
     )
-    assert {p.dtype for p in policy.network.parameters()} == {getattr(torch, dtype)}
+    dtypes = {
+        name: p.dtype
+        for name, p in policy.network.named_parameters()
+        if not name.startswith("value_head.normalizer.")  # statistics stay float32
+    }
+    assert set(dtypes.values()) == {getattr(torch, dtype)}
     data = np.load(golden / "policy_rollout.npz")
     state = policy.initial_state(0)
     agree = 0
@@ -186,6 +235,38 @@ def test_sampling_is_seeded_per_env_and_deterministic_mode_takes_the_argmax(tiny
     assert greedy.sample(output, [greedy.initial_state(0)]) == [
         (int(output.buttons[0].argmax()), int(output.camera[0].argmax()))
     ]
+
+
+def test_states_can_be_reused_to_branch(tiny_policy_files):
+    policy = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"]
+    )
+    obs = {"pov": np.full((128, 128, 3), 40, dtype=np.uint8)}
+    goal = Goal("get dirt", np.ones(512, dtype=np.float32))
+    state = policy.initial_state(5)
+    first, _ = policy.act(obs, goal, state)
+    again, _ = policy.act(obs, goal, state)  # the same state: the same sample
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+
+
+def test_closed_policy_and_foreign_states_are_clear_errors(tiny_policy_files):
+    kwargs = {"weights": tiny_policy_files["weights"], "model": tiny_policy_files["model"]}
+    guided, plain = NativeSteve1Policy(**kwargs), NativeSteve1Policy(**kwargs, cond_scale=None)
+    frame, goal = np.zeros((128, 128, 3), np.uint8), np.zeros(512, np.float32)
+    with pytest.raises(ConfigurationError, match="branch row"):
+        plain.forward([frame], [goal], [guided.initial_state(0)])
+    guided.close()
+    guided.close()
+    with pytest.raises(ResetNeededError, match="closed"):
+        guided.initial_state(0)
+
+
+def test_unavailable_cuda_is_a_configuration_error(tiny_policy_files):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigurationError, match="CUDA is not available"):
+        NativeSteve1Policy(weights=tiny_policy_files["weights"], model=tiny_policy_files["model"],
+                           device="cuda")  # fmt: skip
 
 
 def test_no_guidance_runs_one_branch(tiny_policy_files):

@@ -42,9 +42,46 @@ def test_malicious_weight_file_is_rejected_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.weights"
     torch.save({"net.x": torch.zeros(1), "evil": RunsCode(marker)}, path)
-    with pytest.raises(UnsafeFileError, match="weights_only"):
+    with pytest.raises(UnsafeFileError, match=r"GLOBAL (posix|os)\.system") as caught:
         load_state_dict(path)
     assert not marker.exists()
+    assert "weights_only set to False" not in str(caught.value)  # no advice to load unsafely
+
+
+@pytest.mark.parametrize(
+    ("write", "match"),
+    [
+        (lambda path: path.write_bytes(b"random bytes, not a torch file"), "Cannot read"),
+        (lambda path: path.write_bytes(pickle.dumps([1, 2, 3], protocol=4)), "not a readable"),
+        (lambda path: torch.save([1, 2, 3], path), "not a state dict"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_corrupt_weight_files_are_not_called_unsafe(tmp_path, write, match):
+    path = tmp_path / "bad.weights"
+    write(path)
+    with pytest.raises(WeightsError, match=match) as caught:
+        load_state_dict(path)
+    assert not isinstance(caught.value, UnsafeFileError)
+
+
+def test_wrapped_checkpoints_are_unwrapped(tmp_path, tiny_policy_files):
+    state = torch.load(tiny_policy_files["weights"], weights_only=True)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    assert set(load_state_dict(path)) == set(state)
+
+
+def test_non_tensor_and_integer_values_are_reported(tiny_policy_files):
+    model = load_model_file(tiny_policy_files["model"])
+    expected = Steve1Network(NetworkConfig.from_policy_kwargs(model.policy_kwargs)).state_dict()
+    given = dict(expected)
+    given["net.final_ln.weight"] = 3
+    with pytest.raises(WeightsError, match=r"not tensors: net\.final_ln\.weight"):
+        check_state_dict(expected, given, "test")
+    given["net.final_ln.weight"] = torch.zeros(64, dtype=torch.int64)
+    with pytest.raises(WeightsError, match=r"not floating point: net\.final_ln\.weight"):
+        check_state_dict(expected, given, "test")
 
 
 def test_model_file_structure_errors(tmp_path):

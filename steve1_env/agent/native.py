@@ -27,7 +27,12 @@ from steve1_env.agent.network import (
     NetworkConfig,
     Steve1Network,
 )
-from steve1_env.errors import ConfigurationError, Steve1EnvWarning, WeightsError
+from steve1_env.errors import (
+    ConfigurationError,
+    ResetNeededError,
+    Steve1EnvWarning,
+    WeightsError,
+)
 from steve1_env.validation import real_number
 from steve1_env.weights import (
     OFFICIAL_FILES,
@@ -90,6 +95,21 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
     )
 
 
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigurationError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(
+            f"device={device!r} but CUDA is not available (torch {torch.__version__}); use "
+            "device='cpu' or install a CUDA build of torch."
+        )
+    return resolved
+
+
 def _network_config(model: Any, directory: Path | None) -> NetworkConfig:
     if isinstance(model, NetworkConfig):
         return model
@@ -144,7 +164,7 @@ class NativeSteve1Policy:
         share_frame_encoding: bool = True,
         seed: int = 0,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype)
         if cond_scale is not None:
             cond_scale = real_number(cond_scale, "cond_scale")
@@ -154,7 +174,7 @@ class NativeSteve1Policy:
         self.deterministic = bool(deterministic)
         self.share_frame_encoding = bool(share_frame_encoding)
         self.network = self._build_network(weights, model, seed)
-        self.network.to(device=self.device, dtype=self.dtype).eval()
+        self.network.cast(self.device, self.dtype).eval()
         self.network.requires_grad_(False)
         self._closed = False
 
@@ -191,9 +211,21 @@ class NativeSteve1Policy:
         return network
 
     # ----------------------------------------------------------- SkillPolicy
+    @property
+    def rows(self) -> int:
+        """Batch rows per env: two guidance branches, or one without guidance."""
+        return 1 if self.cond_scale is None else 2
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ResetNeededError(
+                "This STEVE-1 policy was closed (its weights were released); create a new one."
+            )
+
     def initial_state(self, seed: int) -> Steve1State:
         """Returns the state of a new episode: empty memory, a generator seeded with `seed`."""
-        rows = 1 if self.cond_scale is None else 2
+        self._ensure_open()
+        rows = self.rows
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(seed))
         return Steve1State(self.network.initial_state(rows), generator)
@@ -218,12 +250,6 @@ class NativeSteve1Policy:
         picks = self.sample(output, new_states)
         return [agent_to_minerl(buttons, camera) for buttons, camera in picks], new_states
 
-    def close(self) -> None:
-        """Drops the network so its memory can be freed; safe to call twice."""
-        if not self._closed:
-            self._closed = True
-            self.network.to("meta")
-
     # ------------------------------------------------------------- inference
     def forward(
         self,
@@ -241,21 +267,32 @@ class NativeSteve1Policy:
         Returns:
             The per-env outputs and the new states.
         """
-        n = len(states)
+        self._ensure_open()
+        n, rows = len(states), self.rows
         if not n == len(frames) == len(goals):
             raise ConfigurationError(
                 f"forward() needs as many frames and goals as states, got {len(frames)} frames, "
                 f"{len(goals)} goals and {n} states."
             )
-        rows = 1 if self.cond_scale is None else 2
+        for state in states:
+            if state.memory[0].keys.shape[0] != rows:
+                raise ConfigurationError(
+                    f"A state with {state.memory[0].keys.shape[0]} branch row(s) was given to "
+                    f"a policy with {rows} (cond_scale={self.cond_scale}); use states from "
+                    "this policy's initial_state()."
+                )
         pixels = torch.from_numpy(np.stack([agent_frame(frame) for frame in frames]))
         goal = torch.stack([torch.from_numpy(precision.as_goal_embedding(g)) for g in goals])
-        with torch.inference_mode(), precision.autocast_disabled(self.device):
+        with (
+            torch.inference_mode(),
+            precision.autocast_disabled(self.device),
+            precision.no_tf32(self.device, enabled=self.dtype == torch.float32),
+        ):
             pixels, goal = pixels.to(self.device), goal.to(self.device, self.dtype)
             # Rows are interleaved per env (cond, uncond, cond, ...), so each env's memory
             # stays one contiguous slice.
             if self.share_frame_encoding:
-                features = self.network.encode_frames(pixels, copies=rows)
+                features = self.network.encode_frames(pixels).repeat_interleave(rows, dim=0)
             else:
                 features = self.network.encode_frames(pixels.repeat_interleave(rows, dim=0))
             if rows == 2:
@@ -276,10 +313,12 @@ class NativeSteve1Policy:
                 conditional,
                 unconditional,
             )
+        # Each new state owns a copy of its generator, so an old state can be reused (branched)
+        # and sample the same again. Its memory is a view into this batch's tensors.
         new_states = [
             Steve1State(
                 [_slice_memory(block, i * rows, (i + 1) * rows) for block in memory],
-                state.generator,
+                _clone_generator(state.generator),
             )
             for i, state in enumerate(states)
         ]
@@ -291,16 +330,30 @@ class NativeSteve1Policy:
         Deterministic policies take the argmax; others draw a Gumbel-max sample with the env's
         own generator, so batching envs together does not change what each samples.
         """
-        picks = []
-        for i, state in enumerate(states):
-            chosen = []
-            for logits in (output.buttons[i], output.camera[i]):
-                if not self.deterministic:
-                    noise = torch.empty_like(logits).exponential_(generator=state.generator)
-                    logits = logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
-                chosen.append(int(torch.argmax(logits)))
-            picks.append((chosen[0], chosen[1]))
-        return picks
+        choices = []
+        for logits in (output.buttons, output.camera):
+            if not self.deterministic:
+                noise = torch.stack(
+                    [
+                        torch.empty_like(row).exponential_(generator=state.generator)
+                        for row, state in zip(logits, states, strict=True)
+                    ]
+                )
+                logits = logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
+            choices.append(logits.argmax(dim=-1).tolist())
+        return list(zip(choices[0], choices[1], strict=True))
+
+    def close(self) -> None:
+        """Releases the weights; the policy cannot act afterwards. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.network.to("meta")
+
+
+def _clone_generator(generator: torch.Generator) -> torch.Generator:
+    clone = torch.Generator(device=generator.device)
+    clone.set_state(generator.get_state())
+    return clone
 
 
 def _stack_memory(memories: Sequence[list[AttentionMemory]]) -> list[AttentionMemory]:

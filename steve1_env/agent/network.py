@@ -3,7 +3,7 @@
 Module and parameter names follow the official state dict (``net.*``, ``pi_head.*``,
 ``value_head.*``) so released weights load with ``strict=True``. The forward pass is split in
 three so callers can share work: `Steve1Network.encode_frames` (the ImpalaCNN, nearly all of
-the compute), `Steve1Network.trunk` (goal, transformer memory, output layers) and
+the arithmetic), `Steve1Network.trunk` (goal, transformer memory, output layers) and
 `Steve1Network.heads` (action log-probabilities and the value).
 
 Shapes: ``B`` batch, ``T`` time steps per call, ``H`` = ``hidsize`` (2048 when released).
@@ -11,6 +11,7 @@ Shapes: ``B`` batch, ``T`` time steps per call, ``H`` = ``hidsize`` (2048 when r
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,11 +22,25 @@ from torch import nn
 
 from steve1_env.agent.conversion import N_BUTTON_ACTIONS, N_CAMERA_ACTIONS
 from steve1_env.errors import ConfigurationError
+from steve1_env.precision import GOAL_DIM
 
-GOAL_DIM = 512
 CNN_OUTPUT = 256
 RELATIVE_BASES = 10
 """Learned relative-position basis functions per attention layer (``b_nd`` rows)."""
+SMALL_BATCH_ROWS = 16
+"""Up to this many rows, CPU linear layers compute ``W @ x.T`` (see `Linear`)."""
+
+_REQUIRED_KWARGS = (
+    "hidsize", "attention_heads", "impala_width", "impala_chans", "n_recurrence_layers",
+    "timesteps", "attention_memory_size", "recurrence_type",
+)  # fmt: skip
+
+
+def _positive(kwargs: Mapping[str, Any], key: str) -> int:
+    value = kwargs[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigurationError(f"policy kwarg {key} must be a positive integer, got {value!r}.")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -58,10 +73,19 @@ class NetworkConfig:
     ) -> NetworkConfig:
         """Builds the config from a ``.model`` file's kwargs, rejecting unsupported variants.
 
+        The kwargs that define the architecture must be present (upstream's defaults for them
+        describe another network); the rest default to the released values.
+
         Raises:
-            ConfigurationError: If the kwargs describe an architecture this implementation
-                does not provide; the message names the key and the supported value.
+            ConfigurationError: If the kwargs are incomplete, invalid, or describe an
+                architecture this implementation does not provide; the message names the key.
         """
+        missing = [key for key in _REQUIRED_KWARGS if key not in policy_kwargs]
+        if missing:
+            raise ConfigurationError(
+                f"policy kwargs lack {', '.join(missing)}; pass the kwargs of a VPT .model file "
+                "(['model']['args']['net']['args'])."
+            )
         expected = {
             "recurrence_type": "transformer",
             "attention_mask_style": "clipped_causal",
@@ -71,6 +95,7 @@ class NetworkConfig:
             "recurrence_is_residual": True,
             "init_norm_kwargs": {"batch_norm": False, "group_norm_groups": 1},
             "impala_kwargs": {"post_pool_groups": 1},
+            "first_conv_norm": False,
         }
         for key, value in expected.items():
             if key in policy_kwargs and policy_kwargs[key] != value:
@@ -78,13 +103,22 @@ class NetworkConfig:
                     f"Unsupported STEVE-1 architecture: {key}={policy_kwargs[key]!r}; this "
                     f"implementation provides the released one ({key}={value!r})."
                 )
-        if policy_kwargs.get("first_conv_norm", False):
-            raise ConfigurationError("Unsupported STEVE-1 architecture: first_conv_norm=True.")
         img_shape = tuple(policy_kwargs.get("img_shape", (128, 128, 3)))
-        if img_shape[0] != img_shape[1] or img_shape[2:] != (3,) or img_shape[0] % 8:
-            raise ConfigurationError(f"img_shape must be square RGB, got {img_shape}.")
-        memory = int(policy_kwargs.get("attention_memory_size", 256)) - int(
-            policy_kwargs.get("timesteps", 128)
+        if len(img_shape) != 3 or img_shape[0] != img_shape[1] or img_shape[2] != 3:
+            raise ConfigurationError(f"img_shape must be (S, S, 3), got {img_shape}.")
+        if img_shape[0] % 8:
+            raise ConfigurationError(
+                f"img_shape sides must be multiples of 8 (three 2x poolings), got {img_shape}."
+            )
+        chans = policy_kwargs["impala_chans"]
+        if (
+            not isinstance(chans, Sequence)
+            or len(chans) != 3
+            or not all(isinstance(c, numbers.Integral) and int(c) > 0 for c in chans)
+        ):
+            raise ConfigurationError(f"impala_chans must be 3 positive integers, got {chans!r}.")
+        memory = _positive(policy_kwargs, "attention_memory_size") - _positive(
+            policy_kwargs, "timesteps"
         )
         if memory < 1:
             raise ConfigurationError(
@@ -92,13 +126,15 @@ class NetworkConfig:
             )
         # STEVE-1 samples at temperature 2; a .model file without the option gets that.
         temperature = float((pi_head_kwargs or {}).get("temperature", 2.0))
+        if not temperature > 0:
+            raise ConfigurationError(f"temperature must be positive, got {temperature}.")
         config = cls(
-            hidsize=int(policy_kwargs["hidsize"]),
-            impala_width=int(policy_kwargs.get("impala_width", 1)),
-            impala_chans=tuple(int(c) for c in policy_kwargs.get("impala_chans", (16, 32, 32))),
-            attention_heads=int(policy_kwargs["attention_heads"]),
-            n_blocks=int(policy_kwargs.get("n_recurrence_layers", 4)),
-            pointwise_ratio=int(policy_kwargs.get("pointwise_ratio", 4)),
+            hidsize=_positive(policy_kwargs, "hidsize"),
+            impala_width=_positive(policy_kwargs, "impala_width"),
+            impala_chans=tuple(int(c) for c in chans),
+            attention_heads=_positive(policy_kwargs, "attention_heads"),
+            n_blocks=_positive(policy_kwargs, "n_recurrence_layers"),
+            pointwise_ratio=_positive({"pointwise_ratio": 4, **policy_kwargs}, "pointwise_ratio"),
             memory=memory,
             img_size=int(img_shape[0]),
             temperature=temperature,
@@ -115,20 +151,43 @@ RELEASED_CONFIG = NetworkConfig()
 """The architecture of ``2x.model``, the one STEVE-1 was released with."""
 
 
+class Linear(nn.Linear):
+    """`nn.Linear` that computes small CPU batches as ``W @ x.T``.
+
+    With the weight as the left operand, BLAS streams it once for all rows; ``x @ W.T``, what
+    `F.linear` does, costs about one weight pass per row here. The layers are large (up to
+    2048 x 8192), so at the batch sizes of inference this halves the transformer's time. The
+    arithmetic is the same fp32 dot products.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies the layer."""
+        rows = x.numel() // x.shape[-1]
+        if x.device.type != "cpu" or rows > SMALL_BATCH_ROWS or x.dtype != self.weight.dtype:
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, x.shape[-1]).T
+        if self.bias is None:
+            out = self.weight @ flat
+        else:
+            out = torch.addmm(self.bias[:, None], self.weight, flat)
+        return out.T.reshape(*x.shape[:-1], self.out_features)
+
+
 class SampleGroupNorm(nn.GroupNorm):
     """`nn.GroupNorm` whose result for a sample does not depend on the batch it is in.
 
-    PyTorch's CPU kernel reduces each (sample, group) on one thread when there are at least as
-    many of them as threads, and splits the reduction across threads otherwise, which rounds
-    differently. Running small batches on one thread keeps the first way for every batch size,
-    so a frame encoded alone (shared by the guidance branches) or with other envs gets the
-    same numbers as in the official two-row batch.
+    PyTorch's CPU kernel gives each (sample, group) to one thread when their number is a
+    multiple of the thread count, and otherwise splits reductions across threads, which rounds
+    differently. Other batches therefore run on one thread, so a frame encoded alone (shared by
+    the guidance branches) or with other envs gets the numbers it gets in a two-row batch, what
+    the official agent runs (on two threads or fewer). Note that `torch.set_num_threads` is
+    process-wide: another thread running torch at that moment also runs single-threaded.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalises `x` as `nn.GroupNorm` does."""
         threads = torch.get_num_threads()
-        if x.device.type != "cpu" or x.shape[0] * self.num_groups >= threads:
+        if x.device.type != "cpu" or (x.shape[0] * self.num_groups) % threads == 0:
             return super().forward(x)
         torch.set_num_threads(1)
         try:
@@ -164,9 +223,8 @@ def _conv(in_channels: int, out_channels: int, norm: bool) -> NormedLayer:
 
 
 def _dense(in_features: int, out_features: int, relu: bool = True) -> NormedLayer:
-    return NormedLayer(
-        nn.Linear(in_features, out_features, bias=False), nn.LayerNorm(in_features), relu
-    )
+    layer = Linear(in_features, out_features, bias=False)
+    return NormedLayer(layer, nn.LayerNorm(in_features), relu)
 
 
 class ResidualConvBlock(nn.Module):
@@ -213,14 +271,11 @@ class ImpalaCNN(nn.Module):
         side = config.img_size // 8
         self.dense = _dense(channels[-1] * side * side, CNN_OUTPUT)
 
-    def forward(self, x: torch.Tensor, copies: int = 1) -> torch.Tensor:
-        """Encodes images (channels first); each result is repeated `copies` times."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encodes images (channels first)."""
         for stack in self.stacks:
             x = stack(x)
-        x = x.flatten(1)  # channel-major: C, H, W
-        # Repeating before the dense layer costs nothing (it streams its weights once either
-        # way) and gives each copy the rounding the official batch of copies gets.
-        return self.dense(x.repeat_interleave(copies, dim=0) if copies > 1 else x)
+        return self.dense(x.flatten(1))  # channel-major: C, H, W
 
 
 class ImageEncoder(nn.Module):
@@ -235,10 +290,10 @@ class ImageEncoder(nn.Module):
         """The dtype the weights were cast to (inputs are cast to it)."""
         return next(self.parameters()).dtype
 
-    def forward(self, frames: torch.Tensor, copies: int = 1) -> torch.Tensor:
-        """Encodes ``(N, S, S, 3)`` uint8 frames into ``(N * copies, H)``, each repeated."""
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Encodes ``(N, S, S, 3)`` uint8 frames."""
         x = frames.permute(0, 3, 1, 2).to(self.weight_dtype()) / 255.0
-        return self.linear(self.cnn(x, copies))
+        return self.linear(self.cnn(x))
 
 
 class AttentionMemory(NamedTuple):
@@ -256,10 +311,23 @@ class AttentionMemory(NamedTuple):
     values: torch.Tensor
 
 
-def _time_distance(steps: int, memory: int, device: torch.device) -> torch.Tensor:
-    """``(T, M + T)``: how many frames key k lies before query j (queries follow the memory)."""
-    query_at = torch.arange(steps, device=device) + memory
-    return query_at[:, None] - torch.arange(memory + steps, device=device)[None, :]
+class TimeGeometry(NamedTuple):
+    """Where each key lies in time relative to each query, for T queries after M memories.
+
+    Attributes:
+        distance: ``(T, M + T)`` frames key k lies before query j (negative: after).
+        band: ``(T, M + T)`` bool: ``0 <= distance < M``, what a query may see.
+    """
+
+    distance: torch.Tensor
+    band: torch.Tensor
+
+    @classmethod
+    def build(cls, steps: int, memory: int, device: torch.device) -> TimeGeometry:
+        """Computes the geometry of `steps` queries after `memory` remembered frames."""
+        query_at = torch.arange(steps, device=device) + memory
+        distance = query_at[:, None] - torch.arange(memory + steps, device=device)[None, :]
+        return cls(distance, (distance >= 0) & (distance < memory))
 
 
 class RelativeAttention(nn.Module):
@@ -273,11 +341,11 @@ class RelativeAttention(nn.Module):
     def __init__(self, hidsize: int, heads: int, memory: int) -> None:
         super().__init__()
         self.heads, self.memory = heads, memory
-        self.q_layer = nn.Linear(hidsize, hidsize)
-        self.k_layer = nn.Linear(hidsize, hidsize, bias=False)
-        self.v_layer = nn.Linear(hidsize, hidsize, bias=False)
-        self.proj_layer = nn.Linear(hidsize, hidsize)
-        self.r_layer = nn.Linear(hidsize, RELATIVE_BASES * heads)
+        self.q_layer = Linear(hidsize, hidsize)
+        self.k_layer = Linear(hidsize, hidsize, bias=False)
+        self.v_layer = Linear(hidsize, hidsize, bias=False)
+        self.proj_layer = Linear(hidsize, hidsize)
+        self.r_layer = Linear(hidsize, RELATIVE_BASES * heads)
         self.b_nd = nn.Parameter(torch.zeros(RELATIVE_BASES, memory))
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
@@ -288,38 +356,36 @@ class RelativeAttention(nn.Module):
         self,
         x: torch.Tensor,
         visible: torch.Tensor,
-        distance: torch.Tensor,
-        state: AttentionMemory,
-    ) -> tuple[torch.Tensor, AttentionMemory]:
-        """Attends from ``x`` ``(B, T, H)`` over memory + ``x``.
+        geometry: TimeGeometry,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attends from ``x`` ``(B, T, H)`` over the remembered frames and ``x``.
 
         Args:
             x: Inputs of the current frames.
             visible: ``(B, T, M + T)`` bool: which keys each query may attend to.
-            distance: ``(T, M + T)`` frames between each query and key (see `_time_distance`).
-            state: The memory before these frames.
+            geometry: Time distances of queries and keys.
+            keys: ``(B, heads, M, d)`` remembered keys.
+            values: ``(B, heads, M, d)`` remembered values.
 
         Returns:
-            ``x + attention(x)`` and the memory after these frames (the last ``M`` frames).
+            ``x + attention(x)`` and the keys and values of the last ``M`` frames.
         """
         batch, steps, width = x.shape
-        keys = torch.cat([state.keys, self._split(self.k_layer(x))], dim=2)
-        values = torch.cat([state.values, self._split(self.v_layer(x))], dim=2)
+        keys = torch.cat([keys, self._split(self.k_layer(x))], dim=2)
+        values = torch.cat([values, self._split(self.v_layer(x))], dim=2)
         queries = self._split(self.q_layer(x))
-        logits = queries @ keys.transpose(-1, -2) / queries.shape[-1]
-        in_band = (distance >= 0) & (distance < self.memory)
-        basis = self.b_nd[:, distance.clamp(0, self.memory - 1)] * in_band  # (bases, T, M + T)
+        # Scaled before the product so float16 cannot overflow in it.
+        logits = (queries / queries.shape[-1]) @ keys.transpose(-1, -2)
+        distance = geometry.distance.clamp(0, self.memory - 1)
+        basis = self.b_nd[:, distance] * geometry.band  # (bases, T, M + T)
         weights = self._split(self.r_layer(x))  # (B, heads, T, bases)
         logits = logits + torch.einsum("bhjn,njk->bhjk", weights, basis.to(weights.dtype))
         logits = logits.masked_fill(~visible[:, None], float("-inf"))
         attended = torch.softmax(logits, dim=-1) @ values
         out = x + self.proj_layer(attended.transpose(1, 2).reshape(batch, steps, width))
-        memory = AttentionMemory(
-            valid=state.valid,  # updated by the caller, which knows the episode starts
-            keys=keys[:, :, -self.memory :],
-            values=values[:, :, -self.memory :],
-        )
-        return out, memory
+        return out, keys[:, :, -self.memory :], values[:, :, -self.memory :]
 
 
 class MaskedAttention(nn.Module):
@@ -331,19 +397,21 @@ class MaskedAttention(nn.Module):
         self.orc_block = RelativeAttention(hidsize, heads, memory)
 
     def forward(
-        self, x: torch.Tensor, first: torch.Tensor, state: AttentionMemory
+        self,
+        x: torch.Tensor,
+        first: torch.Tensor,
+        geometry: TimeGeometry,
+        state: AttentionMemory,
     ) -> tuple[torch.Tensor, AttentionMemory]:
         """Attends with each frame seeing itself and the previous ``memory - 1`` frames.
 
         ``first[:, 0]`` True starts a new episode: the remembered frames become invisible.
         """
-        batch, steps, _ = x.shape
-        distance = _time_distance(steps, self.memory, x.device)
-        band = (distance >= 0) & (distance < self.memory)
         remembered = state.valid & ~first[:, :1]  # (B, M)
-        columns = torch.cat([remembered, remembered.new_ones(batch, steps)], dim=1)
-        out, memory = self.orc_block(x, band[None] & columns[:, None, :], distance, state)
-        return out, memory._replace(valid=columns[:, -self.memory :])
+        columns = torch.cat([remembered, remembered.new_ones(x.shape[0], x.shape[1])], dim=1)
+        visible = geometry.band[None] & columns[:, None, :]
+        out, keys, values = self.orc_block(x, visible, geometry, state.keys, state.values)
+        return out, AttentionMemory(columns[:, -self.memory :], keys, values)
 
 
 class TransformerBlock(nn.Module):
@@ -358,13 +426,17 @@ class TransformerBlock(nn.Module):
         self.pre_r_ln = nn.LayerNorm(hid)
         self.r = MaskedAttention(hid, config.attention_heads, config.memory)
         self.mlp0 = _dense(hid, hid * config.pointwise_ratio)
-        self.mlp1 = NormedLayer(nn.Linear(hid * config.pointwise_ratio, hid), None, relu=False)
+        self.mlp1 = NormedLayer(Linear(hid * config.pointwise_ratio, hid), None, relu=False)
 
     def forward(
-        self, x: torch.Tensor, first: torch.Tensor, state: AttentionMemory
+        self,
+        x: torch.Tensor,
+        first: torch.Tensor,
+        geometry: TimeGeometry,
+        state: AttentionMemory,
     ) -> tuple[torch.Tensor, AttentionMemory]:
         """Applies the block."""
-        attended, state = self.r(self.pre_r_ln(x), first, state)
+        attended, state = self.r(self.pre_r_ln(x), first, geometry, state)
         return attended + self.mlp1(self.mlp0(attended)), state
 
 
@@ -373,26 +445,28 @@ class RecurrentStack(nn.Module):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
+        self.memory = config.memory
         self.blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.n_blocks)])
 
     def forward(
         self, x: torch.Tensor, first: torch.Tensor, state: Sequence[AttentionMemory]
     ) -> tuple[torch.Tensor, list[AttentionMemory]]:
         """Applies every block."""
+        geometry = TimeGeometry.build(x.shape[1], self.memory, x.device)
         new_state = []
         for block, memory in zip(self.blocks, state, strict=True):
-            x, memory = block(x, first, memory)
+            x, memory = block(x, first, geometry, memory)
             new_state.append(memory)
         return x, new_state
 
 
-class Trunk(nn.Module):
-    """Image encoder, goal conditioning, transformer and output layers (``net.*``)."""
+class PolicyNet(nn.Module):
+    """Everything before the heads (``net.*``): image encoder, goal, transformer, output."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.img_process = ImageEncoder(config)
-        self.mineclip_embed_linear = nn.Linear(GOAL_DIM, config.hidsize)
+        self.mineclip_embed_linear = Linear(GOAL_DIM, config.hidsize)
         self.recurrent_layer = RecurrentStack(config)
         self.lastlayer = _dense(config.hidsize, config.hidsize)
         self.final_ln = nn.LayerNorm(config.hidsize)
@@ -403,7 +477,7 @@ class CategoricalHead(nn.Module):
 
     def __init__(self, hidsize: int, n: int) -> None:
         super().__init__()
-        self.linear_layer = nn.Linear(hidsize, n)
+        self.linear_layer = Linear(hidsize, n)
 
     def forward(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         """Returns float32 log-probabilities."""
@@ -411,7 +485,10 @@ class CategoricalHead(nn.Module):
 
 
 class ValueNormalizer(nn.Module):
-    """EWMA statistics of the returns the value head was trained on (read-only here)."""
+    """EWMA statistics of the returns the value head was trained on (read-only here).
+
+    They stay float32 whatever the network is cast to (see `Steve1Network.cast`).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -426,7 +503,7 @@ class ValueNormalizer(nn.Module):
         debias = self.debiasing_term.float().clamp(min=1e-5)
         mean = self.running_mean.float() / debias
         variance = (self.running_mean_sq.float() / debias - mean**2).clamp(min=1e-2)
-        return x * variance.sqrt() + mean
+        return x.float() * variance.sqrt() + mean
 
 
 class ValueHead(nn.Module):
@@ -434,12 +511,12 @@ class ValueHead(nn.Module):
 
     def __init__(self, hidsize: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(hidsize, 1)
+        self.linear = Linear(hidsize, 1)
         self.normalizer = ValueNormalizer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns float32 values of shape ``x.shape[:-1]``."""
-        return self.normalizer.denormalize(self.linear(x).float())[..., 0]
+        return self.normalizer.denormalize(self.linear(x))[..., 0]
 
 
 class HeadOutput(NamedTuple):
@@ -460,7 +537,7 @@ class Steve1Network(nn.Module):
     def __init__(self, config: NetworkConfig = RELEASED_CONFIG) -> None:
         super().__init__()
         self.config = config
-        self.net = Trunk(config)
+        self.net = PolicyNet(config)
         self.pi_head = nn.ModuleDict(
             {
                 "buttons": CategoricalHead(config.hidsize, N_BUTTON_ACTIONS),
@@ -468,6 +545,12 @@ class Steve1Network(nn.Module):
             }
         )
         self.value_head = ValueHead(config.hidsize)
+
+    def cast(self, device: torch.device, dtype: torch.dtype) -> Steve1Network:
+        """Moves the network and casts its weights to `dtype`, except the value statistics."""
+        self.to(device=device, dtype=dtype)
+        self.value_head.normalizer.float()
+        return self
 
     def initial_state(self, batch: int) -> list[AttentionMemory]:
         """Returns an empty memory (nothing visible) for `batch` sequences."""
@@ -484,13 +567,9 @@ class Steve1Network(nn.Module):
             for _ in range(config.n_blocks)
         ]
 
-    def encode_frames(self, frames: torch.Tensor, copies: int = 1) -> torch.Tensor:
-        """``(N, S, S, 3)`` uint8 frames -> ``(N * copies, H)`` image features.
-
-        The convolutions run once per frame; with ``copies > 1`` each frame's features appear
-        that many times in a row (for the guidance branches).
-        """
-        return self.net.img_process(frames, copies)
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, S, S, 3)`` uint8 frames -> ``(N, H)`` image features."""
+        return self.net.img_process(frames)
 
     def trunk(
         self,
@@ -505,11 +584,21 @@ class Steve1Network(nn.Module):
             features: ``(B, T, H)`` image features.
             goals: ``(B, T, 512)`` goal embeddings (zeros for the unconditional branch).
             first: ``(B, T)`` bool; ``first[:, 0]`` True forgets the memory (a new episode).
+                Like the official network, it reads no later flag: split a chunk where an
+                episode starts.
             state: The memory per block, batch ``B``.
 
         Returns:
             ``(B, T, H)`` latents and the new memory.
+
+        Raises:
+            ConfigurationError: If ``first`` is True after a chunk's first step.
         """
+        if first.shape[1] > 1 and bool(first[:, 1:].any()):
+            raise ConfigurationError(
+                "first may be True only at a chunk's first step (an episode start inside a "
+                "chunk would not reset the memory); split the chunk where the episode starts."
+            )
         net = self.net
         x = features + net.mineclip_embed_linear(goals.to(features.dtype))
         x, new_state = net.recurrent_layer(x, first, state)
