@@ -3,6 +3,8 @@
 Measures, in one run and on the same network:
 - batch 1 with guidance (cond_scale 6), each frame encoded once and shared by both branches,
   against the upstream way (the frame encoded for both branches): steps/s and the ratio;
+- the same, against the upstream computation as a whole: the frame encoded for both branches
+  and every linear layer as `x @ W.T` (`nn.Linear`'s form, which upstream uses);
 - N envs in one batched call against N sequential batch-1 calls: steps/s per env and the ratio.
 
 Run: python benchmarks/bench_policy.py [--device cuda] [--dtype bfloat16] [--json out.json]
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from steve1_env.agent.native import NativeSteve1Policy
+from steve1_env.agent.network import Linear
 
 
 def steps_per_second(policy, frames, goals, states, repeats):
@@ -87,7 +90,8 @@ def main():
     for share in (True, False, True):
         policy.share_frame_encoding = share
         _, state = steps_per_second(policy, frames[:1], goals[:1], state, 1)
-    shared, upstream = [], []
+    shared, upstream, upstream_linear = [], [], []
+    fast_rows = Linear.small_batch_rows
     for _ in range(2):
         policy.share_frame_encoding = True
         rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
@@ -95,10 +99,16 @@ def main():
         policy.share_frame_encoding = False
         rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
         upstream.append(rate)
+        Linear.small_batch_rows = 0
+        rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
+        upstream_linear.append(rate)
+        Linear.small_batch_rows = fast_rows
     policy.share_frame_encoding = True
     results["batch1_guided_shared_steps_per_s"] = max(shared)
     results["batch1_guided_upstream_way_steps_per_s"] = max(upstream)
     results["shared_vs_upstream_ratio"] = max(shared) / max(upstream)
+    results["batch1_guided_upstream_computation_steps_per_s"] = max(upstream_linear)
+    results["ours_vs_upstream_computation_ratio"] = max(shared) / max(upstream_linear)
     parts = breakdown_ms(policy, frames[0], args.repeats)
     results.update({f"{key}_ms": value for key, value in parts.items()})
     results["ratio_bound_from_breakdown"] = (parts["encode_2"] + parts["rest"]) / (
@@ -127,6 +137,9 @@ def main():
     print(f"batch 1, guided, frame encoded once : {max(shared):7.2f} steps/s")
     print(f"batch 1, guided, upstream way       : {max(upstream):7.2f} steps/s")
     print(f"  ratio                             : {results['shared_vs_upstream_ratio']:7.2f}x")
+    print(f"batch 1, guided, upstream computation: {max(upstream_linear):6.2f} steps/s")
+    overall = results["ours_vs_upstream_computation_ratio"]
+    print(f"  ratio, ours vs that               : {overall:7.2f}x")
     print(
         f"  encoding 1 frame {parts['encode_1']:.0f} ms, 2 frames {parts['encode_2']:.0f} ms, "
         f"trunk + heads (2 rows) {parts['rest']:.0f} ms: sharing can give at most "

@@ -27,8 +27,6 @@ from steve1_env.precision import GOAL_DIM
 CNN_OUTPUT = 256
 RELATIVE_BASES = 10
 """Learned relative-position basis functions per attention layer (``b_nd`` rows)."""
-SMALL_BATCH_ROWS = 16
-"""Up to this many rows, CPU linear layers compute ``W @ x.T`` (see `Linear`)."""
 
 _REQUIRED_KWARGS = (
     "hidsize", "attention_heads", "impala_width", "impala_chans", "n_recurrence_layers",
@@ -158,12 +156,18 @@ class Linear(nn.Linear):
     `F.linear` does, costs about one weight pass per row here. The layers are large (up to
     2048 x 8192), so at the batch sizes of inference this halves the transformer's time. The
     arithmetic is the same fp32 dot products.
+
+    Attributes:
+        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used; 0 turns it off
+            (benchmarks compare with it off).
     """
+
+    small_batch_rows = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the layer."""
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu" or rows > SMALL_BATCH_ROWS or x.dtype != self.weight.dtype:
+        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype != self.weight.dtype:
             return F.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, x.shape[-1]).T
         if self.bias is None:
