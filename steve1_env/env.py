@@ -302,6 +302,12 @@ class Steve1SkillEnv(gym.Env):
         instruction = self._initial_instruction(given)
         world_seed = int(self.np_random.integers(2**31 - 1))
         policy_seed = int(self.np_random.integers(2**31 - 1))
+        prompt_seed = int(self.np_random.integers(2**31 - 1))
+        start_episode = getattr(self.prompt_encoder, "start_episode", None)
+        if start_episode is not None:
+            start_episode(prompt_seed)
+            if getattr(self.prompt_encoder, "varies_per_episode", False):
+                self._embeddings.clear()  # this episode's latent gives new goal embeddings
         try:
             self._world_obs = self.world.reset(seed=world_seed)
         except Exception as exc:

@@ -7,6 +7,9 @@ unpickler that refuses every class and function, and weight files through
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import pickle
 from collections.abc import Mapping
@@ -34,7 +37,11 @@ SOURCES: dict[str, str] = {
 }
 """Where each official file is published."""
 
+KNOWN_MD5: dict[str, str] = {"attn.pth": "b5ece9198337cfd117a3bfbd921e56da"}
+"""Published checksums of official files (MineCLIP's md5 is in STEVE-1's config)."""
+
 _STRIPPED_PREFIXES = ("module.policy.", "policy.", "module.")
+_CHUNK = 1 << 20
 
 
 def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -62,11 +69,75 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
     path = weights_dir(directory) / name
     if not path.is_file():
         raise WeightsError(
-            f"{name} not found at {path}. Put the official file there (source: "
-            f"{SOURCES[name]}), point ${WEIGHTS_DIR_ENV} or the weights argument at the "
-            "directory holding it, or use weights='random' for an untrained network."
+            f"{name} not found at {path}. Get the official files with `steve1-env weights "
+            f"download` (this one comes from {SOURCES[name]}), or point ${WEIGHTS_DIR_ENV} or "
+            "the weights argument at a directory holding them. To run offline without them, "
+            "use weights='random' (an untrained network: `steve1-env demo --policy steve1 "
+            "--weights random`), or the synthetic world with policy='scripted' and "
+            "prompt_encoder='hash'."
         )
     return path
+
+
+def _digest_memo(path: Path) -> Path:
+    return path.with_name(f".{path.name}.digests.json")
+
+
+def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Returns ``{"sha256": ..., "md5": ...}`` of a file, remembered beside it.
+
+    The memo (``.<name>.digests.json``) is reused while the file's size and modification time
+    are unchanged, so large weight files are hashed once.
+    """
+    path = Path(path)
+    stat = path.stat()
+    memo = _digest_memo(path)
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        saved = json.loads(memo.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp:
+            return {"sha256": saved["sha256"], "md5": saved["md5"]}
+    except (OSError, ValueError, KeyError):
+        pass
+    sha256, md5 = hashlib.sha256(), hashlib.md5()  # md5: the published checksum, not security
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            sha256.update(chunk)
+            md5.update(chunk)
+    digests = {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+    with contextlib.suppress(OSError):  # a read-only weights directory: hash again next time
+        _atomic_write_text(memo, json.dumps({**stamp, **digests}))
+    return digests
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Returns a file's SHA-256 (see `file_digests`)."""
+    return file_digests(path)["sha256"]
+
+
+def verify_known_digest(path: str | os.PathLike[str]) -> None:
+    """Checks an official file against its published checksum, if it has one.
+
+    Raises:
+        WeightsError: If the file is named like an official file but its checksum differs.
+    """
+    path = Path(path)
+    expected = KNOWN_MD5.get(path.name)
+    if expected is None:
+        return
+    actual = file_digests(path)["md5"]
+    if actual != expected:
+        raise WeightsError(
+            f"{path} has md5 {actual}, but the official {path.name} has {expected}: the file "
+            "is corrupt or not the official one. Download it again (`steve1-env weights "
+            "download`)."
+        )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 class _PlainValuesUnpickler(pickle.Unpickler):

@@ -12,6 +12,10 @@ class PromptEncoder(Protocol):
     `encode` may return any float array or tensor of shape ``(512,)`` or ``(1, 512)``; the env
     passes it through `steve1_env.precision.as_goal_embedding`, which guarantees a finite
     float32 ``(512,)`` array whatever the encoder did (autocast, float16, CUDA).
+
+    Optional members: ``start_episode(seed)``, called by the env at every reset with a seed
+    drawn from its RNG, and ``varies_per_episode``, True when embeddings then change (a prior
+    latent drawn per episode), which makes the env drop its per-instruction cache.
     """
 
     def encode(self, instruction: str) -> Any:

@@ -1,0 +1,237 @@
+"""`Steve1PromptEncoder`: instruction -> MineCLIP text embedding -> prior -> goal embedding.
+
+This is STEVE-1's text-prompt path in our own code (``prompt_encoder="steve1"``). The text
+tower is the expensive part, so its output is kept in an in-memory LRU; with a cache directory,
+deterministic goal embeddings are also stored on disk, keyed by the instruction, both weight
+files' SHA-256 and the mode, so a later process need not load the text tower at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from steve1_env import precision
+from steve1_env.errors import ConfigurationError, ResetNeededError, Steve1EnvWarning
+from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
+from steve1_env.prompt.prior import PriorVAE
+from steve1_env.prompt.tokenizer import ClipTokenizer
+from steve1_env.weights import (
+    check_state_dict,
+    file_digest,
+    load_state_dict,
+    locate,
+    verify_known_digest,
+    weights_dir,
+)
+
+
+def text_tower_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Returns the text tower's weights from a MineCLIP checkpoint's ``state_dict``.
+
+    Keys under ``model.clip_model.text_model.`` are kept (prefix removed); the vision tower,
+    temporal pooling and reward head are ignored.
+    """
+    return {
+        key[len(CHECKPOINT_PREFIX) :]: value
+        for key, value in checkpoint.items()
+        if key.startswith(CHECKPOINT_PREFIX)
+    }
+
+
+class Steve1PromptEncoder:
+    """STEVE-1's text prompt encoder (MineCLIP text tower + prior), a `PromptEncoder`.
+
+    Args:
+        device: Torch device.
+        weights: ``"random"`` for untrained, seeded networks; a directory holding ``attn.pth``
+            and ``steve1_prior.pt``; or None for the weights directory (``$STEVE1_WEIGHTS_DIR``).
+        mineclip: A MineCLIP checkpoint path, overriding the one in `weights`.
+        prior: A prior weight path, overriding the one in `weights`.
+        text_config: Text tower sizes (default: the released MineCLIP's).
+        sample: Draw the prior's latent from N(0, I) once per episode (see `start_episode`)
+            instead of using zeros.
+        cache_dir: Directory for the on-disk embedding cache; None for none.
+        cache_size: Entries of the in-memory text-embedding LRU.
+        seed: Seed of the random weights (``weights="random"``).
+    """
+
+    def __init__(
+        self,
+        device: Any = "cpu",
+        weights: str | os.PathLike[str] | None = None,
+        mineclip: str | os.PathLike[str] | None = None,
+        prior: str | os.PathLike[str] | None = None,
+        text_config: TextTowerConfig | None = None,
+        sample: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.sample = bool(sample)
+        self.cache_size = int(cache_size)
+        self.tokenizer = ClipTokenizer()
+        config = text_config or TextTowerConfig()
+        if isinstance(weights, str) and weights == "random":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.text_tower, self.prior = TextTower(config), PriorVAE()
+                # These start at zero; noise keeps a random tower from being degenerate.
+                for parameter in (self.text_tower.pos_embed, self.text_tower.projection):
+                    torch.nn.init.normal_(parameter, std=0.02)
+            warnings.warn(
+                "STEVE-1 prompt encoder with RANDOM, UNTRAINED weights (weights='random'): its "
+                "goal embeddings mean nothing to a trained policy.",
+                Steve1EnvWarning,
+                stacklevel=2,
+            )
+            self._digests = None
+        else:
+            directory = weights_dir(weights)
+            mineclip_path = Path(mineclip) if mineclip else locate("mineclip", directory)
+            prior_path = Path(prior) if prior else locate("prior", directory)
+            self.text_tower = self._load_text_tower(mineclip_path, config)
+            self.prior = self._load_prior(prior_path)
+            self._digests = (file_digest(mineclip_path), file_digest(prior_path))
+        for module in (self.text_tower, self.prior):
+            module.to(self.device).eval().requires_grad_(False)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._latent: torch.Tensor | None = None
+        self.text_tower_calls = 0
+        """How many times the text tower ran (for checks that caching works)."""
+        self._closed = False
+
+    # ------------------------------------------------------------- loading
+    @staticmethod
+    def _load_text_tower(path: Path, config: TextTowerConfig) -> TextTower:
+        verify_known_digest(path)
+        with torch.device("meta"):
+            tower = TextTower(config)
+        state = text_tower_state(load_state_dict(path))
+        check_state_dict(tower.state_dict(), state, f"MineCLIP text tower ({path})")
+        tower.load_state_dict(state, strict=True, assign=True)
+        return tower
+
+    @staticmethod
+    def _load_prior(path: Path) -> PriorVAE:
+        with torch.device("meta"):
+            prior = PriorVAE()
+        state = load_state_dict(path)
+        check_state_dict(prior.state_dict(), state, f"prior ({path})")
+        prior.load_state_dict(state, strict=True, assign=True)
+        return prior
+
+    # ------------------------------------------------------------- encoding
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ResetNeededError("This prompt encoder was closed; create a new one.")
+
+    def text_embedding(self, instruction: str) -> torch.Tensor:
+        """Returns MineCLIP's float32 ``(512,)`` text embedding, from the LRU when cached."""
+        self._ensure_open()
+        cached = self._text_cache.get(instruction)
+        if cached is not None:
+            self._text_cache.move_to_end(instruction)
+            return cached
+        tokens = torch.from_numpy(self.tokenizer.tokenize(instruction))[None].to(self.device)
+        with self._exact():
+            embedding = self.text_tower(tokens)[0].float()
+        self.text_tower_calls += 1
+        self._text_cache[instruction] = embedding
+        if len(self._text_cache) > self.cache_size:
+            self._text_cache.popitem(last=False)
+        return embedding
+
+    @property
+    def varies_per_episode(self) -> bool:
+        """True when sampling: each episode draws its own latent."""
+        return self.sample
+
+    def start_episode(self, seed: int) -> None:
+        """Draws this episode's prior latent from `seed` (sampling mode; else nothing)."""
+        self._ensure_open()
+        if self.sample:
+            generator = torch.Generator().manual_seed(int(seed))
+            self._latent = torch.randn(1, self.prior.latent_dim, generator=generator)
+
+    def encode(self, instruction: str) -> np.ndarray:
+        """Returns the finite float32 ``(512,)`` goal embedding of `instruction`."""
+        self._ensure_open()
+        key = self._disk_key(instruction)
+        if key is not None:
+            cached = self._read_disk(key)
+            if cached is not None:
+                return cached
+        text = self.text_embedding(instruction)[None]
+        latent = None
+        if self.sample:
+            if self._latent is None:
+                raise ConfigurationError(
+                    "sample=True draws one latent per episode: call start_episode(seed) first "
+                    "(the env does this on reset)."
+                )
+            latent = self._latent.to(self.device)
+        with self._exact():
+            goal = precision.as_goal_embedding(self.prior.decode(text, latent))
+        if key is not None:
+            self._write_disk(key, goal)
+        return goal
+
+    def close(self) -> None:
+        """Releases the networks; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self.text_tower.to("meta")
+            self.prior.to("meta")
+            self._text_cache.clear()
+
+    @contextlib.contextmanager
+    def _exact(self) -> Iterator[None]:
+        with (
+            torch.inference_mode(),
+            precision.autocast_disabled(self.device),
+            precision.no_tf32(self.device),
+        ):
+            yield
+
+    # ------------------------------------------------------------- disk cache
+    def _disk_key(self, instruction: str) -> str | None:
+        if self.cache_dir is None or self._digests is None or self.sample:
+            return None
+        fields = {
+            "instruction": instruction,
+            "mineclip_sha256": self._digests[0],
+            "prior_sha256": self._digests[1],
+            "mode": "deterministic",
+        }
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def _read_disk(self, key: str) -> np.ndarray | None:
+        assert self.cache_dir is not None
+        path = self.cache_dir / f"{key}.npy"
+        if not path.is_file():
+            return None
+        try:
+            return precision.as_goal_embedding(np.load(path, allow_pickle=False))
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # a damaged entry is recomputed
+            return None
+
+    def _write_disk(self, key: str, goal: np.ndarray) -> None:
+        assert self.cache_dir is not None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.cache_dir / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(temporary, goal, allow_pickle=False)
+        os.replace(temporary, self.cache_dir / f"{key}.npy")
