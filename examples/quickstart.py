@@ -11,7 +11,13 @@ PLAN = ["chop a tree", "chop a tree", "get dirt", "look at the sky", "go explore
 
 
 def main() -> None:
-    with gym.make("Steve1Skill-v0", instruction=PLAN[0], k=300) as env:
+    with gym.make(
+        "Steve1Skill-v0",
+        policy="scripted",  # the synthetic world's oracle: runs offline, no weights
+        prompt_encoder="hash",
+        instruction=PLAN[0],
+        k=300,
+    ) as env:
         obs, info = env.reset(seed=42)
         for instruction in PLAN:
             obs, _, terminated, truncated, info = env.step(instruction)

@@ -17,10 +17,14 @@ def _demo(args: argparse.Namespace) -> int:
     import steve1_env  # noqa: F401  (registers the env ids)
 
     instructions = args.instruction or list(DEMO_INSTRUCTIONS)
+    encoder = args.prompt_encoder or ("steve1" if args.policy == "steve1" else "hash")
     env = gym.make(
         "Steve1Skill-v0",
         world=args.world,
         policy=args.policy,
+        prompt_encoder=encoder,
+        policy_kwargs={"weights": args.weights} if args.policy == "steve1" else {},
+        prompt_encoder_kwargs={"weights": args.weights} if encoder == "steve1" else {},
         instruction=instructions[0],
         k=args.k,
         device=args.device,
@@ -29,7 +33,8 @@ def _demo(args: argparse.Namespace) -> int:
     with env:
         _, info = env.reset(seed=args.seed)
         print(
-            f"steve1-env demo: world={args.world} policy={args.policy} seed={args.seed} k={args.k}"
+            f"steve1-env demo: world={args.world} policy={args.policy} "
+            f"prompt_encoder={encoder} seed={args.seed} k={args.k}"
         )
         episode_over = False
         for instruction in instructions:
@@ -54,6 +59,32 @@ def _demo(args: argparse.Namespace) -> int:
             f"low-level steps; inventory: {inventory or 'empty'}"
         )
     return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from steve1_env import download
+    from steve1_env.weights import OFFICIAL_FILES, weights_dir
+
+    directory = weights_dir(args.dir)
+    if args.action == "where":
+        print(directory)
+        for name in OFFICIAL_FILES.values():
+            path = directory / name
+            state = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
+            print(f"  {name:18} {state}")
+        return 0
+    if args.action == "download":
+        fetched = download.download_official(directory, args.only, progress=not args.quiet)
+        for path in fetched:
+            print(f"downloaded {path}")
+        print(f"all official files are in {directory}")
+        return 0
+    statuses = download.verify(directory)
+    for status in statuses:
+        print(f"  {status.name:18} {status.detail}")
+    bad = [s for s in statuses if not s.ok]
+    print("all files verified" if not bad else f"{len(bad)} file(s) missing or corrupt")
+    return 0 if not bad else 1
 
 
 def _positive(text: str) -> int:
@@ -83,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an instruction to pursue (repeatable; default: {', '.join(DEMO_INSTRUCTIONS)})",
     )
     demo.add_argument("--world", default="synthetic", help="world name (default: synthetic)")
-    demo.add_argument("--policy", default="scripted", help="policy name (default: scripted)")
+    demo.add_argument(
+        "--policy", default="scripted", help="policy name: scripted (default), random, steve1"
+    )
+    demo.add_argument(
+        "--prompt-encoder",
+        help="prompt encoder name (default: steve1 with --policy steve1, else hash)",
+    )
+    demo.add_argument(
+        "--weights",
+        help="for the steve1 stack: a weights directory, or 'random' for untrained networks "
+        "(default: $STEVE1_WEIGHTS_DIR)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
     demo.add_argument(
         "--k", type=_positive, default=200, help="low-level steps per try (default: 200)"
@@ -93,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     demo.set_defaults(run=_demo)
+
+    weights = commands.add_parser(
+        "weights",
+        help="download, verify or locate the official weight files",
+        description="Manage the official STEVE-1 files (2x.model, steve1.weights, "
+        "steve1_prior.pt, attn.pth) in the weights directory.",
+    )
+    weights.add_argument("action", choices=["download", "verify", "where"])
+    weights.add_argument("--dir", help="weights directory (default: $STEVE1_WEIGHTS_DIR)")
+    weights.add_argument("--only", nargs="+", help="download only these file names")
+    weights.add_argument("--quiet", action="store_true", help="no progress output")
+    weights.set_defaults(run=_weights)
     return parser
 
 

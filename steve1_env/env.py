@@ -94,8 +94,10 @@ class Steve1SkillEnv(gym.Env):
 
     Args:
         world: A registered world name (``"synthetic"``) or a `World` instance.
-        policy: A registered policy name (``"scripted"``, ``"random"``) or a `SkillPolicy`.
-        prompt_encoder: A registered encoder name (``"hash"``) or a `PromptEncoder`.
+        policy: A registered policy name (``"steve1"``, the default: our STEVE-1 network with
+            the official weights; ``"scripted"``, ``"random"``) or a `SkillPolicy`.
+        prompt_encoder: A registered encoder name (``"steve1"``, the default: MineCLIP + prior;
+            ``"precomputed"``, ``"hash"``) or a `PromptEncoder`.
         face: ``"text"``: the action is the instruction to pursue (``""`` keeps the current
             one). ``"discrete"``: the action indexes `skills`.
         instruction: Instruction used by `reset` when its options carry none.
@@ -125,8 +127,8 @@ class Steve1SkillEnv(gym.Env):
     def __init__(
         self,
         world: str | World = "synthetic",
-        policy: str | SkillPolicy = "scripted",
-        prompt_encoder: str | PromptEncoder = "hash",
+        policy: str | SkillPolicy = "steve1",
+        prompt_encoder: str | PromptEncoder = "steve1",
         *,
         face: Literal["text", "discrete"] = "text",
         instruction: str | None = None,

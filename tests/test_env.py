@@ -25,6 +25,8 @@ INFO_KEYS = {
 
 def make(**kwargs):
     kwargs.setdefault("world_kwargs", {"pov_shape": (64, 64)})
+    kwargs.setdefault("policy", "scripted")
+    kwargs.setdefault("prompt_encoder", "hash")
     return Steve1SkillEnv(**kwargs)
 
 
@@ -373,7 +375,9 @@ def test_instruction_without_detector_warns_and_never_succeeds():
 
 # ------------------------------------------------------- rendering & lifecycle
 def test_render_returns_the_full_resolution_frame():
-    with Steve1SkillEnv(instruction="get dirt", render_mode="rgb_array") as env:
+    with Steve1SkillEnv(
+        instruction="get dirt", render_mode="rgb_array", policy="scripted", prompt_encoder="hash"
+    ) as env:
         obs, _ = env.reset(seed=0)
         frame = env.render()
     assert frame.shape == (360, 640, 3) and frame.dtype == np.uint8

@@ -24,6 +24,8 @@ from tests.conftest import CountingEncoder, FunctionPolicy, ScriptedWorld
 
 def make(**kwargs):
     kwargs.setdefault("world_kwargs", {"pov_shape": (64, 64)})
+    kwargs.setdefault("policy", "scripted")
+    kwargs.setdefault("prompt_encoder", "hash")
     return Steve1SkillEnv(**kwargs)
 
 
@@ -176,6 +178,8 @@ def test_unknown_and_ambiguous_instructions_warn_with_the_reason():
 def test_vector_env_autoreset(env_id):
     envs = gym.make_vec(
         env_id,
+        policy="scripted",
+        prompt_encoder="hash",
         num_envs=2,
         vectorization_mode="sync",
         instructions=["get dirt", "look at the sky"],
@@ -198,7 +202,7 @@ def test_vector_env_autoreset(env_id):
 def test_check_env_on_the_wrapped_env():
     from gymnasium.utils.env_checker import check_env
 
-    env = gym.make("Steve1SkillLibrary-v0", k=20)
+    env = gym.make("Steve1SkillLibrary-v0", k=20, policy="scripted", prompt_encoder="hash")
     with pytest.warns(UserWarning, match="different from the unwrapped"):
         check_env(env)
     env.close()
@@ -211,7 +215,8 @@ def test_sb3_ppo_trains_on_the_discrete_face():
 
     vec = make_vec_env(
         "Steve1SkillLibrary-v0", n_envs=2, seed=0,
-        env_kwargs={"k": 20, "world_kwargs": {"pov_shape": (64, 64)}},
+        env_kwargs={"k": 20, "world_kwargs": {"pov_shape": (64, 64)}, "policy": "scripted",
+                    "prompt_encoder": "hash"},
     )  # fmt: skip
     model = PPO("MultiInputPolicy", vec, n_steps=16, batch_size=16, n_epochs=1, seed=0)
     model.learn(total_timesteps=32)
@@ -223,7 +228,8 @@ def test_sb3_ppo_trains_on_the_discrete_face():
 def test_episodes_are_identical_across_processes():
     code = (
         "import hashlib, numpy as np, gymnasium as gym, steve1_env\n"
-        "env = gym.make('Steve1Skill-v0', policy='random', instruction='chop a tree', k=30)\n"
+        "env = gym.make('Steve1Skill-v0', policy='random', prompt_encoder='hash',"
+        " instruction='chop a tree', k=30)\n"
         "obs, _ = env.reset(seed=11)\n"
         "h = hashlib.sha256(obs['pov'].tobytes())\n"
         "for a in ['', 'get dirt', '']:\n"

@@ -11,7 +11,12 @@ import torch
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.agent.native import NativeSteve1Policy
 from steve1_env.agent.network import RELEASED_CONFIG, NetworkConfig, Steve1Network
-from steve1_env.errors import ConfigurationError, ResetNeededError, Steve1EnvWarning
+from steve1_env.errors import (
+    ConfigurationError,
+    ResetNeededError,
+    Steve1EnvWarning,
+    WeightsError,
+)
 from steve1_env.weights import load_model_file
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
@@ -320,21 +325,47 @@ def test_full_size_random_policy_steps(golden):
     policy.close()
 
 
-def test_env_runs_the_native_policy(tiny_policy_files):
+def test_default_stack_uses_the_weights_directory(tiny_policy_files, golden, tmp_path, monkeypatch):
+    import shutil
+
+    from steve1_env.prompt.mineclip import TextTowerConfig
+
+    spec = json.loads((golden / "mineclip_text_tiny.json").read_text())
+    tiny_text = TextTowerConfig(spec["width"], spec["layers"], spec["heads"], spec["embed_dim"])
+    monkeypatch.setenv("STEVE1_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match=r"steve1-env weights download.*weights='random'"):
+        gym.make("Steve1Skill-v0", instruction="chop a tree")
+    shutil.copy(tiny_policy_files["weights"], tmp_path / "steve1.weights")
+    shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")
+    shutil.copy(golden / "prior.pt", tmp_path / "steve1_prior.pt")
     env = gym.make(
-        "Steve1Skill-v0",
-        policy="steve1",
-        policy_kwargs={
-            "weights": tiny_policy_files["weights"],
-            "model": tiny_policy_files["model"],
-        },
+        "Steve1Skill-v0",  # the default stack: policy="steve1", prompt_encoder="steve1"
         instruction="chop a tree",
         k=5,
+        # The tiny tower is not the official attn.pth (whose md5 is checked): name it here.
+        prompt_encoder_kwargs={
+            "mineclip": golden / "mineclip_text_tiny.pth",
+            "text_config": tiny_text,
+        },
         world_kwargs={"pov_shape": (72, 128)},
     )
     with env, torch.autocast("cpu", dtype=torch.float16):
         obs, _ = env.reset(seed=0)
+        assert isinstance(env.unwrapped.policy, NativeSteve1Policy)
+        chain = np.load(golden / "chain_io.npz")["prompt_embed"]
+        assert obs["goal"].dtype == np.float32 and not np.allclose(obs["goal"], chain[0])
         obs, _, _, _, info = env.step("")
-        assert info["steps"] == 5 and obs["goal"].dtype == np.float32
+        assert info["steps"] == 5
         env.reset(seed=1)  # a new episode starts from an empty memory
         assert not env.unwrapped._policy_state.memory[0].valid.any()
+
+
+def test_demo_runs_the_native_stack_offline(capsys):
+    from steve1_env.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Steve1EnvWarning)
+        assert main(["demo", "--policy", "steve1", "--weights", "random", "--k", "3",
+                     "--tries", "1", "--instruction", "chop a tree"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "policy=steve1 prompt_encoder=steve1" in out and "result: " in out

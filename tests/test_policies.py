@@ -17,7 +17,11 @@ def success_rate(instruction, policy, seeds=SEEDS, k=200):
     wins = 0
     for seed in seeds:
         with Steve1SkillEnv(
-            policy=policy, instruction=instruction, k=k, world_kwargs={"pov_shape": (64, 64)}
+            policy=policy,
+            prompt_encoder="hash",
+            instruction=instruction,
+            k=k,
+            world_kwargs={"pov_shape": (64, 64)},
         ) as env:
             env.reset(seed=seed)
             wins += env.step("")[-1]["is_success"]

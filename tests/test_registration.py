@@ -20,7 +20,8 @@ def test_ids_are_registered_on_import():
 def test_module_prefixed_id_works_in_a_fresh_interpreter():
     code = (
         "import gymnasium as gym\n"
-        "env = gym.make('steve1_env:Steve1Skill-v0', instruction='chop a tree')\n"
+        "env = gym.make('steve1_env:Steve1Skill-v0', instruction='chop a tree', "
+        "policy='scripted', prompt_encoder='hash')\n"
         "obs, info = env.reset(seed=1)\n"
         "print(type(env.unwrapped).__name__, info['instruction'])\n"
     )
@@ -38,20 +39,27 @@ def test_import_is_light():
 
 @pytest.mark.filterwarnings("error")
 def test_gymnasium_check_env_text_face():
-    env = gym.make("Steve1Skill-v0", instruction="chop a tree", render_mode="rgb_array", k=50)
+    env = gym.make(
+        "Steve1Skill-v0",
+        instruction="chop a tree",
+        render_mode="rgb_array",
+        k=50,
+        policy="scripted",
+        prompt_encoder="hash",
+    )
     check_env(env.unwrapped)
     env.close()
 
 
 @pytest.mark.filterwarnings("error")
 def test_gymnasium_check_env_discrete_face():
-    env = gym.make("Steve1SkillLibrary-v0", k=50)
+    env = gym.make("Steve1SkillLibrary-v0", k=50, policy="scripted", prompt_encoder="hash")
     check_env(env.unwrapped)
     env.close()
 
 
 def test_sb3_check_env_discrete_face():
-    env = gym.make("Steve1SkillLibrary-v0", k=50)
+    env = gym.make("Steve1SkillLibrary-v0", k=50, policy="scripted", prompt_encoder="hash")
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         sb3_check_env(env.unwrapped, warn=True)
@@ -60,7 +68,14 @@ def test_sb3_check_env_discrete_face():
 
 
 def test_time_limit_wrapper_truncates_at_registered_steps():
-    env = gym.make("Steve1Skill-v0", instruction="go explore", k=1, max_episode_steps=3)
+    env = gym.make(
+        "Steve1Skill-v0",
+        instruction="go explore",
+        k=1,
+        max_episode_steps=3,
+        policy="scripted",
+        prompt_encoder="hash",
+    )
     env.reset(seed=0)
     results = [env.step("") for _ in range(3)]
     assert [r[3] for r in results] == [False, False, True]

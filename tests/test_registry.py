@@ -44,7 +44,8 @@ def test_user_registered_world_and_policy_reach_the_env():
         "lazy-random", "steve1_env.agent.random_policy:RandomPolicy", overwrite=True
     )
     with Steve1SkillEnv(
-        world="tiny-synthetic", policy="lazy-random", instruction="get dirt", k=3,
+        world="tiny-synthetic", policy="lazy-random", prompt_encoder="hash",
+        instruction="get dirt", k=3,
         world_kwargs={"size": 32}, policy_kwargs={"press_probability": 0.0},
     ) as env:  # fmt: skip
         env.reset(seed=0)
