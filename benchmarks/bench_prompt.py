@@ -95,9 +95,8 @@ def main():
     print(f"encode, in-memory cache     : {warm:8.3f} ms  ({cold / warm:.0f}x faster)")
     print(f"encode, on-disk cache       : {disk:8.3f} ms  (fresh encoder, no text tower)")
     print(f"env.reset, new instruction  : {reset_cold:8.2f} ms")
-    print(
-        f"env.reset, same instruction : {reset_warm:8.2f} ms  ({reset_cold / reset_warm:.1f}x faster)"
-    )
+    faster = reset_cold / reset_warm
+    print(f"env.reset, same instruction : {reset_warm:8.2f} ms  ({faster:.1f}x faster)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
