@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +30,25 @@ OFFICIAL_FILES: dict[str, str] = {
 }
 """Role -> official file name."""
 
-SOURCES: dict[str, str] = {
-    "2x.model": "https://openaipublic.blob.core.windows.net/minecraft-rl/models/2x.model",
-    "steve1.weights": "Google Drive file id 1E3fd_-H1rRZqMkUKHfiMhx-ppLLehQPI",
-    "steve1_prior.pt": "Google Drive file id 1OdX5wiybK8jALVfP5_dEo0CWm9BQbDES",
-    "attn.pth": "Google Drive file id 1uaZM1ZLBz2dZWcn85rZmjP7LV6Sg5PZW",
+GOOGLE_DRIVE_IDS: dict[str, str] = {
+    "steve1.weights": "1E3fd_-H1rRZqMkUKHfiMhx-ppLLehQPI",
+    "steve1_prior.pt": "1OdX5wiybK8jALVfP5_dEo0CWm9BQbDES",
+    "attn.pth": "1uaZM1ZLBz2dZWcn85rZmjP7LV6Sg5PZW",
 }
-"""Where each official file is published."""
+DIRECT_URLS: dict[str, str] = {
+    "2x.model": "https://openaipublic.blob.core.windows.net/minecraft-rl/models/2x.model",
+}
+
+
+def official_url(name: str) -> str:
+    """Returns the download URL of an official file."""
+    if name in DIRECT_URLS:
+        return DIRECT_URLS[name]
+    if name in GOOGLE_DRIVE_IDS:
+        return f"https://drive.google.com/uc?export=download&id={GOOGLE_DRIVE_IDS[name]}"
+    known = list(OFFICIAL_FILES.values())
+    raise WeightsError(f"No known source for {name!r}; official files: {known}.")
+
 
 KNOWN_MD5: dict[str, str] = {"attn.pth": "b5ece9198337cfd117a3bfbd921e56da"}
 """Published checksums of official files (MineCLIP's md5 is in STEVE-1's config)."""
@@ -54,59 +67,80 @@ def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
         return Path(directory).expanduser()
     if os.environ.get(WEIGHTS_DIR_ENV):
         return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    return user_cache_dir() / "weights"
+
+
+def user_cache_dir() -> Path:
+    """Returns ``$XDG_CACHE_HOME/steve1_env`` (by default ``~/.cache/steve1_env``)."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "steve1_env" / "weights"
+    return Path(cache) / "steve1_env"
 
 
 def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
     """Returns the path of an official file (`role` as in `OFFICIAL_FILES`), checked to exist.
 
     Raises:
-        WeightsError: If the file is not there; the message says where it was looked for and
-            where the file is published.
+        WeightsError: If the file is not there; the message lists every official file missing
+            from the directory, how to download them and how to run offline instead.
     """
-    name = OFFICIAL_FILES[role]
-    path = weights_dir(directory) / name
+    folder = weights_dir(directory)
+    path = folder / OFFICIAL_FILES[role]
     if not path.is_file():
+        missing = [name for name in OFFICIAL_FILES.values() if not (folder / name).is_file()]
         raise WeightsError(
-            f"{name} not found at {path}. Get the official files with `steve1-env weights "
-            f"download` (this one comes from {SOURCES[name]}), or point ${WEIGHTS_DIR_ENV} or "
-            "the weights argument at a directory holding them. To run offline without them, "
-            "use weights='random' (an untrained network: `steve1-env demo --policy steve1 "
-            "--weights random`), or the synthetic world with policy='scripted' and "
-            "prompt_encoder='hash'."
+            f"{path.name} not found in {folder} (missing there: {', '.join(missing)}). Get the "
+            "official files with `steve1-env weights download`, or point "
+            f"${WEIGHTS_DIR_ENV} or the weights argument at a directory holding them. To run "
+            "offline without them: untrained networks with gym.make('Steve1Skill-v0', "
+            "policy_kwargs={'weights': 'random'}, prompt_encoder_kwargs={'weights': 'random'}) "
+            "(or `steve1-env demo --policy steve1 --weights random`), or the synthetic world's "
+            "oracle with gym.make('Steve1Skill-v0', policy='scripted', prompt_encoder='hash')."
         )
     return path
 
 
 def _digest_memo(path: Path) -> Path:
-    return path.with_name(f".{path.name}.digests.json")
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return user_cache_dir() / "digests" / f"{key}.json"
 
 
-def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Returns ``{"sha256": ..., "md5": ...}`` of a file, remembered beside it.
-
-    The memo (``.<name>.digests.json``) is reused while the file's size and modification time
-    are unchanged, so large weight files are hashed once.
-    """
-    path = Path(path)
-    stat = path.stat()
-    memo = _digest_memo(path)
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        saved = json.loads(memo.read_text())
-        if {k: saved.get(k) for k in stamp} == stamp:
-            return {"sha256": saved["sha256"], "md5": saved["md5"]}
-    except (OSError, ValueError, KeyError):
-        pass
+def hash_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Returns ``{"sha256": ..., "md5": ...}`` of a file, always reading it."""
     sha256, md5 = hashlib.sha256(), hashlib.md5()  # md5: the published checksum, not security
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             sha256.update(chunk)
             md5.update(chunk)
-    digests = {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
-    with contextlib.suppress(OSError):  # a read-only weights directory: hash again next time
-        _atomic_write_text(memo, json.dumps({**stamp, **digests}))
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
+def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Returns ``{"sha256": ..., "md5": ...}`` of a file, remembered between runs.
+
+    The memo lives in the user cache (never beside the file) and is reused only while the
+    file's size, modification and change times and inode are unchanged, so large weight files
+    are hashed once. `steve1_env.download.verify` always re-reads the files.
+    """
+    path = Path(path)
+    stat = path.stat()
+    stamp = {
+        "path": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
+    }
+    memo = _digest_memo(path)
+    try:
+        saved = json.loads(memo.read_text())
+        if {key: saved.get(key) for key in stamp} == stamp:
+            return {"sha256": saved["sha256"], "md5": saved["md5"]}
+    except (OSError, ValueError, KeyError):
+        pass
+    digests = hash_file(path)
+    with contextlib.suppress(OSError):  # an unwritable cache: hash again next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo, json.dumps({**stamp, **digests}))
     return digests
 
 
@@ -134,8 +168,9 @@ def verify_known_digest(path: str | os.PathLike[str]) -> None:
         )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a unique temporary file and an atomic rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
 

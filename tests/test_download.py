@@ -2,10 +2,13 @@
 
 import hashlib
 import http.server
+import io
 import json
+import pickle
 import threading
 
 import pytest
+import torch
 
 from steve1_env import download
 from steve1_env.cli import main
@@ -22,6 +25,11 @@ class Server:
         self.drop_after = {}  # path -> bytes to send before closing, once
         self.requests = []
         self.interstitial = set()
+        self.fail_status = []  # statuses to answer before serving, one per request
+        self.ignore_range = False
+        self.range_offset_error = False
+        self.no_length = False
+        self.endless_confirmation = False
         handler = self._handler()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -44,13 +52,19 @@ class Server:
             def do_GET(self):
                 path, _, query = self.path.partition("?")
                 server.requests.append((self.path, self.headers.get("Range")))
-                if path in server.interstitial and "confirm=" not in query:
+                if server.fail_status:
+                    self.send_error(server.fail_status.pop(0))
+                    return
+                if path in server.interstitial and (
+                    "confirm=" not in query or server.endless_confirmation
+                ):
+                    action = "/uc" if server.endless_confirmation else "/file.bin"
                     page = (
-                        b'<html><form id="download-form" action="/file.bin" method="get">'
-                        b'<input type="hidden" name="id" value="X">'
-                        b'<input type="hidden" name="confirm" value="t">'
-                        b'<input type="hidden" name="uuid" value="abc"></form></html>'
-                    )
+                        f'<html><form id="download-form" action="{action}" method="get">'
+                        '<input type="hidden" name="id" value="X">'
+                        '<input type="hidden" name="confirm" value="t">'
+                        '<input type="hidden" name="uuid" value="abc"></form></html>'
+                    ).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/html; charset=utf-8")
                     self.send_header("Content-Length", str(len(page)))
@@ -62,14 +76,25 @@ class Server:
                     self.send_error(404)
                     return
                 start = 0
-                if self.headers.get("Range"):
+                if self.headers.get("Range") and not server.ignore_range:
                     start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    shown = 0 if server.range_offset_error else start
+                    self.send_header("Content-Range", f"bytes {shown}-{len(data) - 1}/{len(data)}")
+                    if server.range_offset_error:
+                        server.range_offset_error = False
+                        start = 0
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data) - start))
+                if not server.no_length:
+                    self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 limit = server.drop_after.pop(path, None)
                 body = data[start:] if limit is None else data[start : start + limit]
@@ -132,12 +157,88 @@ def test_corrupt_file_is_rejected_and_never_gets_the_final_name(server, tmp_path
     assert not target.exists() and not (tmp_path / "file.bin.part").exists()
 
 
-def test_gives_up_after_the_retries_and_keeps_the_partial_file(server, tmp_path):
-    target = tmp_path / "missing.bin"
-    with pytest.raises(WeightsError, match=r"failed 3 times.*run the same command again"):
-        download.download(server.url("/missing.bin"), target, retries=2, backoff=0.01,
-                          progress=False)  # fmt: skip
-    assert not target.exists()
+def test_server_errors_are_retried_and_client_errors_are_not(server, tmp_path):
+    server.fail_status = [503, 503]
+    target = tmp_path / "file.bin"
+    download.download(server.url("/file.bin"), target, retries=2, backoff=0.01, progress=False)
+    assert target.read_bytes() == PAYLOAD
+    server.fail_status = [503] * 3
+    with pytest.raises(WeightsError, match="failed 3 times"):
+        download.download(server.url("/file.bin"), tmp_path / "again.bin", retries=2,
+                          backoff=0.01, progress=False)  # fmt: skip
+    requests_before = len(server.requests)
+    with pytest.raises(WeightsError, match="HTTP 404"):
+        download.download(server.url("/missing.bin"), tmp_path / "x.bin", retries=5,
+                          backoff=0.01, progress=False)  # fmt: skip
+    assert len(server.requests) == requests_before + 1  # not retried
+
+
+def test_a_dropped_download_keeps_its_partial_file_for_the_next_run(server, tmp_path):
+    server.drop_after["/file.bin"] = 5000
+    target = tmp_path / "file.bin"
+    server.files["/file.bin"] = PAYLOAD
+    with pytest.raises(WeightsError, match="run the same command again to resume"):
+        download.download(server.url("/file.bin"), target, retries=0, progress=False)
+    assert (tmp_path / "file.bin.part").stat().st_size == 5000
+    download.download(server.url("/file.bin"), target, progress=False)
+    assert target.read_bytes() == PAYLOAD
+
+
+def test_a_complete_partial_file_is_finished_after_a_416(server, tmp_path):
+    (tmp_path / "file.bin.part").write_bytes(PAYLOAD)  # the process died before renaming
+    download.download(server.url("/file.bin"), tmp_path / "file.bin",
+                      expected=download.Expected(sha(PAYLOAD)), progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("mode", ["ignore_range", "range_offset_error"])
+def test_servers_that_mishandle_ranges_restart_the_download(server, tmp_path, mode):
+    setattr(server, mode, True)
+    (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:1000])
+    download.download(server.url("/file.bin"), tmp_path / "file.bin", backoff=0.01,
+                      expected=download.Expected(sha(PAYLOAD)), progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == PAYLOAD
+
+
+def test_web_pages_are_never_saved_as_weights(server, tmp_path):
+    server.files["/file.bin"] = b"<html><body>Quota exceeded</body></html>"
+    with pytest.raises(WeightsError, match="markup"):
+        download.download(server.url("/file.bin"), tmp_path / "w.pt", progress=False)
+    assert not (tmp_path / "w.pt").exists()
+    server.interstitial.add("/uc")
+    server.endless_confirmation = True
+    with pytest.raises(WeightsError, match="confirmation pages"):
+        download.download(server.url("/uc?id=1"), tmp_path / "w.pt", progress=False)
+
+
+def test_truncated_official_file_without_length_fails_its_content_check(server, tmp_path):
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(1000)}, buffer)
+    server.files["/steve1.weights"] = buffer.getvalue()[:2000]  # cut short, and no length
+    server.no_length = True
+    with pytest.raises(WeightsError, match="does not load"):
+        download.download_official(
+            tmp_path, ["steve1.weights"], url_for=lambda n: server.url(f"/{n}"), progress=False
+        )
+    assert not (tmp_path / "steve1.weights").exists()
+
+
+def test_concurrent_downloads_of_one_file_do_not_collide(server, tmp_path):
+    target = tmp_path / "file.bin"
+    errors = []
+
+    def fetch():
+        try:
+            download.download(server.url("/file.bin"), target, progress=False)
+        except Exception as exc:  # collected: the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and target.read_bytes() == PAYLOAD
 
 
 def test_google_drive_confirmation_page_is_followed(server, tmp_path):
@@ -148,9 +249,18 @@ def test_google_drive_confirmation_page_is_followed(server, tmp_path):
     assert "confirm=t" in server.requests[-1][0] and "uuid=abc" in server.requests[-1][0]
 
 
+def torch_bytes(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def test_official_files_are_recorded_and_verified(server, tmp_path, capsys):
-    served = {name: PAYLOAD[: 1000 + i] for i, name in enumerate(["2x.model", "steve1.weights",
-                                                                   "steve1_prior.pt"])}  # fmt: skip
+    served = {
+        "2x.model": pickle.dumps({"model": {"args": {"net": {"args": {"hidsize": 8}}}}}),
+        "steve1.weights": torch_bytes({"net.x": torch.ones(3)}),
+        "steve1_prior.pt": torch_bytes({"decoder.0.weight": torch.ones(2, 2)}),
+    }
     for name, data in served.items():
         server.files[f"/{name}"] = data
     fetched = download.download_official(
