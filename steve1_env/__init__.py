@@ -7,7 +7,8 @@ model code and no optional backend.
 Example:
     >>> import gymnasium as gym
     >>> import steve1_env  # noqa: F401
-    >>> env = gym.make("Steve1Skill-v0", instruction="chop a tree")
+    >>> env = gym.make("Steve1Skill-v0", instruction="chop a tree")  # needs the weights
+    >>> offline = gym.make("Steve1Skill-v0", policy="scripted", prompt_encoder="hash")
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--weights",
         help="for the steve1 stack: a weights directory, or 'random' for untrained networks "
-        "(default: $STEVE1_WEIGHTS_DIR)",
+        "(default: $STEVE1_WEIGHTS_DIR, else ~/.cache/steve1_env/weights)",
     )
     demo.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
     demo.add_argument(
@@ -143,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
         "steve1_prior.pt, attn.pth) in the weights directory.",
     )
     weights.add_argument("action", choices=["download", "verify", "where"])
-    weights.add_argument("--dir", help="weights directory (default: $STEVE1_WEIGHTS_DIR)")
+    weights.add_argument(
+        "--dir",
+        help="weights directory (default: $STEVE1_WEIGHTS_DIR, else ~/.cache/steve1_env/weights)",
+    )
     weights.add_argument("--only", nargs="+", help="download only these file names")
     weights.add_argument("--quiet", action="store_true", help="no progress output")
     weights.set_defaults(run=_weights)

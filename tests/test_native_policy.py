@@ -333,7 +333,10 @@ def test_default_stack_uses_the_weights_directory(tiny_policy_files, golden, tmp
     spec = json.loads((golden / "mineclip_text_tiny.json").read_text())
     tiny_text = TextTowerConfig(spec["width"], spec["layers"], spec["heads"], spec["embed_dim"])
     monkeypatch.setenv("STEVE1_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"steve1-env weights download.*weights='random'"):
+    with pytest.raises(
+        WeightsError,
+        match=r"missing there: 2x.model.*steve1-env weights download.*'weights': 'random'",
+    ):
         gym.make("Steve1Skill-v0", instruction="chop a tree")
     shutil.copy(tiny_policy_files["weights"], tmp_path / "steve1.weights")
     shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")
@@ -352,8 +355,13 @@ def test_default_stack_uses_the_weights_directory(tiny_policy_files, golden, tmp
     with env, torch.autocast("cpu", dtype=torch.float16):
         obs, _ = env.reset(seed=0)
         assert isinstance(env.unwrapped.policy, NativeSteve1Policy)
-        chain = np.load(golden / "chain_io.npz")["prompt_embed"]
-        assert obs["goal"].dtype == np.float32 and not np.allclose(obs["goal"], chain[0])
+        from steve1_env.prompt.steve1_encoder import Steve1PromptEncoder
+
+        reference = Steve1PromptEncoder(
+            weights=tmp_path, mineclip=golden / "mineclip_text_tiny.pth", text_config=tiny_text
+        ).encode("chop a tree")
+        assert obs["goal"].dtype == np.float32
+        np.testing.assert_allclose(obs["goal"], reference, atol=1e-6)
         obs, _, _, _, info = env.step("")
         assert info["steps"] == 5
         env.reset(seed=1)  # a new episode starts from an empty memory

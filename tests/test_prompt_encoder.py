@@ -201,12 +201,16 @@ def test_env_redraws_sampled_goals_per_episode(golden, tiny_config):
 
 def test_official_mineclip_file_must_have_its_published_md5(tiny_weights_dir, tiny_config):
     shutil.copy(tiny_weights_dir / "mineclip_tiny.pth", tiny_weights_dir / "attn.pth")
+    encoder = Steve1PromptEncoder(weights=tiny_weights_dir, text_config=tiny_config)
     with pytest.raises(WeightsError, match=r"md5 .* but the official attn\.pth has b5ece919"):
-        Steve1PromptEncoder(weights=tiny_weights_dir, text_config=tiny_config)
+        encoder.encode("chop a tree")  # the tower (and its check) loads on first use
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
-    with pytest.raises(WeightsError, match=r"steve1-env weights download.*weights='random'"):
+    with pytest.raises(
+        WeightsError,
+        match=r"missing there: 2x.model.*steve1-env weights download.*'weights': 'random'",
+    ):
         Steve1PromptEncoder(weights=tmp_path)
 
 
@@ -255,3 +259,56 @@ def test_precomputed_embeddings_from_npz_and_json(tmp_path):
 def test_bad_precomputed_tables(kwargs, match):
     with pytest.raises(ConfigurationError, match=match):
         PrecomputedPromptEncoder(**kwargs)
+
+
+def test_disk_cache_keys_on_the_tower_config_and_survives_bad_directories(
+    tiny_weights_dir, tiny_config, tmp_path
+):
+    cache = tmp_path / "cache"
+    goal = dir_encoder(tiny_weights_dir, tiny_config, cache_dir=cache).encode("chop a tree")
+    other_heads = TextTowerConfig(tiny_config.width, tiny_config.layers, 1, tiny_config.embed_dim)
+    other = dir_encoder(tiny_weights_dir, other_heads, cache_dir=cache)
+    assert not np.allclose(other.encode("chop a tree"), goal)
+    assert other.text_tower_calls == 1  # not served the 2-head entry
+    (next(cache.glob("*.npy"))).write_bytes(b"garbage")  # a damaged entry is recomputed
+    again = dir_encoder(tiny_weights_dir, tiny_config, cache_dir=cache)
+    np.testing.assert_allclose(again.encode("chop a tree"), goal, rtol=1e-6)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache directory should be")
+    fallback = dir_encoder(tiny_weights_dir, tiny_config, cache_dir=blocked)
+    with pytest.warns(Steve1EnvWarning, match="not writable"):
+        np.testing.assert_allclose(fallback.encode("chop a tree"), goal, rtol=1e-6)
+    assert fallback.cache_dir is None
+
+
+def test_cached_process_never_loads_the_tower(tiny_weights_dir, tiny_config, tmp_path):
+    cache = tmp_path / "cache"
+    dir_encoder(tiny_weights_dir, tiny_config, cache_dir=cache).encode("get dirt")
+    fresh = dir_encoder(tiny_weights_dir, tiny_config, cache_dir=cache)
+    fresh.encode("get dirt")
+    assert fresh._tower is None
+
+
+def test_special_tokens_in_text_are_special(tokenizer):
+    assert tokenizer.encode("a <|endoftext|> b")[1] == tokenizer.end_id
+
+
+def test_encoder_is_safe_to_share_between_threads(golden, tiny_config):
+    import threading
+
+    encoder = tiny_encoder(golden, tiny_config, cache_size=2)
+    errors = []
+
+    def work(i):
+        try:
+            for j in range(20):
+                encoder.encode(f"instruction {(i + j) % 5}")
+        except Exception as exc:  # collected: the assertion reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -3,15 +3,20 @@
 This is STEVE-1's text-prompt path in our own code (``prompt_encoder="steve1"``). The text
 tower is the expensive part, so its output is kept in an in-memory LRU; with a cache directory,
 deterministic goal embeddings are also stored on disk, keyed by the instruction, both weight
-files' SHA-256 and the mode, so a later process need not load the text tower at all.
+files' SHA-256, the tower's configuration and a format version. The tower is loaded only when
+an instruction misses the disk cache, so a process whose instructions are all cached never
+loads it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import threading
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,7 +27,12 @@ import numpy as np
 import torch
 
 from steve1_env import precision
-from steve1_env.errors import ConfigurationError, ResetNeededError, Steve1EnvWarning
+from steve1_env.errors import (
+    ConfigurationError,
+    GoalEmbeddingError,
+    ResetNeededError,
+    Steve1EnvWarning,
+)
 from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
@@ -34,6 +44,9 @@ from steve1_env.weights import (
     verify_known_digest,
     weights_dir,
 )
+
+DISK_CACHE_FORMAT = 1
+"""Bumped whenever what a disk-cache entry holds changes, so old entries are not reused."""
 
 
 def text_tower_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -86,10 +99,11 @@ class Steve1PromptEncoder:
         if isinstance(weights, str) and weights == "random":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                self.text_tower, self.prior = TextTower(config), PriorVAE()
+                tower, self.prior = TextTower(config), PriorVAE()
                 # These start at zero; noise keeps a random tower from being degenerate.
-                for parameter in (self.text_tower.pos_embed, self.text_tower.projection):
+                for parameter in (tower.pos_embed, tower.projection):
                     torch.nn.init.normal_(parameter, std=0.02)
+            self._tower: TextTower | None = tower.to(self.device).eval().requires_grad_(False)
             warnings.warn(
                 "STEVE-1 prompt encoder with RANDOM, UNTRAINED weights (weights='random'): its "
                 "goal embeddings mean nothing to a trained policy.",
@@ -98,15 +112,16 @@ class Steve1PromptEncoder:
             )
             self._digests = None
         else:
+            self._tower = None  # loaded on the first instruction the disk cache lacks
             directory = weights_dir(weights)
-            mineclip_path = Path(mineclip) if mineclip else locate("mineclip", directory)
+            self._mineclip_path = Path(mineclip) if mineclip else locate("mineclip", directory)
             prior_path = Path(prior) if prior else locate("prior", directory)
-            self.text_tower = self._load_text_tower(mineclip_path, config)
             self.prior = self._load_prior(prior_path)
-            self._digests = (file_digest(mineclip_path), file_digest(prior_path))
-        for module in (self.text_tower, self.prior):
-            module.to(self.device).eval().requires_grad_(False)
+            self._digests = (file_digest(self._mineclip_path), file_digest(prior_path))
+        self.text_config = config
+        self.prior.to(self.device).eval().requires_grad_(False)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._lock = threading.RLock()
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._latent: torch.Tensor | None = None
         self.text_tower_calls = 0
@@ -114,6 +129,15 @@ class Steve1PromptEncoder:
         self._closed = False
 
     # ------------------------------------------------------------- loading
+    @property
+    def text_tower(self) -> TextTower:
+        """The MineCLIP text tower, loaded (and its md5 checked) on first use."""
+        with self._lock:
+            if self._tower is None:
+                tower = self._load_text_tower(self._mineclip_path, self.text_config)
+                self._tower = tower.to(self.device).eval().requires_grad_(False)
+            return self._tower
+
     @staticmethod
     def _load_text_tower(path: Path, config: TextTowerConfig) -> TextTower:
         verify_known_digest(path)
@@ -139,20 +163,31 @@ class Steve1PromptEncoder:
             raise ResetNeededError("This prompt encoder was closed; create a new one.")
 
     def text_embedding(self, instruction: str) -> torch.Tensor:
-        """Returns MineCLIP's float32 ``(512,)`` text embedding, from the LRU when cached."""
+        """Returns MineCLIP's float32 ``(512,)`` text embedding, from the LRU when cached.
+
+        Raises:
+            GoalEmbeddingError: If the tower produced NaN or infinity (broken weights).
+        """
         self._ensure_open()
-        cached = self._text_cache.get(instruction)
-        if cached is not None:
-            self._text_cache.move_to_end(instruction)
-            return cached
-        tokens = torch.from_numpy(self.tokenizer.tokenize(instruction))[None].to(self.device)
-        with self._exact():
-            embedding = self.text_tower(tokens)[0].float()
-        self.text_tower_calls += 1
-        self._text_cache[instruction] = embedding
-        if len(self._text_cache) > self.cache_size:
-            self._text_cache.popitem(last=False)
-        return embedding
+        with self._lock:
+            cached = self._text_cache.get(instruction)
+            if cached is not None:
+                self._text_cache.move_to_end(instruction)
+                return cached
+            tokens = torch.from_numpy(self.tokenizer.tokenize(instruction))[None]
+            with self._exact():
+                embedding = self.text_tower(tokens.to(self.device))[0].float()
+            self.text_tower_calls += 1
+            if not bool(torch.isfinite(embedding).all()):
+                raise GoalEmbeddingError(
+                    f"MineCLIP's text embedding of {instruction!r} holds NaN or infinity: the "
+                    "text tower's weights are broken (check them with `steve1-env weights "
+                    "verify`)."
+                )
+            self._text_cache[instruction] = embedding
+            if len(self._text_cache) > self.cache_size:
+                self._text_cache.popitem(last=False)
+            return embedding
 
     @property
     def varies_per_episode(self) -> bool:
@@ -160,7 +195,10 @@ class Steve1PromptEncoder:
         return self.sample
 
     def start_episode(self, seed: int) -> None:
-        """Draws this episode's prior latent from `seed` (sampling mode; else nothing)."""
+        """Draws this episode's prior latent from `seed` (sampling mode; else nothing).
+
+        The latent belongs to the encoder: in sampling mode give each env its own encoder.
+        """
         self._ensure_open()
         if self.sample:
             generator = torch.Generator().manual_seed(int(seed))
@@ -169,6 +207,10 @@ class Steve1PromptEncoder:
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the finite float32 ``(512,)`` goal embedding of `instruction`."""
         self._ensure_open()
+        with self._lock:
+            return self._encode(instruction)
+
+    def _encode(self, instruction: str) -> np.ndarray:
         key = self._disk_key(instruction)
         if key is not None:
             cached = self._read_disk(key)
@@ -184,7 +226,14 @@ class Steve1PromptEncoder:
                 )
             latent = self._latent.to(self.device)
         with self._exact():
-            goal = precision.as_goal_embedding(self.prior.decode(text, latent))
+            decoded = self.prior.decode(text, latent)
+        try:
+            goal = precision.as_goal_embedding(decoded)
+        except GoalEmbeddingError as exc:
+            raise GoalEmbeddingError(
+                f"The prior's goal embedding of {instruction!r} is invalid: {exc} Check the prior "
+                "weights (`steve1-env weights verify`)."
+            ) from exc
         if key is not None:
             self._write_disk(key, goal)
         return goal
@@ -193,7 +242,8 @@ class Steve1PromptEncoder:
         """Releases the networks; safe to call twice."""
         if not self._closed:
             self._closed = True
-            self.text_tower.to("meta")
+            if self._tower is not None:
+                self._tower.to("meta")
             self.prior.to("meta")
             self._text_cache.clear()
 
@@ -211,27 +261,39 @@ class Steve1PromptEncoder:
         if self.cache_dir is None or self._digests is None or self.sample:
             return None
         fields = {
+            "format": DISK_CACHE_FORMAT,
             "instruction": instruction,
             "mineclip_sha256": self._digests[0],
             "prior_sha256": self._digests[1],
-            "mode": "deterministic",
+            "text_config": dataclasses.asdict(self.text_config),
+            "latent": "zeros",
         }
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def _read_disk(self, key: str) -> np.ndarray | None:
         assert self.cache_dir is not None
         path = self.cache_dir / f"{key}.npy"
-        if not path.is_file():
-            return None
         try:
             return precision.as_goal_embedding(np.load(path, allow_pickle=False))
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a damaged entry is recomputed
+            with contextlib.suppress(OSError):
+                path.unlink()  # a damaged entry is recomputed (and rewritten if possible)
             return None
 
     def _write_disk(self, key: str, goal: np.ndarray) -> None:
         assert self.cache_dir is not None
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        temporary = self.cache_dir / f".{key}.{os.getpid()}.tmp.npy"
-        np.save(temporary, goal, allow_pickle=False)
-        os.replace(temporary, self.cache_dir / f"{key}.npy")
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            temporary = self.cache_dir / f".{key}.{uuid.uuid4().hex}.tmp.npy"
+            np.save(temporary, goal, allow_pickle=False)
+            os.replace(temporary, self.cache_dir / f"{key}.npy")
+        except OSError as exc:
+            warnings.warn(
+                f"The embedding cache {self.cache_dir} is not writable ({exc}); continuing "
+                "without the disk cache.",
+                Steve1EnvWarning,
+                stacklevel=3,
+            )
+            self.cache_dir = None

@@ -28,6 +28,7 @@ START = "<|startoftext|>"
 END = "<|endoftext|>"
 _VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _END_OF_WORD = "</w>"
+_CACHE_LIMIT = 10_000
 
 
 @lru_cache(maxsize=1)
@@ -107,16 +108,27 @@ class ClipTokenizer:
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # bounded: instructions come from users, without end
         self._cache[piece] = symbols
         return symbols
 
-    def encode(self, text: str) -> list[int]:
-        """Returns the BPE ids of `text` (no start or end token)."""
+    def encode(self, text: str, limit: int | None = None) -> list[int]:
+        """Returns the BPE ids of `text` (no start or end token added).
+
+        ``<|startoftext|>`` and ``<|endoftext|>`` written in the text become their special
+        ids, as in CLIP. With `limit`, encoding stops once more than `limit` ids exist.
+        """
         alphabet = _byte_alphabet()
         ids: list[int] = []
         for match in self._pattern.findall(self.clean(text)):
-            piece = "".join(alphabet[b] for b in match.encode("utf-8"))
-            ids.extend(self.encoder[symbol] for symbol in self._merge(piece))
+            if match in (START, END):
+                ids.append(self.encoder[match])
+            else:
+                piece = "".join(alphabet[b] for b in match.encode("utf-8"))
+                ids.extend(self.encoder[symbol] for symbol in self._merge(piece))
+            if limit is not None and len(ids) > limit:
+                break
         return ids
 
     def tokenize(self, text: str, *, warn: bool = True) -> np.ndarray:
@@ -124,11 +136,11 @@ class ClipTokenizer:
 
         Longer texts are truncated to 75 ids, with a `Steve1EnvWarning` when `warn`.
         """
-        ids = self.encode(text)
         keep = CONTEXT_LENGTH - 2
+        ids = self.encode(text, limit=keep)
         if len(ids) > keep and warn:
             warnings.warn(
-                f"The instruction has {len(ids)} tokens; MineCLIP reads {keep}, so it was "
+                f"The instruction has more than {keep} tokens, all MineCLIP reads, so it was "
                 f"truncated: {text[:60]!r}...",
                 Steve1EnvWarning,
                 stacklevel=2,
