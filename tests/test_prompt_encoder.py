@@ -254,6 +254,9 @@ def test_precomputed_embeddings_from_npz_and_json(tmp_path):
         ({"embeddings": {}}, "empty"),
         ({"embeddings": {"x": np.zeros(3)}}, "shape"),
         ({"embeddings": {"x": np.full(512, np.inf)}}, "non-finite"),
+        ({"embeddings": {"Go": np.zeros(512), "go": np.ones(512)}}, "differ only in case"),
+        ({"path": "missing.npz"}, "Cannot read"),
+        ({"path": "table.csv"}, r"\.npz or \.json"),
     ],
 )
 def test_bad_precomputed_tables(kwargs, match):

@@ -125,7 +125,9 @@ def test_weights_of_another_architecture_are_refused(tiny_policy_files):
 def test_weights_directory_resolution(tmp_path, monkeypatch, tiny_policy_files):
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
     assert weights_dir() == tmp_path
-    with pytest.raises(WeightsError, match=r"steve1\.weights not found .*steve1-env weights download"):
+    with pytest.raises(
+        WeightsError, match=r"steve1\.weights not found .*steve1-env weights download"
+    ):
         locate("policy")
     shutil.copy(tiny_policy_files["weights"], tmp_path / "steve1.weights")
     shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")

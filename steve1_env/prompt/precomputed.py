@@ -50,21 +50,34 @@ class PrecomputedPromptEncoder:
                 self.embeddings[str(instruction)] = precision.as_goal_embedding(value)
             except ValueError as exc:
                 raise ConfigurationError(f"Embedding of {instruction!r}: {exc}") from exc
-        self._normalized = {normalize_instruction(k): v for k, v in self.embeddings.items()}
+        self._normalized: dict[str, np.ndarray] = {}
+        for instruction, embedding in self.embeddings.items():
+            key = normalize_instruction(instruction)
+            if key in self._normalized and not np.array_equal(self._normalized[key], embedding):
+                raise ConfigurationError(
+                    f"Two entries differ only in case or spacing ({key!r}) but have different "
+                    "embeddings; keep one."
+                )
+            self._normalized[key] = embedding
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        if path.suffix == ".json":
+        if path.suffix not in (".npz", ".json"):
+            raise ConfigurationError(f"Precomputed embeddings must be .npz or .json, got {path}.")
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    return {key: data[key] for key in data.files}
             loaded = json.loads(path.read_text())
-            if not isinstance(loaded, dict):
-                raise ConfigurationError(
-                    f"{path} must hold a JSON object mapping instructions to lists of numbers."
-                )
-            return loaded
-        raise ConfigurationError(f"Precomputed embeddings must be .npz or .json, got {path}.")
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"Cannot read precomputed embeddings from {path}: {exc}"
+            ) from exc
+        if not isinstance(loaded, dict):  # only JSON reaches here
+            raise ConfigurationError(
+                f"{path} must hold a JSON object mapping instructions to lists of numbers."
+            )
+        return loaded
 
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the stored embedding of `instruction`.
