@@ -133,3 +133,10 @@ def recording_world() -> list[ScriptedWorld]:
 
     register_world("recording", factory, overwrite=True)
     return built
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_cache(tmp_path_factory, monkeypatch):
+    """Keeps tests out of the real user cache and independent of the caller's weights."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "user-cache"))
+    monkeypatch.delenv("STEVE1_WEIGHTS_DIR", raising=False)
