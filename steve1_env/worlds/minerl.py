@@ -1,0 +1,228 @@
+"""`MineRLWorld`: MineRL 1.0 (``HumanSurvival`` and other env ids) behind the `World` protocol.
+
+MineRL speaks the old gym API and has quirks this adapter absorbs:
+
+- the world seed must be set before every ``reset()`` (reset clears it);
+- on a socket failure ``step`` returns a *random* observation with ``done=True`` and
+  ``info["error"]``, and stepping after done raises; Minecraft may also hang. All of these are
+  crashes: the Java process tree is killed, a new world is made at the next reset, and the
+  bogus observation is never passed on;
+- Java leaks memory, so the world can be restarted every N episodes;
+- actions must carry all 24 keys (``ESC``, ``pickItem``, ``swapHands`` included).
+
+Install: Java 8, xvfb (``xvfb-run``), and
+``pip install git+https://github.com/minerllabs/minerl@v1.0.2``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from steve1_env.errors import ConfigurationError, ResetNeededError, WorldCrashError
+from steve1_env.optional import import_optional
+from steve1_env.validation import positive_int, positive_number
+from steve1_env.worlds.actions import canonical_action
+from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.processes import child_processes, kill_processes
+
+STEVE1_ENV_KWARGS: dict[str, Any] = {
+    "fov_range": [70, 70],
+    "resolution": [640, 360],
+    "gamma_range": [2, 2],
+    "guiscale_range": [1, 1],
+    "cursor_size_range": [16.0, 16.0],
+    "frameskip": 1,
+}
+"""The settings STEVE-1 was trained with (HumanSurvival's constructor arguments)."""
+
+INSTALL_HINT = (
+    "MineRL 1.0 needs Java 8 and a display (run under `xvfb-run`); install it with "
+    "`pip install git+https://github.com/minerllabs/minerl@v1.0.2`."
+)
+
+
+def make_minerl_env(env_id: str = "HumanSurvival", **env_kwargs: Any) -> Any:
+    """Builds a MineRL env (old gym API); HumanSurvival gets STEVE-1's settings."""
+    import_optional("minerl", "minerl", "world='minerl'", INSTALL_HINT)
+    if env_id == "HumanSurvival":
+        specs = import_optional(
+            "minerl.herobraine.env_specs.human_survival_specs", "minerl", "world='minerl'",
+            INSTALL_HINT,
+        )  # fmt: skip
+        return specs.HumanSurvival(**{**STEVE1_ENV_KWARGS, **env_kwargs}).make()
+    gym = import_optional("gym", "minerl", "world='minerl'", INSTALL_HINT)
+    return gym.make(env_id, **env_kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """Turns MineRL's numpy scalars and nested dicts into plain Python values (pov excepted)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def minerl_observation(obs: Mapping[str, Any]) -> WorldObs:
+    """Converts a MineRL observation: ``pov`` stays a uint8 array, the rest plain values."""
+    converted = {key: _plain(value) for key, value in obs.items() if key != "pov"}
+    converted["pov"] = np.asarray(obs["pov"], dtype=np.uint8)
+    return converted
+
+
+class MineRLWorld:
+    """A MineRL env as a `World`, with crash recovery.
+
+    Args:
+        env_id: A MineRL env id; ``HumanSurvival`` gets STEVE-1's settings.
+        env_factory: Builds the old-gym env (default: `make_minerl_env`); called again after a
+            crash or a scheduled restart.
+        restart_every: Make a new world (new Java process) every this many episodes; None for
+            only after crashes.
+        step_timeout: Seconds a step may take before Minecraft counts as hung (a crash).
+        env_kwargs: Passed to the factory.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "HumanSurvival",
+        env_factory: Callable[..., Any] | None = None,
+        restart_every: int | None = None,
+        step_timeout: float = 120.0,
+        **env_kwargs: Any,
+    ) -> None:
+        if not isinstance(env_id, str) or not env_id:
+            raise ConfigurationError(
+                f"env_id must be a MineRL env id such as 'HumanSurvival', got {env_id!r}."
+            )
+        self.env_id = env_id
+        self.restart_every = (
+            None if restart_every is None else positive_int(restart_every, "restart_every")
+        )
+        self.step_timeout = positive_number(step_timeout, "step_timeout")
+        self._factory = env_factory or make_minerl_env
+        self._env_kwargs = env_kwargs
+        self._env: Any = None
+        self._world_processes: set[int] = set()
+        self._episodes = 0
+        self._done = True
+        self._closed = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.crashes = 0
+        """Crashes seen so far (for monitoring)."""
+
+    # --------------------------------------------------------------- World
+    def reset(self, seed: int | None = None) -> WorldObs:
+        """Starts a new episode in a world seeded with `seed` (restarting it when due)."""
+        if self._closed:
+            raise ResetNeededError("This MineRLWorld was closed; create a new one.")
+        due = self.restart_every is not None and self._episodes >= self.restart_every
+        if self._env is None or due:
+            self._restart()
+        if seed is not None:
+            self._env.seed(int(seed))  # before every reset: MineRL's reset clears the seed
+        try:
+            obs = self._tracked(self._env.reset)
+        except WorldCrashError:
+            self.crashes += 1
+            self._restart()
+            if seed is not None:
+                self._env.seed(int(seed))
+            obs = self._tracked(self._env.reset)
+        self._episodes += 1
+        self._done = False
+        return minerl_observation(obs)
+
+    def step(self, action: Mapping[str, Any]) -> WorldStep:
+        """Applies one 24-key action; a crash comes back as ``info["error"]`` and ``done``."""
+        if self._done or self._env is None:
+            raise ResetNeededError("The MineRL episode is over (or never started); reset().")
+        full = canonical_action(action)
+        minerl_action = {
+            key: (value.copy() if isinstance(value, np.ndarray) else np.array(value))
+            for key, value in full.items()
+        }
+        try:
+            obs, _reward, done, info = self._call(self._env.step, minerl_action)
+        except WorldCrashError as exc:
+            return self._crashed(str(exc))
+        if info.get("error"):
+            return self._crashed(str(info["error"]))
+        self._done = bool(done)
+        return WorldStep(minerl_observation(obs), self._done, dict(info))
+
+    def close(self) -> None:
+        """Closes the env and kills its processes; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._shutdown()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ internals
+    def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        future = self._executor.submit(function, *args)
+        try:
+            return future.result(timeout=self.step_timeout)
+        except concurrent.futures.TimeoutError as exc:
+            # The hung call keeps its worker thread: replace the executor, kill the world.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            raise WorldCrashError(
+                f"MineRL did not answer within {self.step_timeout:g} s (step_timeout)."
+            ) from exc
+        except WorldCrashError:
+            raise
+        except Exception as exc:
+            raise WorldCrashError(f"MineRL failed: {type(exc).__name__}: {exc}") from exc
+
+    def _tracked(self, function: Callable[..., Any], *args: Any) -> Any:
+        # Minecraft starts on the first reset: remember the processes that appear meanwhile.
+        before = child_processes()
+        try:
+            return self._call(function, *args)
+        finally:
+            self._world_processes |= child_processes() - before
+
+    def _crashed(self, error: str) -> WorldStep:
+        self.crashes += 1
+        self._shutdown()
+        self._done = True
+        # The observation that came with the error is MineRL's random filler: never passed on.
+        return WorldStep({}, True, {"error": error})
+
+    def _restart(self) -> None:
+        self._shutdown()
+        before = child_processes()
+        try:
+            self._env = self._factory(self.env_id, **self._env_kwargs)
+        except ImportError:
+            raise
+        except Exception as exc:
+            raise WorldCrashError(
+                f"Could not create the MineRL env {self.env_id!r}: {exc}"
+            ) from exc
+        finally:
+            self._world_processes |= child_processes() - before
+        self._episodes = 0
+
+    def _shutdown(self) -> None:
+        env, self._env = self._env, None
+        if env is not None:
+            # A broken world may fail to close: its processes are killed below anyway.
+            with contextlib.suppress(Exception):
+                self._executor.submit(env.close).result(timeout=10.0)
+        # Whatever this world started (Minecraft's Java and its children) goes too.
+        doomed = set(self._world_processes)
+        for pid in self._world_processes:
+            doomed |= child_processes(pid)
+        self._world_processes = set()
+        if doomed:
+            kill_processes(doomed)

@@ -1,0 +1,137 @@
+"""MineRLWorld against a fake MineRL env that honours the real one's quirks."""
+
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import steve1_env  # noqa: F401
+from steve1_env.env import Steve1SkillEnv
+from steve1_env.errors import ConfigurationError, DependencyNotInstalledError, ResetNeededError
+from steve1_env.worlds.actions import ACTION_KEYS, noop_action
+from steve1_env.worlds.minerl import MineRLWorld, make_minerl_env
+from steve1_env.worlds.processes import child_processes
+from tests.fakes.minerl_env import FakeMineRLFactory, fake_minerl_env
+
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def make_env(factory, **kwargs):
+    world = MineRLWorld(env_factory=factory, **kwargs.pop("world_kwargs", {}))
+    return Steve1SkillEnv(world=world, policy="random", prompt_encoder="hash", **kwargs), world
+
+
+def test_the_seed_is_set_before_every_reset():
+    factory = FakeMineRLFactory()
+    world = MineRLWorld(env_factory=factory)
+    world.reset(seed=5)
+    world.reset(seed=5)
+    world.reset(seed=None)
+    assert factory.built[0].seeds_at_reset == [5, 5, None]
+    world.close()
+
+
+def test_actions_are_completed_to_24_keys():
+    factory = FakeMineRLFactory()
+    world = MineRLWorld(env_factory=factory)
+    world.reset(seed=1)
+    result = world.step({"forward": 1})
+    sent = factory.built[0].actions[0]
+    assert set(sent) == set(ACTION_KEYS) and sent["ESC"] == 0 and sent["forward"] == 1
+    assert result.obs["pov"].dtype == np.uint8 and isinstance(result.obs["inventory"]["dirt"], int)
+    world.close()
+
+
+@pytest.mark.parametrize("failure", ["socket", "raise"])
+def test_crash_kills_java_restarts_and_never_passes_the_bogus_observation(failure):
+    factory = FakeMineRLFactory(failures=[failure])
+    env, world = make_env(factory, instruction="go explore", k=10)
+    with env:
+        env.reset(seed=0)
+        java = factory.built[0].process.pid
+        obs, _, terminated, truncated, info = env.step("")
+        assert info["reason"] == "crash" and truncated and not terminated
+        assert info["steps"] == 2 and obs["inventory"].max() < 99  # the random filler is dropped
+        assert not running(java)  # Minecraft's process tree was killed
+        env.reset(seed=1)  # a new world
+        assert len(factory.built) == 2 and world.crashes == 1
+        assert env.step("")[-1]["reason"] == "budget"
+    world.close()  # passed in as an instance, so the env left it open
+    assert not running(factory.built[1].process.pid)
+
+
+def test_a_hung_minecraft_is_a_crash_after_the_timeout():
+    factory = FakeMineRLFactory(failures=["hang"])
+    env, world = make_env(factory, instruction="go explore", k=10,
+                          world_kwargs={"step_timeout": 0.5})  # fmt: skip
+    with env:
+        env.reset(seed=0)
+        java = factory.built[0].process.pid
+        start = time.monotonic()
+        info = env.step("")[-1]
+        assert info["reason"] == "crash" and "did not answer" in info["error"]
+        assert time.monotonic() - start < 5 and not running(java)
+    world.close()
+
+
+def test_restart_every_n_episodes():
+    factory = FakeMineRLFactory()
+    world = MineRLWorld(env_factory=factory, restart_every=2)
+    for seed in range(5):
+        world.reset(seed=seed)
+    assert len(factory.built) == 3
+    assert all(env.closed for env in factory.built[:2])
+    world.close()
+
+
+def test_close_leaves_no_child_process_and_is_idempotent():
+    before = child_processes()
+    factory = FakeMineRLFactory()
+    world = MineRLWorld(env_factory=factory)
+    world.reset(seed=0)
+    assert child_processes() - before
+    world.close()
+    world.close()
+    deadline = time.monotonic() + 5
+    while child_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child_processes() - before
+    with pytest.raises(ResetNeededError):
+        world.reset(seed=0)
+
+
+def test_step_rules():
+    world = MineRLWorld(env_factory=FakeMineRLFactory())
+    with pytest.raises(ResetNeededError):
+        world.step(noop_action())
+    with pytest.raises(ConfigurationError, match="env_id"):
+        MineRLWorld(env_id="")
+    world.close()
+
+
+def test_check_env_on_steve1skill_built_on_a_minerl_world():
+    env = gym.make("Steve1Skill-v0", world="minerl", policy="random", prompt_encoder="hash",
+                   world_kwargs={"env_factory": fake_minerl_env}, instruction="chop a tree",
+                   k=3, render_mode="rgb_array")  # fmt: skip
+    before = child_processes()
+    check_env(env.unwrapped)
+    env.close()  # built by name: the env closes the world and its Java stand-in
+    assert not child_processes() - before
+
+
+def test_missing_minerl_says_how_to_install_it():
+    with pytest.raises(DependencyNotInstalledError, match=r"Java 8.*minerllabs/minerl@v1\.0\.2"):
+        make_minerl_env()
+
+
+def test_no_stray_processes_are_left_by_this_module():
+    assert os.getpid() not in child_processes()
