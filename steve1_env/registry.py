@@ -122,6 +122,7 @@ PROMPT_ENCODERS = Registry(
 
 WORLDS.register("synthetic", "steve1_env.worlds.synthetic:SyntheticWorld")
 WORLDS.register("minerl", "steve1_env.worlds.minerl:MineRLWorld")
+WORLDS.register("minestudio", "steve1_env.worlds.minestudio:MineStudioWorld")
 POLICIES.register("scripted", "steve1_env.agent.scripted:ScriptedPolicy")
 POLICIES.register("random", "steve1_env.agent.random_policy:RandomPolicy")
 POLICIES.register("steve1", "steve1_env.agent.native:NativeSteve1Policy")

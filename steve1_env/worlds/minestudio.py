@@ -1,0 +1,107 @@
+"""`MineStudioWorld`: MineStudio's ``MinecraftSim`` behind the `World` protocol.
+
+MineStudio is gymnasium-style with its own quirks, absorbed here:
+
+- ``reset()`` takes no seed: the seed is a constructor argument, so a reset with a new seed
+  builds a new simulator;
+- ``step`` mutates the action dict it is given: each action is copied first;
+- ``terminated`` and ``truncated`` are the same flag: either ends the world episode;
+- the observation's frame is ``image``; MineRL-style statistics come in ``info``.
+
+Install: ``pip install "steve1-env[minestudio]"``. MineStudio downloads its Minecraft engine at
+first use and asks for confirmation on the terminal: run it once interactively.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from steve1_env.errors import ResetNeededError, WorldCrashError
+from steve1_env.optional import import_optional
+from steve1_env.worlds.actions import canonical_action
+from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.minerl import minerl_observation
+
+_STATISTICS = (
+    "inventory", "equipped_items", "life_stats", "location_stats", "mine_block", "pickup",
+    "craft_item", "use_item", "break_item", "drop", "kill_entity", "isGuiOpen",
+)  # fmt: skip
+
+
+def make_minecraft_sim(seed: int, **kwargs: Any) -> Any:
+    """Builds MineStudio's ``MinecraftSim`` with env-format actions."""
+    simulator = import_optional(
+        "minestudio.simulator", "minestudio", "world='minestudio'",
+        "MineStudio also downloads its Minecraft engine at first use (run it once by hand).",
+    )  # fmt: skip
+    settings = {"action_type": "env", "obs_size": (640, 360), "render_size": (640, 360)}
+    return simulator.MinecraftSim(seed=seed, **{**settings, **kwargs})
+
+
+def minestudio_observation(obs: Mapping[str, Any], info: Mapping[str, Any]) -> WorldObs:
+    """Merges MineStudio's ``image`` and the MineRL-style statistics in ``info``."""
+    merged: dict[str, Any] = {key: info[key] for key in _STATISTICS if key in info}
+    merged["pov"] = obs["image"] if "image" in obs else obs.get("pov", info.get("pov"))
+    if merged["pov"] is None:
+        raise WorldCrashError("MineStudio returned an observation without a frame ('image').")
+    return minerl_observation(merged)
+
+
+class MineStudioWorld:
+    """MineStudio's simulator as a `World`.
+
+    Args:
+        sim_factory: Builds a simulator for a seed (default: `make_minecraft_sim`).
+        sim_kwargs: Passed to the factory (``obs_size``, ``preferred_spawn_biome``, ...).
+    """
+
+    def __init__(self, sim_factory: Callable[..., Any] | None = None, **sim_kwargs: Any) -> None:
+        self._factory = sim_factory or make_minecraft_sim
+        self._kwargs = sim_kwargs
+        self._sim: Any = None
+        self._seed: int | None = None
+        self._done = True
+        self._closed = False
+
+    def reset(self, seed: int | None = None) -> WorldObs:
+        """Starts an episode; a seed other than the current one builds a new simulator."""
+        if self._closed:
+            raise ResetNeededError("This MineStudioWorld was closed; create a new one.")
+        wanted = 0 if seed is None else int(seed)
+        if self._sim is None or wanted != self._seed:
+            self._close_sim()
+            self._sim = self._factory(seed=wanted, **self._kwargs)
+            self._seed = wanted
+        obs, info = self._sim.reset()  # no seed argument: it was given at construction
+        self._done = False
+        return minestudio_observation(obs, info)
+
+    def step(self, action: Mapping[str, Any]) -> WorldStep:
+        """Applies one action (copied: MineStudio mutates what it is given)."""
+        if self._done or self._sim is None:
+            raise ResetNeededError("The MineStudio episode is over (or never started); reset().")
+        full = copy.deepcopy(canonical_action(action))
+        full["camera"] = np.asarray(full["camera"], dtype=np.float64)
+        try:
+            obs, _reward, terminated, truncated, info = self._sim.step(full)
+        except Exception as exc:
+            self._close_sim()
+            self._done = True
+            return WorldStep({}, True, {"error": f"{type(exc).__name__}: {exc}"})
+        self._done = bool(terminated) or bool(truncated)  # the same flag in MineStudio
+        return WorldStep(minestudio_observation(obs, info), self._done, {})
+
+    def close(self) -> None:
+        """Closes the simulator; safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._close_sim()
+
+    def _close_sim(self) -> None:
+        sim, self._sim = self._sim, None
+        if sim is not None:
+            sim.close()

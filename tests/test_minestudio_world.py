@@ -1,0 +1,68 @@
+"""MineStudioWorld against a fake MinecraftSim that honours the real one's quirks."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import steve1_env  # noqa: F401
+from steve1_env.errors import DependencyNotInstalledError, ResetNeededError
+from steve1_env.worlds.minestudio import MineStudioWorld, make_minecraft_sim
+from tests.fakes.minestudio_sim import FakeMinecraftSim, fake_sim
+
+
+def test_seeds_build_simulators_and_same_seed_reuses_one():
+    FakeMinecraftSim.instances.clear()
+    world = MineStudioWorld(sim_factory=fake_sim)
+    a = world.reset(seed=3)
+    b = world.reset(seed=3)
+    world.reset(seed=4)
+    sims = FakeMinecraftSim.instances
+    assert [s.seed for s in sims] == [3, 4] and sims[0].resets == 2 and sims[0].closed
+    assert np.array_equal(a["pov"], b["pov"]) and a["pov"].shape == (360, 640, 3)
+    world.close()
+    world.close()
+    assert sims[1].closed
+
+
+def test_actions_are_copied_before_the_simulator_mutates_them():
+    world = MineStudioWorld(sim_factory=fake_sim)
+    world.reset(seed=0)
+    action = {"forward": 1, "camera": np.array([5.0, -3.0])}
+    world.step(action)
+    assert action["camera"].tolist() == [5.0, -3.0] and "forward" in action
+    world.close()
+
+
+def test_terminated_or_truncated_ends_the_world_episode():
+    world = MineStudioWorld(sim_factory=fake_sim, max_steps=2)
+    world.reset(seed=0)
+    assert [world.step({}).done for _ in range(2)] == [False, True]
+    with pytest.raises(ResetNeededError):
+        world.step({})
+    world.close()
+
+
+def test_simulator_exceptions_are_crashes():
+    class Exploding(FakeMinecraftSim):
+        def step(self, action):
+            raise ConnectionError("engine died")
+
+    world = MineStudioWorld(sim_factory=lambda seed, **kw: Exploding(seed=seed, **kw))
+    world.reset(seed=0)
+    result = world.step({})
+    assert result.done and "engine died" in result.info["error"]
+    world.close()
+
+
+def test_check_env_on_steve1skill_built_on_a_minestudio_world():
+    env = gym.make("Steve1Skill-v0", world="minestudio", policy="random", prompt_encoder="hash",
+                   world_kwargs={"sim_factory": fake_sim}, instruction="chop a tree", k=3,
+                   render_mode="rgb_array")  # fmt: skip
+    check_env(env.unwrapped)
+    env.close()
+
+
+def test_missing_minestudio_says_how_to_install_it():
+    with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[minestudio\]"):
+        make_minecraft_sim(seed=0)
