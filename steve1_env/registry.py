@@ -126,9 +126,11 @@ WORLDS.register("minestudio", "steve1_env.worlds.minestudio:MineStudioWorld")
 POLICIES.register("scripted", "steve1_env.agent.scripted:ScriptedPolicy")
 POLICIES.register("random", "steve1_env.agent.random_policy:RandomPolicy")
 POLICIES.register("steve1", "steve1_env.agent.native:NativeSteve1Policy")
+POLICIES.register("steve1-official", "steve1_env.agent.official:OfficialSteve1Policy")
 PROMPT_ENCODERS.register("hash", "steve1_env.prompt.hash_encoder:HashPromptEncoder")
 PROMPT_ENCODERS.register("steve1", "steve1_env.prompt.steve1_encoder:Steve1PromptEncoder")
 PROMPT_ENCODERS.register("precomputed", "steve1_env.prompt.precomputed:PrecomputedPromptEncoder")
+PROMPT_ENCODERS.register("steve1-official", "steve1_env.prompt.official:OfficialPromptEncoder")
 
 
 def register_world(name: str, factory: Factory | str, *, overwrite: bool = False) -> None:

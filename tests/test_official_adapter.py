@@ -1,0 +1,102 @@
+"""The official `steve1` package (a faithful fake): its raw call sequence fails, ours works."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from steve1_env.env import Steve1SkillEnv
+from steve1_env.errors import ConfigurationError, DependencyNotInstalledError, UnsafeFileError
+
+FAKE_PACKAGE = Path(__file__).parent / "fakes" / "steve1_package"
+
+
+@pytest.fixture
+def official(monkeypatch, tmp_path, tiny_policy_files):
+    """Puts the fake `steve1` on the path and writes its weights; yields the policy kwargs."""
+    monkeypatch.syspath_prepend(str(FAKE_PACKAGE))
+    for name in [m for m in sys.modules if m == "steve1" or m.startswith("steve1.")]:
+        monkeypatch.delitem(sys.modules, name)
+    from steve1.MineRLConditionalAgent import FakePolicy
+
+    torch.manual_seed(0)
+    torch.save(FakePolicy().state_dict(), tmp_path / "steve1.weights")
+    stub = type("Env", (), {"task": object(), "action_space": object()})()
+    yield {"weights": tmp_path / "steve1.weights", "model": tiny_policy_files["model"],
+           "env_stub": stub}  # fmt: skip
+    for name in [m for m in sys.modules if m == "steve1" or m.startswith("steve1.")]:
+        sys.modules.pop(name, None)
+
+
+def test_the_raw_upstream_call_sequence_fails_with_the_dtype_error(official):
+    from steve1.config import PRIOR_INFO
+    from steve1.data.text_alignment.vae import load_vae_model
+    from steve1.MineRLConditionalAgent import MineRLConditionalAgent
+    from steve1.utils.embed_utils import get_prior_embed
+    from steve1.utils.mineclip_agent_env_utils import load_mineclip_wconfig, make_agent
+
+    with pytest.raises(RuntimeError, match="CUDA"):
+        make_agent("2x.model", "steve1.weights", 6.0)  # hard-codes cuda and a real env
+    embed = get_prior_embed("chop a tree", load_mineclip_wconfig(), load_vae_model(PRIOR_INFO),
+                            "cpu")  # fmt: skip
+    assert embed.dtype == np.float16
+    agent = MineRLConditionalAgent(official["env_stub"], device="cpu", policy_kwargs={},
+                                   pi_head_kwargs={"temperature": 2.0})  # fmt: skip
+    agent.load_weights(str(official["weights"]))
+    assert agent.cond_scale is None  # the quirk: load_weights switched guidance off
+    agent.reset(cond_scale=6.0)
+    obs = {"pov": np.zeros((360, 640, 3), np.uint8)}
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype"):
+        agent.get_action(obs, embed)
+
+
+def test_our_adapters_run_the_same_package(official):
+    env = Steve1SkillEnv(policy="steve1-official", prompt_encoder="steve1-official",
+                         policy_kwargs=official, instruction="chop a tree", k=4,
+                         world_kwargs={"pov_shape": (72, 128)})  # fmt: skip
+    with env, torch.autocast("cpu", dtype=torch.float16):
+        obs, _ = env.reset(seed=0)
+        assert obs["goal"].dtype == np.float32 and np.isfinite(obs["goal"]).all()
+        _, _, _, _, info = env.step("")
+        assert info["steps"] == 4
+        agent = env.policy.agent
+        assert agent.cond_scale == 6.0 and agent.device == "cpu"
+        assert next(agent.policy.parameters()).dtype == torch.float32
+
+
+def test_one_official_policy_serves_one_env(official):
+    from steve1_env.agent.base import Goal
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    policy = OfficialSteve1Policy(**official)
+    goal = Goal("x", np.zeros(512, np.float32))
+    obs = {"pov": np.zeros((360, 640, 3), np.uint8)}
+    first = policy.initial_state(0)
+    policy.initial_state(1)
+    with pytest.raises(ConfigurationError, match="one env"):
+        policy.act(obs, goal, first)
+
+
+def test_an_unsafe_weight_file_is_refused_before_the_package_loads_it(official, tmp_path):
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"x": RunsCode()}, tmp_path / "evil.weights")
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    with pytest.raises(UnsafeFileError):
+        OfficialSteve1Policy(**{**official, "weights": tmp_path / "evil.weights"})
+
+
+def test_without_the_package_the_error_says_how_to_install_it(monkeypatch):
+    for name in [m for m in sys.modules if m == "steve1" or m.startswith("steve1.")]:
+        monkeypatch.delitem(sys.modules, name)
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    with pytest.raises(DependencyNotInstalledError, match="Shalev-Lifshitz/STEVE-1"):
+        OfficialSteve1Policy()
