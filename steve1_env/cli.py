@@ -87,6 +87,13 @@ def _weights(args: argparse.Namespace) -> int:
     return 0 if not bad else 1
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from steve1_env.doctor import report, run_checks
+
+    print(report(run_checks(args.dir)))
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -150,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--only", nargs="+", help="download only these file names")
     weights.add_argument("--quiet", action="store_true", help="no progress output")
     weights.set_defaults(run=_weights)
+
+    doctor = commands.add_parser(
+        "doctor", help="report what is installed and usable, with fixes for what is not"
+    )
+    doctor.add_argument("--dir", help="weights directory to check")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

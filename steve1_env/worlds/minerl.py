@@ -16,8 +16,9 @@ Install: Java 8, xvfb (``xvfb-run``), and
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -114,7 +115,7 @@ class MineRLWorld:
         self._episodes = 0
         self._done = True
         self._closed = False
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._worker = _Worker()
         self.crashes = 0
         """Crashes seen so far (for monitoring)."""
 
@@ -164,17 +165,14 @@ class MineRLWorld:
             return
         self._closed = True
         self._shutdown()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ internals
     def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        future = self._executor.submit(function, *args)
         try:
-            return future.result(timeout=self.step_timeout)
-        except concurrent.futures.TimeoutError as exc:
-            # The hung call keeps its worker thread: replace the executor, kill the world.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+            return self._worker.run(function, *args, timeout=self.step_timeout)
+        except TimeoutError as exc:
+            # The hung call keeps its (daemon) thread; later calls get a fresh one.
+            self._worker = _Worker()
             raise WorldCrashError(
                 f"MineRL did not answer within {self.step_timeout:g} s (step_timeout)."
             ) from exc
@@ -218,7 +216,7 @@ class MineRLWorld:
         if env is not None:
             # A broken world may fail to close: its processes are killed below anyway.
             with contextlib.suppress(Exception):
-                self._executor.submit(env.close).result(timeout=10.0)
+                self._worker.run(env.close, timeout=10.0)
         # Whatever this world started (Minecraft's Java and its children) goes too.
         doomed = set(self._world_processes)
         for pid in self._world_processes:
@@ -226,3 +224,31 @@ class MineRLWorld:
         self._world_processes = set()
         if doomed:
             kill_processes(doomed)
+
+
+class _Worker:
+    """Runs calls on one daemon thread, so a hung Minecraft cannot block interpreter exit."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._loop, daemon=True, name="minerl-world").start()
+
+    def _loop(self) -> None:
+        while True:
+            function, args, answer = self._jobs.get()
+            try:
+                answer.put((True, function(*args)))
+            except BaseException as exc:  # handed to the caller, who decides
+                answer.put((False, exc))
+
+    def run(self, function: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        """Returns ``function(*args)``; raises `TimeoutError` after `timeout` seconds."""
+        answer: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        self._jobs.put((function, args, answer))
+        try:
+            ok, value = answer.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if not ok:
+            raise value
+        return value
