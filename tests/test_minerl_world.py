@@ -135,3 +135,37 @@ def test_missing_minerl_says_how_to_install_it():
 
 def test_no_stray_processes_are_left_by_this_module():
     assert os.getpid() not in child_processes()
+
+
+def test_unrelated_children_started_during_a_reset_survive():
+    import subprocess
+    import sys
+
+    from tests.fakes.minerl_env import FakeMineRLEnv
+
+    class SlowFake(FakeMineRLEnv):
+        def reset(self):
+            self.other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+            return super().reset()
+
+    env = SlowFake()
+    world = MineRLWorld(env_factory=lambda env_id, **kw: env)
+    world.reset(seed=0)
+    world.close()
+    assert env.other.poll() is None  # not ours to kill
+    assert not running(env.process.pid)
+    env.other.kill()
+    assert env.other.wait() == -9  # and its exit status still belongs to its owner
+
+
+def test_a_slow_first_reset_is_not_a_hang():
+    from tests.fakes.minerl_env import FakeMineRLEnv
+
+    class SlowStart(FakeMineRLEnv):
+        def reset(self):
+            time.sleep(0.6)  # Minecraft launching
+            return super().reset()
+
+    world = MineRLWorld(env_factory=lambda env_id, **kw: SlowStart(), step_timeout=0.3)
+    assert world.reset(seed=0)["pov"].shape == (360, 640, 3)
+    world.close()

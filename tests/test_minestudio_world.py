@@ -66,3 +66,21 @@ def test_check_env_on_steve1skill_built_on_a_minestudio_world():
 def test_missing_minestudio_says_how_to_install_it():
     with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[minestudio\]"):
         make_minecraft_sim(seed=0)
+
+
+def test_reset_failures_are_crashes_and_unseeded_resets_keep_the_world():
+    from steve1_env.errors import WorldCrashError
+
+    class Broken(FakeMinecraftSim):
+        def reset(self):
+            raise RuntimeError("engine missing")
+
+    world = MineStudioWorld(sim_factory=lambda seed, **kw: Broken(seed=seed, **kw))
+    with pytest.raises(WorldCrashError, match="engine missing"):
+        world.reset(seed=1)
+    FakeMinecraftSim.instances.clear()
+    world = MineStudioWorld(sim_factory=fake_sim)
+    world.reset()
+    world.reset()
+    assert len(FakeMinecraftSim.instances) == 1 and FakeMinecraftSim.instances[0].resets == 2
+    world.close()

@@ -29,7 +29,7 @@ from steve1_env.optional import import_optional
 from steve1_env.validation import positive_int, positive_number
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep
-from steve1_env.worlds.processes import child_processes, kill_processes
+from steve1_env.worlds.processes import child_processes, command_line, kill_processes
 
 STEVE1_ENV_KWARGS: dict[str, Any] = {
     "fov_range": [70, 70],
@@ -88,6 +88,8 @@ class MineRLWorld:
         restart_every: Make a new world (new Java process) every this many episodes; None for
             only after crashes.
         step_timeout: Seconds a step may take before Minecraft counts as hung (a crash).
+        reset_timeout: Seconds creating the env or a reset may take (Minecraft starts at the
+            first reset, which takes minutes, more on a first install).
         env_kwargs: Passed to the factory.
     """
 
@@ -97,6 +99,7 @@ class MineRLWorld:
         env_factory: Callable[..., Any] | None = None,
         restart_every: int | None = None,
         step_timeout: float = 120.0,
+        reset_timeout: float = 1800.0,
         **env_kwargs: Any,
     ) -> None:
         if not isinstance(env_id, str) or not env_id:
@@ -108,6 +111,7 @@ class MineRLWorld:
             None if restart_every is None else positive_int(restart_every, "restart_every")
         )
         self.step_timeout = positive_number(step_timeout, "step_timeout")
+        self.reset_timeout = positive_number(reset_timeout, "reset_timeout")
         self._factory = env_factory or make_minerl_env
         self._env_kwargs = env_kwargs
         self._env: Any = None
@@ -127,16 +131,12 @@ class MineRLWorld:
         due = self.restart_every is not None and self._episodes >= self.restart_every
         if self._env is None or due:
             self._restart()
-        if seed is not None:
-            self._env.seed(int(seed))  # before every reset: MineRL's reset clears the seed
         try:
-            obs = self._tracked(self._env.reset)
+            obs = self._tracked(_seeded_reset, self._env, seed)
         except WorldCrashError:
             self.crashes += 1
             self._restart()
-            if seed is not None:
-                self._env.seed(int(seed))
-            obs = self._tracked(self._env.reset)
+            obs = self._tracked(_seeded_reset, self._env, seed)
         self._episodes += 1
         self._done = False
         return minerl_observation(obs)
@@ -167,27 +167,27 @@ class MineRLWorld:
         self._shutdown()
 
     # ------------------------------------------------------------ internals
-    def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+    def _call(self, function: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        timeout = self.step_timeout if timeout is None else timeout
         try:
-            return self._worker.run(function, *args, timeout=self.step_timeout)
+            return self._worker.run(function, *args, timeout=timeout)
         except TimeoutError as exc:
             # The hung call keeps its (daemon) thread; later calls get a fresh one.
             self._worker = _Worker()
-            raise WorldCrashError(
-                f"MineRL did not answer within {self.step_timeout:g} s (step_timeout)."
-            ) from exc
+            raise WorldCrashError(f"MineRL did not answer within {timeout:g} s.") from exc
         except WorldCrashError:
             raise
         except Exception as exc:
             raise WorldCrashError(f"MineRL failed: {type(exc).__name__}: {exc}") from exc
 
     def _tracked(self, function: Callable[..., Any], *args: Any) -> Any:
-        # Minecraft starts on the first reset: remember the processes that appear meanwhile.
+        # Minecraft starts on the first reset: remember the Java processes that appear meanwhile
+        # (only those: other code may start children of its own at the same time).
         before = child_processes()
         try:
-            return self._call(function, *args)
+            return self._call(function, *args, timeout=self.reset_timeout)
         finally:
-            self._world_processes |= child_processes() - before
+            self._world_processes |= _java(child_processes() - before)
 
     def _crashed(self, error: str) -> WorldStep:
         self.crashes += 1
@@ -217,13 +217,25 @@ class MineRLWorld:
             # A broken world may fail to close: its processes are killed below anyway.
             with contextlib.suppress(Exception):
                 self._worker.run(env.close, timeout=10.0)
-        # Whatever this world started (Minecraft's Java and its children) goes too.
-        doomed = set(self._world_processes)
-        for pid in self._world_processes:
+        # Minecraft's Java and its children go too; a recorded pid that is no longer our
+        # descendant (ended, and maybe reused) is left alone.
+        ours = child_processes()
+        doomed = self._world_processes & ours
+        for pid in list(doomed):
             doomed |= child_processes(pid)
         self._world_processes = set()
         if doomed:
             kill_processes(doomed)
+
+
+def _seeded_reset(env: Any, seed: int | None) -> Any:
+    if seed is not None:
+        env.seed(int(seed))  # before every reset: MineRL's reset clears the seed
+    return env.reset()
+
+
+def _java(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if "java" in command_line(pid).lower()}
 
 
 class _Worker:

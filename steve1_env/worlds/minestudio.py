@@ -71,12 +71,24 @@ class MineStudioWorld:
         """Starts an episode; a seed other than the current one builds a new simulator."""
         if self._closed:
             raise ResetNeededError("This MineStudioWorld was closed; create a new one.")
-        wanted = 0 if seed is None else int(seed)
-        if self._sim is None or wanted != self._seed:
+        if seed is not None:
+            wanted = int(seed)
+        elif self._sim is not None and self._seed is not None:
+            wanted = self._seed  # no seed asked for: keep the current simulator
+        else:
+            wanted = int(np.random.default_rng().integers(2**31))
+        try:
+            if self._sim is None or wanted != self._seed:
+                # A new seed means a new simulator (a new Minecraft launch): its cost is that.
+                self._close_sim()
+                self._sim = self._factory(seed=wanted, **self._kwargs)
+                self._seed = wanted
+            obs, info = self._sim.reset()  # no seed argument: it was given at construction
+        except Exception as exc:
             self._close_sim()
-            self._sim = self._factory(seed=wanted, **self._kwargs)
-            self._seed = wanted
-        obs, info = self._sim.reset()  # no seed argument: it was given at construction
+            raise WorldCrashError(
+                f"MineStudio failed to reset: {type(exc).__name__}: {exc}"
+            ) from exc
         self._done = False
         return minestudio_observation(obs, info)
 

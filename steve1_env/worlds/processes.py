@@ -55,14 +55,22 @@ def _signal(pid: int, sig: int) -> bool:
         return False
 
 
-def _running(pid: int) -> bool:
+def command_line(pid: int) -> str:
+    """Returns a process's command line ('' if it is gone)."""
     try:
-        # Reap it if it is our child; a zombie counts as gone.
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
+        return (
+            (Path("/proc") / str(pid) / "cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode("utf-8", "replace")
+        )
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    # Never waitpid here: the process may belong to a Popen whose owner wants its exit status.
+    # A zombie counts as gone.
     try:
         state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
