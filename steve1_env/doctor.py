@@ -6,10 +6,12 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from steve1_env.weights import OFFICIAL_FILES, weights_dir
+from steve1_env.download import read_checksums
+from steve1_env.weights import KNOWN_MD5, OFFICIAL_FILES, file_digests, weights_dir
 
 
 @dataclass(frozen=True)
@@ -73,18 +75,47 @@ def run_checks(directory: str | Path | None = None) -> list[Check]:
          "git clone https://github.com/Shalev-Lifshitz/STEVE-1 && pip install -e STEVE-1"),
     ):  # fmt: skip
         found = _module(module)
-        checks.append(Check(name, found, "installed" if found else "not installed",
-                            "" if found else fix))  # fmt: skip
+        problem = _import_problem(module) if found else "not installed"
+        checks.append(Check(name, problem is None, problem or "installed and importable",
+                            "" if problem is None else fix))  # fmt: skip
     folder = weights_dir(directory)
-    recorded_path = folder / "checksums.json"
+    recorded = read_checksums(folder)
     for name in OFFICIAL_FILES.values():
-        present = (folder / name).is_file()
-        detail = f"{folder / name}" if present else f"missing from {folder}"
-        if present and not recorded_path.is_file() and name != "attn.pth":
-            detail += " (no recorded checksum: `steve1-env weights verify` checks what it can)"
-        checks.append(Check(f"weights: {name}", present, detail,
-                            "" if present else "steve1-env weights download"))  # fmt: skip
+        path = folder / name
+        if not path.is_file():
+            checks.append(Check(f"weights: {name}", False, f"missing from {folder}",
+                                "steve1-env weights download"))  # fmt: skip
+            continue
+        digests = file_digests(path)
+        expected_md5, expected_sha = KNOWN_MD5.get(name), recorded.get(name)
+        corrupt = (expected_md5 and digests["md5"] != expected_md5) or (
+            expected_sha and digests["sha256"] != expected_sha
+        )
+        if corrupt:
+            detail, fix = (
+                "checksum mismatch",
+                f"delete {path} and run `steve1-env weights download`",
+            )
+        elif expected_md5 or expected_sha:
+            detail, fix = "verified", ""
+        else:
+            detail, fix = "present, no checksum to compare", ""
+        checks.append(Check(f"weights: {name}", not corrupt, f"{path} ({detail})", fix))
     return checks
+
+
+def _import_problem(module: str) -> str | None:
+    """Imports `module` in a fresh interpreter; returns the error's last line, or None."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        return "importing it took over 2 minutes"
+    if result.returncode == 0:
+        return None
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return f"installed but fails to import: {lines[-1] if lines else 'unknown error'}"
 
 
 def report(checks: list[Check]) -> str:

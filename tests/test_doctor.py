@@ -29,7 +29,8 @@ def test_doctor_reports_java_xvfb_and_weights(tmp_path, monkeypatch):
     checks = by_name(run_checks(weights))
     assert checks["java (MineRL)"].ok and "1.8.0_392" in checks["java (MineRL)"].detail
     assert checks["xvfb-run (MineRL)"].ok
-    assert checks["weights: 2x.model"].ok and not checks["weights: attn.pth"].ok
+    assert checks["weights: 2x.model"].ok and "no checksum" in checks["weights: 2x.model"].detail
+    assert not checks["weights: attn.pth"].ok
     assert checks["weights: attn.pth"].fix == "steve1-env weights download"
     assert not checks["MineRL"].ok and "minerl@v1.0.2" in checks["MineRL"].fix
 
@@ -41,3 +42,15 @@ def test_doctor_flags_a_java_that_is_not_8(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "-- java (MineRL)              version 17.0.15" in out and "needs Java 8" in out
     assert "-- xvfb-run (MineRL)          not found" in out
+
+
+def test_doctor_catches_corrupt_weights_and_broken_packages(tmp_path, monkeypatch):
+    (tmp_path / "attn.pth").write_bytes(b"not mineclip")
+    broken = tmp_path / "pkgs" / "minestudio"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("import minedojo_is_missing\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "pkgs"))
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    checks = by_name(run_checks(tmp_path))
+    assert not checks["weights: attn.pth"].ok and "mismatch" in checks["weights: attn.pth"].detail
+    assert not checks["MineStudio"].ok and "minedojo_is_missing" in checks["MineStudio"].detail

@@ -100,3 +100,17 @@ def test_without_the_package_the_error_says_how_to_install_it(monkeypatch):
 
     with pytest.raises(DependencyNotInstalledError, match="Shalev-Lifshitz/STEVE-1"):
         OfficialSteve1Policy()
+
+
+def test_prefixed_weights_load_and_foreign_ones_are_refused(official, tmp_path):
+    from steve1_env.agent.official import OfficialSteve1Policy
+    from steve1_env.errors import WeightsError
+
+    state = torch.load(official["weights"])
+    torch.save({"module.policy." + k: v for k, v in state.items()}, tmp_path / "ddp.weights")
+    policy = OfficialSteve1Policy(**{**official, "weights": tmp_path / "ddp.weights"})
+    loaded = policy.agent.policy.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    torch.save({"something.else": torch.zeros(1)}, tmp_path / "other.weights")
+    with pytest.raises(WeightsError, match="lacks 6 of the official policy's weights"):
+        OfficialSteve1Policy(**{**official, "weights": tmp_path / "other.weights"})

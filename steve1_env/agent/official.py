@@ -2,9 +2,10 @@
 
 It applies the call-side fixes the official code needs: the agent is built without launching
 Minecraft (its constructor only inspects ``env.task`` and ``env.action_space``) and on the
-device asked for (``make_agent`` hard-codes CUDA); ``reset(cond_scale)`` is called after
-``load_weights`` (which switches guidance off); the policy is kept float32 and called with
-autocast disabled and a float32 goal. The `.model` file is read with our safe loader.
+device asked for (``make_agent`` hard-codes CUDA); the weights are read with our safe loader
+(the agent's ``load_weights`` uses plain ``torch.load`` and ``strict=False``, then switches
+guidance off) and ``reset(cond_scale)`` follows; the policy is kept float32 and called with
+autocast disabled and a float32 goal. The `.model` file is read with our safe loader too.
 
 The official agent keeps its recurrent state inside itself, so one instance serves one env.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env import precision
-from steve1_env.errors import ConfigurationError
+from steve1_env.errors import ConfigurationError, WeightsError
 from steve1_env.optional import import_optional
 from steve1_env.weights import load_model_file, load_state_dict, locate, weights_dir
 from steve1_env.worlds.actions import AGENT_BUTTON_KEYS, canonical_action
@@ -79,7 +80,7 @@ class OfficialSteve1Policy:
             weights_path = locate("policy", directory)
         model_path = Path(model) if model else locate("model", directory)
         spec = load_model_file(model_path)  # never plain pickle: the safe loader
-        load_state_dict(weights_path)  # refuses a file that would run code before torch sees it
+        state = load_state_dict(weights_path)  # weights_only, prefixes stripped
         self.device = device
         self.cond_scale = float(cond_scale)
         self.agent = agent_module.MineRLConditionalAgent(
@@ -88,9 +89,18 @@ class OfficialSteve1Policy:
             policy_kwargs=spec.policy_kwargs,
             pi_head_kwargs={"temperature": float(spec.pi_head_kwargs.get("temperature", 2.0))},
         )
-        self.agent.load_weights(str(weights_path))
+        # Loaded here rather than by the agent's load_weights, whose plain torch.load is unsafe
+        # and whose strict=False would silently skip misnamed keys.
+        expected = self.agent.policy.state_dict()
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise WeightsError(
+                f"{weights_path} lacks {len(missing)} of the official policy's weights (e.g. "
+                f"{', '.join(missing[:5])}); is it a STEVE-1 weight file?"
+            )
+        self.agent.policy.load_state_dict({k: state[k] for k in expected}, strict=True)
         self.agent.policy.float()
-        self.agent.reset(cond_scale=self.cond_scale)  # load_weights switched guidance off
+        self.agent.reset(cond_scale=self.cond_scale)  # the agent's own loader would reset it
         self._episode: object | None = None
 
     def initial_state(self, seed: int) -> object:
