@@ -16,6 +16,16 @@ from steve1_env.worlds.base import WorldStep
 from steve1_env.worlds.synthetic import SyntheticWorld
 
 
+def offline_env(**kwargs):
+    """A `Steve1SkillEnv` on the offline stack (small synthetic frames, scripted, hash)."""
+    from steve1_env.env import Steve1SkillEnv
+
+    kwargs.setdefault("world_kwargs", {"pov_shape": (64, 64)})
+    kwargs.setdefault("policy", "scripted")
+    kwargs.setdefault("prompt_encoder", "hash")
+    return Steve1SkillEnv(**kwargs)
+
+
 class ScriptedWorld:
     """A world double whose `step` follows a script: healthy, then done, error or raise."""
 

@@ -16,18 +16,12 @@ from steve1_env.errors import (
 from steve1_env.success import custom
 from steve1_env.tasks.prompts import PAPER_PROMPTS
 from tests.conftest import FunctionPolicy, ScriptedWorld
+from tests.conftest import offline_env as make
 
 INFO_KEYS = {
     "is_success", "steps", "reason", "detector", "detector_spec", "instruction", "inventory",
     "attempt_steps", "total_steps", "high_level_steps",
 }  # fmt: skip
-
-
-def make(**kwargs):
-    kwargs.setdefault("world_kwargs", {"pov_shape": (64, 64)})
-    kwargs.setdefault("policy", "scripted")
-    kwargs.setdefault("prompt_encoder", "hash")
-    return Steve1SkillEnv(**kwargs)
 
 
 # ---------------------------------------------------------------- instructions

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import steve1_env
-from steve1_env.env import REASONS, Steve1SkillEnv
+from steve1_env.env import REASONS
 from steve1_env.errors import (
     DetectorError,
     InvalidInstructionError,
@@ -20,13 +20,7 @@ from steve1_env.errors import (
 from steve1_env.instructions import InstructionSpace
 from steve1_env.success import DEFAULT_DETECTORS, InventoryDelta, TravelDistance, custom
 from tests.conftest import CountingEncoder, FunctionPolicy, ScriptedWorld
-
-
-def make(**kwargs):
-    kwargs.setdefault("world_kwargs", {"pov_shape": (64, 64)})
-    kwargs.setdefault("policy", "scripted")
-    kwargs.setdefault("prompt_encoder", "hash")
-    return Steve1SkillEnv(**kwargs)
+from tests.conftest import offline_env as make
 
 
 def test_success_on_the_tick_the_world_ends_still_terminates():
