@@ -110,18 +110,20 @@ class Steve1PromptEncoder:
                 Steve1EnvWarning,
                 stacklevel=2,
             )
-            self._digests = None
+            self._weight_files: tuple[Path, Path] | None = None
         else:
             self._tower = None  # loaded on the first instruction the disk cache lacks
             directory = weights_dir(weights)
             self._mineclip_path = Path(mineclip) if mineclip else locate("mineclip", directory)
             prior_path = Path(prior) if prior else locate("prior", directory)
             self.prior = self._load_prior(prior_path)
-            self._digests = (file_digest(self._mineclip_path), file_digest(prior_path))
+            # Hashed only if the disk cache needs them (a first hash reads 600 MB).
+            self._weight_files = (self._mineclip_path, prior_path)
         self.text_config = config
         self.prior.to(self.device).eval().requires_grad_(False)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._lock = threading.RLock()
+        self._weight_digests: tuple[str, ...] | None = None
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._latent: torch.Tensor | None = None
         self.text_tower_calls = 0
@@ -258,13 +260,15 @@ class Steve1PromptEncoder:
 
     # ------------------------------------------------------------- disk cache
     def _disk_key(self, instruction: str) -> str | None:
-        if self.cache_dir is None or self._digests is None or self.sample:
+        if self.cache_dir is None or self._weight_files is None or self.sample:
             return None
+        if self._weight_digests is None:
+            self._weight_digests = tuple(file_digest(path) for path in self._weight_files)
         fields = {
             "format": DISK_CACHE_FORMAT,
             "instruction": instruction,
-            "mineclip_sha256": self._digests[0],
-            "prior_sha256": self._digests[1],
+            "mineclip_sha256": self._weight_digests[0],
+            "prior_sha256": self._weight_digests[1],
             "text_config": dataclasses.asdict(self.text_config),
             "latent": "zeros",
         }
