@@ -53,6 +53,7 @@ from steve1_env.validation import frame_shape, non_empty_list, positive_int
 from steve1_env.worlds.base import World, WorldObs
 
 EMBEDDING_CACHE_SIZE = 1024
+RESET_OPTIONS = ("instruction", "success")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a high-level step ended (``info["reason"]``; None after `reset`)."""
 
@@ -108,6 +109,8 @@ class Steve1SkillEnv(gym.Env):
             `instructions` nor `instruction` is given.
         k: Low-level step budget of one high-level step.
         max_low_level_steps: Episode cap on low-level steps (truncates); None for no cap.
+            Both `k` and this are read at every step, so they may be changed between
+            episodes (the evaluation runner sets each task's budget this way).
         success: Success detectors: None for the defaults of the paper's tasks, one detector
             (or callable ``(start_obs, obs, steps) -> bool``) for all instructions, or a mapping
             instruction -> detector (falling back to the defaults).
@@ -178,6 +181,7 @@ class Steve1SkillEnv(gym.Env):
             limit = self.max_instruction_length
             self.skills = [s for s in PAPER_PROMPTS.values() if len(s) <= limit]
         self._detector_for = resolve_detectors(success)
+        self._episode_detector_for = self._detector_for
         self.device = _check_device(device)
 
         if face == "text":
@@ -279,7 +283,10 @@ class Steve1SkillEnv(gym.Env):
         Args:
             seed: Seeds the env's RNG, from which the world seed, the policy's sampling seed and
                 any sampled instruction are drawn.
-            options: ``{"instruction": str}`` to pursue from the start.
+            options: ``"instruction"``: the text to pursue from the start. ``"success"``:
+                success detectors for this episode only, in any form the ``success=``
+                argument takes (one detector for every instruction, or a mapping instruction
+                -> detector); instructions it does not cover keep the env's detectors.
 
         Returns:
             The first observation and an info dict with the same keys `step` reports.
@@ -293,13 +300,15 @@ class Steve1SkillEnv(gym.Env):
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
         options = dict(options or {})
-        unknown = sorted(set(options) - {"instruction"})
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
         if unknown:
             raise ConfigurationError(
-                f"Unknown reset option(s) {unknown}; the only option is 'instruction'."
+                f"Unknown reset option(s) {unknown}; the options are {', '.join(RESET_OPTIONS)}."
             )
         given = options.get("instruction")
         given = None if given is None else self._checked(given)
+        # This episode's detectors: the option's first, then the env's own.
+        self._episode_detector_for = resolve_detectors(options.get("success"), self._detector_for)
         super().reset(seed=seed)
         instruction = self._initial_instruction(given)
         world_seed = int(self.np_random.integers(2**31 - 1))
@@ -473,7 +482,7 @@ class Steve1SkillEnv(gym.Env):
         if self._world_obs is None:
             raise ResetNeededError("Call reset() before pursuing an instruction.")
         self._goal = Goal(instruction, self.goal_embedding(instruction))
-        self._detector = self._detector_for(instruction)
+        self._detector = self._episode_detector_for(instruction)
         if self._detector is None and instruction not in self._warned_undetectable:
             self._warned_undetectable.add(instruction)
             kinds = matching_kinds(instruction)

@@ -67,5 +67,17 @@ class InvalidObservationError(Steve1EnvError, ValueError):
     """A world returned an observation that breaks the MineRL format (``pov`` and friends)."""
 
 
+class TaskSpecError(ConfigurationError):
+    """A task file or task set is malformed; the message names the file, task and field."""
+
+
+class ResultsError(Steve1EnvError, ValueError):
+    """A results file or run directory cannot be read or does not fit the run resuming it."""
+
+
+class EvaluationError(Steve1EnvError, RuntimeError):
+    """A trial failed for a reason other than a world crash, so the evaluation stopped."""
+
+
 class Steve1EnvWarning(UserWarning):
     """Base class of the warnings `steve1_env` emits, so they can be filtered as one."""

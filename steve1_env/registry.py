@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
 from steve1_env.errors import ConfigurationError, UnknownNameError
 
 Factory = Callable[..., Any]
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Registry:
@@ -66,10 +68,16 @@ class Registry:
     def factory(self, name: str) -> Factory:
         """Returns the factory registered under `name`, importing it if needed.
 
+        A name that is not registered but reads ``"package.module:factory"`` is imported.
+
         Raises:
             UnknownNameError: If the name is not registered; the message suggests close names.
         """
         if name not in self._factories:
+            if isinstance(name, str) and _IMPORT_PATH.match(name):
+                # "package.module:factory" needs no registration, so worker processes and Ray
+                # actors, which start without the caller's registrations, can build it.
+                return self._imported(name)
             raise UnknownNameError(self._unknown_message(name))
         entry = self._factories[name]
         if isinstance(entry, str):
@@ -77,6 +85,19 @@ class Registry:
             entry = getattr(importlib.import_module(module_name), attribute)
             self._factories[name] = entry
         return entry
+
+    def _imported(self, path: str) -> Factory:
+        module_name, _, attribute = path.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise UnknownNameError(
+                f"The {self.kind} {path!r} looks like an import path but cannot be imported "
+                f"({type(exc).__name__}: {exc}). Check the module is importable here."
+            ) from exc
+        if not callable(factory):
+            raise ConfigurationError(f"The {self.kind} factory {path!r} is not callable.")
+        return factory
 
     def make(self, name: str, /, **kwargs: Any) -> Any:
         """Builds the component registered under `name` with `kwargs`.
@@ -110,7 +131,8 @@ class Registry:
         return (
             f"Unknown {self.kind} {name!r}.{hint} Known {self.plural}: "
             f"{', '.join(known) or '(none)'}. Register your own with "
-            f"{self.register_hint}(name, factory)."
+            f"{self.register_hint}(name, factory), or pass an import path "
+            "'package.module:factory'."
         )
 
 

@@ -431,22 +431,27 @@ DetectorSpec = (
 )
 
 
+DetectorLookup = Callable[[str], SuccessDetector | None]
+
+
 def resolve_detectors(
-    spec: DetectorSpec,
-) -> Callable[[str], SuccessDetector | None]:
+    spec: DetectorSpec, fallback: DetectorLookup = detector_for
+) -> DetectorLookup:
     """Turns the env's ``success=`` argument into an instruction -> detector lookup.
 
     Args:
-        spec: None for the defaults (`detector_for`); one detector or callable for every
-            instruction; or a mapping instruction -> detector, consulted first (instructions
-            compared case- and whitespace-insensitively) with the defaults as fallback.
+        spec: None for `fallback`; one detector or callable for every instruction; or a
+            mapping instruction -> detector, consulted first (instructions compared case- and
+            whitespace-insensitively) with `fallback` for the rest.
+        fallback: The lookup for instructions `spec` does not cover (default: the defaults of
+            the paper's tasks, `detector_for`).
     """
     if spec is None:
-        return detector_for
+        return fallback
     if isinstance(spec, Mapping):
         table = {normalize_instruction(str(k)): as_detector(v) for k, v in spec.items()}
         return lambda instruction: (
-            table.get(normalize_instruction(instruction)) or detector_for(instruction)
+            table.get(normalize_instruction(instruction)) or fallback(instruction)
         )
     single = as_detector(spec)
     return lambda instruction: single

@@ -12,6 +12,7 @@ import pytest
 import steve1_env
 from steve1_env.env import REASONS
 from steve1_env.errors import (
+    ConfigurationError,
     DetectorError,
     InvalidInstructionError,
     InvalidObservationError,
@@ -259,3 +260,25 @@ def test_custom_detector_is_named_in_info():
     with make(instruction="get dirt", success=custom(lambda s, o, n: n >= 2, "two"), k=9) as env:
         env.reset(seed=0)
         assert env.step("")[-1]["detector"] == "two"
+
+
+def test_reset_option_success_sets_this_episodes_detector():
+    from steve1_env.success import InventoryDelta
+
+    never = InventoryDelta("diamond", 1, name="diamond")
+    with make(instruction="chop a tree", k=300) as env:
+        env.reset(seed=0, options={"success": never})
+        _, _, _, _, info = env.step("")
+        assert info["detector_spec"] == "diamond" and not info["is_success"]
+        # The next episode is back to the env's own detectors.
+        env.reset(seed=0)
+        _, _, _, _, info = env.step("")
+        assert info["detector_spec"] == "wood" and info["is_success"]
+        # A mapping covers its instructions; others keep the defaults.
+        env.reset(seed=0, options={"success": {"get dirt": never}})
+        _, _, _, _, info = env.step("get dirt")
+        assert info["detector_spec"] == "diamond"
+        _, _, _, _, info = env.step("chop a tree")
+        assert info["detector_spec"] == "wood"
+        with pytest.raises(ConfigurationError, match="options are instruction, success"):
+            env.reset(options={"instructions": "x"})

@@ -51,3 +51,13 @@ def test_user_registered_world_and_policy_reach_the_env():
         env.reset(seed=0)
         assert env.world.size == 32 and env.render() is None
         assert env.step("")[-1]["steps"] == 3
+
+
+def test_import_paths_need_no_registration():
+    # Worker processes and Ray actors build components from such paths.
+    world = WORLDS.make("steve1_env.worlds.synthetic:SyntheticWorld", size=16)
+    assert isinstance(world, SyntheticWorld)
+    with pytest.raises(UnknownNameError, match="cannot be imported"):
+        WORLDS.make("steve1_env.worlds.synthetic:NoSuchWorld")
+    with pytest.raises(UnknownNameError, match="or pass an import path"):
+        WORLDS.make("no_such_world")
