@@ -1,0 +1,239 @@
+"""Success detectors written as data, as task files hold them.
+
+A detector config is either a skill kind (``"wood"``: that skill's default detector), the word
+``"default"`` (the default detector of the task's instruction), or a mapping with a ``type``::
+
+    {type: inventory, items: "*_log", count: 1}
+    {type: counter, counter: mine_block, items: ["*leaves"], count: 1}
+    {type: travel, distance: 20}
+    {type: depth, depth: 3}
+    {type: looking_up, max_pitch: -60, require_sky: true}
+    {type: observation, path: life_stats.air, op: "<", value: 300, required: true}
+    {type: any_of, parts: [<config>, ...]}
+    {type: all_of, parts: [<config>, ...]}
+    {type: custom, function: "my_package.detectors:reached_village"}
+
+Configs stay plain data until a worker builds them, so they travel to worker processes and
+Ray actors as they are.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from steve1_env import success
+from steve1_env.errors import DetectorError, TaskSpecError
+
+FieldPath = tuple[str | int, ...]
+
+
+class DetectorConfigError(TaskSpecError):
+    """A detector config is invalid at `path` (relative to the config)."""
+
+    def __init__(self, path: FieldPath, message: str) -> None:
+        super().__init__(f"{format_path(path) or 'success'}: {message}")
+        self.path = path
+        self.message = message
+
+
+def format_path(path: FieldPath) -> str:
+    """Returns ``("parts", 1, "count")`` as ``parts[1].count``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _items(value: Any) -> bool:
+    return (isinstance(value, str) and bool(value)) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+    )
+
+
+# type -> field -> (required, check, what the check expects)
+_FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
+    "inventory": {
+        "items": (True, _items, "an item name or pattern, or a list of them ('*_log')"),
+        "count": (False, _number, "a positive number"),
+    },
+    "counter": {
+        "counter": (True, lambda v: isinstance(v, str) and bool(v), "a counter key (mine_block)"),
+        "items": (True, _items, "an item name or pattern, or a list of them"),
+        "count": (False, _number, "a positive number"),
+    },
+    "travel": {"distance": (True, _number, "a distance in blocks")},
+    "depth": {"depth": (True, _number, "a depth in blocks")},
+    "looking_up": {
+        "max_pitch": (False, _number, "a pitch in degrees in [-90, 0]"),
+        "require_sky": (False, lambda v: isinstance(v, bool), "true or false"),
+    },
+    "observation": {
+        "path": (True, lambda v: isinstance(v, str) and bool(v), "a dotted path (life_stats.air)"),
+        "op": (True, lambda v: isinstance(v, str), "one of < <= > >= == !="),
+        "value": (True, lambda v: v is None or isinstance(v, str | int | float | bool), "a value"),
+        "required": (False, lambda v: isinstance(v, bool), "true or false"),
+    },
+    "any_of": {"parts": (True, lambda v: isinstance(v, list) and bool(v), "a list of detectors")},
+    "all_of": {"parts": (True, lambda v: isinstance(v, list) and bool(v), "a list of detectors")},
+    "custom": {
+        "function": (
+            True,
+            lambda v: isinstance(v, str) and v.count(":") == 1,
+            "an import path 'module:function'",
+        ),
+    },
+}
+DETECTOR_TYPES = tuple(_FIELDS)
+"""The ``type`` values a detector config may have."""
+
+
+def _suggest(value: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_detector_config(config: Any, path: FieldPath = ()) -> None:
+    """Checks a detector config without building it.
+
+    Raises:
+        DetectorConfigError: Naming the field (``parts[1].count``) and what it expected.
+    """
+    if isinstance(config, str):
+        if config != "default" and config not in success.DEFAULT_DETECTORS:
+            kinds = sorted(success.DEFAULT_DETECTORS)
+            raise DetectorConfigError(
+                path,
+                f"unknown skill {config!r}.{_suggest(config, kinds)} A detector is a skill kind "
+                f"({', '.join(kinds)}), 'default', or a mapping with a type "
+                f"({', '.join(DETECTOR_TYPES)}).",
+            )
+        return
+    if not isinstance(config, Mapping):
+        raise DetectorConfigError(
+            path,
+            f"expected a skill kind such as 'wood' or a mapping such as "
+            f"{{type: inventory, items: '*_log'}}, got {type(config).__name__} {config!r}.",
+        )
+    kind = config.get("type")
+    if kind is None:
+        raise DetectorConfigError(
+            (*path, "type"), f"missing; one of {', '.join(DETECTOR_TYPES)} is needed."
+        )
+    if kind not in _FIELDS:
+        raise DetectorConfigError(
+            (*path, "type"),
+            f"unknown detector type {kind!r}.{_suggest(str(kind), DETECTOR_TYPES)} Known types: "
+            f"{', '.join(DETECTOR_TYPES)}.",
+        )
+    spec = _FIELDS[kind]
+    for key in config:
+        if key not in spec and key not in ("type", "name"):
+            raise DetectorConfigError(
+                (*path, key),
+                f"not a field of a {kind} detector.{_suggest(str(key), list(spec))} Its fields: "
+                f"{', '.join(['name', *spec])}.",
+            )
+    if "name" in config and not (isinstance(config["name"], str) and config["name"]):
+        raise DetectorConfigError((*path, "name"), "must be a non-empty string.")
+    for key, (required, check, expected) in spec.items():
+        if key not in config:
+            if required:
+                raise DetectorConfigError((*path, key), f"missing; expected {expected}.")
+            continue
+        if not check(config[key]):
+            raise DetectorConfigError((*path, key), f"expected {expected}, got {config[key]!r}.")
+    if kind in ("any_of", "all_of"):
+        for index, part in enumerate(config["parts"]):
+            check_detector_config(part, (*path, "parts", index))
+
+
+def _import_function(target: str, path: FieldPath) -> Callable[..., bool]:
+    module_name, _, attribute = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise DetectorConfigError(
+            path,
+            f"cannot import {target!r} ({type(exc).__name__}: {exc}). Make the module importable "
+            "(installed, or on PYTHONPATH) in every process that evaluates.",
+        ) from exc
+    if not callable(function):
+        raise DetectorConfigError(path, f"{target!r} is not callable.")
+    return function
+
+
+def build_detector(config: Any, instruction: str, path: FieldPath = ()) -> success.SuccessDetector:
+    """Builds the detector a config describes.
+
+    Args:
+        config: A detector config (see the module docstring); None means ``"default"``.
+        instruction: The instruction judged, for ``"default"``.
+        path: Where the config sits, for error messages.
+
+    Raises:
+        DetectorConfigError: If the config is invalid, or ``"default"`` is asked for an
+            instruction that has no default detector.
+    """
+    if config is None:
+        config = "default"
+    check_detector_config(config, path)
+    if isinstance(config, str):
+        detector = (
+            success.detector_for(instruction)
+            if config == "default"
+            else success.DEFAULT_DETECTORS[config]
+        )
+        if detector is None:
+            raise DetectorConfigError(
+                path,
+                f"no default detector is known for {instruction!r}; give one, e.g. "
+                "success: {type: inventory, items: '*_log'} or a skill kind such as 'wood'.",
+            )
+        return detector
+    kind = config["type"]
+    options = {key: value for key, value in config.items() if key != "type"}
+    try:
+        return _build(kind, options, instruction, path)
+    except DetectorError as exc:  # the detector's own range checks
+        raise DetectorConfigError(path, str(exc)) from exc
+
+
+def _build(
+    kind: str, options: dict[str, Any], instruction: str, path: FieldPath
+) -> success.SuccessDetector:
+    name = options.pop("name", "")
+    if kind == "inventory":
+        return success.InventoryDelta(options["items"], options.get("count", 1), name)
+    if kind == "counter":
+        return success.CounterDelta(
+            options["counter"], options["items"], options.get("count", 1), name
+        )
+    if kind == "travel":
+        return success.TravelDistance(options["distance"], name)
+    if kind == "depth":
+        return success.DepthDug(options["depth"], name)
+    if kind == "looking_up":
+        return success.LookingUp(
+            options.get("max_pitch", -60.0), options.get("require_sky", True), name
+        )
+    if kind == "observation":
+        return success.ObservationValue(
+            options["path"], options["op"], options["value"], options.get("required", True), name
+        )
+    if kind in ("any_of", "all_of"):
+        parts = [
+            build_detector(part, instruction, (*path, "parts", index))
+            for index, part in enumerate(options["parts"])
+        ]
+        combine = success.any_of if kind == "any_of" else success.all_of
+        return combine(*parts, name=name)
+    function = _import_function(options["function"], (*path, "function"))
+    return success.custom(function, name)
