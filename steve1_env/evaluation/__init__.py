@@ -1,0 +1,1 @@
+"""Evaluation: run task sets many times, store each trial's result, and report success rates."""

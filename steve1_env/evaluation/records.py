@@ -1,0 +1,192 @@
+"""What one evaluation trial is (`TrialSpec`) and what it produced (`TrialRecord`).
+
+A trial is one episode: one instruction of one task, pursued from one seed until the success
+detector fires, the world ends or the low-level step budget runs out. Records are plain JSON,
+one per line of the results file, so they survive crashes and can be read by any tool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from steve1_env.errors import ResultsError
+
+RECORD_SCHEMA = 1
+"""Version of the JSON layout of `TrialRecord`; bumped when fields change meaning."""
+
+OUTCOMES = ("success", "failure", "crash")
+"""A trial's outcome. ``crash``: the world kept crashing, so the skill was never judged."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial to run: everything a worker needs besides the run's shared settings.
+
+    Args:
+        task: The task's name.
+        instruction: The text the skill pursues.
+        instruction_index: Position of `instruction` among the task's instructions.
+        trial: Index of this trial among the task's trials (0-based).
+        seed: Episode seed given to ``env.reset``.
+        max_steps: Low-level step budget of the episode.
+        detector: The task's success-detector config (as in the task file).
+        world_options: Keyword arguments for the world, merged over the run's.
+    """
+
+    task: str
+    instruction: str
+    instruction_index: int
+    trial: int
+    seed: int
+    max_steps: int
+    detector: Any = None
+    world_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identifies the trial in a results file: ``task/instruction_index/trial``."""
+        return trial_key(self.task, self.instruction_index, self.trial)
+
+
+def trial_key(task: str, instruction_index: int, trial: int) -> str:
+    """Returns the key that identifies a trial in a results file."""
+    return f"{task}/{instruction_index}/{trial}"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """The result of one trial, as stored in one line of ``results.jsonl``.
+
+    Attributes:
+        task: The task's name.
+        instruction: The instruction pursued.
+        instruction_index: Its position among the task's instructions.
+        trial: The trial's index within the task.
+        seed: The episode seed.
+        outcome: ``success``, ``failure`` (the skill did not succeed) or ``crash`` (the world
+            crashed on every try, so the skill was not judged).
+        reason: Why the last try ended: ``success``, ``budget``, ``world_done`` or ``crash``.
+        steps: Low-level steps of the last try.
+        steps_to_success: Low-level steps until the detector fired, or None.
+        max_steps: The low-level step budget.
+        detector: Name of the detector (part) that fired, or None.
+        detector_spec: Name of the task's detector.
+        crashes: World crashes met (each one retried while retries were left).
+        errors: The crash messages, oldest first.
+        high_level_steps: Env steps of the last try.
+        inventory: Final inventory, item -> count.
+        duration_s: Wall time of all tries, in seconds.
+        worker: Which worker ran the trial (``local``, ``process-2``, ``ray-<id>``).
+        finished_at: UTC time the trial finished, ISO 8601.
+        video: Path of the trial's video relative to the output directory, or None.
+        schema: `RECORD_SCHEMA` of the writer.
+    """
+
+    task: str
+    instruction: str
+    instruction_index: int
+    trial: int
+    seed: int
+    outcome: str
+    reason: str
+    steps: int
+    steps_to_success: int | None
+    max_steps: int
+    detector: str | None
+    detector_spec: str | None
+    crashes: int
+    errors: list[str]
+    high_level_steps: int
+    inventory: dict[str, int]
+    duration_s: float
+    worker: str
+    finished_at: str
+    video: str | None = None
+    schema: int = RECORD_SCHEMA
+
+    @property
+    def key(self) -> str:
+        """Identifies the trial: ``task/instruction_index/trial``."""
+        return trial_key(self.task, self.instruction_index, self.trial)
+
+    @property
+    def success(self) -> bool:
+        """True when the skill succeeded."""
+        return self.outcome == "success"
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the record as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "a results record") -> TrialRecord:
+        """Builds a record from a parsed JSON object, checking every field.
+
+        Args:
+            data: The parsed JSON value.
+            where: Names the source in errors, e.g. ``"results.jsonl line 7"``.
+
+        Raises:
+            ResultsError: If a field is missing, unknown or of the wrong type.
+        """
+        if not isinstance(data, Mapping):
+            raise ResultsError(f"{where}: expected a JSON object, got {type(data).__name__}.")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.name not in ("video", "schema")}
+        missing = sorted(required - set(data))
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            raise ResultsError(
+                f"{where}: not a trial record of this version "
+                f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})."
+            )
+        schema = data.get("schema", RECORD_SCHEMA)
+        if schema != RECORD_SCHEMA:
+            raise ResultsError(
+                f"{where}: record schema {schema!r}, but this steve1-env reads schema "
+                f"{RECORD_SCHEMA}. Evaluate again into a new directory."
+            )
+        record = cls(**{name: data[name] for name in names if name in data})
+        record._check(where)
+        return record
+
+    def _check(self, where: str) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ResultsError(f"{where}: {what}.")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name in ("task", "instruction", "worker", "finished_at"):
+            need(isinstance(getattr(self, name), str), f"{name} must be a string")
+        for name in ("instruction_index", "trial", "seed", "steps", "max_steps", "crashes"):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
+        need(is_int(self.high_level_steps), "high_level_steps must be an integer")
+        need(self.outcome in OUTCOMES, f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        need(
+            self.reason in ("success", "budget", "world_done", "crash"),
+            f"reason {self.reason!r} is unknown",
+        )
+        need(
+            (self.steps_to_success is None) == (self.outcome != "success")
+            and (self.steps_to_success is None or is_int(self.steps_to_success)),
+            "steps_to_success must be an integer exactly when the outcome is success",
+        )
+        need(
+            isinstance(self.errors, list) and all(isinstance(e, str) for e in self.errors),
+            "errors must be a list of strings",
+        )
+        need(
+            isinstance(self.inventory, dict)
+            and all(isinstance(k, str) and is_int(v) for k, v in self.inventory.items()),
+            "inventory must map item names to integers",
+        )
+        need(
+            isinstance(self.duration_s, int | float) and math.isfinite(self.duration_s),
+            "duration_s must be a number",
+        )
+        need(self.video is None or isinstance(self.video, str), "video must be a path or null")

@@ -1,0 +1,215 @@
+"""`evaluate`: run every task x trial of a task set, record each result, write the reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from steve1_env.evaluation.executors import make_executor
+from steve1_env.evaluation.progress import Progress
+from steve1_env.evaluation.records import TrialRecord
+from steve1_env.evaluation.report import summarize, write_reports
+from steve1_env.evaluation.results import RESULTS_FILE, ResultsStore, read_config, read_records
+from steve1_env.evaluation.trial import RunSettings
+from steve1_env.tasks.spec import TaskSet, load_task_set
+
+_WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
+
+
+@dataclass
+class EvaluationResult:
+    """What `evaluate` did.
+
+    Attributes:
+        directory: The run directory.
+        records: Every trial recorded there (earlier runs included).
+        summary: The report's data (see `steve1_env.evaluation.report.summarize`).
+        reports: Report format -> file written.
+        planned: Trials of this run's plan.
+        ran: Trials run by this call (the rest were recorded before).
+        interrupted: True if Ctrl-C stopped the run; resume it to finish.
+    """
+
+    directory: Path
+    records: list[TrialRecord]
+    summary: dict[str, Any]
+    reports: dict[str, Path]
+    planned: int
+    ran: int
+    interrupted: bool
+
+
+_FILE_ARGUMENTS = ("model", "mineclip", "prior")  # kwargs naming one file each
+
+
+def weight_checksums(settings: RunSettings) -> dict[str, Any]:
+    """Returns the checksums of the weight files the run's policy and encoder load.
+
+    Only the ``steve1`` stacks load files: ``weights`` names a directory of the official
+    files or the policy's weight file, ``model``/``mineclip``/``prior`` name single files.
+    ``weights="random"`` (untrained networks) is recorded as such.
+    """
+    from steve1_env.weights import OFFICIAL_FILES, file_digests, weights_dir
+
+    result: dict[str, Any] = {}
+    seen: set[Path] = set()
+    for component, kwargs in (
+        (settings.policy, settings.policy_kwargs),
+        (settings.prompt_encoder, settings.prompt_encoder_kwargs),
+    ):
+        if component not in _WEIGHTED:
+            continue
+        weights = kwargs.get("weights")
+        if weights == "random":
+            result["random"] = "untrained networks (weights='random')"
+            continue
+        files = [Path(os.fspath(kwargs[key])) for key in _FILE_ARGUMENTS if kwargs.get(key)]
+        location = weights_dir(None if weights is None else os.fspath(weights))
+        if location.is_file():
+            files.append(location)
+        else:
+            files += [location / name for name in OFFICIAL_FILES.values()]
+        for path in files:
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            # Named by file name; a second file of the same name by its full path.
+            key = path.name if path.name not in result else str(resolved)
+            result[key] = file_digests(path) if path.is_file() else "missing"
+    return result
+
+
+def run_config(
+    task_set: TaskSet,
+    settings: RunSettings,
+    *,
+    trials: int | None,
+    max_steps: int | None,
+    executor: str,
+) -> dict[str, Any]:
+    """Returns what ``run.json`` records about a run (see `results.RESUME_KEYS`)."""
+    from steve1_env import __version__
+
+    return {
+        "steve1_env": __version__,
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task_set": {
+            "name": task_set.name,
+            "source": task_set.source,
+            "tasks": [task.name for task in task_set.tasks],
+        },
+        "task_set_sha256": task_set.sha256,
+        "world": settings.world,
+        "policy": settings.policy,
+        "prompt_encoder": settings.prompt_encoder,
+        "kwargs": {
+            name: data
+            for name, data in settings.to_json().items()
+            if name in ("world_kwargs", "policy_kwargs", "prompt_encoder_kwargs")
+        },
+        "settings": {
+            name: data
+            for name, data in settings.to_json().items()
+            if name in ("device", "k", "crash_retries", "video_dir")
+        },
+        "max_steps": max_steps,
+        "trials": trials,
+        "executor": executor,
+        "weights": weight_checksums(settings),
+    }
+
+
+def evaluate(
+    task_set: str | os.PathLike[str] | TaskSet,
+    out: str | os.PathLike[str],
+    settings: RunSettings | None = None,
+    *,
+    trials: int | None = None,
+    max_steps: int | None = None,
+    tasks: Sequence[str] | None = None,
+    resume: bool = False,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> EvaluationResult:
+    """Runs every task x trial of a task set and writes ``results.jsonl`` and the reports.
+
+    Args:
+        task_set: A built-in set name (``"quick_harvest"``), a task file path or a `TaskSet`.
+        out: The run directory.
+        settings: World, policy, encoder and crash handling (default `RunSettings()`).
+        trials: Trials per task instruction (default: the task's own setting).
+        max_steps: Overrides every task's low-level step budget.
+        tasks: Run only these tasks of the set.
+        resume: Continue the run in `out`, skipping trials already recorded.
+        executor: ``local``, ``processes`` or ``ray``.
+        workers: Parallel workers of the ``processes`` and ``ray`` executors.
+        address: Ray cluster address (``"auto"``).
+        progress: Show live progress on `stream`.
+        stream: Where progress goes (default: standard error).
+
+    Returns:
+        The records, summary and report paths. A Ctrl-C returns normally with
+        ``interrupted=True`` after writing reports of what finished.
+
+    Raises:
+        TaskSpecError: If the task set is malformed.
+        ResultsError: If `out` holds another run's results, or is in use.
+        EvaluationError: If a trial fails for a reason other than a world crash.
+    """
+    settings = settings or RunSettings()
+    loaded = task_set if isinstance(task_set, TaskSet) else load_task_set(task_set)
+    if tasks:
+        loaded = loaded.select(tasks)
+    plan = loaded.trial_specs(trials, max_steps)
+    config = run_config(loaded, settings, trials=trials, max_steps=max_steps, executor=executor)
+    store = ResultsStore(out, config, resume=resume)
+    ran, interrupted = 0, False
+    try:
+        pending = [spec for spec in plan if spec.key not in store.keys]
+        bar = Progress(plan, store.records, stream=stream, enabled=progress)
+        if pending:
+            runner = make_executor(executor, settings, workers=workers, address=address)
+            try:
+                for record in runner.run(pending, on_steps=bar.steps_update):
+                    store.append(record)
+                    bar.trial_done(record)
+                    ran += 1
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                try:
+                    runner.close()
+                finally:
+                    bar.finish()
+    finally:
+        store.close()
+    # The file is the truth: an interrupt between a write and the bookkeeping after it must
+    # not make the report disagree with it.
+    records = read_records(store.path)
+    summary = summarize(records, config, task_order=[task.name for task in loaded.tasks])
+    reports = write_reports(out, summary)
+    return EvaluationResult(Path(out), records, summary, reports, len(plan), ran, interrupted)
+
+
+def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Rewrites a run directory's reports from its ``results.jsonl`` and ``run.json``.
+
+    Returns:
+        The summary and the report files written.
+
+    Raises:
+        ResultsError: If the directory holds no run or its results are unreadable.
+    """
+    config = read_config(directory)
+    records = read_records(Path(directory) / RESULTS_FILE)
+    order = config.get("task_set", {}).get("tasks")
+    summary = summarize(records, config, task_order=order)
+    return summary, write_reports(directory, summary)

@@ -1,0 +1,331 @@
+"""Running one trial: build the world, policy and encoder once per worker, then play episodes.
+
+`TrialRunner` is what every executor runs, in this process, in a worker process or in a Ray
+actor: it keeps one env per distinct set of world options, replaces an env whose world crashed,
+retries crashed trials, and returns a `TrialRecord` per trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steve1_env.errors import ConfigurationError, WorldCrashError
+from steve1_env.evaluation.records import TrialRecord, TrialSpec
+from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
+from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
+from steve1_env.tasks.detectors import build_detector
+from steve1_env.validation import positive_int
+
+StepsCallback = Callable[[TrialSpec, int], None]
+"""Called after every high-level step with the trial and its low-level steps so far."""
+
+_MAX_CACHED_WORLDS = 4  # distinct world options kept alive per worker
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How trials are run: which world, policy and encoder, and how crashes are handled.
+
+    Plain data, so it travels to worker processes and Ray actors. Names may be registered
+    names or import paths ``"package.module:factory"`` (workers do not see registrations made
+    at run time in the caller's process).
+
+    Args:
+        world: World name (``"synthetic"``, ``"minerl"``, ``"minestudio"``).
+        policy: Policy name (``"steve1"``, ``"scripted"``, ``"random"``).
+        prompt_encoder: Prompt encoder name (``"steve1"``, ``"hash"``, ``"precomputed"``).
+        world_kwargs: Arguments of every world; a task's ``world_options`` override them.
+        policy_kwargs: Arguments of the policy (``{"weights": ...}``).
+        prompt_encoder_kwargs: Arguments of the encoder.
+        device: Torch device of policy and encoder.
+        k: Low-level steps per high-level env step (how often progress is reported).
+        crash_retries: How often a trial whose world crashed is run again.
+        video_dir: Directory for one mp4 per trial (``<task>/<instruction>-<trial>.mp4``);
+            None records no video.
+    """
+
+    world: str = "synthetic"
+    policy: str = "steve1"
+    prompt_encoder: str = "steve1"
+    world_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    policy_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    prompt_encoder_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    k: int = 100
+    crash_retries: int = 2
+    video_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("world", "policy", "prompt_encoder", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"{name} must be a non-empty name, got {value!r}.")
+        for name in ("world_kwargs", "policy_kwargs", "prompt_encoder_kwargs"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise ConfigurationError(
+                    f"{name} must map argument names to values, got {value!r}."
+                )
+            object.__setattr__(self, name, dict(value))
+        positive_int(self.k, "k")
+        retries = self.crash_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"crash_retries must be an integer >= 0, got {retries!r}.")
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the settings as a JSON-ready dict."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+class _WorldBundle:
+    """A world, the policy built for it, and the env composing them with the shared encoder."""
+
+    def __init__(self, settings: RunSettings, world_kwargs: dict[str, Any], encoder: Any) -> None:
+        from steve1_env.env import Steve1SkillEnv
+
+        self.world = WORLDS.make(settings.world, **world_kwargs)
+        try:
+            policy = POLICIES.make(
+                settings.policy,
+                world=self.world,
+                device=settings.device,
+                **settings.policy_kwargs,
+            )
+            self.policy = FrameRecordingPolicy(policy)
+            self.env = Steve1SkillEnv(
+                world=self.world,
+                policy=self.policy,
+                prompt_encoder=encoder,
+                k=settings.k,
+                terminate_on_success=True,
+                render_mode="rgb_array",
+                pov_shape=(64, 64),
+                device=settings.device,
+            )
+        except BaseException:
+            self.world.close()
+            raise
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for close in (self.env.close, self.policy.close, self.world.close):
+            try:
+                close()
+            except Exception as exc:  # close the rest, then report the first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@dataclass
+class Episode:
+    """How the last try of a trial ended (the env's info at its end)."""
+
+    reason: str
+    steps: int
+    high_level_steps: int
+    detector: str | None
+    detector_spec: str | None
+    inventory: dict[str, int]
+    error: str | None
+
+
+def trial_record(
+    spec: TrialSpec,
+    episode: Episode,
+    errors: list[str],
+    duration_s: float,
+    worker: str,
+    video: str | None = None,
+) -> TrialRecord:
+    """Returns the record of a trial whose last try ended as `episode`.
+
+    Args:
+        spec: The trial.
+        episode: Its last try.
+        errors: The world crashes met on the way, oldest first.
+        duration_s: Wall time of all tries.
+        worker: The worker that ran it.
+        video: The video's path relative to the run directory, if one was recorded.
+    """
+    crashed = episode.reason == "crash"
+    success = episode.reason == "success"
+    return TrialRecord(
+        task=spec.task,
+        instruction=spec.instruction,
+        instruction_index=spec.instruction_index,
+        trial=spec.trial,
+        seed=spec.seed,
+        outcome="crash" if crashed else ("success" if success else "failure"),
+        reason=episode.reason,
+        steps=episode.steps,
+        steps_to_success=episode.steps if success else None,
+        max_steps=spec.max_steps,
+        detector=episode.detector,
+        detector_spec=episode.detector_spec,
+        crashes=len(errors),
+        errors=list(errors),
+        high_level_steps=episode.high_level_steps,
+        inventory=dict(episode.inventory),
+        duration_s=round(duration_s, 4),
+        worker=worker,
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        video=None if crashed else video,
+    )
+
+
+class TrialRunner:
+    """Runs trials one after another with the components `settings` names.
+
+    Args:
+        settings: The run's settings.
+        worker: Name stored in each record's ``worker`` field.
+    """
+
+    def __init__(self, settings: RunSettings, worker: str = "local") -> None:
+        self.settings = settings
+        self.worker = worker
+        self._encoder: Any = None
+        self._bundles: OrderedDict[str, _WorldBundle] = OrderedDict()
+
+    def run(self, spec: TrialSpec, on_steps: StepsCallback | None = None) -> TrialRecord:
+        """Runs one trial, retrying it while its world crashes and retries are left.
+
+        Raises:
+            TaskSpecError: If the trial's detector config cannot be built here.
+            Steve1EnvError: For configuration errors (unknown names, bad arguments), which no
+                retry would fix.
+        """
+        detector = build_detector(spec.detector, spec.instruction)
+        started = time.perf_counter()
+        errors: list[str] = []
+        episode: Episode | None = None
+        video: str | None = None
+        for _ in range(self.settings.crash_retries + 1):
+            try:
+                episode, video = self._attempt(spec, detector, on_steps)
+            except WorldCrashError as exc:  # the world did not even reset
+                episode = Episode("crash", 0, 0, None, detector.name, {}, str(exc))
+            if episode.reason != "crash":
+                break
+            errors.append(episode.error or "the world crashed")
+            self._discard(spec.world_options)  # a crashed world is replaced, not reused
+        if episode is None:  # unreachable: the loop runs at least once
+            raise RuntimeError("no attempt was made")
+        duration = time.perf_counter() - started
+        return trial_record(spec, episode, errors, duration, self.worker, video)
+
+    def close(self) -> None:
+        """Closes every world, policy and the encoder this runner built."""
+        errors: list[BaseException] = []
+        while self._bundles:
+            try:
+                self._bundles.popitem()[1].close()
+            except Exception as exc:
+                errors.append(exc)
+        if self._encoder is not None:
+            encoder, self._encoder = self._encoder, None
+            try:
+                encoder.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _key(world_options: Mapping[str, Any]) -> str:
+        return json.dumps(dict(world_options), sort_keys=True, default=repr)
+
+    def _bundle(self, world_options: Mapping[str, Any]) -> _WorldBundle:
+        key = self._key(world_options)
+        bundle = self._bundles.get(key)
+        if bundle is not None:
+            self._bundles.move_to_end(key)
+            return bundle
+        if self._encoder is None:
+            self._encoder = PROMPT_ENCODERS.make(
+                self.settings.prompt_encoder,
+                device=self.settings.device,
+                **self.settings.prompt_encoder_kwargs,
+            )
+        bundle = _WorldBundle(
+            self.settings, {**self.settings.world_kwargs, **world_options}, self._encoder
+        )
+        self._bundles[key] = bundle
+        while len(self._bundles) > _MAX_CACHED_WORLDS:
+            self._bundles.popitem(last=False)[1].close()
+        return bundle
+
+    def _discard(self, world_options: Mapping[str, Any]) -> None:
+        bundle = self._bundles.pop(self._key(world_options), None)
+        if bundle is not None:
+            with contextlib.suppress(Exception):  # it already crashed; closing is best effort
+                bundle.close()
+
+    def _video_path(self, spec: TrialSpec) -> tuple[Path, str] | None:
+        if self.settings.video_dir is None:
+            return None
+        # Recorded relative to the folder holding video_dir (the run's output directory), so
+        # reports link to it wherever the directory is moved.
+        folder = Path(self.settings.video_dir)
+        name = f"{spec.task}/{spec.instruction_index}-{spec.trial}.mp4"
+        return folder / name, f"{folder.name}/{name}"
+
+    def _attempt(
+        self, spec: TrialSpec, detector: Any, on_steps: StepsCallback | None
+    ) -> tuple[Episode, str | None]:
+        bundle = self._bundle(spec.world_options)
+        env = bundle.env
+        # Read by the env at every step: the task's budget applies from this reset on.
+        env.max_low_level_steps = spec.max_steps
+        target = self._video_path(spec)
+        writer = None if target is None else VideoWriter(target[0])
+        bundle.policy.writer = writer
+        try:
+            _, info = env.reset(
+                seed=spec.seed, options={"instruction": spec.instruction, "success": detector}
+            )
+            while True:
+                _, _, terminated, truncated, info = env.step(spec.instruction)
+                if on_steps is not None:
+                    on_steps(spec, int(info["total_steps"]))
+                if info["is_success"] or terminated or truncated:
+                    break
+            if writer is not None:
+                last = env.render()
+                if last is not None:
+                    writer.write(np.asarray(last))
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
+        finally:
+            bundle.policy.writer = None
+        episode = Episode(
+            reason=str(info["reason"]),
+            steps=int(info["total_steps"]),
+            high_level_steps=int(info["high_level_steps"]),
+            detector=info["detector"],
+            detector_spec=info["detector_spec"],
+            inventory={str(k): int(v) for k, v in info["inventory"].items()},
+            error=info.get("error"),
+        )
+        video = None
+        if writer is not None and target is not None:
+            if episode.reason == "crash":
+                writer.discard()
+            else:
+                writer.close()
+                video = target[1]
+        return episode, video
