@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-from steve1_env.errors import Steve1EnvError
+from steve1_env.errors import ConfigurationError, Steve1EnvError
 
 DEMO_INSTRUCTIONS = ("chop a tree", "get dirt", "collect seeds")
 
@@ -17,14 +22,15 @@ def _demo(args: argparse.Namespace) -> int:
     import steve1_env  # noqa: F401  (registers the env ids)
 
     instructions = args.instruction or list(DEMO_INSTRUCTIONS)
-    encoder = args.prompt_encoder or ("steve1" if args.policy == "steve1" else "hash")
+    encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
     env = gym.make(
         "Steve1Skill-v0",
         world=args.world,
         policy=args.policy,
         prompt_encoder=encoder,
-        policy_kwargs={"weights": args.weights} if args.policy == "steve1" else {},
-        prompt_encoder_kwargs={"weights": args.weights} if encoder == "steve1" else {},
+        world_kwargs=_world_options(args.world_option),
+        policy_kwargs=policy_kwargs,
+        prompt_encoder_kwargs=encoder_kwargs,
         instruction=instructions[0],
         k=args.k,
         device=args.device,
@@ -59,6 +65,181 @@ def _demo(args: argparse.Namespace) -> int:
             f"low-level steps; inventory: {inventory or 'empty'}"
         )
     return 0
+
+
+def _component_kwargs(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Returns the prompt encoder and the policy and encoder kwargs the stack options ask for."""
+    encoder = args.prompt_encoder or ("steve1" if args.policy == "steve1" else "hash")
+    weights = {"weights": args.weights} if args.weights else {}
+    policy_kwargs = weights if args.policy in ("steve1", "steve1-official") else {}
+    encoder_kwargs = weights if encoder in ("steve1", "steve1-official") else {}
+    return encoder, policy_kwargs, encoder_kwargs
+
+
+def _world_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs or ():
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise ConfigurationError(
+                f"--world-option takes NAME=VALUE (such as tree_density=0.05), got {pair!r}."
+            )
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text  # plain words need no JSON quotes
+    return options
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+
+    encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
+    out = Path(args.out) if args.out else Path("results") / Path(args.task_set).stem
+    settings = RunSettings(
+        world=args.world,
+        policy=args.policy,
+        prompt_encoder=encoder,
+        world_kwargs=_world_options(args.world_option),
+        policy_kwargs=policy_kwargs,
+        prompt_encoder_kwargs=encoder_kwargs,
+        device=args.device,
+        k=args.k,
+        crash_retries=args.crash_retries,
+        video_dir=str((out / "videos").resolve()) if args.video else None,
+    )
+    with _terminate_as_interrupt():
+        result = evaluate(
+            args.task_set,
+            out,
+            settings,
+            trials=args.trials,
+            max_steps=args.max_steps,
+            tasks=args.tasks,
+            resume=args.resume,
+            executor=args.executor,
+            workers=args.workers,
+            address=args.address,
+            progress=not args.quiet,
+        )
+    _print_summary(result.summary)
+    for kind, path in result.reports.items():
+        print(f"{kind} report: {path}")
+    print(f"results: {result.directory / 'results.jsonl'} ({len(result.records)} trials)")
+    if result.interrupted:
+        print(
+            f"interrupted: {result.planned - len(result.records)} of {result.planned} trials "
+            f"not run yet; finish with the same command and --resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """Prints the success table of a report summary."""
+
+    def rate(row: dict[str, Any]) -> str:
+        if row["success_rate"] is None:
+            return "-"
+        low, high = row["ci95"]
+        return f"{100 * row['success_rate']:5.1f}%  [{100 * low:5.1f}, {100 * high:5.1f}]"
+
+    rows = [(t["task"], t) for t in summary["tasks"]] + [("total", summary["totals"])]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'task':{width}}  success  rate     95% CI           crashed")
+    for name, row in rows:
+        fraction = f"{row['successes']}/{row['judged']}"
+        print(f"{name:{width}}  {fraction:>7}  {rate(row):24}  {row['crashes']}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from steve1_env.evaluation.runner import report
+
+    summary, paths = report(args.directory)
+    _print_summary(summary)
+    for kind, path in paths.items():
+        print(f"{kind} report: {path}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steve1_env.env import Steve1SkillEnv
+    from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
+    from steve1_env.registry import POLICIES, WORLDS
+
+    encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
+    # Built here rather than by the env so that the policy can be wrapped to record frames.
+    world = WORLDS.make(args.world, **_world_options(args.world_option))
+    policy: FrameRecordingPolicy | None = None
+    writer = VideoWriter(args.video) if args.video else None
+    try:
+        policy = FrameRecordingPolicy(
+            POLICIES.make(args.policy, world=world, device=args.device, **policy_kwargs)
+        )
+        policy.writer = writer
+        with Steve1SkillEnv(
+            world=world,
+            policy=policy,
+            prompt_encoder=encoder,
+            prompt_encoder_kwargs=encoder_kwargs,
+            instruction=args.instruction,
+            k=args.k,
+            max_low_level_steps=args.max_steps,
+            terminate_on_success=True,
+            render_mode="rgb_array",
+            device=args.device,
+        ) as env:
+            _, info = env.reset(seed=args.seed)
+            print(
+                f"steve1-env run: {args.instruction!r} world={args.world} policy={args.policy} "
+                f"prompt_encoder={encoder} seed={args.seed} k={args.k} max_steps={args.max_steps}"
+            )
+            print(f"  detector: {info['detector_spec'] or 'none (success is not judged)'}")
+            done = False
+            while not done:
+                _, _, terminated, truncated, info = env.step(args.instruction)
+                done = terminated or truncated
+                inventory = ", ".join(f"{k}={v}" for k, v in sorted(info["inventory"].items()))
+                fired = f" ({info['detector']})" if info["detector"] else ""
+                print(
+                    f"  step {info['high_level_steps']:3d}: {info['steps']:4d} low-level steps, "
+                    f"{info['total_steps']:5d} in all, {info['reason']}{fired}; inventory: "
+                    f"{inventory or 'empty'}"
+                )
+            if writer is not None:
+                writer.write(env.render())
+            outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
+            print(f"result: {args.instruction!r} {outcome} after {info['total_steps']} steps")
+        if writer is not None:
+            path = writer.close()
+            print(f"video: {path} ({writer.frames} frames)")
+    finally:
+        if writer is not None:
+            writer.discard()  # a no-op once closed
+        if policy is not None:
+            policy.close()
+        world.close()
+    return 0 if info["is_success"] else 1
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Handles SIGTERM like Ctrl-C, so a killed evaluation still ends cleanly."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -101,6 +282,38 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _add_stack_options(parser: argparse.ArgumentParser, default_policy: str) -> None:
+    parser.add_argument("--world", default="synthetic", help="world name (default: synthetic)")
+    parser.add_argument(
+        "--world-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a world argument, value as JSON (repeatable), e.g. tree_density=0.05",
+    )
+    parser.add_argument(
+        "--policy",
+        default=default_policy,
+        help=f"policy name: steve1, scripted, random, steve1-official (default: {default_policy})",
+    )
+    parser.add_argument(
+        "--prompt-encoder",
+        help="prompt encoder name (default: steve1 with --policy steve1, else hash)",
+    )
+    parser.add_argument(
+        "--weights",
+        help="for the steve1 stack: a weights directory, or 'random' for untrained networks "
+        "(default: $STEVE1_WEIGHTS_DIR, else ~/.cache/steve1_env/weights)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of ``steve1-env``."""
     from steve1_env import __version__
@@ -120,19 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help=f"an instruction to pursue (repeatable; default: {', '.join(DEMO_INSTRUCTIONS)})",
     )
-    demo.add_argument("--world", default="synthetic", help="world name (default: synthetic)")
-    demo.add_argument(
-        "--policy", default="scripted", help="policy name: scripted (default), random, steve1"
-    )
-    demo.add_argument(
-        "--prompt-encoder",
-        help="prompt encoder name (default: steve1 with --policy steve1, else hash)",
-    )
-    demo.add_argument(
-        "--weights",
-        help="for the steve1 stack: a weights directory, or 'random' for untrained networks "
-        "(default: $STEVE1_WEIGHTS_DIR, else ~/.cache/steve1_env/weights)",
-    )
+    _add_stack_options(demo, default_policy="scripted")
     demo.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
     demo.add_argument(
         "--k", type=_positive, default=200, help="low-level steps per try (default: 200)"
@@ -140,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--tries", type=_positive, default=3, help="tries per instruction (default: 3)"
     )
-    demo.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     demo.set_defaults(run=_demo)
 
     weights = commands.add_parser(
@@ -157,6 +357,81 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--only", nargs="+", help="download only these file names")
     weights.add_argument("--quiet", action="store_true", help="no progress output")
     weights.set_defaults(run=_weights)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="run a task set many times and report success rates",
+        description="Run every task x trial of a task set, append each finished trial to "
+        "OUT/results.jsonl, and write report.json, report.md and report.html.",
+    )
+    evaluate.add_argument(
+        "--task-set",
+        default="quick_harvest",
+        help="a built-in set (quick_harvest, early_game) or a task file .yaml "
+        "(default: quick_harvest)",
+    )
+    evaluate.add_argument("--tasks", nargs="+", help="run only these tasks of the set")
+    evaluate.add_argument(
+        "--trials", type=_positive, help="trials per task (default: the task set's)"
+    )
+    evaluate.add_argument(
+        "--max-steps", type=_positive, help="low-level steps per trial (default: the task's)"
+    )
+    evaluate.add_argument("--out", help="run directory (default: results/<task set>)")
+    evaluate.add_argument(
+        "--resume", action="store_true", help="continue the run in --out, skipping recorded trials"
+    )
+    _add_stack_options(evaluate, default_policy="steve1")
+    evaluate.add_argument(
+        "--k", type=_positive, default=100, help="low-level steps per env step (default: 100)"
+    )
+    evaluate.add_argument(
+        "--crash-retries",
+        type=_non_negative,
+        default=2,
+        help="reruns of a trial whose world crashed (default: 2)",
+    )
+    evaluate.add_argument(
+        "--executor",
+        choices=["local", "processes", "ray"],
+        default="local",
+        help="local: one trial at a time here; processes: parallel workers on this machine; "
+        "ray: one actor per world on a Ray cluster (default: local)",
+    )
+    evaluate.add_argument(
+        "--workers", type=_positive, help="parallel workers (processes: 2; ray: one per CPU)"
+    )
+    evaluate.add_argument("--address", help="Ray cluster address, e.g. auto")
+    evaluate.add_argument(
+        "--video", action="store_true", help="record an mp4 of every trial under OUT/videos"
+    )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress output")
+    evaluate.set_defaults(run=_eval)
+
+    report = commands.add_parser(
+        "report",
+        help="rewrite a run's reports from its results.jsonl",
+        description="Read DIR/results.jsonl and DIR/run.json and write the reports again.",
+    )
+    report.add_argument("directory", help="the run directory given to eval --out")
+    report.set_defaults(run=_report)
+
+    run = commands.add_parser(
+        "run",
+        help="pursue one instruction for one episode, printing every step",
+        description="Pursue one instruction until it succeeds or the step budget runs out.",
+    )
+    run.add_argument("instruction", help='what to do, e.g. "chop a tree"')
+    _add_stack_options(run, default_policy="steve1")
+    run.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    run.add_argument(
+        "--k", type=_positive, default=100, help="low-level steps per printed step (default: 100)"
+    )
+    run.add_argument(
+        "--max-steps", type=_positive, default=3000, help="low-level step budget (default: 3000)"
+    )
+    run.add_argument("--video", help="write the low-level frames to this mp4 file")
+    run.set_defaults(run=_run)
 
     doctor = commands.add_parser(
         "doctor", help="report what is installed and usable, with fixes for what is not"

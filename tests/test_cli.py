@@ -36,3 +36,48 @@ def test_console_script_is_installed():
         ["steve1-env", "demo", "--k", "100"], capture_output=True, text=True, check=True
     )
     assert "skills succeeded" in out.stdout
+
+
+OFFLINE_ARGS = ["--policy", "scripted", "--world-option", "pov_shape=[48, 64]"]
+
+
+def test_eval_writes_results_and_reports_and_report_rewrites_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["eval", "--task-set", "quick_harvest", "--trials", "2", "--max-steps", "500",
+            "--out", str(out), "--quiet", *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "total" in printed and "6/6" in printed and "100.0%" in printed
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").exists() and "6/6" in capsys.readouterr().out
+    # Resuming a finished run runs nothing and keeps the results.
+    assert main([*argv, "--resume"]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6
+    # Resuming with other settings is refused with the difference named.
+    assert main([*argv[:-4], "--policy", "random", "--resume"]) == 2
+    assert "policy: recorded 'scripted', now 'random'" in capsys.readouterr().err
+
+
+def test_eval_errors_name_the_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  - {name: t, instruction: get dirt}\n")
+    assert main(["eval", "--task-set", str(bad), "--out", str(tmp_path / "o"), *OFFLINE_ARGS]) == 2
+    assert "bad.yaml, task 't', field 'max_steps'" in capsys.readouterr().err
+    assert main(["eval", "--world-option", "oops", "--out", str(tmp_path / "p")]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a steve1-env run directory" in capsys.readouterr().err
+
+
+def test_run_prints_every_step_and_writes_a_video(tmp_path, capsys):
+    video = tmp_path / "chop.mp4"
+    argv = ["run", "chop a tree", "--k", "10", "--video", str(video), *OFFLINE_ARGS]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "detector: wood" in out and "step   1:   10 low-level steps" in out
+    assert "result: 'chop a tree' succeeded" in out and f"video: {video}" in out
+    assert video.stat().st_size > 0
+    assert main(["run", "get dirt", "--max-steps", "3", *OFFLINE_ARGS]) == 1
+    assert "did not succeed (budget) after 3 steps" in capsys.readouterr().out
