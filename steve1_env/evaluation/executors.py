@@ -98,6 +98,7 @@ class _WorkerPool:
         self.settings = settings
         self.workers = workers
         self._active: list[Any] = []
+        self._in_flight: dict[Any, tuple[int, TrialSpec]] = {}
 
     # ---- what a kind of worker must provide
     def _start(self, index: int) -> Any:
@@ -115,6 +116,9 @@ class _WorkerPool:
     def _stop(self, worker: Any) -> None:
         raise NotImplementedError
 
+    def _cancel(self, worker: Any, pending: Any) -> None:
+        """Interrupts the trial `worker` is running, so that it can close promptly."""
+
     # ---- the scheduling shared by all kinds
     def run(
         self, specs: Sequence[TrialSpec], on_steps: StepsCallback | None = None
@@ -127,6 +131,7 @@ class _WorkerPool:
         self._active = [self._start(i) for i in range(count)]
         idle = deque(range(count))
         in_flight: dict[Any, tuple[int, TrialSpec]] = {}
+        self._in_flight = in_flight  # for close() after an interrupt
         lost: dict[str, list[str]] = {}
         while queue or in_flight:
             while idle and queue:
@@ -160,8 +165,12 @@ class _WorkerPool:
                 yield record
 
     def close(self) -> None:
-        """Stops every worker."""
+        """Stops every worker, interrupting the trials still running (after a Ctrl-C)."""
         workers, self._active = self._active, []
+        in_flight, self._in_flight = self._in_flight, {}
+        for pending, (index, _) in in_flight.items():
+            if index < len(workers):
+                self._cancel(workers[index], pending)
         for worker in workers:
             self._stop(worker)
 
@@ -175,10 +184,16 @@ def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
 # --------------------------------------------------------------------------- processes
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _process_worker_main(connection: Any, settings: RunSettings, name: str, threads: int) -> None:
     """Entry point of a worker process: runs the trials it receives until told to stop."""
-    # Ctrl-C is the parent's to handle: it stops the workers itself.
+    # Ctrl-C is the parent's to handle: it stops the workers itself. SIGTERM (the parent
+    # cancelling a trial) unwinds through `finally`, so worlds close and simulators stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
     runner = TrialRunner(settings, worker=name)
     try:
@@ -254,15 +269,17 @@ class ProcessExecutor(_WorkerPool):
             )
         return payload
 
+    def _cancel(self, worker: _ProcessWorker, pending: Any) -> None:
+        if worker.process.is_alive():
+            worker.process.terminate()  # SIGTERM: the worker closes its world and exits
+
     def _stop(self, worker: _ProcessWorker) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             if worker.process.is_alive():
                 worker.connection.send(None)
-            worker.process.join(timeout=10)
-        except (OSError, ValueError):
-            pass
+        worker.process.join(timeout=30)  # time to close a simulator
         if worker.process.is_alive():
-            worker.process.terminate()
+            worker.process.kill()
             worker.process.join(timeout=5)
         worker.connection.close()
 
@@ -349,6 +366,11 @@ class RayExecutor(_WorkerPool):
                 f"A trial failed in a Ray actor: {type(cause).__name__}: {cause}. This is "
                 "not a world crash, so the run stops."
             ) from exc
+
+    def _cancel(self, worker: Any, pending: Any) -> None:
+        # Raises KeyboardInterrupt in the actor's trial, freeing it to run close().
+        with contextlib.suppress(Exception):
+            self._ray.cancel(pending)
 
     def _stop(self, worker: Any) -> None:
         with contextlib.suppress(Exception):  # dead or hung: killing it is enough
