@@ -118,9 +118,12 @@ def _eval(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             tasks=args.tasks,
             resume=args.resume,
+            retry_crashed=args.retry_crashed,
             executor=args.executor,
             workers=args.workers,
             address=args.address,
+            cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor,
             progress=not args.quiet,
         )
     _print_summary(result.summary)
@@ -129,8 +132,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"results: {result.directory / 'results.jsonl'} ({len(result.records)} trials)")
     if result.interrupted:
         print(
-            f"interrupted: {result.planned - len(result.records)} of {result.planned} trials "
-            f"not run yet; finish with the same command and --resume",
+            f"interrupted: {result.missing} of {result.planned} trials not run yet; finish "
+            "with the same command and --resume",
             file=sys.stderr,
         )
         return 130
@@ -372,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--tasks", nargs="+", help="run only these tasks of the set")
     evaluate.add_argument(
-        "--trials", type=_positive, help="trials per task (default: the task set's)"
+        "--trials",
+        type=_positive,
+        help="trials per task instruction (default: the task set's)",
     )
     evaluate.add_argument(
         "--max-steps", type=_positive, help="low-level steps per trial (default: the task's)"
@@ -401,7 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--workers", type=_positive, help="parallel workers (processes: 2; ray: one per CPU)"
     )
+    evaluate.add_argument(
+        "--retry-crashed",
+        action="store_true",
+        help="with --resume: run again the trials whose world crashed on every try",
+    )
     evaluate.add_argument("--address", help="Ray cluster address, e.g. auto")
+    evaluate.add_argument(
+        "--cpus-per-actor", type=float, help="CPUs each Ray actor reserves (default: 1)"
+    )
+    evaluate.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        help="GPUs each Ray actor reserves (default: 0; e.g. 0.5 with --device cuda)",
+    )
     evaluate.add_argument(
         "--video", action="store_true", help="record an mp4 of every trial under OUT/videos"
     )
@@ -449,6 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Steve1EnvError as exc:
         print(f"steve1-env: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("steve1-env: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

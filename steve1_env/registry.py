@@ -93,7 +93,9 @@ class Registry:
         except (ImportError, AttributeError) as exc:
             raise UnknownNameError(
                 f"The {self.kind} {path!r} looks like an import path but cannot be imported "
-                f"({type(exc).__name__}: {exc}). Check the module is importable here."
+                f"({type(exc).__name__}: {exc}). Check the module is importable here: "
+                "installed, or on PYTHONPATH (the current directory is searched only with "
+                "`python -m steve1_env.cli`, not the `steve1-env` script)."
             ) from exc
         if not callable(factory):
             raise ConfigurationError(f"The {self.kind} factory {path!r} is not callable.")

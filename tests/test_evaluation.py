@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from steve1_env.errors import EvaluationError, ResultsError, Steve1EnvWarning
+from steve1_env.errors import (
+    ConfigurationError,
+    EvaluationError,
+    ResultsError,
+    Steve1EnvWarning,
+)
 from steve1_env.evaluation.executors import LocalExecutor, ProcessExecutor, make_executor
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.results import ResultsStore, read_records
@@ -127,8 +132,12 @@ def test_killed_run_resumes_to_the_same_report(tmp_path, how):
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
     after = read_records(out / "results.jsonl")
-    keys = [r.key for r in after]
-    assert len(keys) == len(set(keys)) == 33, "a trial was lost or duplicated"
+    # Raw lines, not read_records (which drops repeats): a duplicate would show here.
+    raw_keys = [
+        "{task}/{instruction_index}/{trial}".format(**json.loads(line))
+        for line in (out / "results.jsonl").read_text().splitlines()
+    ]
+    assert len(raw_keys) == len(set(raw_keys)) == 33, "a trial was lost or duplicated"
     assert outcomes(after[: len(before)]) == outcomes(before)  # earlier trials kept as recorded
 
     whole = _cli(*SLOW_EVAL, "--out", str(tmp_path / "whole"))
@@ -256,10 +265,21 @@ def test_world_crashes_are_retried_and_counted_apart_from_failures(tmp_path):
         runner.close()
     assert record.outcome == "crash" and record.crashes == 3 and record.steps_to_success is None
 
-    result = evaluate(tasks, tmp_path / "run", _socket_settings(tmp_path / "always", 3),
-                      trials=1, progress=False)  # fmt: skip
+    (tmp_path / "run-markers").mkdir()
+    settings = _socket_settings(tmp_path / "run-markers", 3)
+    result = evaluate(tasks, tmp_path / "run", settings, trials=1, progress=False)
     row = result.summary["tasks"][0]
-    assert (row["crashes"], row["judged"], row["success_rate"]) == (0, 1, 1.0)
+    assert (row["crashes"], row["judged"], row["success_rate"]) == (1, 0, None)
+    # Resuming skips the crashed trial; --retry-crashed runs it again (the world is fine now).
+    again = evaluate(tasks, tmp_path / "run", settings, trials=1, resume=True, progress=False)
+    assert again.ran == 0
+    retried = evaluate(tasks, tmp_path / "run", settings, trials=1, resume=True,
+                       retry_crashed=True, progress=False)  # fmt: skip
+    assert retried.ran == 1 and [r.outcome for r in retried.records] == ["success"]
+    assert retried.summary["tasks"][0]["success_rate"] == 1.0
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ConfigurationError, match="needs resume"):
+        evaluate(tasks, tmp_path / "x", settings, retry_crashed=True, progress=False)
 
 
 def test_videos_hold_every_low_level_frame(tmp_path):
@@ -314,26 +334,52 @@ def test_a_trial_whose_worker_always_dies_is_recorded_as_a_crash(tmp_path):
 def test_configuration_errors_stop_the_run_instead_of_counting_as_crashes(tmp_path):
     tasks = load_task_set("quick_harvest")
     bad = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs={"size": 3})
-    with pytest.raises(Exception, match="size must be at least 16"):
+    with pytest.raises(EvaluationError) as caught:
         evaluate(tasks, tmp_path / "a", bad, trials=1, progress=False)
-    # The directory stays usable: resuming with good settings is refused only for the change.
+    message = str(caught.value)
+    assert "Trial logs/0/0 (task 'logs', instruction 'chop a tree') failed" in message
+    assert "size must be at least 16 blocks, got 3. This is not a world crash" in message
     assert read_records(tmp_path / "a" / "results.jsonl") == []
 
 
 @pytest.mark.slow
 def test_process_worker_errors_stop_the_run(tmp_path):
     bad = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs={"size": 3})
-    with pytest.raises(EvaluationError, match="size must be at least 16"):
+    expected = r"failed in worker process-\d: ConfigurationError: size must"
+    with pytest.raises(EvaluationError, match=expected):
         evaluate("quick_harvest", tmp_path, bad, trials=1, executor="processes",
                  progress=False)  # fmt: skip
 
 
-def test_executor_choice_is_checked():
-    with pytest.raises(Exception, match="choose one of local, processes, ray"):
+def test_executor_choice_is_checked(tmp_path):
+    with pytest.raises(ConfigurationError, match="choose one of local, processes, ray"):
         make_executor("threads", OFFLINE)
-    with pytest.raises(Exception, match="one trial at a time"):
+    with pytest.raises(ConfigurationError, match="one trial at a time"):
         make_executor("local", OFFLINE, workers=4)
+    with pytest.raises(ConfigurationError, match="--address, --gpus-per-actor apply to"):
+        make_executor("processes", OFFLINE, address="auto", gpus_per_actor=1)
     assert isinstance(make_executor("local", OFFLINE), LocalExecutor)
+    # Checked before the run directory is touched.
+    with pytest.raises(ConfigurationError, match="--address apply to --executor ray only"):
+        evaluate("quick_harvest", tmp_path / "never", OFFLINE, address="auto", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_gets_told(tmp_path):
+    # Spawned workers import the caller's script; unguarded, each would start its own run.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from steve1_env.evaluation.runner import evaluate\n"
+        "from steve1_env.evaluation.trial import RunSettings\n"
+        f"evaluate('quick_harvest', {str(tmp_path / 'out')!r}, RunSettings(policy='scripted', "
+        "prompt_encoder='hash'), trials=1, executor='processes', progress=False)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode != 0
+    assert "if __name__ == '__main__':" in done.stderr
+    assert read_records(tmp_path / "out" / "results.jsonl") == []  # no bogus crash records
 
 
 def test_settings_are_checked():

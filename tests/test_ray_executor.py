@@ -50,3 +50,12 @@ def test_ray_gives_the_same_trials_as_local_and_retries_a_dead_actor(local_ray, 
     # Results streamed into the same kind of file, readable by the same reports.
     assert distributed.summary["totals"]["trials"] == 6
     assert ray.is_initialized()  # a Ray the caller started is left running
+
+
+def test_more_actors_than_the_cluster_holds_is_refused(local_ray):
+    from steve1_env.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="can hold 2 actor"):
+        RayExecutor(OFFLINE, workers=3)
+    with pytest.raises(ConfigurationError, match="can hold 0 actor"):
+        RayExecutor(OFFLINE, workers=1, gpus_per_actor=1)

@@ -49,6 +49,12 @@ def test_trial_plan_seeds_and_overrides():
         tasks.task("b").trial_specs(3)
     with pytest.raises(TaskSpecError, match="no task 'c'"):
         tasks.select(["c"])
+    with pytest.raises(TaskSpecError, match="named more than once"):
+        tasks.select(["a", "a"])
+    with pytest.raises(TaskSpecError, match="<string>: Task 'b' lists 2 seeds"):
+        tasks.trial_specs(3)
+    with pytest.raises(TaskSpecError, match="trials must be a positive integer, got 0"):
+        tasks.trial_specs(0)
 
 
 def test_users_file_loads_by_path(tmp_path):
@@ -91,6 +97,12 @@ def test_users_file_loads_by_path(tmp_path):
          "    success: woood\n", "t", "success", 5, "unknown skill 'woood'. Did you mean 'wood'"),
         ("tasks:\n  - name: t\n    instruction: do a dance\n    max_steps: 5\n", "t", "success",
          2, "no default detector is known for 'do a dance'"),
+        ("tasks:\n  - name: t\n    instruction: x\n    max_steps: 5\n"
+         "    success: {type: counter, counter: mine_blok, items: dirt}\n", "t",
+         "success.counter", 5, "expected a MineRL counter: mine_block"),
+        ("tasks:\n  - name: t\n    instruction: x\n    max_steps: 5\n"
+         "    success: {type: inventory, items: dirt, count: 0}\n", "t",
+         "success.count", 5, "expected a positive number, got 0"),
         ("defaults: {max_steps: x}\ntasks:\n  - {name: t, instruction: chop a tree}\n", "t",
          "defaults.max_steps", 1, "expected an integer"),
         ("tasks:\n  - name: t\n    instruction: x\n    max_steps: 5\n    world_options: [1]\n",
@@ -123,6 +135,10 @@ def test_malformed_files_name_file_task_field_and_line(tmp_path, body, task, fie
          "chop a tree, max_steps: 5}\n", "used by two tasks"),
         ("tasks:\n  - name: t\n    name: u\n", "line 3: the key 'name' appears twice"),
         ("tasks:\n  - {name: t, instruction: get dirt, max_steps: 5}\nextra: 1\n", "field 'extra'"),
+        ("", "the file is empty"),
+        ("name: x\n", "broken.yaml, field 'tasks', line 1: expected a non-empty list"),
+        ("tasks: [3]\n", "task '#1', field 'tasks[0]', line 1: expected a task mapping"),
+        ("tasks: &x [*x]\n", "cannot be recursive"),
     ],
 )  # fmt: skip
 def test_malformed_sets(tmp_path, body, message):

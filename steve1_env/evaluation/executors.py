@@ -19,13 +19,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from steve1_env.errors import ConfigurationError, EvaluationError
+from steve1_env.errors import ConfigurationError, EvaluationError, Steve1EnvError
 from steve1_env.evaluation.records import TrialRecord, TrialSpec
 from steve1_env.evaluation.trial import (
     Episode,
@@ -36,6 +37,8 @@ from steve1_env.evaluation.trial import (
 )
 from steve1_env.optional import import_optional
 from steve1_env.tasks.detectors import build_detector
+
+_STOP_TIMEOUT_S = 30.0  # for workers to close their worlds (a Minecraft server) on stop
 
 EXECUTORS = ("local", "processes", "ray")
 """The executor names `make_executor` and ``steve1-env eval --executor`` accept."""
@@ -75,15 +78,33 @@ class LocalExecutor:
     ) -> Iterator[TrialRecord]:
         """Yields each trial's record after running it here."""
         for spec in specs:
-            yield self.runner.run(spec, on_steps)
+            try:
+                record = self.runner.run(spec, on_steps)
+            except Exception as exc:
+                raise EvaluationError(trial_failed(spec, exc)) from exc
+            yield record
 
     def close(self) -> None:
         """Closes the worlds, policies and encoder."""
         self.runner.close()
 
 
+def trial_failed(spec: TrialSpec, error: BaseException | str, where: str = "") -> str:
+    """Returns the message of a run stopped by a trial's error (not a world crash)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return (
+        f"Trial {spec.key} (task {spec.task!r}, instruction {spec.instruction!r}) failed"
+        f"{where}: {text.rstrip('. ')}. This is not a world crash, so the run stopped; fix the "
+        "cause and continue with --resume."
+    )
+
+
 class _WorkerLost(Exception):
     """The worker running a trial died before answering."""
+
+
+class _Cancelled(Exception):
+    """Raised inside a Ray actor's trial once the driver cancels it."""
 
 
 class _WorkerPool:
@@ -104,17 +125,21 @@ class _WorkerPool:
     def _start(self, index: int) -> Any:
         raise NotImplementedError
 
-    def _submit(self, worker: Any, spec: TrialSpec) -> Any:
+    def _submit(self, worker: Any, spec: TrialSpec, earlier_crashes: int) -> Any:
         raise NotImplementedError
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         raise NotImplementedError
 
-    def _result(self, worker: Any, pending: Any) -> dict[str, Any]:
+    def _result(self, worker: Any, pending: Any, spec: TrialSpec) -> dict[str, Any]:
         raise NotImplementedError
 
     def _stop(self, worker: Any) -> None:
         raise NotImplementedError
+
+    def _stop_all(self, workers: list[Any]) -> None:
+        for worker in workers:
+            self._stop(worker)
 
     def _cancel(self, worker: Any, pending: Any) -> None:
         """Interrupts the trial `worker` is running, so that it can close promptly."""
@@ -133,15 +158,30 @@ class _WorkerPool:
         in_flight: dict[Any, tuple[int, TrialSpec]] = {}
         self._in_flight = in_flight  # for close() after an interrupt
         lost: dict[str, list[str]] = {}
+        restarts = 0
         while queue or in_flight:
             while idle and queue:
                 index = idle.pop()
                 spec = queue.popleft()
-                in_flight[self._submit(self._active[index], spec)] = (index, spec)
+                # Tries lost with dead workers count against the trial's crash retries.
+                earlier = len(lost.get(spec.key, ()))
+                try:
+                    in_flight[self._submit(self._active[index], spec, earlier)] = (index, spec)
+                except _WorkerLost:  # died while idle: replace it; the trial never ran
+                    restarts += 1
+                    if restarts > 2 * self.workers + self.settings.crash_retries:
+                        raise EvaluationError(
+                            "Workers keep dying before they run a trial; see their output "
+                            "above for the cause."
+                        ) from None
+                    self._stop(self._active[index])
+                    self._active[index] = self._start(index)
+                    idle.appendleft(index)
+                    queue.appendleft(spec)
             for pending in self._wait(list(in_flight)):
                 index, spec = in_flight.pop(pending)
                 try:
-                    data = self._result(self._active[index], pending)
+                    data = self._result(self._active[index], pending, spec)
                 except _WorkerLost as exc:
                     self._stop(self._active[index])
                     self._active[index] = self._start(index)
@@ -156,11 +196,11 @@ class _WorkerPool:
                 idle.append(index)
                 record = TrialRecord.from_json(data, f"the record of trial {spec.key}")
                 if spec.key in lost:
-                    earlier = lost.pop(spec.key)
+                    lost_tries = lost.pop(spec.key)
                     record = replace(
                         record,
-                        crashes=record.crashes + len(earlier),
-                        errors=[*earlier, *record.errors],
+                        crashes=record.crashes + len(lost_tries),
+                        errors=[*lost_tries, *record.errors],
                     )
                 yield record
 
@@ -171,8 +211,7 @@ class _WorkerPool:
         for pending, (index, _) in in_flight.items():
             if index < len(workers):
                 self._cancel(workers[index], pending)
-        for worker in workers:
-            self._stop(worker)
+        self._stop_all(workers)
 
 
 def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
@@ -197,14 +236,18 @@ def _process_worker_main(connection: Any, settings: RunSettings, name: str, thre
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
     runner = TrialRunner(settings, worker=name)
     try:
+        connection.send(("ready", None, ""))
         while True:
-            spec = connection.recv()
-            if spec is None:
+            message = connection.recv()
+            if message is None:
                 return
+            spec, earlier_crashes = message
             try:
-                record = runner.run(spec)
+                record = runner.run(spec, earlier_crashes=earlier_crashes)
             except Exception as exc:
-                connection.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+                # Our own errors explain themselves; anything else gets its traceback.
+                details = "" if isinstance(exc, Steve1EnvError) else traceback.format_exc()
+                connection.send(("error", f"{type(exc).__name__}: {exc}", details))
             else:
                 connection.send(("ok", record.to_json(), ""))
     except (EOFError, OSError):  # the parent went away
@@ -226,6 +269,24 @@ class _ProcessWorker:
         )
         self.process.start()
         child.close()
+        self.ready = False
+
+    def lost(self) -> Exception:
+        """Returns the error for a worker found dead: a lost trial, or a failed start."""
+        with contextlib.suppress(EOFError, OSError):
+            while self.connection.poll():
+                if self.connection.recv()[0] == "ready":
+                    self.ready = True
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if not self.ready:
+            return EvaluationError(
+                f"Worker {self.name} exited (code {code}) before it could start. If you call "
+                "evaluate(..., executor='processes') from a script, put the call under "
+                "`if __name__ == '__main__':` (each worker imports your script)."
+            )
+        pid = self.process.pid
+        return _WorkerLost(f"worker {self.name} (pid {pid}) died with exit code {code}")
 
 
 class ProcessExecutor(_WorkerPool):
@@ -246,27 +307,28 @@ class ProcessExecutor(_WorkerPool):
     def _start(self, index: int) -> _ProcessWorker:
         return _ProcessWorker(self.settings, f"process-{index}", self._threads)
 
-    def _submit(self, worker: _ProcessWorker, spec: TrialSpec) -> Any:
-        worker.connection.send(spec)
+    def _submit(self, worker: _ProcessWorker, spec: TrialSpec, earlier_crashes: int) -> Any:
+        try:
+            worker.connection.send((spec, earlier_crashes))
+        except OSError:
+            raise worker.lost() from None
         return worker.connection
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         return list(multiprocessing.connection.wait(pending))
 
-    def _result(self, worker: _ProcessWorker, pending: Any) -> dict[str, Any]:
-        try:
-            status, payload, details = worker.connection.recv()
-        except (EOFError, OSError):
-            worker.process.join(timeout=5)
-            raise _WorkerLost(
-                f"worker {worker.name} (pid {worker.process.pid}) died with exit code "
-                f"{worker.process.exitcode}"
-            ) from None
+    def _result(self, worker: _ProcessWorker, pending: Any, spec: TrialSpec) -> dict[str, Any]:
+        while True:
+            try:
+                status, payload, details = worker.connection.recv()
+            except (EOFError, OSError):
+                raise worker.lost() from None
+            if status != "ready":
+                break
+            worker.ready = True
         if status != "ok":
-            raise EvaluationError(
-                f"A trial failed in worker {worker.name}: {payload}. This is not a world "
-                f"crash, so the run stops.\nWorker traceback:\n{details}"
-            )
+            trace = f"\nWorker traceback:\n{details}" if details else ""
+            raise EvaluationError(trial_failed(spec, payload, f" in worker {worker.name}") + trace)
         return payload
 
     def _cancel(self, worker: _ProcessWorker, pending: Any) -> None:
@@ -274,14 +336,22 @@ class ProcessExecutor(_WorkerPool):
             worker.process.terminate()  # SIGTERM: the worker closes its world and exits
 
     def _stop(self, worker: _ProcessWorker) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        self._stop_all([worker])
+
+    def _stop_all(self, workers: list[_ProcessWorker]) -> None:
+        for worker in workers:
+            with contextlib.suppress(OSError, ValueError):
+                if worker.process.is_alive():
+                    worker.connection.send(None)
+        # One shared deadline: closing simulators runs in parallel, not one after another.
+        deadline = time.monotonic() + _STOP_TIMEOUT_S
+        for worker in workers:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for worker in workers:
             if worker.process.is_alive():
-                worker.connection.send(None)
-        worker.process.join(timeout=30)  # time to close a simulator
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join(timeout=5)
-        worker.connection.close()
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.connection.close()
 
 
 # --------------------------------------------------------------------------------- Ray
@@ -293,9 +363,24 @@ class RayTrialActor:
     def __init__(self, settings: RunSettings, name: str) -> None:
         self.runner = TrialRunner(settings, worker=name)
 
-    def run(self, spec: TrialSpec) -> dict[str, Any]:
-        """Runs one trial and returns its record as JSON data."""
-        return self.runner.run(spec).to_json()
+    def run(self, spec: TrialSpec, earlier_crashes: int = 0) -> dict[str, Any] | None:
+        """Runs one trial and returns its record as JSON data (None once cancelled).
+
+        A cancelled call stops at the next high-level step: Ray flags, but does not interrupt,
+        a running task of a regular actor.
+        """
+        import ray
+
+        is_canceled = getattr(ray.get_runtime_context(), "is_canceled", None)
+
+        def stop_if_cancelled(spec: TrialSpec, steps: int) -> None:
+            if is_canceled is not None and is_canceled():
+                raise _Cancelled(f"trial {spec.key} was cancelled")
+
+        try:
+            return self.runner.run(spec, stop_if_cancelled, earlier_crashes).to_json()
+        except _Cancelled:  # the driver is stopping and reads no result
+            return None
 
     def close(self) -> None:
         """Closes the world, policy and encoder."""
@@ -306,13 +391,18 @@ class RayExecutor(_WorkerPool):
     """Runs trials on Ray: one actor per world, each with its own policy.
 
     Args:
-        settings: The run's settings.
-        workers: Number of actors; default one per CPU the cluster offers.
+        settings: The run's settings. Videos are written by the actors, so on a multi-node
+            cluster `settings.video_dir` must be on a file system every node shares.
+        workers: Number of actors; default as many as the cluster's resources hold.
         address: Ray cluster address (``"auto"`` for the running cluster); None starts a
             local Ray unless this process already connected one.
         num_cpus: CPUs of a local Ray started here (None: all).
         cpus_per_actor: CPUs each actor reserves.
         gpus_per_actor: GPUs each actor reserves (use with ``device="cuda"``).
+
+    Raises:
+        ConfigurationError: If the cluster cannot be reached, or cannot hold `workers` actors
+            (they would wait for resources forever).
     """
 
     def __init__(
@@ -329,24 +419,48 @@ class RayExecutor(_WorkerPool):
         self._ray = ray
         self._owns_ray = False
         if not ray.is_initialized():
-            ray.init(
+            self._init_ray(address, num_cpus)
+        capacity = _actor_capacity(ray.cluster_resources(), cpus_per_actor, gpus_per_actor)
+        if workers is None:
+            workers = max(1, capacity)
+        if workers > capacity:
+            if self._owns_ray:
+                self._owns_ray = False
+                ray.shutdown()
+            raise ConfigurationError(
+                f"The Ray cluster can hold {capacity} actor(s) of {cpus_per_actor:g} CPU and "
+                f"{gpus_per_actor:g} GPU each ({ray.cluster_resources()}), but {workers} were "
+                "asked for; the rest would wait forever. Ask for fewer workers or less per actor."
+            )
+        super().__init__(settings, workers)
+        self._actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(RayTrialActor)
+
+    def _init_ray(self, address: str | None, num_cpus: int | None) -> None:
+        # Ray installs its own SIGTERM handler; keep ours (SIGTERM stops a run cleanly).
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            self._ray.init(
                 address=address,
                 num_cpus=num_cpus if address is None else None,
                 include_dashboard=False,
                 logging_level="WARNING",
-                log_to_driver=True,
             )
-            self._owns_ray = True
-        if workers is None:
-            workers = max(1, int(ray.available_resources().get("CPU", 1) // cpus_per_actor))
-        super().__init__(settings, workers)
-        self._actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(RayTrialActor)
+        except ConnectionError as exc:
+            raise ConfigurationError(
+                f"Cannot connect to the Ray cluster at {address!r} ({exc}). Start one with "
+                "`ray start --head`, or drop --address to run Ray on this machine."
+            ) from exc
+        finally:
+            with contextlib.suppress(ValueError, TypeError):  # not the main thread
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+        self._owns_ray = True
 
     def _start(self, index: int) -> Any:
         return self._actor.remote(self.settings, f"ray-{index}")
 
-    def _submit(self, worker: Any, spec: TrialSpec) -> Any:
-        return worker.run.remote(spec)
+    def _submit(self, worker: Any, spec: TrialSpec, earlier_crashes: int) -> Any:
+        return worker.run.remote(spec, earlier_crashes)
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         while True:  # short waits keep Ctrl-C responsive
@@ -354,7 +468,7 @@ class RayExecutor(_WorkerPool):
             if ready:
                 return list(ready)
 
-    def _result(self, worker: Any, pending: Any) -> dict[str, Any]:
+    def _result(self, worker: Any, pending: Any, spec: TrialSpec) -> dict[str, Any]:
         exceptions = self._ray.exceptions
         try:
             return self._ray.get(pending)
@@ -362,19 +476,15 @@ class RayExecutor(_WorkerPool):
             raise _WorkerLost(f"Ray actor died ({type(exc).__name__})") from None
         except exceptions.RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
-            raise EvaluationError(
-                f"A trial failed in a Ray actor: {type(cause).__name__}: {cause}. This is "
-                "not a world crash, so the run stops."
-            ) from exc
+            raise EvaluationError(trial_failed(spec, cause, " in a Ray actor")) from exc
 
     def _cancel(self, worker: Any, pending: Any) -> None:
-        # Raises KeyboardInterrupt in the actor's trial, freeing it to run close().
         with contextlib.suppress(Exception):
             self._ray.cancel(pending)
 
     def _stop(self, worker: Any) -> None:
         with contextlib.suppress(Exception):  # dead or hung: killing it is enough
-            self._ray.get(worker.close.remote(), timeout=30)
+            self._ray.get(worker.close.remote(), timeout=_STOP_TIMEOUT_S)
         self._ray.kill(worker)
 
     def close(self) -> None:
@@ -385,31 +495,82 @@ class RayExecutor(_WorkerPool):
             self._ray.shutdown()
 
 
+def _actor_capacity(resources: dict[str, float], cpus: float, gpus: float) -> int:
+    limits = []
+    if cpus > 0:
+        limits.append(int(resources.get("CPU", 0) // cpus))
+    if gpus > 0:
+        limits.append(int(resources.get("GPU", 0) // gpus))
+    return min(limits) if limits else 1
+
+
+def check_executor_options(
+    name: str,
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_actor: float | None = None,
+    gpus_per_actor: float | None = None,
+) -> None:
+    """Checks executor options before anything runs.
+
+    Raises:
+        ConfigurationError: If the name is unknown or an option does not apply to it.
+    """
+    if name not in EXECUTORS:
+        raise ConfigurationError(
+            f"Unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}."
+        )
+    if name == "local" and workers not in (None, 1):
+        raise ConfigurationError(
+            "The local executor runs one trial at a time; use --executor processes (or ray) "
+            "for parallel workers."
+        )
+    ray_only = {
+        "--address": address,
+        "--cpus-per-actor": cpus_per_actor,
+        "--gpus-per-actor": gpus_per_actor,
+    }
+    given = [flag for flag, value in ray_only.items() if value is not None]
+    if given and name != "ray":
+        raise ConfigurationError(f"{', '.join(given)} apply to --executor ray only.")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigurationError(f"workers must be a positive integer, got {workers!r}.")
+    for flag, value in (("cpus_per_actor", cpus_per_actor), ("gpus_per_actor", gpus_per_actor)):
+        if value is not None and not value >= 0:
+            raise ConfigurationError(f"{flag} must be >= 0, got {value!r}.")
+
+
 def make_executor(
-    name: str, settings: RunSettings, *, workers: int | None = None, address: str | None = None
+    name: str,
+    settings: RunSettings,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_actor: float | None = None,
+    gpus_per_actor: float | None = None,
 ) -> Executor:
     """Builds an executor by name (see `EXECUTORS`).
 
     Args:
         name: ``local``, ``processes`` or ``ray``.
         settings: The run's settings.
-        workers: Parallel workers (``processes``: default 2; ``ray``: default one per CPU).
+        workers: Parallel workers (``processes``: default 2; ``ray``: as many as fit).
         address: The Ray cluster address (``ray`` only).
+        cpus_per_actor: CPUs each Ray actor reserves (default 1).
+        gpus_per_actor: GPUs each Ray actor reserves (default 0).
 
     Raises:
         ConfigurationError: If the name is unknown or an option does not apply.
     """
+    check_executor_options(name, workers, address, cpus_per_actor, gpus_per_actor)
     if name == "local":
-        if workers not in (None, 1):
-            raise ConfigurationError(
-                "The local executor runs one trial at a time; use --executor processes (or "
-                "ray) for parallel workers."
-            )
         return LocalExecutor(settings)
-    if address is not None and name != "ray":
-        raise ConfigurationError("--address applies to the ray executor only.")
     if name == "processes":
         return ProcessExecutor(settings, 2 if workers is None else workers)
-    if name == "ray":
-        return RayExecutor(settings, workers, address=address)
-    raise ConfigurationError(f"Unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}.")
+    return RayExecutor(
+        settings,
+        workers,
+        address=address,
+        cpus_per_actor=1.0 if cpus_per_actor is None else cpus_per_actor,
+        gpus_per_actor=0.0 if gpus_per_actor is None else gpus_per_actor,
+    )

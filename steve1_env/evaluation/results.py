@@ -25,12 +25,23 @@ RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run.json"
 LOCK_FILE = ".lock"
 
-RESUME_KEYS = ("task_set_sha256", "world", "policy", "prompt_encoder", "kwargs", "max_steps")
+RESUME_KEYS = (
+    "task_set_sha256",
+    "world",
+    "policy",
+    "prompt_encoder",
+    "kwargs",
+    "max_steps",
+    "weights",
+)
 """`run.json` fields that must match for a run to resume (results must stay comparable)."""
 
 
 def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[TrialRecord]:
     """Reads every trial record of a results file, in file order, without duplicates.
+
+    A trial recorded as crashed and recorded again later (rerun with ``--retry-crashed``) is
+    represented by its later record; any other repeat keeps the first, with a warning.
 
     Args:
         path: The ``results.jsonl`` file.
@@ -57,7 +68,7 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
             with open(path, "r+b") as handle:
                 handle.truncate(len(complete) + len(newline))
     records: list[TrialRecord] = []
-    seen: set[str] = set()
+    seen: dict[str, TrialRecord] = {}
     for number, raw in enumerate(complete.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -71,13 +82,18 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
             ) from exc
         record = TrialRecord.from_json(parsed, where)
         if record.key in seen:
+            if seen[record.key].outcome == "crash":
+                # A crashed trial run again (eval --resume --retry-crashed): the rerun counts.
+                records[records.index(seen[record.key])] = record
+                seen[record.key] = record
+                continue
             warnings.warn(
                 f"{where}: trial {record.key} is recorded twice; keeping the first.",
                 Steve1EnvWarning,
                 stacklevel=2,
             )
             continue
-        seen.add(record.key)
+        seen[record.key] = record
         records.append(record)
     return records
 
@@ -156,18 +172,22 @@ class ResultsStore:
             )
         self.records: list[TrialRecord] = read_records(self.path, repair=True)
         self.keys = {record.key for record in self.records}
+        self.crashed = {r.key: r for r in self.records if r.outcome == "crash"}
         atomic_write_text(self.directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, record: TrialRecord) -> None:
         """Writes one record and forces it to disk before returning.
 
+        A trial recorded as crashed may be recorded again (its rerun replaces it).
+
         Raises:
             ResultsError: If the store is closed or the trial is already recorded.
         """
         if self._handle is None:
             raise ResultsError("This results store is closed.")
-        if record.key in self.keys:
+        earlier = self.crashed.get(record.key)
+        if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
         line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
         # One write to an append-only descriptor: the line lands whole, or (killed hard
@@ -176,8 +196,13 @@ class ResultsStore:
         while written < len(line):
             written += os.write(self._handle, line[written:])
         os.fsync(self._handle)
+        if earlier is not None:  # a crashed trial, run again
+            self.records.remove(earlier)
+            del self.crashed[record.key]
         self.records.append(record)
         self.keys.add(record.key)
+        if record.outcome == "crash":
+            self.crashed[record.key] = record
 
     def extend(self, records: Iterable[TrialRecord]) -> None:
         """Appends several records (see `append`)."""

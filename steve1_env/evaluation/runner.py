@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from steve1_env.evaluation.executors import make_executor
+from steve1_env.errors import ConfigurationError
+from steve1_env.evaluation.executors import check_executor_options, make_executor
 from steve1_env.evaluation.progress import Progress
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize, write_reports
@@ -31,6 +32,7 @@ class EvaluationResult:
         reports: Report format -> file written.
         planned: Trials of this run's plan.
         ran: Trials run by this call (the rest were recorded before).
+        missing: Trials of the plan not recorded yet (after an interrupt).
         interrupted: True if Ctrl-C stopped the run; resume it to finish.
     """
 
@@ -40,6 +42,7 @@ class EvaluationResult:
     reports: dict[str, Path]
     planned: int
     ran: int
+    missing: int
     interrupted: bool
 
 
@@ -133,9 +136,12 @@ def evaluate(
     max_steps: int | None = None,
     tasks: Sequence[str] | None = None,
     resume: bool = False,
+    retry_crashed: bool = False,
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
+    cpus_per_actor: float | None = None,
+    gpus_per_actor: float | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
 ) -> EvaluationResult:
@@ -149,9 +155,12 @@ def evaluate(
         max_steps: Overrides every task's low-level step budget.
         tasks: Run only these tasks of the set.
         resume: Continue the run in `out`, skipping trials already recorded.
+        retry_crashed: With `resume`, run again the trials recorded as crashed.
         executor: ``local``, ``processes`` or ``ray``.
         workers: Parallel workers of the ``processes`` and ``ray`` executors.
         address: Ray cluster address (``"auto"``).
+        cpus_per_actor: CPUs each Ray actor reserves (default 1).
+        gpus_per_actor: GPUs each Ray actor reserves (default 0).
         progress: Show live progress on `stream`.
         stream: Where progress goes (default: standard error).
 
@@ -165,6 +174,9 @@ def evaluate(
         EvaluationError: If a trial fails for a reason other than a world crash.
     """
     settings = settings or RunSettings()
+    check_executor_options(executor, workers, address, cpus_per_actor, gpus_per_actor)
+    if retry_crashed and not resume:
+        raise ConfigurationError("retry_crashed (--retry-crashed) needs resume (--resume).")
     loaded = task_set if isinstance(task_set, TaskSet) else load_task_set(task_set)
     if tasks:
         loaded = loaded.select(tasks)
@@ -173,10 +185,19 @@ def evaluate(
     store = ResultsStore(out, config, resume=resume)
     ran, interrupted = 0, False
     try:
-        pending = [spec for spec in plan if spec.key not in store.keys]
-        bar = Progress(plan, store.records, stream=stream, enabled=progress)
+        rerun = set(store.crashed) if retry_crashed else set()
+        pending = [spec for spec in plan if spec.key not in store.keys or spec.key in rerun]
+        done = [record for record in store.records if record.key not in rerun]
+        bar = Progress(plan, done, stream=stream, enabled=progress)
         if pending:
-            runner = make_executor(executor, settings, workers=workers, address=address)
+            runner = make_executor(
+                executor,
+                settings,
+                workers=workers,
+                address=address,
+                cpus_per_actor=cpus_per_actor,
+                gpus_per_actor=gpus_per_actor,
+            )
             try:
                 for record in runner.run(pending, on_steps=bar.steps_update):
                     store.append(record)
@@ -196,7 +217,11 @@ def evaluate(
     records = read_records(store.path)
     summary = summarize(records, config, task_order=[task.name for task in loaded.tasks])
     reports = write_reports(out, summary)
-    return EvaluationResult(Path(out), records, summary, reports, len(plan), ran, interrupted)
+    recorded = {record.key for record in records}
+    missing = sum(spec.key not in recorded for spec in plan)
+    return EvaluationResult(
+        Path(out), records, summary, reports, len(plan), ran, missing, interrupted
+    )
 
 
 def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Path]]:

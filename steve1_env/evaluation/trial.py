@@ -29,7 +29,9 @@ from steve1_env.validation import positive_int
 StepsCallback = Callable[[TrialSpec, int], None]
 """Called after every high-level step with the trial and its low-level steps so far."""
 
-_MAX_CACHED_WORLDS = 4  # distinct world options kept alive per worker
+# Worlds kept alive per worker, one per distinct world options. Trials run task by task, so
+# one suffices, and a real world (a Minecraft server) is too heavy to keep idle.
+_MAX_CACHED_WORLDS = 1
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ class RunSettings:
         device: Torch device of policy and encoder.
         k: Low-level steps per high-level env step (how often progress is reported).
         crash_retries: How often a trial whose world crashed is run again.
-        video_dir: Directory for one mp4 per trial (``<task>/<instruction>-<trial>.mp4``);
-            None records no video.
+        video_dir: Directory for one mp4 per trial
+            (``<task>/<instruction index>-<trial>.mp4``); None records no video.
     """
 
     world: str = "synthetic"
@@ -94,6 +96,7 @@ class _WorldBundle:
         from steve1_env.env import Steve1SkillEnv
 
         self.world = WORLDS.make(settings.world, **world_kwargs)
+        policy = None
         try:
             policy = POLICIES.make(
                 settings.policy,
@@ -113,6 +116,8 @@ class _WorldBundle:
                 device=settings.device,
             )
         except BaseException:
+            if policy is not None:
+                policy.close()
             self.world.close()
             raise
 
@@ -198,8 +203,16 @@ class TrialRunner:
         self._encoder: Any = None
         self._bundles: OrderedDict[str, _WorldBundle] = OrderedDict()
 
-    def run(self, spec: TrialSpec, on_steps: StepsCallback | None = None) -> TrialRecord:
+    def run(
+        self, spec: TrialSpec, on_steps: StepsCallback | None = None, earlier_crashes: int = 0
+    ) -> TrialRecord:
         """Runs one trial, retrying it while its world crashes and retries are left.
+
+        Args:
+            spec: The trial.
+            on_steps: Called after every high-level step with the low-level steps so far.
+            earlier_crashes: Tries of this trial already lost elsewhere (a worker that died);
+                they use up the run's ``crash_retries`` too.
 
         Raises:
             TaskSpecError: If the trial's detector config cannot be built here.
@@ -211,7 +224,7 @@ class TrialRunner:
         errors: list[str] = []
         episode: Episode | None = None
         video: str | None = None
-        for _ in range(self.settings.crash_retries + 1):
+        for _ in range(max(1, self.settings.crash_retries + 1 - earlier_crashes)):
             try:
                 episode, video = self._attempt(spec, detector, on_steps)
             except WorldCrashError as exc:  # the world did not even reset
@@ -277,7 +290,7 @@ class TrialRunner:
         if self.settings.video_dir is None:
             return None
         # Recorded relative to the folder holding video_dir (the run's output directory), so
-        # reports link to it wherever the directory is moved.
+        # the record stays valid wherever the directory is moved.
         folder = Path(self.settings.video_dir)
         name = f"{spec.task}/{spec.instruction_index}-{spec.trial}.mp4"
         return folder / name, f"{folder.name}/{name}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -52,6 +53,21 @@ def _number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _positive(value: Any) -> bool:
+    return _number(value) and math.isfinite(value) and value > 0
+
+
+def _pitch(value: Any) -> bool:
+    return _number(value) and -90 <= value <= 0
+
+
+# MineRL 1.0's counter observations (the synthetic world reports mine_block and pickup).
+COUNTERS = (
+    "mine_block", "craft_item", "pickup", "use_item", "drop", "break_item", "kill_entity",
+    "entity_killed_by",
+)  # fmt: skip
+
+
 def _items(value: Any) -> bool:
     return (isinstance(value, str) and bool(value)) or (
         isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
@@ -62,17 +78,21 @@ def _items(value: Any) -> bool:
 _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
     "inventory": {
         "items": (True, _items, "an item name or pattern, or a list of them ('*_log')"),
-        "count": (False, _number, "a positive number"),
+        "count": (False, _positive, "a positive number"),
     },
     "counter": {
-        "counter": (True, lambda v: isinstance(v, str) and bool(v), "a counter key (mine_block)"),
+        "counter": (
+            True,
+            lambda v: v in COUNTERS,
+            f"a MineRL counter: {', '.join(COUNTERS)}",
+        ),
         "items": (True, _items, "an item name or pattern, or a list of them"),
-        "count": (False, _number, "a positive number"),
+        "count": (False, _positive, "a positive number"),
     },
-    "travel": {"distance": (True, _number, "a distance in blocks")},
-    "depth": {"depth": (True, _number, "a depth in blocks")},
+    "travel": {"distance": (True, _positive, "a positive distance in blocks")},
+    "depth": {"depth": (True, _positive, "a positive depth in blocks")},
     "looking_up": {
-        "max_pitch": (False, _number, "a pitch in degrees in [-90, 0]"),
+        "max_pitch": (False, _pitch, "a pitch in degrees in [-90, 0] (negative looks up)"),
         "require_sky": (False, lambda v: isinstance(v, bool), "true or false"),
     },
     "observation": {

@@ -39,6 +39,7 @@ from steve1_env.errors import DetectorError, InvalidInstructionError, TaskSpecEr
 from steve1_env.evaluation.records import TrialSpec
 from steve1_env.instructions import validate_instruction
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
+from steve1_env.validation import positive_int
 
 DEFAULT_TRIALS = 3
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -97,7 +98,12 @@ class TaskSpec:
         Raises:
             TaskSpecError: If more trials are asked than the task lists seeds.
         """
-        count = trials or self.trials or (len(self.seeds) if self.seeds else DEFAULT_TRIALS)
+        if trials is not None:
+            count = positive_int(trials, "trials", error=TaskSpecError)
+        elif self.trials is not None:
+            count = self.trials
+        else:
+            count = len(self.seeds) if self.seeds else DEFAULT_TRIALS
         if self.seeds is not None and count > len(self.seeds):
             raise TaskSpecError(
                 f"Task {self.name!r} lists {len(self.seeds)} seeds but {count} trials were "
@@ -108,7 +114,11 @@ class TaskSpec:
             if self.seeds is not None
             else tuple(self.seed + i for i in range(count))
         )
-        budget = max_steps or self.max_steps
+        budget = (
+            self.max_steps
+            if max_steps is None
+            else positive_int(max_steps, "max_steps", error=TaskSpecError)
+        )
         return [
             TrialSpec(
                 task=self.name,
@@ -159,7 +169,14 @@ class TaskSet:
         )
 
     def select(self, names: Sequence[str]) -> TaskSet:
-        """Returns a set holding only the named tasks, in the order given."""
+        """Returns a set holding only the named tasks, in the order given.
+
+        Raises:
+            TaskSpecError: If a name is unknown or given twice.
+        """
+        repeated = sorted({name for name in names if list(names).count(name) > 1})
+        if repeated:
+            raise TaskSpecError(f"Task(s) {', '.join(repeated)} named more than once.")
         return TaskSet(
             self.name, tuple(self.task(n) for n in names), self.source, self.sha256,
             self.description,
@@ -169,7 +186,10 @@ class TaskSet:
         self, trials: int | None = None, max_steps: int | None = None
     ) -> list[TrialSpec]:
         """Returns every task's trials, task by task (see `TaskSpec.trial_specs`)."""
-        return [spec for task in self.tasks for spec in task.trial_specs(trials, max_steps)]
+        try:
+            return [spec for task in self.tasks for spec in task.trial_specs(trials, max_steps)]
+        except TaskSpecError as exc:
+            raise TaskSpecError(f"{self.source}: {exc}") from None
 
 
 def builtin_task_sets() -> list[str]:
@@ -220,7 +240,13 @@ class _Lines:
         if root is not None:
             self._walk(root, ())
 
-    def _walk(self, node: Any, path: FieldPath) -> None:
+    def _walk(self, node: Any, path: FieldPath, parents: frozenset[int] = frozenset()) -> None:
+        if id(node) in parents:
+            raise TaskSpecError(
+                f"{self.where}, line {node.start_mark.line + 1}: a YAML alias refers to a node "
+                f"that contains it{self._under(path)}; task files cannot be recursive."
+            )
+        parents = parents | {id(node)}
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
@@ -233,12 +259,12 @@ class _Lines:
                     )
                 seen.add(key)
                 field_path = (*path, key)
-                self._walk(value_node, field_path)
+                self._walk(value_node, field_path, parents)
                 # A field's errors point at its key's line, where a reader looks for it.
                 self.lines[field_path] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                self._walk(item, (*path, index))
+                self._walk(item, (*path, index), parents)
 
     @staticmethod
     def _under(path: FieldPath) -> str:
@@ -268,11 +294,17 @@ class _Parser:
         line = self.lines.line(path)
         at = f", line {line}" if line is not None else ""
         task = f", task {self.task_name!r}" if self.task_name is not None else ""
-        shown = format_path(path[2:] if path[:1] == ("tasks",) else path)
-        return TaskSpecError(f"{self.where}{task}, field {shown!r}{at}: {message}")
+        inside_task = path[:1] == ("tasks",) and len(path) > 2
+        shown = format_path(path[2:] if inside_task else path)
+        field = f", field {shown!r}" if shown else ""
+        return TaskSpecError(f"{self.where}{task}{field}{at}: {message}")
 
     def parse(self, default_name: str) -> TaskSet:
         data = self.data
+        if data is None:
+            raise TaskSpecError(
+                f"{self.where}: the file is empty; it needs 'tasks:' with a list of tasks."
+            )
         if not isinstance(data, Mapping):
             raise TaskSpecError(
                 f"{self.where}: expected a mapping with 'tasks' (and optionally 'name', "
