@@ -473,6 +473,11 @@ class RayExecutor(_WorkerPool):
         try:
             return self._ray.get(pending)
         except (exceptions.RayActorError, exceptions.WorkerCrashedError) as exc:
+            if "creation task" in str(exc):  # it never started: every retry would fail too
+                raise EvaluationError(
+                    f"A Ray actor failed to start: {exc}. Check that steve1-env (and any module "
+                    "named by an import path) is installed on every node."
+                ) from exc
             raise _WorkerLost(f"Ray actor died ({type(exc).__name__})") from None
         except exceptions.RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
