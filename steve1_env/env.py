@@ -16,6 +16,7 @@ import copy
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -82,6 +83,26 @@ def _check_device(device: Any) -> Any:
             f"({exc})."
         ) from exc
     return device
+
+
+_KEEP: Any = object()  # advance(): keep the policy state `step` set
+_STEP: Any = object()  # advance(): step the world here
+
+
+@dataclass
+class _HighLevelStep:
+    """The high-level step in progress: its budget and, once finished, why it ended."""
+
+    budget: int
+    steps: int = 0
+    finished: bool = False
+    reason: str = "budget"
+    detector: str | None = None
+    error: str | None = None
+    world_done: bool = False
+
+    def finish(self, reason: str, detector: str | None = None, error: str | None = None) -> None:
+        self.finished, self.reason, self.detector, self.error = True, reason, detector, error
 
 
 def _baseline(obs: WorldObs) -> WorldObs:
@@ -229,6 +250,7 @@ class Steve1SkillEnv(gym.Env):
         self._attempt_succeeded = False
         self._total_steps = 0
         self._high_level_steps = 0
+        self._current: _HighLevelStep | None = None
 
     # ------------------------------------------------------------------ setup
     def _build(self, registry: Registry, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
@@ -327,6 +349,7 @@ class Steve1SkillEnv(gym.Env):
                 "backend is installed and working, then reset again."
             ) from exc
         self._policy_state = self.policy.initial_state(policy_seed)
+        self._current = None
         self._goal, self._detector, self._attempt_start = None, None, None
         self._attempt_succeeded = False
         self._attempt_steps = self._total_steps = self._high_level_steps = 0
@@ -347,6 +370,24 @@ class Steve1SkillEnv(gym.Env):
             (or the skill succeeded, with ``terminate_on_success``). ``truncated``: the
             low-level cap was reached or the world crashed.
         """
+        self.begin_step(action)
+        with precision.autocast_disabled(self.policy.device):
+            while self.wants_low_level_action():
+                world_obs, goal, state = self.policy_inputs()
+                low_action, self._policy_state = self.policy.act(world_obs, goal, state)
+                self.advance(low_action)
+        return self.end_step()
+
+    # The four methods below are one high-level step taken apart, so that a vector env can
+    # interleave many envs' low-level ticks and batch their policy calls. `step` is their
+    # composition; use them only in that order: begin, (inputs, advance)*, end.
+    def begin_step(self, action: str | int | np.integer) -> None:
+        """Starts a high-level step pursuing `action` (see `step`); low-level ticks follow.
+
+        Raises:
+            ResetNeededError: If the episode has not started or has ended.
+            InvalidActionError: If the action is malformed.
+        """
         self._ensure_open()
         if self._needs_reset:
             raise ResetNeededError(
@@ -355,56 +396,95 @@ class Steve1SkillEnv(gym.Env):
         instruction = self._instruction_from_action(action)
         if self._goal is None or instruction != self._goal.instruction or self._attempt_succeeded:
             self._start_attempt(instruction)
-        goal, start = self._goal, self._attempt_start
-        if goal is None or start is None or self._world_obs is None:
+        if self._goal is None or self._attempt_start is None or self._world_obs is None:
             raise ResetNeededError("The episode state is incomplete; call reset().")
         budget = self.k
         if self.max_low_level_steps is not None:
             budget = min(budget, self.max_low_level_steps - self._total_steps)
-        steps, reason, detector, error, world_done = 0, "budget", None, None, False
         # A policy exception leaves the episode half-stepped: it then needs a reset.
         self._needs_reset = True
-        with precision.autocast_disabled(self.policy.device):
-            while steps < budget:
-                low_action, self._policy_state = self.policy.act(
-                    self._world_obs, goal, self._policy_state
-                )
-                try:
-                    result = self.world.step(low_action)
-                except InvalidActionError:
-                    raise
-                except Exception as exc:  # a world failure ends the episode, not the program
-                    reason, error = "crash", f"{type(exc).__name__}: {exc}"
-                    break
-                if result.info.get("error"):
-                    # MineRL returns a random observation with a socket error: never pass it on.
-                    reason, error = "crash", str(result.info["error"])
-                    break
-                self._world_obs = result.obs
-                steps += 1
-                self._attempt_steps += 1
-                self._total_steps += 1
-                world_done = bool(result.done)
-                if self._detector is not None:
-                    detector = fired(self._detector, start, result.obs, self._attempt_steps)
-                    if detector is not None:
-                        reason = "success"
-                        break
-                if world_done:
-                    reason = "world_done"
-                    break
+        self._current = _HighLevelStep(budget=budget, finished=budget <= 0)
+
+    def wants_low_level_action(self) -> bool:
+        """True while the current high-level step needs another low-level action."""
+        return self._current is not None and not self._current.finished
+
+    def policy_inputs(self) -> tuple[WorldObs, Goal, Any]:
+        """Returns ``(world_obs, goal, policy_state)``: the next low-level action's inputs."""
+        if self._current is None or self._goal is None or self._world_obs is None:
+            raise ResetNeededError("No high-level step is in progress; call begin_step().")
+        return self._world_obs, self._goal, self._policy_state
+
+    def advance(self, low_action: Any, policy_state: Any = _KEEP, result: Any = _STEP) -> None:
+        """Applies one low-level action and checks for success and the world's end.
+
+        Args:
+            low_action: The MineRL action.
+            policy_state: The policy's new state for this env (default: as set by `step`).
+            result: The world's `WorldStep` for this action when the caller stepped the world
+                itself (a vector env stepping worlds in parallel), or the exception it raised;
+                by default the world is stepped here.
+        """
+        current = self._current
+        if current is None or current.finished or self._attempt_start is None:
+            raise ResetNeededError("No high-level step wants an action; call begin_step().")
+        if policy_state is not _KEEP:
+            self._policy_state = policy_state
+        if result is _STEP:
+            try:
+                result = self.world.step(low_action)
+            except InvalidActionError:
+                raise
+            except Exception as exc:  # a world failure ends the episode, not the program
+                result = exc
+        if isinstance(result, InvalidActionError):
+            raise result
+        if isinstance(result, BaseException):
+            current.finish("crash", error=f"{type(result).__name__}: {result}")
+            return
+        if result.info.get("error"):
+            # MineRL returns a random observation with a socket error: never pass it on.
+            current.finish("crash", error=str(result.info["error"]))
+            return
+        self._world_obs = result.obs
+        current.steps += 1
+        self._attempt_steps += 1
+        self._total_steps += 1
+        current.world_done = bool(result.done)
+        if self._detector is not None:
+            detector = fired(self._detector, self._attempt_start, result.obs, self._attempt_steps)
+            if detector is not None:
+                current.finish("success", detector=detector)
+                return
+        if current.world_done:
+            current.finish("world_done")
+        elif current.steps >= current.budget:
+            current.finish("budget")
+
+    def end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Ends the high-level step and returns what `step` returns."""
+        current = self._current
+        if current is None:
+            raise ResetNeededError("No high-level step is in progress; call begin_step().")
+        self._current = None
+        reason = current.reason
         self._high_level_steps += 1
         success = reason == "success"
         self._attempt_succeeded = self._attempt_succeeded or success
-        terminated = world_done or (success and self.terminate_on_success)
+        terminated = current.world_done or (success and self.terminate_on_success)
         capped = (
             self.max_low_level_steps is not None and self._total_steps >= self.max_low_level_steps
         )
         truncated = not terminated and (reason == "crash" or capped)
         self._needs_reset = terminated or truncated
-        info = self._info(steps=steps, reason=reason, detector=detector, world_done=world_done)
-        if error is not None:
-            info["error"] = error
+        info = self._info(
+            steps=current.steps,
+            reason=reason,
+            detector=current.detector,
+            world_done=current.world_done,
+        )
+        if current.error is not None:
+            info["error"] = current.error
         return self._observation(), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
