@@ -44,6 +44,7 @@ for _env_id, _face in zip(ENV_IDS, ("text", "discrete"), strict=True):
         register(
             id=_env_id,
             entry_point="steve1_env.env:Steve1SkillEnv",
+            vector_entry_point="steve1_env.vector.env:Steve1SkillVectorEnv",
             max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={"face": _face},
         )
@@ -55,6 +56,10 @@ def __getattr__(name: str) -> object:
         from steve1_env.env import Steve1SkillEnv
 
         return Steve1SkillEnv
+    if name == "Steve1SkillVectorEnv":
+        from steve1_env.vector.env import Steve1SkillVectorEnv
+
+        return Steve1SkillVectorEnv
     if name == "validate_instruction":
         from steve1_env.instructions import validate_instruction
 
@@ -75,6 +80,7 @@ __all__ = [
     "Steve1EnvError",
     "Steve1EnvWarning",
     "Steve1SkillEnv",
+    "Steve1SkillVectorEnv",
     "UnknownNameError",
     "WorldCrashError",
     "register_policy",

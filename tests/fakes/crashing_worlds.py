@@ -97,3 +97,16 @@ class SlowWorld(SyntheticWorld):
     def step(self, action: Any) -> WorldStep:
         time.sleep(self.step_delay)
         return super().step(action)
+
+
+class StepDyingWorld(SyntheticWorld):
+    """Kills its process on its `die_at`-th step (counted over the run via `marker_dir`)."""
+
+    def __init__(self, marker_dir: str, die_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker_dir, self.die_at = marker_dir, die_at
+
+    def step(self, action: Any) -> WorldStep:
+        if _count(self.marker_dir, "step") == self.die_at:
+            os._exit(3)
+        return super().step(action)

@@ -1,0 +1,1 @@
+"""Vector envs: many skill envs, one batched policy, worlds in their own processes."""

@@ -1,0 +1,363 @@
+"""`Steve1SkillVectorEnv`: N skill envs, one batched policy call per low-level tick.
+
+A GPU serves one STEVE-1 step for many envs about as fast as for one, while each Minecraft world
+steps at 20-60 ticks per second; so the worlds are stepped side by side and the policy is called
+once per tick for every env still inside its high-level step, with guidance (2N rows, each frame
+encoded once for both branches). Each env keeps its own instruction, detector, step budget and
+recurrent state. An env whose high-level step has ended (success, budget, world end) waits for
+the others; the batch goes on with those still running.
+
+Autoreset follows Gymnasium's "next step" mode: when an env's episode ends, its `step` result
+carries the final observation; the *next* `step` resets that env (its action is ignored) and
+returns the first observation of the new episode with reward 0 and both flags False. The new
+episode gets the options of that env's last `reset` (its instruction and detectors) and a seed
+drawn from the env's own RNG, so a seeded run stays reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+from steve1_env import precision
+from steve1_env.env import Steve1SkillEnv
+from steve1_env.errors import ConfigurationError, InvalidActionError
+from steve1_env.prompt.base import PromptEncoder
+from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
+from steve1_env.validation import positive_int
+from steve1_env.vector.world_process import WorldProcess
+
+IN_PROCESS_WORLDS = ("synthetic",)
+"""Worlds cheap and safe enough to run in the caller's process by default."""
+
+
+class Steve1SkillVectorEnv(gym.vector.VectorEnv):
+    """`num_envs` skill envs sharing one batched policy and one prompt encoder.
+
+    Args:
+        num_envs: Number of envs.
+        world: World name for every env (``"synthetic"``, ``"minerl"``, ``"minestudio"``).
+        policy: Policy name. A policy with ``act_batch`` (``"steve1"``) is built once and
+            called once per tick for all envs; others (``"scripted"``) get one instance per env.
+        prompt_encoder: Prompt encoder name, built once and shared.
+        world_processes: Run each world in its own process (default: yes for every world but
+            the synthetic one); worlds then step in parallel and crash independently.
+        device: Torch device of policy and encoder.
+        world_kwargs: Arguments of every world.
+        policy_kwargs: Arguments of the policy.
+        prompt_encoder_kwargs: Arguments of the encoder.
+        max_episode_steps: High-level steps after which an env's episode is truncated (the
+            registered ``max_episode_steps`` arrives here through ``gym.make_vec``).
+        **env_kwargs: Everything else `Steve1SkillEnv` takes (``face``, ``k``, ``skills``,
+            ``instruction``, ``instructions``, ``success``, ...), the same for every env.
+    """
+
+    metadata = {  # noqa: RUF012 (gymnasium.VectorEnv API)
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+        "render_modes": ["rgb_array"],
+    }
+
+    def __init__(
+        self,
+        num_envs: int,
+        world: str = "synthetic",
+        policy: str = "steve1",
+        prompt_encoder: str = "steve1",
+        *,
+        world_processes: bool | None = None,
+        device: Any = "cpu",
+        world_kwargs: Mapping[str, Any] | None = None,
+        policy_kwargs: Mapping[str, Any] | None = None,
+        prompt_encoder_kwargs: Mapping[str, Any] | None = None,
+        max_episode_steps: int | None = None,
+        **env_kwargs: Any,
+    ) -> None:
+        self.num_envs = positive_int(num_envs, "num_envs")
+        for name, value in (
+            ("world", world),
+            ("policy", policy),
+            ("prompt_encoder", prompt_encoder),
+        ):
+            if not isinstance(value, str):
+                raise ConfigurationError(
+                    f"The vector env builds its components itself: {name} must be a registered "
+                    f"name or import path, got {type(value).__name__}."
+                )
+        for reserved in ("render_mode",):
+            if reserved in env_kwargs:
+                raise ConfigurationError(f"{reserved} is not supported by the vector env.")
+        self.max_episode_steps = (
+            None
+            if max_episode_steps is None
+            else positive_int(max_episode_steps, "max_episode_steps")
+        )
+        if world_processes is None:
+            world_processes = world not in IN_PROCESS_WORLDS
+        self.world_processes = bool(world_processes)
+        self.render_mode = None
+        self._owned: list[Any] = []
+        self._closed = False
+        try:
+            worlds = [
+                WorldProcess(world, world_kwargs) if self.world_processes
+                else WORLDS.make(world, **dict(world_kwargs or {}))
+                for _ in range(self.num_envs)
+            ]  # fmt: skip
+            self._owned.extend(worlds)
+            self.encoder: PromptEncoder = PROMPT_ENCODERS.make(
+                prompt_encoder, device=device, **dict(prompt_encoder_kwargs or {})
+            )
+            self._owned.append(self.encoder)
+            policy_args = dict(policy_kwargs or {})
+            first = POLICIES.make(policy, world=worlds[0], device=device, **policy_args)
+            self._owned.append(first)
+            self.batched = callable(getattr(first, "act_batch", None))
+            self.policies = [first]
+            if not self.batched:  # per-world policies (the scripted oracle reads its world)
+                for other in worlds[1:]:
+                    instance = POLICIES.make(policy, world=other, device=device, **policy_args)
+                    self._owned.append(instance)
+                    self.policies.append(instance)
+            self.envs = [
+                Steve1SkillEnv(
+                    world=worlds[i],
+                    policy=first if self.batched else self.policies[i],
+                    prompt_encoder=self.encoder,
+                    device=device,
+                    **env_kwargs,
+                )
+                for i in range(self.num_envs)
+            ]
+            self._owned.extend(self.envs)
+        except BaseException:
+            self._close_owned()
+            raise
+        self.policy = first
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        # The last observation of each env: envs that are not reset keep theirs.
+        self._last_observations: list[Any] = [None] * self.num_envs
+        self._autoreset = np.zeros(self.num_envs, dtype=np.bool_)
+        self._episode_steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._reset_options: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        self._started = False
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Resets every env (or those in ``options["reset_mask"]``).
+
+        Args:
+            seed: One int (env i gets ``seed + i``), a list with one seed per env, or None.
+            options: ``"instruction"``: one text for all envs or a list with one per env;
+                ``"success"``: detectors for this episode, as `Steve1SkillEnv.reset` takes;
+                ``"reset_mask"``: a boolean array choosing the envs to reset.
+
+        Returns:
+            The stacked observations and the vector info dict.
+        """
+        self._ensure_open()
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        mask = np.ones(self.num_envs, dtype=np.bool_) if mask is None else self._mask(mask)
+        if not self._started and not mask.all():
+            raise ConfigurationError("The first reset must reset every env (no reset_mask).")
+        seeds = self._seeds(seed)
+        instructions = self._per_env(options.pop("instruction", None), "instruction")
+        infos: dict[str, Any] = {}
+        observations = self._current_observations()
+        for i in np.flatnonzero(mask):
+            env_options = dict(options)
+            if instructions[i] is not None:
+                env_options["instruction"] = instructions[i]
+            self._reset_options[i] = env_options  # autoreset starts the same task again
+            observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
+            infos = self._add_info(infos, info, int(i))
+            self._autoreset[i] = False
+            self._episode_steps[i] = 0
+        self._started = True
+        return self._stack(observations), infos
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Pursues each env's action for up to ``k`` low-level ticks, batching the policy.
+
+        Args:
+            actions: One action per env: instructions (text face) or skill indices (discrete).
+
+        Returns:
+            Stacked observations, rewards, terminations, truncations and the vector info dict.
+            Envs reset by autoreset return their first observation, reward 0 and no flags.
+        """
+        self._ensure_open()
+        if not self._started:
+            raise ConfigurationError("Call reset() before step().")
+        actions = self._actions(actions)
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=np.bool_)
+        truncated = np.zeros(self.num_envs, dtype=np.bool_)
+        observations = self._current_observations()
+        infos: dict[str, Any] = {}
+        running = []
+        for i, env in enumerate(self.envs):
+            if self._autoreset[i]:
+                observations[i], info = env.reset(options=self._reset_options[i])
+                infos = self._add_info(infos, info, i)
+                self._autoreset[i] = False
+                self._episode_steps[i] = 0
+            else:
+                env.begin_step(actions[i])
+                running.append(i)
+        self._run_ticks(running)
+        for i in running:
+            observations[i], reward, term, trunc, info = self.envs[i].end_step()
+            self._episode_steps[i] += 1
+            if (
+                self.max_episode_steps is not None
+                and self._episode_steps[i] >= self.max_episode_steps
+                and not term
+            ):
+                trunc = True
+            rewards[i], terminated[i], truncated[i] = reward, term, trunc
+            infos = self._add_info(infos, info, i)
+            self._autoreset[i] = term or trunc
+        return self._stack(observations), rewards, terminated, truncated, infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Closes every env, world, policy and the encoder."""
+        if not self._closed:
+            self._closed = True
+            self._close_owned()
+
+    # ------------------------------------------------------------------ the tick loop
+    def _run_ticks(self, running: list[int]) -> None:
+        with precision.autocast_disabled(self.policy.device):
+            while True:
+                active = [i for i in running if self.envs[i].wants_low_level_action()]
+                if not active:
+                    return
+                inputs = [self.envs[i].policy_inputs() for i in active]
+                if self.batched:
+                    low_actions, states = self.policy.act_batch(
+                        [obs for obs, _, _ in inputs],
+                        [goal for _, goal, _ in inputs],
+                        [state for _, _, state in inputs],
+                    )
+                else:
+                    pairs = [
+                        self.policies[i].act(obs, goal, state)
+                        for i, (obs, goal, state) in zip(active, inputs, strict=True)
+                    ]
+                    low_actions = [action for action, _ in pairs]
+                    states = [state for _, state in pairs]
+                results = self._step_worlds(active, low_actions)
+                for i, action, state, result in zip(
+                    active, low_actions, states, results, strict=True
+                ):
+                    self.envs[i].advance(action, policy_state=state, result=result)
+
+    def _step_worlds(self, active: list[int], actions: list[Any]) -> list[Any]:
+        # Worlds in processes all receive their action before any answer is awaited.
+        results: list[Any] = [None] * len(active)
+        waiting = []
+        for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
+            world = self.envs[i].world
+            if isinstance(world, WorldProcess):
+                try:
+                    world.step_async(action)
+                    waiting.append(slot)
+                except Exception as exc:
+                    results[slot] = exc
+            else:
+                try:
+                    results[slot] = world.step(action)
+                except InvalidActionError:
+                    raise
+                except Exception as exc:  # the env turns it into a crash of that env only
+                    results[slot] = exc
+        for slot in waiting:
+            try:
+                results[slot] = self.envs[active[slot]].world.step_wait()
+            except Exception as exc:
+                results[slot] = exc
+        return results
+
+    # ------------------------------------------------------------------ helpers
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("This vector env is closed; create a new one.")
+
+    def _close_owned(self) -> None:
+        errors = []
+        while self._owned:
+            try:
+                self._owned.pop().close()
+            except Exception as exc:  # close the rest, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _mask(self, mask: Any) -> np.ndarray:
+        array = np.asarray(mask)
+        if array.shape != (self.num_envs,) or array.dtype != np.bool_:
+            raise ConfigurationError(
+                f"reset_mask must be a boolean array of shape ({self.num_envs},), got {mask!r}."
+            )
+        return array
+
+    def _seeds(self, seed: Any) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ConfigurationError(
+                f"seed must be an int or a list of {self.num_envs} seeds, got {len(seeds)}."
+            )
+        return [None if s is None else int(s) for s in seeds]
+
+    def _per_env(self, value: Any, name: str) -> list[Any]:
+        if value is None or isinstance(value, str):
+            return [value] * self.num_envs
+        values = list(value)
+        if len(values) != self.num_envs:
+            raise ConfigurationError(
+                f"options[{name!r}] must be one text or a list of {self.num_envs}, got "
+                f"{len(values)}."
+            )
+        return values
+
+    def _actions(self, actions: Any) -> list[Any]:
+        if isinstance(actions, str):
+            raise InvalidActionError(
+                f"step() takes one action per env ({self.num_envs}), got a single text; pass "
+                f"a list such as [{actions!r}] * {self.num_envs}."
+            )
+        values = list(actions)
+        if len(values) != self.num_envs:
+            raise InvalidActionError(
+                f"step() takes one action per env, {self.num_envs} in all, got {len(values)}."
+            )
+        return values
+
+    def _current_observations(self) -> list[Any]:
+        return list(self._last_observations)
+
+    def _stack(self, observations: list[Any]) -> dict[str, np.ndarray]:
+        self._last_observations = list(observations)
+        fresh: Any = create_empty_array(self.single_observation_space, self.num_envs)
+        stacked = concatenate(self.single_observation_space, observations, fresh)
+        return dict(stacked)
