@@ -68,7 +68,7 @@ def main() -> None:
         dtype: compare(dtype, args.device, args.golden)
         for dtype in ("float32", "bfloat16", "float16")
     }
-    print(f"golden rollout, 140 steps, tiny policy, device {args.device} (torch {torch.__version__})")
+    print(f"golden rollout, 140 steps, tiny policy, {args.device}, torch {torch.__version__}")
     print("dtype      max|dlogp| buttons  camera   argmax agree buttons  camera")
     for dtype, row in results.items():
         print(
