@@ -24,8 +24,17 @@ from steve1_env.agent.native import NativeSteve1Policy
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
-def compare(dtype: str, device: str, golden: Path = GOLDEN) -> dict[str, float]:
-    """Returns the differences of one dtype's rollout from the official float32 outputs."""
+def compare(
+    dtype: str, device: str, golden: Path = GOLDEN, steps: int | None = None
+) -> dict[str, float]:
+    """Returns the differences of one dtype's rollout from the official float32 outputs.
+
+    Args:
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        device: Torch device.
+        golden: The golden-fixture directory.
+        steps: Compare only the first `steps` steps (default: all 140).
+    """
     data = np.load(golden / "policy_rollout.npz")
     policy = NativeSteve1Policy(
         weights=golden / "policy_tiny.weights",
@@ -36,7 +45,7 @@ def compare(dtype: str, device: str, golden: Path = GOLDEN) -> dict[str, float]:
     state = policy.initial_state(0)
     worst = {"buttons": 0.0, "camera": 0.0}
     agree = {"buttons": 0, "camera": 0}
-    steps = len(data["frames"])
+    steps = len(data["frames"]) if steps is None else min(steps, len(data["frames"]))
     for t in range(steps):
         output, (state,) = policy.forward([data["frames"][t]], [data["goal"][0]], [state])
         for head, logits in (("buttons", output.buttons), ("camera", output.camera)):

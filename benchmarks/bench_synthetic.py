@@ -63,8 +63,8 @@ def bench_render(shape):
 
 def bench_env_overhead(k=200):
     never = custom(lambda start, obs, steps: False, name="never")
-    env = Steve1SkillEnv(policy=NoopPolicy(), instruction="go explore", k=k, success=never,
-                         max_low_level_steps=None)  # fmt: skip
+    env = Steve1SkillEnv(policy=NoopPolicy(), prompt_encoder="hash", instruction="go explore",
+                         k=k, success=never, max_low_level_steps=None)  # fmt: skip
     env.reset(seed=0)
     # Same world, same (standing still) situation: the difference is what the env adds.
     env_step = per_call_us(lambda: env.step(""), repeat=5, number=3) / k

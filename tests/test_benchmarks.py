@@ -1,0 +1,53 @@
+"""The benchmark scripts run (figures are for docs/benchmarks.md, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run(script, *args):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_gpu_check_reproduces_the_upstream_error_and_passes_the_guard_on_cpu(tmp_path, golden):
+    out = tmp_path / "gpu.json"
+    printed = run("gpu_check.py", "--device", "cpu", "--quick", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["upstream"]["embedding_dtype"] == "torch.float16"
+    assert (
+        "mat1 and mat2 must have the same dtype, but got Half and Float"
+        in (report["upstream"]["error"])
+    )
+    assert report["guarded"]["goal_dtype"] == "float32"
+    assert set(report["throughput"]) == {"float32", "bfloat16", "float16"}
+    assert "2. guarded path under autocast: goal float32" in printed and "PASS" in printed
+
+
+def test_suite_writes_every_figure(tmp_path, golden):
+    out = tmp_path / "suite.json"
+    printed = run(
+        "suite.py", "--network", "tiny", "--sizes", "1,2", "--vector-envs", "2",
+        "--repeats", "1", "--json", str(out),
+    )  # fmt: skip
+    results = json.loads(out.read_text())
+    assert set(results["batching"]) == {"1", "2"}
+    for row in results["batching"].values():
+        assert row["batched_env_steps_per_s"] > 0 and row["sequential_env_steps_per_s"] > 0
+    assert results["env"]["overhead_share_of_tiny_step"] > 0
+    assert results["vector_env"]["vector_env_steps_per_s"] > 0
+    assert results["prompt"]["cold_ms"] > results["prompt"]["cached_ms"] > 0
+    assert results["memory_peak"]["max_rss_mb"] > 0
+    assert "env overhead per low-level step" in printed
