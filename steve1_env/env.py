@@ -381,6 +381,24 @@ class Steve1SkillEnv(gym.Env):
     # The four methods below are one high-level step taken apart, so that a vector env can
     # interleave many envs' low-level ticks and batch their policy calls. `step` is their
     # composition; use them only in that order: begin, (inputs, advance)*, end.
+    def check_action(self, action: str | int | np.integer) -> None:
+        """Raises what `step` would raise for `action`, without changing anything."""
+        self._ensure_open()
+        if self._needs_reset:
+            raise ResetNeededError(
+                "Call reset() before step(): the episode has not started or has ended."
+            )
+        self._instruction_from_action(action)
+
+    @property
+    def policy_state(self) -> Any:
+        """This env's recurrent policy state (a vector env may swap in a compact copy)."""
+        return self._policy_state
+
+    @policy_state.setter
+    def policy_state(self, state: Any) -> None:
+        self._policy_state = state
+
     def begin_step(self, action: str | int | np.integer) -> None:
         """Starts a high-level step pursuing `action` (see `step`); low-level ticks follow.
 
@@ -464,8 +482,11 @@ class Steve1SkillEnv(gym.Env):
     def end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Ends the high-level step and returns what `step` returns."""
         current = self._current
-        if current is None:
-            raise ResetNeededError("No high-level step is in progress; call begin_step().")
+        if current is None or not current.finished:
+            raise ResetNeededError(
+                "No finished high-level step to end: call begin_step() and advance() until "
+                "wants_low_level_action() is False."
+            )
         self._current = None
         reason = current.reason
         self._high_level_steps += 1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -184,7 +186,8 @@ def test_a_dying_world_process_crashes_only_its_env_and_restarts(tiny_policy_fil
     _, _, terms, truncs, info = env.step(["", ""])
     crashed = [i for i in range(2) if info["reason"][i] == "crash"]
     assert len(crashed) == 1 and truncs[crashed[0]] and not terms.any()
-    assert "world process died (exit code 3" in info["error"][crashed[0]]
+    assert "world process died" in info["error"][crashed[0]]
+    assert "exit code 3" in info["error"][crashed[0]]
     other = 1 - crashed[0]
     assert info["reason"][other] == "budget" and info["steps"][other] == 10
     # The crashed env is reset with a fresh world process at the next step.
@@ -193,3 +196,91 @@ def test_a_dying_world_process_crashes_only_its_env_and_restarts(tiny_policy_fil
     _, _, _, _, info = env.step(["", ""])
     assert info["reason"][crashed[0]] == "budget"
     env.close()
+
+
+@pytest.mark.slow
+def test_successes_waiting_envs_and_autoresets_match_envs_run_one_by_one(tiny_policy_files):
+    # Detectors fire at different ticks, so the batch shrinks inside a step, envs terminate
+    # and are autoreset while others keep going.
+    from steve1_env.success import custom
+
+    at = dict(zip(INSTRUCTIONS, (7, 13, 40), strict=True))
+    success = {text: custom(lambda s, o, n, t=t: n >= t, name=f"at{t}") for text, t in at.items()}
+    kwargs = {
+        "policy": "steve1",
+        "prompt_encoder": "hash",
+        "policy_kwargs": tiny_kwargs(tiny_policy_files),
+        "world_kwargs": SMALL,
+        "k": 20,
+        "success": success,
+        "terminate_on_success": True,
+    }
+    vector = Steve1SkillVectorEnv(3, **kwargs)
+    obs, _ = vector.reset(seed=11, options={"instruction": INSTRUCTIONS})
+    traces = [[obs["pov"][i]] for i in range(3)]
+    for _ in range(5):
+        obs, rewards, terms, _, info = vector.step([""] * 3)
+        for i in range(3):
+            traces[i].append((obs["pov"][i], rewards[i], terms[i], info["steps"][i],
+                              info["reason"][i]))  # fmt: skip
+    vector.close()
+    assert {trace[1][4] for trace in traces} == {"success", "budget"}
+    for i in range(3):
+        env = Steve1SkillEnv(**kwargs)
+        obs, _ = env.reset(seed=11 + i, options={"instruction": INSTRUCTIONS[i]})
+        expected, ended = [obs["pov"]], False
+        for _ in range(5):
+            if ended:  # what the vector env's next-step autoreset does
+                obs, info = env.reset(options={"instruction": INSTRUCTIONS[i]})
+                expected.append((obs["pov"], 0.0, False, info["steps"], info["reason"]))
+                ended = False
+            else:
+                obs, reward, term, trunc, info = env.step("")
+                expected.append((obs["pov"], reward, term, info["steps"], info["reason"]))
+                ended = term or trunc
+        env.close()
+        np.testing.assert_array_equal(traces[i][0], expected[0])
+        for got, want in zip(traces[i][1:], expected[1:], strict=True):
+            np.testing.assert_array_equal(got[0], want[0])
+            assert (float(got[1]), bool(got[2]), int(got[3]), got[4]) == want[1:]
+
+
+def test_a_bad_action_moves_no_env_and_limits_truncate_like_time_limit():
+    env = Steve1SkillVectorEnv(
+        2, policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=300,
+        terminate_on_success=True, max_episode_steps=1,
+    )  # fmt: skip
+    env.reset(seed=0, options={"instruction": ["look at the sky", "go explore"]})
+    with pytest.raises(Exception, match="at most"):
+        env.step(["", "x" * 10_000])
+    _, _, terms, truncs, info = env.step(["", ""])  # both envs still usable
+    # Env 0 succeeded on the limit's step: terminated and truncated, as TimeLimit does.
+    assert terms[0] and truncs[0] and info["reason"][0] == "success"
+    env.close()
+
+
+@pytest.mark.slow
+def test_a_hung_world_process_is_killed_and_crashes_only_its_env(tiny_policy_files, tmp_path):
+    env = Steve1SkillVectorEnv(
+        2,
+        world="tests.fakes.crashing_worlds:HangingWorld",
+        policy="steve1",
+        prompt_encoder="hash",
+        policy_kwargs=tiny_kwargs(tiny_policy_files),
+        world_kwargs={"marker_dir": str(tmp_path), "hang_at": 3, **SMALL},
+        world_process_kwargs={"step_timeout": 2.0},
+        k=6,
+    )
+    env.reset(seed=0, options={"instruction": "chop a tree"})
+    pids = [env.envs[i].world.pid for i in range(2)]
+    _, _, _, truncs, info = env.step(["", ""])
+    hung = [i for i in range(2) if info["reason"][i] == "crash"]
+    assert len(hung) == 1 and truncs[hung[0]]
+    assert "did not answer a step within 2 s (hung)" in info["error"][hung[0]]
+    assert info["steps"][1 - hung[0]] == 6
+    env.step(["", ""])  # the hung env restarts with a new process
+    assert env.envs[hung[0]].world.pid not in pids
+    env.close()
+    for pid in pids:
+        with pytest.raises(OSError):
+            os.kill(pid, 0)  # no process left behind

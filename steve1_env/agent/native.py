@@ -343,6 +343,15 @@ class NativeSteve1Policy:
             choices.append(logits.argmax(dim=-1).tolist())
         return list(zip(choices[0], choices[1], strict=True))
 
+    def compact_state(self, state: Steve1State) -> Steve1State:
+        """Returns `state` with its memory in its own tensors.
+
+        A state from a batched call is a view into the whole batch's memory; an env that
+        leaves the batch (a vector env's waiting env) would otherwise keep all of it alive.
+        """
+        memory = [AttentionMemory(*(part.clone() for part in block)) for block in state.memory]
+        return Steve1State(memory, state.generator)
+
     def close(self) -> None:
         """Releases the weights; the policy cannot act afterwards. Safe to call twice."""
         if not self._closed:

@@ -5,7 +5,8 @@ steps at 20-60 ticks per second; so the worlds are stepped side by side and the 
 once per tick for every env still inside its high-level step, with guidance (2N rows, each frame
 encoded once for both branches). Each env keeps its own instruction, detector, step budget and
 recurrent state. An env whose high-level step has ended (success, budget, world end) waits for
-the others; the batch goes on with those still running.
+the others; the batch goes on with those still running. Ticks are in lockstep: each waits for
+the slowest world of the batch.
 
 Autoreset follows Gymnasium's "next step" mode: when an env's episode ends, its `step` result
 carries the final observation; the *next* `step` resets that env (its action is ignored) and
@@ -26,7 +27,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from steve1_env import precision
 from steve1_env.env import Steve1SkillEnv
-from steve1_env.errors import ConfigurationError, InvalidActionError
+from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrashError
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import positive_int
@@ -53,13 +54,16 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         prompt_encoder_kwargs: Arguments of the encoder.
         max_episode_steps: High-level steps after which an env's episode is truncated (the
             registered ``max_episode_steps`` arrives here through ``gym.make_vec``).
+        world_process_kwargs: Arguments of each `WorldProcess` (``step_timeout``,
+            ``reset_timeout`` in seconds: a world that takes longer counts as hung, is killed
+            and restarts, and its env records a crash).
         **env_kwargs: Everything else `Steve1SkillEnv` takes (``face``, ``k``, ``skills``,
             ``instruction``, ``instructions``, ``success``, ...), the same for every env.
     """
 
     metadata = {  # noqa: RUF012 (gymnasium.VectorEnv API)
         "autoreset_mode": AutoresetMode.NEXT_STEP,
-        "render_modes": ["rgb_array"],
+        "render_modes": [],
     }
 
     def __init__(
@@ -75,6 +79,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         policy_kwargs: Mapping[str, Any] | None = None,
         prompt_encoder_kwargs: Mapping[str, Any] | None = None,
         max_episode_steps: int | None = None,
+        world_process_kwargs: Mapping[str, Any] | None = None,
         **env_kwargs: Any,
     ) -> None:
         self.num_envs = positive_int(num_envs, "num_envs")
@@ -88,9 +93,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                     f"The vector env builds its components itself: {name} must be a registered "
                     f"name or import path, got {type(value).__name__}."
                 )
-        for reserved in ("render_mode",):
-            if reserved in env_kwargs:
-                raise ConfigurationError(f"{reserved} is not supported by the vector env.")
+        if "render_mode" in env_kwargs:
+            raise ConfigurationError(
+                "render_mode is not supported by the vector env; read the frames from the "
+                "observations (obs['pov'])."
+            )
         self.max_episode_steps = (
             None
             if max_episode_steps is None
@@ -102,17 +109,28 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         self.render_mode = None
         self._owned: list[Any] = []
         self._closed = False
+        WORLDS.factory(world)  # an unknown name fails here, not in a child process later
         try:
             worlds = [
-                WorldProcess(world, world_kwargs) if self.world_processes
+                WorldProcess(world, world_kwargs, **dict(world_process_kwargs or {}))
+                if self.world_processes
                 else WORLDS.make(world, **dict(world_kwargs or {}))
                 for _ in range(self.num_envs)
             ]  # fmt: skip
             self._owned.extend(worlds)
+            encoder_args = dict(prompt_encoder_kwargs or {})
             self.encoder: PromptEncoder = PROMPT_ENCODERS.make(
-                prompt_encoder, device=device, **dict(prompt_encoder_kwargs or {})
+                prompt_encoder, device=device, **encoder_args
             )
             self._owned.append(self.encoder)
+            encoders = [self.encoder]
+            if getattr(self.encoder, "varies_per_episode", False):
+                # A sampling encoder holds one episode's latent: each env needs its own.
+                for _ in range(self.num_envs - 1):
+                    encoders.append(
+                        PROMPT_ENCODERS.make(prompt_encoder, device=device, **encoder_args)
+                    )
+                    self._owned.append(encoders[-1])
             policy_args = dict(policy_kwargs or {})
             first = POLICIES.make(policy, world=worlds[0], device=device, **policy_args)
             self._owned.append(first)
@@ -127,7 +145,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 Steve1SkillEnv(
                     world=worlds[i],
                     policy=first if self.batched else self.policies[i],
-                    prompt_encoder=self.encoder,
+                    prompt_encoder=encoders[i] if len(encoders) > 1 else self.encoder,
                     device=device,
                     **env_kwargs,
                 )
@@ -168,6 +186,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             The stacked observations and the vector info dict.
         """
         self._ensure_open()
+        super().reset(seed=seed if isinstance(seed, int | np.integer) else None)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
         mask = np.ones(self.num_envs, dtype=np.bool_) if mask is None else self._mask(mask)
@@ -205,6 +224,9 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         if not self._started:
             raise ConfigurationError("Call reset() before step().")
         actions = self._actions(actions)
+        for i, env in enumerate(self.envs):
+            if not self._autoreset[i]:
+                env.check_action(actions[i])  # a bad action raises before any env moves
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
@@ -213,23 +235,31 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         running = []
         for i, env in enumerate(self.envs):
             if self._autoreset[i]:
-                observations[i], info = env.reset(options=self._reset_options[i])
+                try:
+                    observations[i], info = env.reset(options=self._reset_options[i])
+                except WorldCrashError as exc:
+                    # Only this env is affected: it reports the crash and tries again next step.
+                    truncated[i] = True
+                    info = {"reason": "crash", "error": str(exc), "is_success": False}
+                else:
+                    self._autoreset[i] = False
+                    self._episode_steps[i] = 0
                 infos = self._add_info(infos, info, i)
-                self._autoreset[i] = False
-                self._episode_steps[i] = 0
             else:
                 env.begin_step(actions[i])
                 running.append(i)
-        self._run_ticks(running)
+        try:
+            self._run_ticks(running)
+        except BaseException:
+            # Those envs are half-stepped: they start new episodes at the next step.
+            self._autoreset[running] = True
+            raise
         for i in running:
             observations[i], reward, term, trunc, info = self.envs[i].end_step()
             self._episode_steps[i] += 1
-            if (
-                self.max_episode_steps is not None
-                and self._episode_steps[i] >= self.max_episode_steps
-                and not term
-            ):
-                trunc = True
+            if self.max_episode_steps is not None:
+                # As gymnasium's TimeLimit: the limit truncates even an episode that terminated.
+                trunc = trunc or bool(self._episode_steps[i] >= self.max_episode_steps)
             rewards[i], terminated[i], truncated[i] = reward, term, trunc
             infos = self._add_info(infos, info, i)
             self._autoreset[i] = term or trunc
@@ -263,10 +293,13 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                     low_actions = [action for action, _ in pairs]
                     states = [state for _, state in pairs]
                 results = self._step_worlds(active, low_actions)
-                for i, action, state, result in zip(
-                    active, low_actions, states, results, strict=True
-                ):
-                    self.envs[i].advance(action, policy_state=state, result=result)
+                compact = getattr(self.policy, "compact_state", None) if self.batched else None
+                for slot, i in enumerate(active):
+                    env = self.envs[i]
+                    env.advance(low_actions[slot], policy_state=states[slot], result=results[slot])
+                    if compact is not None and not env.wants_low_level_action():
+                        # Leaving the batch: its state must not keep the batch's tensors alive.
+                        env.policy_state = compact(env.policy_state)
 
     def _step_worlds(self, active: list[int], actions: list[Any]) -> list[Any]:
         # Worlds in processes all receive their action before any answer is awaited.

@@ -2,49 +2,74 @@
 
 Real Minecraft blocks for tens of milliseconds per tick and can hang or crash on its own. In a
 vector env each such world lives in a child process, so N worlds step at the same time
-(`step_async` to all, then `step_wait`), and one that dies is restarted at its next reset
-instead of taking the others down.
+(`step_async` to all, then `step_wait`), and one that dies or hangs is killed and restarted at
+its next reset instead of taking the others down.
+
+Any call that does not end with the child's answer (a timeout, a dead child, an interrupt)
+abandons the child: it is killed, so a late answer can never be read as the answer to a later
+call. Children run with the spawn start method, so a script that builds worlds in processes
+needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import signal
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from steve1_env.errors import WorldCrashError
 from steve1_env.worlds.base import WorldObs, WorldStep
 
-_START_TIMEOUT_S = 600.0  # a Minecraft world can take minutes to launch on its first reset
+DEFAULT_STEP_TIMEOUT_S = 60.0
+DEFAULT_RESET_TIMEOUT_S = 600.0  # building a Minecraft world can take minutes
+_CLOSE_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Linux: the kernel sends SIGTERM when the parent dies, even if it was killed with -9.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`: the world closes
 
 
 def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
     """Child process: builds the world and answers the parent's calls until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _die_with_parent()
     from steve1_env.registry import WORLDS
 
     world = None
     try:
-        world = WORLDS.make(name, **kwargs)
+        try:
+            world = WORLDS.make(name, **kwargs)
+        except Exception as exc:
+            connection.send(("error", _portable(exc)))
+            return
         connection.send(("ok", None))
         while True:
             method, argument = connection.recv()
             if method == "close":
                 return
             try:
-                if method == "reset":
-                    answer: Any = world.reset(seed=argument)
-                else:
-                    answer = world.step(argument)
+                answer: Any = (
+                    world.reset(seed=argument) if method == "reset" else world.step(argument)
+                )
             except Exception as exc:  # sent back: the parent decides what a failure means
                 connection.send(("error", _portable(exc)))
             else:
                 connection.send(("ok", answer))
-    except (EOFError, OSError, KeyboardInterrupt):
+    except (EOFError, OSError):  # the parent went away
         return
-    except Exception as exc:  # the world could not be built
-        connection.send(("error", _portable(exc)))
     finally:
         if world is not None:
             world.close()
@@ -52,9 +77,9 @@ def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
 
 def _portable(exc: Exception) -> Exception:
     # Exceptions of user code may not unpickle in the parent; their text always does.
-    try:
-        import pickle
+    import pickle
 
+    try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
         return WorldCrashError(f"{type(exc).__name__}: {exc}")
@@ -67,24 +92,40 @@ class WorldProcess:
     Args:
         name: The world's registered name or import path (``"minerl"``).
         kwargs: Arguments of the world factory.
+        step_timeout: Seconds a step may take before the world counts as hung.
+        reset_timeout: Seconds a reset (including starting the process) may take.
 
-    The child starts on the first call. If it dies, the call raises `WorldCrashError` and the
-    next `reset` starts a new one.
+    The child starts at the first reset. A call that fails raises `WorldCrashError` (the env
+    records a crash) and the next `reset` starts a new child.
     """
 
-    def __init__(self, name: str, kwargs: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        step_timeout: float = DEFAULT_STEP_TIMEOUT_S,
+        reset_timeout: float = DEFAULT_RESET_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.kwargs = dict(kwargs or {})
+        self.step_timeout = float(step_timeout)
+        self.reset_timeout = float(reset_timeout)
         self._process: Any = None
         self._connection: Any = None
         self._waiting = False
 
+    @property
+    def pid(self) -> int | None:
+        """The child's pid, or None when none runs."""
+        return None if self._process is None else self._process.pid
+
     # ------------------------------------------------------------------ World protocol
     def reset(self, seed: int | None = None) -> WorldObs:
         """Resets the world in the child, starting (or restarting) the child if needed."""
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or not self._process.is_alive() or self._waiting:
             self._start()
-        return self._call("reset", seed)
+        self._send("reset", seed)
+        return self._receive(self.reset_timeout, "reset")
 
     def step(self, action: Mapping[str, Any]) -> WorldStep:
         """Steps the world in the child and waits for the result."""
@@ -93,35 +134,36 @@ class WorldProcess:
 
     def step_async(self, action: Mapping[str, Any]) -> None:
         """Sends the action without waiting, so that several worlds step at once."""
-        if self._connection is None:
-            raise WorldCrashError(f"The {self.name} world process is not running; reset it.")
-        try:
-            self._connection.send(("step", dict(action)))
-        except (OSError, ValueError) as exc:
-            raise self._died(exc) from None
+        if self._connection is None or self._waiting:
+            raise WorldCrashError(f"The {self.name} world process is not ready; reset it.")
+        self._send("step", dict(action))
         self._waiting = True
 
     def step_wait(self) -> WorldStep:
         """Returns the result of the action sent by `step_async`."""
         if not self._waiting:
             raise WorldCrashError("step_wait() without step_async().")
+        result = self._receive(self.step_timeout, "step")
         self._waiting = False
-        return self._answer()
+        return result
 
     def close(self) -> None:
         """Stops the child (it closes its world). Safe to call twice."""
         process, connection = self._process, self._connection
         self._process = self._connection = None
+        waiting, self._waiting = self._waiting, False
         if process is None:
             return
         try:
-            if self._waiting:
-                connection.recv()
-            connection.send(("close", None))
+            # An answer still on its way is drained first; a child that never answers is
+            # killed below.
+            if not waiting or connection.poll(_CLOSE_TIMEOUT_S):
+                if waiting:
+                    connection.recv()
+                connection.send(("close", None))
         except (EOFError, OSError, ValueError):
             pass
-        self._waiting = False
-        process.join(timeout=30)  # closing a Minecraft server takes a moment
+        process.join(timeout=_CLOSE_TIMEOUT_S)  # closing a Minecraft server takes a moment
         if process.is_alive():
             process.kill()
             process.join(timeout=5)
@@ -129,7 +171,7 @@ class WorldProcess:
 
     # ------------------------------------------------------------------ internals
     def _start(self) -> None:
-        self.close()
+        self._abandon()
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
         self._process = context.Process(
@@ -140,32 +182,49 @@ class WorldProcess:
         )
         self._process.start()
         child.close()
-        if not self._connection.poll(_START_TIMEOUT_S):
-            raise WorldCrashError(f"The {self.name} world process did not start in time.")
-        self._answer()
+        self._receive(self.reset_timeout, "start")
 
-    def _call(self, method: str, argument: Any) -> Any:
+    def _send(self, method: str, argument: Any) -> None:
         try:
             self._connection.send((method, argument))
         except (OSError, ValueError) as exc:
-            raise self._died(exc) from None
-        return self._answer()
+            raise self._failed(f"died ({type(exc).__name__})") from None
 
-    def _answer(self) -> Any:
+    def _receive(self, timeout: float, what: str) -> Any:
         try:
+            if not self._connection.poll(timeout):
+                raise self._failed(f"did not answer a {what} within {timeout:g} s (hung)")
             status, payload = self._connection.recv()
         except (EOFError, OSError) as exc:
-            raise self._died(exc) from None
+            raise self._failed(f"died ({type(exc).__name__})") from None
+        except BaseException:  # an interrupt: the answer may still come, so drop the child
+            self._abandon()
+            raise
         if status == "error":
+            if what == "start":
+                self._abandon()
             raise payload
         return payload
 
-    def _died(self, cause: BaseException) -> WorldCrashError:
-        code = None
-        if self._process is not None:
-            self._process.join(timeout=5)
-            code = self._process.exitcode
+    def _failed(self, what: str) -> WorldCrashError:
+        process = self._process
+        if process is not None and not process.is_alive():
+            process.join(timeout=5)
+        code = None if process is None else process.exitcode
+        self._abandon()
+        suffix = "" if code is None else f", exit code {code}"
         return WorldCrashError(
-            f"The {self.name} world process died (exit code {code}, {type(cause).__name__}); "
-            "it restarts at the next reset."
+            f"The {self.name} world process {what}{suffix}; it is killed and restarts at the "
+            "next reset."
         )
+
+    def _abandon(self) -> None:
+        process, connection = self._process, self._connection
+        self._process = self._connection = None
+        self._waiting = False
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+        if connection is not None:
+            connection.close()

@@ -110,3 +110,16 @@ class StepDyingWorld(SyntheticWorld):
         if _count(self.marker_dir, "step") == self.die_at:
             os._exit(3)
         return super().step(action)
+
+
+class HangingWorld(SyntheticWorld):
+    """Hangs (sleeps for an hour) on its `hang_at`-th step, counted over the run."""
+
+    def __init__(self, marker_dir: str, hang_at: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker_dir, self.hang_at = marker_dir, hang_at
+
+    def step(self, action: Any) -> WorldStep:
+        if _count(self.marker_dir, "step") == self.hang_at:
+            time.sleep(3600)
+        return super().step(action)
