@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import torch
 
 from steve1_env.agent.native import NativeSteve1Policy
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(
+    os.environ.get("STEVE1_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden")
+)
 
 
 def compare(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -32,9 +33,66 @@ from steve1_env.prompt.steve1_encoder import Steve1PromptEncoder
 from steve1_env.vector.env import Steve1SkillVectorEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_synthetic import bench_env_overhead
+from bench_synthetic import NoopPolicy
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+# The tiny policy of the golden fixtures; --golden or $STEVE1_GOLDEN_DIR point elsewhere.
+GOLDEN = Path(
+    os.environ.get("STEVE1_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden")
+)
+
+
+class StubWorld:
+    """A world that returns one cached observation: the env's own cost is all that is left."""
+
+    def __init__(self) -> None:
+        from steve1_env.worlds.base import WorldStep
+        from steve1_env.worlds.synthetic import SyntheticWorld
+
+        world = SyntheticWorld(pov_shape=(360, 640))
+        self.obs = world.reset(0)
+        world.close()
+        self.result = WorldStep(self.obs, False, {})
+
+    def reset(self, seed=None):
+        return self.obs
+
+    def step(self, action):
+        return self.result
+
+    def close(self):
+        pass
+
+
+def bench_env_overhead_us(k=500, rounds=7):
+    """Microseconds per low-level step the env adds around a no-op policy and a stub world.
+
+    The baseline, the same policy and stub world called directly in a loop, runs in the same
+    rounds; the difference is the env's bookkeeping, detector call and action checks.
+    """
+    from steve1_env.env import Steve1SkillEnv
+    from steve1_env.success import custom
+
+    world, policy = StubWorld(), NoopPolicy()
+    never = custom(lambda start, obs, steps: False, name="never")
+    env = Steve1SkillEnv(
+        world=world, policy=policy, prompt_encoder="hash", k=k, instruction="go explore",
+        success=never, max_low_level_steps=None,
+    )  # fmt: skip
+    env.reset(seed=0)
+    through_env, direct = float("inf"), float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        env.step("")
+        through_env = min(through_env, (time.perf_counter() - start) / k)
+        start = time.perf_counter()
+        state = None
+        for _ in range(k):
+            action, state = policy.act(world.obs, None, state)
+            world.step(action)
+        direct = min(direct, (time.perf_counter() - start) / k)
+    env.close()
+    return {"env_step_us": through_env * 1e6, "direct_step_us": direct * 1e6,
+            "env_overhead_us": (through_env - direct) * 1e6}  # fmt: skip
 
 
 def synchronize(device: torch.device) -> None:
@@ -100,8 +158,13 @@ def bench_tiny_step_us(device, dtype, repeats):
     return seconds * 1e6
 
 
-def bench_vector_env(device, dtype, n, ticks):
-    """Env steps/s of an N-env vector env against the same N envs stepped one by one."""
+def bench_vector_env(device, dtype, n, ticks, rounds=3):
+    """Env steps/s of an N-env vector env against the same N envs stepped one by one.
+
+    Best of `rounds`, the two ways interleaved so that machine noise hits both alike.
+    """
+    from steve1_env.env import Steve1SkillEnv
+
     kwargs = {
         "policy": "steve1",
         "prompt_encoder": "hash",
@@ -114,24 +177,26 @@ def bench_vector_env(device, dtype, n, ticks):
         "device": device,
         "k": ticks,
         "instruction": "go explore",
+        "max_low_level_steps": None,
     }
     vector = Steve1SkillVectorEnv(n, **kwargs)
     vector.reset(seed=0)
-    vector.step([""] * n)  # warm up
-    start = time.perf_counter()
-    vector.step([""] * n)
-    batched = n * ticks / (time.perf_counter() - start)
-    vector.close()
-    from steve1_env.env import Steve1SkillEnv
-
     envs = [Steve1SkillEnv(**kwargs) for _ in range(n)]
     for i, env in enumerate(envs):
         env.reset(seed=i)
-        env.step("")
-    start = time.perf_counter()
+    vector.step([""] * n)  # warm up both
     for env in envs:
         env.step("")
-    sequential = n * ticks / (time.perf_counter() - start)
+    batched = sequential = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        vector.step([""] * n)
+        batched = max(batched, n * ticks / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for env in envs:
+            env.step("")
+        sequential = max(sequential, n * ticks / (time.perf_counter() - start))
+    vector.close()
     for env in envs:
         env.close()
     return {"vector_env_steps_per_s": batched, "single_envs_steps_per_s": sequential,
@@ -169,12 +234,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vector-envs", type=int, default=4)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--golden", type=Path, help="golden-fixture directory (tiny policy)")
     parser.add_argument("--json", default="benchmark-results.json", help="results file")
     args = parser.parse_args()
+    global GOLDEN
+    GOLDEN = args.golden or GOLDEN
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not (GOLDEN / "policy_tiny.weights").is_file():
-        sys.exit(f"the golden fixtures (tiny policy) are needed, expected in {GOLDEN}")
+    has_tiny = (GOLDEN / "policy_tiny.weights").is_file()
+    if not has_tiny and args.network == "tiny":
+        sys.exit(f"--network tiny needs the golden fixtures, not found in {GOLDEN} (--golden)")
     warnings.simplefilter("ignore")  # untrained-weights warnings
     device = torch.device(args.device)
     sizes = sorted({int(n) for n in args.sizes.split(",")})
@@ -182,15 +251,11 @@ def main():
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, {device}, {args.dtype}, {args.network} network",
     }
-    overhead = bench_env_overhead(k=200)
-    env_us = overhead["env_per_low_level_step_us"] - overhead["world_direct_step_us"]
-    tiny_us = bench_tiny_step_us(device, args.dtype, args.repeats * 3)
-    results["env"] = {
-        **overhead,
-        "env_overhead_us": env_us,
-        "tiny_policy_step_us": tiny_us,
-        "overhead_share_of_tiny_step": env_us / tiny_us,
-    }
+    results["env"] = bench_env_overhead_us()
+    if has_tiny:
+        tiny_us = bench_tiny_step_us(device, args.dtype, args.repeats * 3)
+        results["env"]["tiny_policy_step_us"] = tiny_us
+        results["env"]["overhead_share_of_tiny_step"] = results["env"]["env_overhead_us"] / tiny_us
     results["memory_after_env"] = peak_memory(device)
 
     if args.network == "tiny":
@@ -202,16 +267,23 @@ def main():
     results["batching"] = bench_batching(policy, sizes, args.repeats)
     results["memory_after_policy"] = peak_memory(device)
     policy.close()
-    results["vector_env"] = bench_vector_env(device, args.dtype, args.vector_envs, 100)
+    if has_tiny:
+        results["vector_env"] = bench_vector_env(device, args.dtype, args.vector_envs, 100)
     results["prompt"] = bench_prompt(device)
     results["memory_peak"] = peak_memory(device)
 
     env = results["env"]
     print(f"machine: {results['machine']}")
+    share = (
+        f" ({100 * env['overhead_share_of_tiny_step']:.2f}% of a tiny-policy step of "
+        f"{env['tiny_policy_step_us'] / 1e3:.2f} ms)"
+        if "tiny_policy_step_us" in env
+        else ""
+    )
     print(
         f"env overhead per low-level step: {env['env_overhead_us']:.1f} us "
-        f"({100 * env['overhead_share_of_tiny_step']:.2f}% of a tiny-policy step of "
-        f"{env['tiny_policy_step_us'] / 1e3:.2f} ms)"
+        f"({env['env_step_us']:.1f} us through the env, {env['direct_step_us']:.1f} us direct)"
+        + share
     )
     print(f"{'N':>4} {'batched steps/s':>16} {'sequential steps/s':>19} {'ratio':>7}")
     for n, row in results["batching"].items():
@@ -219,11 +291,13 @@ def main():
             f"{n:>4} {row['batched_env_steps_per_s']:16.2f} "
             f"{row['sequential_env_steps_per_s']:19.2f} {row['ratio']:7.2f}"
         )
-    vec = results["vector_env"]
-    print(
-        f"vector env, {args.vector_envs} envs, tiny policy: {vec['vector_env_steps_per_s']:.0f} "
-        f"env steps/s vs {vec['single_envs_steps_per_s']:.0f} one by one (x{vec['ratio']:.2f})"
-    )
+    vec = results.get("vector_env")
+    if vec:
+        print(
+            f"vector env, {args.vector_envs} envs, tiny policy: "
+            f"{vec['vector_env_steps_per_s']:.0f} env steps/s vs "
+            f"{vec['single_envs_steps_per_s']:.0f} one by one (x{vec['ratio']:.2f})"
+        )
     prompt = results["prompt"]
     print(
         f"prompt encoder: new instruction {prompt['cold_ms']:.1f} ms, cached "
