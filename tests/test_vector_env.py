@@ -284,3 +284,31 @@ def test_a_hung_world_process_is_killed_and_crashes_only_its_env(tiny_policy_fil
     for pid in pids:
         with pytest.raises(OSError):
             os.kill(pid, 0)  # no process left behind
+
+
+@pytest.mark.slow
+def test_a_failed_autoreset_crashes_only_its_env_and_is_tried_again(tiny_policy_files, tmp_path):
+    from steve1_env.success import custom
+
+    env = Steve1SkillVectorEnv(
+        2,
+        world="tests.fakes.crashing_worlds:DyingWorld",
+        policy="steve1",
+        prompt_encoder="hash",
+        policy_kwargs=tiny_kwargs(tiny_policy_files),
+        # Resets 1 and 2 start both envs; the third (env 0's autoreset) kills its process.
+        world_kwargs={"marker_dir": str(tmp_path), "die_at": 3, **SMALL},
+        success={"chop a tree": custom(lambda start, obs, steps: steps >= 1, name="first")},
+        terminate_on_success=True,
+        k=5,
+    )
+    env.reset(seed=0, options={"instruction": ["chop a tree", "get dirt"]})
+    _, _, terms, _, _ = env.step(["", ""])
+    assert list(terms) == [True, False]
+    _, _, _, truncs, info = env.step(["", ""])
+    assert truncs[0] and info["reason"][0] == "crash" and "died" in info["error"][0]
+    assert info["reason"][1] in ("budget", "success") and info["steps"][1] >= 1
+    _, _, _, truncs, info = env.step(["", ""])  # the reset is tried again, in a new process
+    assert not truncs[0] and info["high_level_steps"][0] == 0
+    assert info["instruction"][0] == "chop a tree"
+    env.close()
