@@ -193,7 +193,9 @@ class WorldProcess:
     def _receive(self, timeout: float, what: str) -> Any:
         try:
             if not self._connection.poll(timeout):
-                raise self._failed(f"did not answer a {what} within {timeout:g} s (hung)")
+                raise self._failed(
+                    f"did not answer a {what} within {timeout:g} s (hung)", died=False
+                )
             status, payload = self._connection.recv()
         except (EOFError, OSError) as exc:
             raise self._failed(f"died ({type(exc).__name__})") from None
@@ -206,10 +208,10 @@ class WorldProcess:
             raise payload
         return payload
 
-    def _failed(self, what: str) -> WorldCrashError:
+    def _failed(self, what: str, died: bool = True) -> WorldCrashError:
         process = self._process
-        if process is not None and not process.is_alive():
-            process.join(timeout=5)
+        if process is not None and died:
+            process.join(timeout=5)  # its pipe closed: it is exiting, wait for the exit code
         code = None if process is None else process.exitcode
         self._abandon()
         suffix = "" if code is None else f", exit code {code}"
