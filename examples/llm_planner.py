@@ -1,0 +1,185 @@
+"""A planner loop: a language model (or rules) picks instructions, STEVE-1 carries them out.
+
+The planner is any function ``plan(observation_text) -> instruction``. Each round, the loop
+describes the state in text (the goal, the inventory, what the last instruction achieved),
+asks the planner for the next instruction, and pursues it on the env's text face for one
+high-level step, feeding success and inventory back into the next description. ``DONE`` ends
+the plan.
+
+Planners:
+- the default, `rule_based_plan`, runs offline: it asks for whatever the goal still lacks;
+- with ``STEVE1_PLANNER_BASE_URL`` set (an OpenAI-compatible server, e.g.
+  ``http://localhost:8000/v1``), `ChatPlanner` asks that server's ``/chat/completions``, with
+  ``STEVE1_PLANNER_MODEL`` (default ``gpt-4o-mini``) and ``STEVE1_PLANNER_API_KEY`` (or
+  ``OPENAI_API_KEY``). Replies that are not a usable instruction fall back to the rules.
+
+Run: python examples/llm_planner.py [--rounds 8] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import gymnasium as gym
+
+import steve1_env  # noqa: F401  (registers the env ids)
+from steve1_env.errors import InvalidInstructionError
+from steve1_env.instructions import validate_instruction
+
+GOAL = {"logs": ("*_log", "chop a tree"), "dirt": ("dirt", "get dirt"),
+        "seeds": ("*seed*", "collect seeds")}  # fmt: skip
+DONE = "DONE"
+SYSTEM_PROMPT = (
+    "You control a Minecraft agent that follows short English instructions such as 'chop a "
+    "tree', 'get dirt', 'collect seeds', 'look at the sky' or 'go explore'. Given the state, "
+    f"answer with the single next instruction only, or {DONE} when the goal is met."
+)
+
+Planner = Callable[[str], str]
+
+
+def missing(inventory: dict[str, int]) -> list[str]:
+    """Returns the goal items the inventory lacks."""
+    return [
+        name
+        for name, (pattern, _) in GOAL.items()
+        if not any(n > 0 and fnmatch.fnmatchcase(item, pattern) for item, n in inventory.items())
+    ]
+
+
+def describe(inventory: dict[str, int], last: str | None, info: dict | None) -> str:
+    """The state as the planner reads it."""
+    held = ", ".join(f"{item}={n}" for item, n in sorted(inventory.items())) or "nothing"
+    lines = [
+        "Goal: have at least one log, one dirt and one seed item.",
+        f"Inventory: {held}.",
+        f"Still missing: {', '.join(missing(inventory)) or 'nothing'}.",
+    ]
+    if last is not None and info is not None:
+        outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
+        lines.append(f"Last instruction: {last!r} {outcome} after {info['steps']} ticks.")
+    return "\n".join(lines)
+
+
+def rule_based_plan(observation_text: str) -> str:
+    """Offline planner: asks for the first goal item the text says is missing."""
+    for line in observation_text.splitlines():
+        if line.startswith("Still missing:"):
+            wanted = [w.strip(" .") for w in line.split(":", 1)[1].split(",")]
+            for name in wanted:
+                if name in GOAL:
+                    return GOAL[name][1]
+    return DONE
+
+
+class ChatPlanner:
+    """Asks an OpenAI-compatible chat-completions server for the next instruction.
+
+    Args:
+        base_url: Server root including the version, e.g. ``http://localhost:8000/v1``.
+        model: Model name sent with each request.
+        api_key: Bearer token, if the server needs one.
+        fallback: Planner used when the server fails or answers something unusable.
+        timeout: Seconds to wait for an answer.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "gpt-4o-mini",
+        api_key: str | None = None,
+        fallback: Planner = rule_based_plan,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.fallback, self.timeout = model, api_key, fallback, timeout
+
+    def __call__(self, observation_text: str) -> str:
+        body = json.dumps({
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": observation_text},
+            ],
+            "temperature": 0,
+        }).encode()  # fmt: skip
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, body, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.load(response)["choices"][0]["message"]["content"]
+        except (OSError, urllib.error.URLError, ValueError, KeyError, IndexError, TypeError) as exc:
+            print(f"  planner: the server failed ({exc}); using the rules this round")
+            return self.fallback(observation_text)
+        text = reply.strip().splitlines()[0].strip(" \"'.") if reply.strip() else ""
+        if text.upper() == DONE:
+            return DONE
+        try:
+            return validate_instruction(text)
+        except InvalidInstructionError as exc:
+            print(f"  planner: unusable reply {reply!r} ({exc}); using the rules this round")
+            return self.fallback(observation_text)
+
+
+def planner_from_environment() -> Planner:
+    """`ChatPlanner` when ``STEVE1_PLANNER_BASE_URL`` is set, else the rules."""
+    base_url = os.environ.get("STEVE1_PLANNER_BASE_URL")
+    if not base_url:
+        return rule_based_plan
+    return ChatPlanner(
+        base_url,
+        model=os.environ.get("STEVE1_PLANNER_MODEL", "gpt-4o-mini"),
+        api_key=os.environ.get("STEVE1_PLANNER_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+    )
+
+
+def run(plan: Planner, rounds: int, seed: int) -> bool:
+    """Runs the planner loop; returns True if the goal was met."""
+    inventory: dict[str, int] = {}  # a new world starts with nothing
+    instruction = plan(describe(inventory, None, None))
+    if instruction == DONE:
+        return not missing(inventory)
+    with gym.make(
+        "Steve1Skill-v0",
+        policy="scripted",  # offline; policy="steve1" for the real agent
+        prompt_encoder="hash",
+        k=300,
+    ) as env:
+        env.reset(seed=seed, options={"instruction": instruction})
+        for round_number in range(1, rounds + 1):
+            _, _, terminated, truncated, info = env.step(instruction)
+            inventory = info["inventory"]
+            outcome = "success" if info["is_success"] else info["reason"]
+            print(f"round {round_number}: {instruction!r} -> {outcome} in {info['steps']} ticks")
+            if terminated or truncated:
+                print("the episode ended")
+                break
+            instruction = plan(describe(inventory, instruction, info))
+            if instruction == DONE:
+                print("the planner says the goal is met")
+                break
+    met = not missing(inventory)
+    print(f"goal {'met' if met else 'not met'}; inventory {inventory}")
+    return met
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    plan = planner_from_environment()
+    print(f"planner: {type(plan).__name__ if isinstance(plan, ChatPlanner) else 'rules'}")
+    raise SystemExit(0 if run(plan, args.rounds, args.seed) else 1)
+
+
+if __name__ == "__main__":
+    main()
