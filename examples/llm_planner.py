@@ -11,7 +11,8 @@ Planners:
 - with ``STEVE1_PLANNER_BASE_URL`` set (an OpenAI-compatible server, e.g.
   ``http://localhost:8000/v1``), `ChatPlanner` asks that server's ``/chat/completions``, with
   ``STEVE1_PLANNER_MODEL`` (default ``gpt-4o-mini``) and ``STEVE1_PLANNER_API_KEY`` (or
-  ``OPENAI_API_KEY``). Replies that are not a usable instruction fall back to the rules.
+  ``OPENAI_API_KEY``), waiting ``STEVE1_PLANNER_TIMEOUT`` seconds (default 30). A failed
+  request or a reply that is not a short instruction falls back to the rules for that round.
 
 Run: python examples/llm_planner.py [--rounds 8] [--seed 0]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import http.client
 import json
 import os
 import urllib.error
@@ -100,6 +102,8 @@ class ChatPlanner:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.fallback, self.timeout = model, api_key, fallback, timeout
 
+    MAX_WORDS = 12  # longer replies are chat, not an instruction
+
     def __call__(self, observation_text: str) -> str:
         body = json.dumps({
             "model": self.model,
@@ -116,17 +120,35 @@ class ChatPlanner:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 reply = json.load(response)["choices"][0]["message"]["content"]
-        except (OSError, urllib.error.URLError, ValueError, KeyError, IndexError, TypeError) as exc:
-            print(f"  planner: the server failed ({exc}); using the rules this round")
+            if not isinstance(reply, str):  # null (a refusal or tool call), parts, numbers
+                raise TypeError(f"the reply's content is {type(reply).__name__}, not text")
+        except (
+            OSError,  # connection errors, timeouts, HTTP errors (urllib's are OSErrors)
+            http.client.HTTPException,  # malformed or cut-off HTTP responses
+            ValueError,  # not JSON
+            KeyError,
+            IndexError,
+            TypeError,
+        ) as exc:
+            print(f"  planner: the server failed ({type(exc).__name__}: {exc}); using the rules")
             return self.fallback(observation_text)
-        text = reply.strip().splitlines()[0].strip(" \"'.") if reply.strip() else ""
+        return self._instruction(reply, observation_text)
+
+    def _instruction(self, reply: str, observation_text: str) -> str:
+        lines = reply.strip().splitlines()
+        text = lines[0] if lines else ""
+        # "Next instruction: chop a tree" -> "chop a tree"
+        text = text.rsplit(":", 1)[-1].strip(" \"'.`")
         if text.upper() == DONE:
             return DONE
         try:
-            return validate_instruction(text)
+            instruction = validate_instruction(text)
+            if len(instruction.split()) > self.MAX_WORDS:
+                raise InvalidInstructionError(f"more than {self.MAX_WORDS} words")
         except InvalidInstructionError as exc:
             print(f"  planner: unusable reply {reply!r} ({exc}); using the rules this round")
             return self.fallback(observation_text)
+        return instruction
 
 
 def planner_from_environment() -> Planner:
@@ -138,6 +160,7 @@ def planner_from_environment() -> Planner:
         base_url,
         model=os.environ.get("STEVE1_PLANNER_MODEL", "gpt-4o-mini"),
         api_key=os.environ.get("STEVE1_PLANNER_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+        timeout=float(os.environ.get("STEVE1_PLANNER_TIMEOUT", "30")),
     )
 
 
@@ -145,8 +168,9 @@ def run(plan: Planner, rounds: int, seed: int) -> bool:
     """Runs the planner loop; returns True if the goal was met."""
     inventory: dict[str, int] = {}  # a new world starts with nothing
     instruction = plan(describe(inventory, None, None))
-    if instruction == DONE:
-        return not missing(inventory)
+    if instruction == DONE:  # nothing is held yet, so the goal cannot be met
+        print(f"  planner: said {DONE} before anything was done; using the rules")
+        instruction = rule_based_plan(describe(inventory, None, None))
     with gym.make(
         "Steve1Skill-v0",
         policy="scripted",  # offline; policy="steve1" for the real agent
@@ -163,6 +187,10 @@ def run(plan: Planner, rounds: int, seed: int) -> bool:
                 print("the episode ended")
                 break
             instruction = plan(describe(inventory, instruction, info))
+            if instruction == DONE and missing(inventory):
+                # The inventory is the judge: a planner that stops early is overruled.
+                print(f"  planner: said {DONE} but {', '.join(missing(inventory))} still missing")
+                instruction = rule_based_plan(describe(inventory, None, None))
             if instruction == DONE:
                 print("the planner says the goal is met")
                 break

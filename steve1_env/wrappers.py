@@ -11,6 +11,7 @@ that can use it, and `semi_mdp_return` computes returns with it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, SupportsFloat
 
@@ -20,29 +21,42 @@ from steve1_env.errors import ConfigurationError
 
 
 def _checked_gamma(gamma: Any) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not 0.0 < gamma <= 1.0:
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, numbers.Real)
+        or not 0.0 < float(gamma) <= 1
+    ):
         raise ConfigurationError(f"gamma must be a number in (0, 1], got {gamma!r}.")
     return float(gamma)
 
 
 def step_discount(steps: int, gamma: float) -> float:
     """Returns ``gamma ** steps``: the discount of a transition that lasted `steps` ticks."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ConfigurationError(f"steps must be an integer >= 0, got {steps!r}.")
-    return _checked_gamma(gamma) ** steps
+    return _checked_gamma(gamma) ** int(steps)
 
 
 class SemiMDPDiscount(gym.Wrapper):
     """Adds ``info["discount"] = gamma ** info["steps"]`` to every step of a skill env.
+
+    For one env; a vector env's ``info["steps"]`` is an array, whose discounts are
+    ``gamma ** info["steps"]`` in one numpy expression.
 
     Args:
         env: A `Steve1SkillEnv` (or any env whose info carries ``steps``).
         gamma: The per-low-level-tick discount, e.g. 0.999 (0.99 per 10 ticks).
 
     Example:
-        >>> env = SemiMDPDiscount(gym.make("Steve1SkillLibrary-v0"), gamma=0.999)
-        >>> obs, reward, terminated, truncated, info = env.step(0)
-        >>> info["discount"]  # 0.999 ** info["steps"]
+        ```python
+        env = SemiMDPDiscount(
+            gym.make("Steve1SkillLibrary-v0", policy="scripted", prompt_encoder="hash"),
+            gamma=0.999,
+        )
+        env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(4)  # the paper's "wood" prompt
+        info["discount"]  # 0.999 ** info["steps"]
+        ```
     """
 
     def __init__(self, env: gym.Env, gamma: float = 0.999) -> None:

@@ -32,6 +32,8 @@ def _undocumented():
                 for attribute, member in vars(value).items():
                     if attribute.startswith("_"):
                         continue
+                    if isinstance(member, staticmethod | classmethod):
+                        member = member.__func__
                     function = member.fget if isinstance(member, property) else member
                     checked += inspect.isfunction(function)
                     if inspect.isfunction(function) and not (function.__doc__ or "").strip():

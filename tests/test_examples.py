@@ -37,6 +37,14 @@ def test_every_example_is_run_by_a_test():
 
 
 @pytest.mark.slow
+def test_sb3_controller_beats_the_random_chooser():
+    out = run("sb3_skill_controller.py", "--timesteps", "1000", "--episodes", "10")
+    random = float(re.search(r"random chooser\s+mean return\s+(-?[\d.]+)", out).group(1))
+    trained = float(re.search(r"trained PPO\s+mean return\s+(-?[\d.]+)", out).group(1))
+    assert trained > random + 0.5, out
+
+
+@pytest.mark.slow
 def test_sb3_controller_trains_and_reports_both_means():
     out = run("sb3_skill_controller.py", "--timesteps", "256", "--episodes", "4")
     random = re.search(r"random chooser\s+mean return\s+(-?[\d.]+)", out)
@@ -66,28 +74,45 @@ class _ChatServer(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, self.headers.get("Authorization"), body))
         reply = type(self).replies.pop(0) if type(self).replies else "DONE"
-        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]})
-        self.send_response(200)
+        status, payload = 200, None
+        if reply == "<500>":
+            status, payload = 500, b'{"error": "overloaded"}'
+        elif reply == "<html>":
+            payload = b"<html>not json</html>"
+        elif reply == "<null>":
+            reply = None
+        if payload is None:
+            message = {"role": "assistant", "content": reply}
+            payload = json.dumps({"choices": [{"message": message}]}).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(payload.encode())
+        self.wfile.write(payload)
 
     def log_message(self, *args):
         pass
 
 
-def test_llm_planner_talks_to_an_openai_compatible_server_on_loopback():
-    _ChatServer.replies = ["get dirt", "'chop a tree'.", "", "collect seeds", "DONE"]
-    _ChatServer.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def _run_planner_against(handler):
+    handler.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(
+        os.environ,
+        STEVE1_PLANNER_BASE_URL=f"http://127.0.0.1:{server.server_port}/v1",
+        STEVE1_PLANNER_MODEL="test-model",
+        STEVE1_PLANNER_API_KEY="secret",
+        STEVE1_PLANNER_TIMEOUT="10",
+    )
     try:
-        env = dict(os.environ, STEVE1_PLANNER_BASE_URL=f"http://127.0.0.1:{server.server_port}/v1",
-                   STEVE1_PLANNER_MODEL="test-model", STEVE1_PLANNER_API_KEY="secret")  # fmt: skip
-        out = run("llm_planner.py", env=env)
+        return run("llm_planner.py", env=env)
     finally:
         server.shutdown()
+
+
+def test_llm_planner_talks_to_an_openai_compatible_server_on_loopback():
+    _ChatServer.replies = ["get dirt", "'chop a tree'.", "", "collect seeds", "DONE"]
+    out = _run_planner_against(_ChatServer)
     assert "planner: ChatPlanner" in out and "goal met" in out
     # The server's instructions were carried out, quotes stripped; an empty reply fell back.
     assert "round 1: 'get dirt' -> success" in out
@@ -98,7 +123,22 @@ def test_llm_planner_talks_to_an_openai_compatible_server_on_loopback():
     assert body["model"] == "test-model"
     assert "Still missing: logs, dirt, seeds." in body["messages"][1]["content"]
     # Feedback: the second request reports what the first instruction achieved.
-    assert (
-        "Last instruction: 'get dirt' succeeded"
-        in _ChatServer.requests[1][2]["messages"][1]["content"]
-    )
+    second = _ChatServer.requests[1][2]["messages"][1]["content"]
+    assert "Last instruction: 'get dirt' succeeded" in second
+
+
+def test_llm_planner_survives_a_misbehaving_server():
+    _ChatServer.replies = [
+        "DONE",  # too early: overruled, the rules ask for logs
+        "<500>",  # the rules ask for dirt
+        "Sure! The next instruction should be: collect seeds",
+        "<null>",  # goal met: the rules say DONE
+    ]
+    out = _run_planner_against(_ChatServer)
+    assert "said DONE before anything was done" in out
+    assert "round 1: 'chop a tree'" in out and "round 2: 'get dirt'" in out
+    assert "round 3: 'collect seeds' -> success" in out  # taken from after the colon
+    assert "HTTPError" in out and "not text" in out and "goal met" in out
+    _ChatServer.replies = ["<html>", "DONE"]
+    out = _run_planner_against(_ChatServer)
+    assert "JSONDecodeError" in out and "round 1: 'chop a tree'" in out

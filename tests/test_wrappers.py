@@ -1,7 +1,8 @@
 import gymnasium as gym
+import numpy as np
 import pytest
 
-import steve1_env  # registers the env ids
+import steve1_env  # noqa: F401  (registers the env ids)
 from steve1_env.errors import ConfigurationError
 from steve1_env.wrappers import SemiMDPDiscount, semi_mdp_return, step_discount
 
@@ -25,6 +26,7 @@ def test_semi_mdp_return_discounts_by_the_ticks_before_each_reward():
         1.0 + 0.9**10 + 2.0 * 0.9**40
     )
     assert step_discount(3, 0.5) == 0.125
+    assert step_discount(np.int64(3), np.float32(0.5)) == 0.125  # a vector env's numbers
     with pytest.raises(ConfigurationError, match="one entry per step"):
         semi_mdp_return([1.0], infos, 0.9)
     with pytest.raises(ConfigurationError, match=r"gamma must be a number in \(0, 1\]"):
@@ -48,4 +50,3 @@ def test_envs_without_steps_in_info_are_refused():
     env.reset()
     with pytest.raises(ConfigurationError, match=r"needs info\['steps'\]"):
         env.step(0)
-    assert steve1_env.ENV_IDS
