@@ -25,6 +25,7 @@ from gymnasium import spaces
 
 from steve1_env import precision
 from steve1_env.agent.base import Goal, SkillPolicy
+from steve1_env.closing import close_all
 from steve1_env.errors import (
     ConfigurationError,
     InvalidActionError,
@@ -526,14 +527,8 @@ class Steve1SkillEnv(gym.Env):
         self._close_owned()
 
     def _close_owned(self) -> None:
-        errors = []
-        while self._owned:
-            try:
-                self._owned.pop().close()
-            except Exception as exc:  # close the rest, then report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        owned, self._owned = self._owned, []
+        close_all(component.close for component in reversed(owned))
 
     # -------------------------------------------------------------- internals
     def _ensure_open(self) -> None:

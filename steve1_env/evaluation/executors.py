@@ -37,6 +37,7 @@ from steve1_env.evaluation.trial import (
 )
 from steve1_env.optional import import_optional
 from steve1_env.tasks.detectors import build_detector
+from steve1_env.worlds.processes import become_worker
 
 _STOP_TIMEOUT_S = 30.0  # for workers to close their worlds (a Minecraft server) on stop
 
@@ -223,16 +224,10 @@ def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
 # --------------------------------------------------------------------------- processes
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _process_worker_main(connection: Any, settings: RunSettings, name: str, threads: int) -> None:
     """Entry point of a worker process: runs the trials it receives until told to stop."""
-    # Ctrl-C is the parent's to handle: it stops the workers itself. SIGTERM (the parent
-    # cancelling a trial) unwinds through `finally`, so worlds close and simulators stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SIGTERM (the parent cancelling a trial) unwinds through `finally`: worlds close.
+    become_worker()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
     runner = TrialRunner(settings, worker=name)
     try:

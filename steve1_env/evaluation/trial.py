@@ -1,8 +1,8 @@
 """Running one trial: build the world, policy and encoder once per worker, then play episodes.
 
 `TrialRunner` is what every executor runs, in this process, in a worker process or in a Ray
-actor: it keeps one env per distinct set of world options, replaces an env whose world crashed,
-retries crashed trials, and returns a `TrialRecord` per trial.
+actor: it keeps one env, rebuilt when a task asks for other world options or its world
+crashed, retries crashed trials, and returns a `TrialRecord` per trial.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from steve1_env.closing import close_all
 from steve1_env.errors import ConfigurationError, WorldCrashError
 from steve1_env.evaluation.records import TrialRecord, TrialSpec
 from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
@@ -28,10 +28,6 @@ from steve1_env.validation import positive_int
 
 StepsCallback = Callable[[TrialSpec, int], None]
 """Called after every high-level step with the trial and its low-level steps so far."""
-
-# Worlds kept alive per worker, one per distinct world options. Trials run task by task, so
-# one suffices, and a real world (a Minecraft server) is too heavy to keep idle.
-_MAX_CACHED_WORLDS = 1
 
 
 @dataclass(frozen=True)
@@ -122,14 +118,7 @@ class _WorldBundle:
             raise
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        for close in (self.env.close, self.policy.close, self.world.close):
-            try:
-                close()
-            except Exception as exc:  # close the rest, then report the first
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all([self.env.close, self.policy.close, self.world.close])
 
 
 @dataclass
@@ -201,7 +190,8 @@ class TrialRunner:
         self.settings = settings
         self.worker = worker
         self._encoder: Any = None
-        self._bundles: OrderedDict[str, _WorldBundle] = OrderedDict()
+        self._bundle_now: _WorldBundle | None = None  # the live world, for `_bundle_key`
+        self._bundle_key: str | None = None
 
     def run(
         self, spec: TrialSpec, on_steps: StepsCallback | None = None, earlier_crashes: int = 0
@@ -232,28 +222,17 @@ class TrialRunner:
             if episode.reason != "crash":
                 break
             errors.append(episode.error or "the world crashed")
-            self._discard(spec.world_options)  # a crashed world is replaced, not reused
+            self._discard()  # a crashed world is replaced, not reused
         if episode is None:  # unreachable: the loop runs at least once
             raise RuntimeError("no attempt was made")
         duration = time.perf_counter() - started
         return trial_record(spec, episode, errors, duration, self.worker, video)
 
     def close(self) -> None:
-        """Closes every world, policy and the encoder this runner built."""
-        errors: list[BaseException] = []
-        while self._bundles:
-            try:
-                self._bundles.popitem()[1].close()
-            except Exception as exc:
-                errors.append(exc)
-        if self._encoder is not None:
-            encoder, self._encoder = self._encoder, None
-            try:
-                encoder.close()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        """Closes the world, policy and encoder this runner built."""
+        bundle, encoder = self._bundle_now, self._encoder
+        self._bundle_now, self._bundle_key, self._encoder = None, None, None
+        close_all(c.close for c in (bundle, encoder) if c is not None)
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -262,26 +241,25 @@ class TrialRunner:
 
     def _bundle(self, world_options: Mapping[str, Any]) -> _WorldBundle:
         key = self._key(world_options)
-        bundle = self._bundles.get(key)
-        if bundle is not None:
-            self._bundles.move_to_end(key)
-            return bundle
+        if self._bundle_now is not None and self._bundle_key == key:
+            return self._bundle_now
+        # Trials run task by task, so one live world suffices: a real one (a Minecraft
+        # server) is too heavy to keep idle while another task runs.
+        self._discard()
         if self._encoder is None:
             self._encoder = PROMPT_ENCODERS.make(
                 self.settings.prompt_encoder,
                 device=self.settings.device,
                 **self.settings.prompt_encoder_kwargs,
             )
-        bundle = _WorldBundle(
+        self._bundle_now = _WorldBundle(
             self.settings, {**self.settings.world_kwargs, **world_options}, self._encoder
         )
-        self._bundles[key] = bundle
-        while len(self._bundles) > _MAX_CACHED_WORLDS:
-            self._bundles.popitem(last=False)[1].close()
-        return bundle
+        self._bundle_key = key
+        return self._bundle_now
 
-    def _discard(self, world_options: Mapping[str, Any]) -> None:
-        bundle = self._bundles.pop(self._key(world_options), None)
+    def _discard(self) -> None:
+        bundle, self._bundle_now, self._bundle_key = self._bundle_now, None, None
         if bundle is not None:
             with contextlib.suppress(Exception):  # it already crashed; closing is best effort
                 bundle.close()

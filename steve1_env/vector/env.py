@@ -26,6 +26,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from steve1_env import precision
+from steve1_env.closing import close_all
 from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrashError
 from steve1_env.prompt.base import PromptEncoder
@@ -333,14 +334,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             raise ConfigurationError("This vector env is closed; create a new one.")
 
     def _close_owned(self) -> None:
-        errors = []
-        while self._owned:
-            try:
-                self._owned.pop().close()
-            except Exception as exc:  # close the rest, then report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        owned, self._owned = self._owned, []
+        close_all(component.close for component in reversed(owned))
 
     def _mask(self, mask: Any) -> np.ndarray:
         array = np.asarray(mask)

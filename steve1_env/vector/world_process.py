@@ -13,39 +13,22 @@ needs an ``if __name__ == "__main__":`` guard.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import multiprocessing
-import signal
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from steve1_env.errors import WorldCrashError
 from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.processes import become_worker
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 DEFAULT_RESET_TIMEOUT_S = 600.0  # building a Minecraft world can take minutes
 _CLOSE_TIMEOUT_S = 30.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Linux: the kernel sends SIGTERM when the parent dies, even if it was killed with -9.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`: the world closes
 
 
 def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
     """Child process: builds the world and answers the parent's calls until told to close."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _die_with_parent()
+    become_worker()
     from steve1_env.registry import WORLDS
 
     world = None
