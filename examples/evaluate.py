@@ -56,9 +56,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="trials per instruction (default: the set's)")
     parser.add_argument("--max-steps", type=int, help="override every task's budget")
     parser.add_argument("--policy", default="scripted", help="scripted (offline) or steve1")
+    parser.add_argument(
+        "--allow-imports",
+        action="store_true",
+        help="let the task file's custom detectors import modules (only for trusted files)",
+    )
     args = parser.parse_args()
 
-    tasks = load_task_set(args.task_set)
+    tasks = load_task_set(args.task_set, allow_imports=args.allow_imports)
     print(f"{'task':12} {'success':>8} {'rate':>6}  95% CI          mean steps  crashed")
     for task in tasks.tasks:
         env = make_env(args.policy, dict(task.world_options))

@@ -125,6 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
             cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor,
             progress=not args.quiet,
+            allow_imports=args.allow_imports,
         )
     _print_summary(result.summary)
     for kind, path in result.reports.items():
@@ -374,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: quick_harvest)",
     )
     evaluate.add_argument("--tasks", nargs="+", help="run only these tasks of the set")
+    evaluate.add_argument(
+        "--allow-imports",
+        action="store_true",
+        help="let the task file import the modules its custom detectors name (runs their "
+        "code: only for task files you trust as code)",
+    )
     evaluate.add_argument(
         "--trials",
         type=_positive,

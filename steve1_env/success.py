@@ -328,16 +328,40 @@ def as_detector(value: SuccessDetector | Callable[[Obs, Obs, int], bool]) -> Suc
     )
 
 
+MAX_DETECTOR_DEPTH = 32
+"""How many `any_of`/`all_of` may sit inside one another.
+
+Every level adds frames to Python's call stack when the detector runs, so a deeper nesting
+(from a task file or a loop in code) would end in a `RecursionError` mid-episode.
+"""
+
+
+def _nesting(parts: Sequence[SuccessDetector], kind: str) -> int:
+    # Only the composites are counted: a detector of the user's own is opaque here.
+    depth = 1 + max(part.nesting if isinstance(part, AnyOf | AllOf) else 0 for part in parts)
+    if depth > MAX_DETECTOR_DEPTH:
+        raise DetectorError(
+            f"{kind}() would nest {depth} any_of/all_of inside one another; at most "
+            f"{MAX_DETECTOR_DEPTH} are supported (MAX_DETECTOR_DEPTH), since each level adds "
+            "to Python's call stack when the detector runs. Flatten the nesting: "
+            "any_of(any_of(a, b), c) is any_of(a, b, c)."
+        )
+    return depth
+
+
 @dataclass(frozen=True)
 class AnyOf:
     """Succeeds when any part succeeds; reports the first part that did."""
 
     parts: tuple[SuccessDetector, ...]
     name: str = ""
+    nesting: int = field(default=1, init=False, repr=False, compare=False)
+    """How many `any_of`/`all_of` sit inside one another here, this one included."""
 
     def __post_init__(self) -> None:
         if not self.parts:
             raise DetectorError("any_of() needs at least one detector.")
+        object.__setattr__(self, "nesting", _nesting(self.parts, "any_of"))
         if not self.name:
             object.__setattr__(self, "name", f"any_of({', '.join(p.name for p in self.parts)})")
 
@@ -360,10 +384,13 @@ class AllOf:
 
     parts: tuple[SuccessDetector, ...]
     name: str = ""
+    nesting: int = field(default=1, init=False, repr=False, compare=False)
+    """How many `any_of`/`all_of` sit inside one another here, this one included."""
 
     def __post_init__(self) -> None:
         if not self.parts:
             raise DetectorError("all_of() needs at least one detector.")
+        object.__setattr__(self, "nesting", _nesting(self.parts, "all_of"))
         if not self.name:
             object.__setattr__(self, "name", f"all_of({', '.join(p.name for p in self.parts)})")
 

@@ -144,6 +144,7 @@ def evaluate(
     gpus_per_actor: float | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
+    allow_imports: bool = False,
 ) -> EvaluationResult:
     """Runs every task x trial of a task set and writes ``results.jsonl`` and the reports.
 
@@ -163,13 +164,17 @@ def evaluate(
         gpus_per_actor: GPUs each Ray actor reserves (default 0).
         progress: Show live progress on `stream`.
         stream: Where progress goes (default: standard error).
+        allow_imports: Let a task file given by path name import paths (``custom``
+            detectors); see `steve1_env.tasks.spec.load_task_set`. Workers get the checked
+            configs, so this is decided once, here. A `TaskSet` object is taken as it is.
 
     Returns:
         The records, summary and report paths. A Ctrl-C returns normally with
         ``interrupted=True`` after writing reports of what finished.
 
     Raises:
-        TaskSpecError: If the task set is malformed.
+        TaskSpecError: If the task set is malformed, names import paths without
+            `allow_imports`, or plans too many trials (`steve1_env.tasks.spec.MAX_TRIALS`).
         ResultsError: If `out` holds another run's results, or is in use.
         EvaluationError: If a trial fails for a reason other than a world crash.
     """
@@ -177,7 +182,11 @@ def evaluate(
     check_executor_options(executor, workers, address, cpus_per_actor, gpus_per_actor)
     if retry_crashed and not resume:
         raise ConfigurationError("retry_crashed (--retry-crashed) needs resume (--resume).")
-    loaded = task_set if isinstance(task_set, TaskSet) else load_task_set(task_set)
+    loaded = (
+        task_set
+        if isinstance(task_set, TaskSet)
+        else load_task_set(task_set, allow_imports=allow_imports)
+    )
     if tasks:
         loaded = loaded.select(tasks)
     plan = loaded.trial_specs(trials, max_steps)

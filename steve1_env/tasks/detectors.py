@@ -14,7 +14,9 @@ A detector config is either a skill kind (``"wood"``: that skill's default detec
     {type: custom, function: "my_package.detectors:reached_village"}
 
 Configs stay plain data until a worker builds them, so they travel to worker processes and
-Ray actors as they are.
+Ray actors as they are. ``any_of``/``all_of`` nest at most `success.MAX_DETECTOR_DEPTH` deep.
+A ``custom`` config imports its module, which runs that module's code: task files may name one
+only with ``allow_imports=True`` (see `check_detector_config`).
 """
 
 from __future__ import annotations
@@ -120,12 +122,24 @@ def _suggest(value: str, choices: Sequence[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def check_detector_config(config: Any, path: FieldPath = ()) -> None:
-    """Checks a detector config without building it.
+def check_detector_config(config: Any, path: FieldPath = (), *, allow_imports: bool = True) -> None:
+    """Checks a detector config without building it (and without importing anything).
+
+    Args:
+        config: A detector config (see the module docstring).
+        path: Where the config sits, for error messages.
+        allow_imports: Whether ``custom`` detectors may name import paths. Importing a module
+            runs its code, so configs from files that are not trusted as code pass False.
 
     Raises:
-        DetectorConfigError: Naming the field (``parts[1].count``) and what it expected.
+        DetectorConfigError: Naming the field (``parts[1].count``) and what it expected; if
+            ``any_of``/``all_of`` nest deeper than `success.MAX_DETECTOR_DEPTH`; or if a
+            ``custom`` detector names an import path and `allow_imports` is False.
     """
+    _check(config, path, 1, allow_imports)
+
+
+def _check(config: Any, path: FieldPath, depth: int, allow_imports: bool) -> None:
     if isinstance(config, str):
         if config != "default" and config not in success.DEFAULT_DETECTORS:
             kinds = sorted(success.DEFAULT_DETECTORS)
@@ -170,9 +184,26 @@ def check_detector_config(config: Any, path: FieldPath = ()) -> None:
             continue
         if not check(config[key]):
             raise DetectorConfigError((*path, key), f"expected {expected}, got {config[key]!r}.")
+    if kind == "custom" and not allow_imports:
+        raise DetectorConfigError(
+            (*path, "function"),
+            f"names the import path {config['function']!r}, and importing a module runs its "
+            "code, so a task file that names import paths is as trusted as code. Pass "
+            "allow_imports=True (steve1-env eval --allow-imports) only for task files you "
+            "trust as code.",
+        )
     if kind in ("any_of", "all_of"):
+        # Counted before going down, so a cyclic or absurdly deep config stops here, not in a
+        # RecursionError; the limit is the one the built composites enforce.
+        if depth > success.MAX_DETECTOR_DEPTH:
+            raise DetectorConfigError(
+                path,
+                f"any_of/all_of nest more than {success.MAX_DETECTOR_DEPTH} deep (the most "
+                "supported, MAX_DETECTOR_DEPTH); flatten the nesting: any_of inside any_of is "
+                "one any_of with all the parts.",
+            )
         for index, part in enumerate(config["parts"]):
-            check_detector_config(part, (*path, "parts", index))
+            _check(part, (*path, "parts", index), depth + 1, allow_imports)
 
 
 def _import_function(target: str, path: FieldPath) -> Callable[..., bool]:
@@ -190,13 +221,20 @@ def _import_function(target: str, path: FieldPath) -> Callable[..., bool]:
     return function
 
 
-def build_detector(config: Any, instruction: str, path: FieldPath = ()) -> success.SuccessDetector:
+def build_detector(
+    config: Any, instruction: str, path: FieldPath = (), *, allow_imports: bool = True
+) -> success.SuccessDetector:
     """Builds the detector a config describes.
+
+    The whole config is checked first, so nothing is imported from a config that is invalid
+    anywhere.
 
     Args:
         config: A detector config (see the module docstring); None means ``"default"``.
         instruction: The instruction judged, for ``"default"``.
         path: Where the config sits, for error messages.
+        allow_imports: Whether ``custom`` detectors may import their functions (see
+            `check_detector_config`). Configs written in Python are code already.
 
     Raises:
         DetectorConfigError: If the config is invalid, or ``"default"`` is asked for an
@@ -204,7 +242,11 @@ def build_detector(config: Any, instruction: str, path: FieldPath = ()) -> succe
     """
     if config is None:
         config = "default"
-    check_detector_config(config, path)
+    check_detector_config(config, path, allow_imports=allow_imports)
+    return _build_checked(config, instruction, path)
+
+
+def _build_checked(config: Any, instruction: str, path: FieldPath) -> success.SuccessDetector:
     if isinstance(config, str):
         detector = (
             success.detector_for(instruction)
@@ -250,7 +292,7 @@ def _build(
         )
     if kind in ("any_of", "all_of"):
         parts = [
-            build_detector(part, instruction, (*path, "parts", index))
+            _build_checked(part, instruction, (*path, "parts", index))
             for index, part in enumerate(options["parts"])
         ]
         combine = success.any_of if kind == "any_of" else success.all_of

@@ -42,6 +42,18 @@ from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_det
 from steve1_env.validation import positive_int
 
 DEFAULT_TRIALS = 3
+MAX_TRIALS = 10_000
+"""Most trials of one task instruction (``trials``, ``--trials``, the length of ``seeds``)."""
+MAX_PLANNED_TRIALS = 100_000
+"""Most trials one run may plan, over every task and instruction of its set."""
+MAX_TASK_FILE_BYTES = 4 * 2**20
+"""Largest task file read (4 MiB); real ones are a few kilobytes."""
+MAX_TASK_FILE_VALUES = 100_000
+"""Most YAML values (scalars, lists, mappings) a task file may hold, each alias counted as all
+the values it repeats, so a few bytes of nested aliases ("billion laughs") cannot expand into
+billions of values."""
+MAX_TASK_FILE_DEPTH = 100
+"""Most levels of lists and mappings inside one another in a task file, aliases followed."""
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SET_FIELDS = ("name", "description", "defaults", "tasks")
 _TASK_FIELDS = (
@@ -96,24 +108,11 @@ class TaskSpec:
             max_steps: Overrides the task's step budget.
 
         Raises:
-            TaskSpecError: If more trials are asked than the task lists seeds.
+            TaskSpecError: If more trials are asked than the task lists seeds, more than
+                `MAX_TRIALS`, or more than `MAX_PLANNED_TRIALS` over all instructions.
         """
-        if trials is not None:
-            count = positive_int(trials, "trials", error=TaskSpecError)
-        elif self.trials is not None:
-            count = self.trials
-        else:
-            count = len(self.seeds) if self.seeds else DEFAULT_TRIALS
-        if self.seeds is not None and count > len(self.seeds):
-            raise TaskSpecError(
-                f"Task {self.name!r} lists {len(self.seeds)} seeds but {count} trials were "
-                "asked; add seeds to the task or ask for fewer trials."
-            )
-        seeds = (
-            self.seeds[:count]
-            if self.seeds is not None
-            else tuple(self.seed + i for i in range(count))
-        )
+        seeds = self._seeds(trials)
+        _check_planned(len(self.instructions) * len(seeds))
         budget = (
             self.max_steps
             if max_steps is None
@@ -133,6 +132,39 @@ class TaskSpec:
             for index, instruction in enumerate(self.instructions)
             for trial, seed in enumerate(seeds)
         ]
+
+    def _seeds(self, trials: int | None) -> tuple[int, ...]:
+        """Returns the seeds of `trials` trials per instruction (see `trial_specs`)."""
+        if trials is not None:
+            count = positive_int(trials, "trials", error=TaskSpecError)
+        elif self.trials is not None:
+            count = self.trials
+        else:
+            count = len(self.seeds) if self.seeds else DEFAULT_TRIALS
+        if count > MAX_TRIALS:
+            # Refused before anything is built: a typo such as 10**9 would otherwise fill
+            # memory with trial specs and end in a MemoryError.
+            raise TaskSpecError(
+                f"Task {self.name!r}: {count} trials per instruction were asked; at most "
+                f"{MAX_TRIALS} are supported (MAX_TRIALS). Ask for fewer trials."
+            )
+        if self.seeds is not None and count > len(self.seeds):
+            raise TaskSpecError(
+                f"Task {self.name!r} lists {len(self.seeds)} seeds but {count} trials were "
+                "asked; add seeds to the task or ask for fewer trials."
+            )
+        if self.seeds is not None:
+            return self.seeds[:count]
+        return tuple(self.seed + i for i in range(count))
+
+
+def _check_planned(count: int) -> None:
+    if count > MAX_PLANNED_TRIALS:
+        raise TaskSpecError(
+            f"{count} trials were planned (tasks x instructions x trials); one run may plan at "
+            f"most {MAX_PLANNED_TRIALS} (MAX_PLANNED_TRIALS). Ask for fewer trials, or run "
+            "the tasks in several runs (--tasks)."
+        )
 
 
 @dataclass(frozen=True)
@@ -185,8 +217,14 @@ class TaskSet:
     def trial_specs(
         self, trials: int | None = None, max_steps: int | None = None
     ) -> list[TrialSpec]:
-        """Returns every task's trials, task by task (see `TaskSpec.trial_specs`)."""
+        """Returns every task's trials, task by task (see `TaskSpec.trial_specs`).
+
+        Raises:
+            TaskSpecError: As `TaskSpec.trial_specs` does, and if the set's trials add up to
+                more than `MAX_PLANNED_TRIALS`; checked before any trial is built.
+        """
         try:
+            _check_planned(sum(len(t.instructions) * len(t._seeds(trials)) for t in self.tasks))
             return [spec for task in self.tasks for spec in task.trial_specs(trials, max_steps)]
         except TaskSpecError as exc:
             raise TaskSpecError(f"{self.source}: {exc}") from None
@@ -198,23 +236,34 @@ def builtin_task_sets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_task_set(source: str | os.PathLike[str]) -> TaskSet:
+def load_task_set(source: str | os.PathLike[str], *, allow_imports: bool = False) -> TaskSet:
     """Loads a built-in task set by name or a task set file by path.
 
     Args:
         source: A built-in name (``"quick_harvest"``, ``"early_game"``) or a ``.yaml`` path.
+        allow_imports: Accept ``custom`` detectors, whose import paths are imported (their
+            code runs) when the set is checked and in every worker. A file that names one is
+            refused without it, before anything is imported: pass True only for files you
+            trust as code. The built-in sets import nothing.
 
     Raises:
-        TaskSpecError: If the set is unknown or malformed; the message names the file, task,
-            field and line.
+        TaskSpecError: If the set is unknown, unreadable, not UTF-8 text, or malformed (see
+            `parse_task_set`); the message names the file, task, field and line.
     """
     text_source = str(source)
     path = Path(text_source).expanduser()
+    names = builtin_task_sets()
     if path.is_file():
-        return parse_task_set(path.read_text(encoding="utf-8"), str(path), path.stem)
+        return parse_task_set(
+            _read_task_file(path), str(path), path.stem, allow_imports=allow_imports
+        )
+    if path.exists() and text_source not in names:
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise TaskSpecError(
+            f"Task set file {text_source!r} is {kind}; give the path of a .yaml task file."
+        )
     if not isinstance(source, str) or text_source.endswith((".yaml", ".yml")) or "/" in text_source:
         raise TaskSpecError(f"Task set file {text_source!r} does not exist.")
-    names = builtin_task_sets()
     if text_source not in names:
         close = difflib.get_close_matches(text_source, names, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -228,7 +277,126 @@ def load_task_set(source: str | os.PathLike[str]) -> TaskSet:
     return parse_task_set(text, f"builtin:{text_source}", text_source)
 
 
+def _read_task_file(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_TASK_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TaskSpecError(
+            f"Cannot read the task set file {str(path)!r} ({type(exc).__name__}: "
+            f"{exc.strerror or exc}); check that it exists and that you may read it."
+        ) from exc
+    if len(data) > MAX_TASK_FILE_BYTES:
+        raise TaskSpecError(
+            f"{path}: larger than {MAX_TASK_FILE_BYTES} bytes (MAX_TASK_FILE_BYTES); task files "
+            "are a few kilobytes. Is this the right file?"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TaskSpecError(
+            f"{path}, line {line}: a task file must be UTF-8 text, but byte "
+            f"0x{data[exc.start]:02x} (offset {exc.start}) is not valid UTF-8. Save the file "
+            "as UTF-8."
+        ) from None
+
+
 # ----------------------------------------------------------------------------- parsing
+
+
+class _TooBig(Exception):
+    """A task file's YAML passes a limit; carries the line where it did."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that stops composing past the file limits.
+
+    PyYAML composes nested lists and mappings recursively, so 20,000 ``[`` end in a
+    `RecursionError`; counting here stops such a file at once.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._composed = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        mark = self.peek_event().start_mark
+        self._composed += 1
+        if self._composed > MAX_TASK_FILE_VALUES:
+            raise _TooBig(_too_many(), mark)
+        if self._depth >= MAX_TASK_FILE_DEPTH:
+            raise _TooBig(_too_deep(), mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_many() -> str:
+    return (
+        f"the file holds more than {MAX_TASK_FILE_VALUES} YAML values (MAX_TASK_FILE_VALUES), "
+        "counting each alias as all the values it repeats; task files are small, so nested "
+        "aliases or a generated file are the likely cause."
+    )
+
+
+def _too_deep() -> str:
+    return (
+        f"lists and mappings nest more than {MAX_TASK_FILE_DEPTH} deep (MAX_TASK_FILE_DEPTH), "
+        "aliases followed; no task field needs that."
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Refuses a node graph whose expansion passes the file limits, or that contains itself.
+
+    Aliases make the composed nodes a graph whose expansion (what the line walk, the data's
+    digest and the field checks go through) can be exponentially larger than the file. Each
+    distinct node is measured once, without recursion, so this costs what the file holds.
+
+    Raises:
+        _TooBig: At the node where a limit is passed, or that contains itself.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values expanded, depth)
+    open_nodes: set[int] = set()  # on the current path: reaching one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes = [measured[id(child)] for child in _children(node)]
+            values = 1 + sum(size for size, _ in sizes)
+            depth = 1 + max((depth for _, depth in sizes), default=0)
+            if values > MAX_TASK_FILE_VALUES:
+                raise _TooBig(_too_many(), node.start_mark)
+            if depth > MAX_TASK_FILE_DEPTH:
+                raise _TooBig(_too_deep(), node.start_mark)
+            measured[key] = (values, depth)
+        elif key in open_nodes:
+            raise _TooBig(
+                "a YAML alias refers to a node that contains it; task files cannot be recursive.",
+                node.start_mark,
+            )
+        elif key not in measured:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
 
 
 class _Lines:
@@ -240,13 +408,8 @@ class _Lines:
         if root is not None:
             self._walk(root, ())
 
-    def _walk(self, node: Any, path: FieldPath, parents: frozenset[int] = frozenset()) -> None:
-        if id(node) in parents:
-            raise TaskSpecError(
-                f"{self.where}, line {node.start_mark.line + 1}: a YAML alias refers to a node "
-                f"that contains it{self._under(path)}; task files cannot be recursive."
-            )
-        parents = parents | {id(node)}
+    def _walk(self, node: Any, path: FieldPath) -> None:
+        # `_check_size` ran first: no cycles, and the walk's size and depth are bounded.
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
@@ -259,12 +422,12 @@ class _Lines:
                     )
                 seen.add(key)
                 field_path = (*path, key)
-                self._walk(value_node, field_path, parents)
+                self._walk(value_node, field_path)
                 # A field's errors point at its key's line, where a reader looks for it.
                 self.lines[field_path] = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                self._walk(item, (*path, index), parents)
+                self._walk(item, (*path, index))
 
     @staticmethod
     def _under(path: FieldPath) -> str:
@@ -277,17 +440,31 @@ class _Lines:
 
 
 class _Parser:
-    def __init__(self, text: str, where: str) -> None:
+    def __init__(self, text: str, where: str, allow_imports: bool) -> None:
         self.where = where
+        self.allow_imports = allow_imports
+        if len(text) > MAX_TASK_FILE_BYTES:
+            raise TaskSpecError(
+                f"{where}: {len(text)} characters; a task file may have at most "
+                f"{MAX_TASK_FILE_BYTES} (MAX_TASK_FILE_BYTES). Is this the right file?"
+            )
+        loader = _BoundedLoader(text)
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
+            root = loader.get_single_node()
+            if root is not None:
+                _check_size(root)
+            self.lines = _Lines(root, where)
+            # Built from the checked nodes, so the data is no bigger than what was counted.
+            self.data = None if root is None else loader.construct_document(root)
+        except _TooBig as exc:
+            raise TaskSpecError(f"{where}, line {exc.line}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise TaskSpecError(f"{where}{at}: not valid YAML ({problem}).") from exc
-        self.lines = _Lines(root, where)
+        finally:
+            loader.dispose()
         self.task_name: str | None = None
 
     def fail(self, path: FieldPath, message: str) -> TaskSpecError:
@@ -383,6 +560,12 @@ class _Parser:
         if seeds is not None:
             if not isinstance(seeds, list) or not seeds:
                 raise self.fail(where("seeds"), f"expected a list of seeds, got {seeds!r}.")
+            if len(seeds) > MAX_TRIALS:
+                raise self.fail(
+                    where("seeds"),
+                    f"lists {len(seeds)} seeds; at most {MAX_TRIALS} trials per instruction "
+                    "are supported (MAX_TRIALS).",
+                )
             seeds = tuple(
                 self._int(s, (*where("seeds"), i), minimum=0) for i, s in enumerate(seeds)
             )
@@ -390,7 +573,11 @@ class _Parser:
                 raise self.fail(where("seeds"), "lists a seed twice; each trial needs its own.")
         seed = self._int(merged.get("seed", 0), where("seed"), minimum=0)
         trials = merged.get("trials")
-        trials = None if trials is None else self._int(trials, where("trials"), minimum=1)
+        trials = (
+            None
+            if trials is None
+            else self._int(trials, where("trials"), minimum=1, maximum=MAX_TRIALS)
+        )
         world_options = merged.get("world_options", {})
         if not isinstance(world_options, Mapping) or not all(
             isinstance(k, str) for k in world_options
@@ -403,7 +590,7 @@ class _Parser:
         success = merged.get("success")
         for instruction in instructions:
             try:
-                build_detector(success, instruction)
+                build_detector(success, instruction, allow_imports=self.allow_imports)
             except DetectorConfigError as exc:
                 raise self.fail((*where("success"), *exc.path), exc.message) from None
             except DetectorError as exc:
@@ -446,21 +633,35 @@ class _Parser:
             result.append(value)
         return tuple(result)
 
-    def _int(self, value: Any, path: FieldPath, minimum: int) -> int:
+    def _int(self, value: Any, path: FieldPath, minimum: int, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(path, f"expected an integer >= {minimum}, got {value!r}.")
+        if maximum is not None and value > maximum:
+            raise self.fail(path, f"expected an integer <= {maximum}, got {value!r}.")
         return value
 
 
-def parse_task_set(text: str, where: str = "<string>", default_name: str = "tasks") -> TaskSet:
+def parse_task_set(
+    text: str,
+    where: str = "<string>",
+    default_name: str = "tasks",
+    *,
+    allow_imports: bool = False,
+) -> TaskSet:
     """Parses a task set from YAML text.
 
     Args:
         text: The YAML document.
         where: Names the source in error messages (a path).
         default_name: The set's name when the file gives none.
+        allow_imports: Accept ``custom`` detectors, whose import paths are imported when the
+            set is checked and in every worker. Importing runs the module's code, so pass True
+            only for text you trust as code.
 
     Raises:
-        TaskSpecError: Naming the file, task, field and line of the first problem.
+        TaskSpecError: Naming the file, task, field and line of the first problem; also if
+            the text names an import path and `allow_imports` is False (nothing is imported
+            then), or passes `MAX_TASK_FILE_BYTES`, `MAX_TASK_FILE_VALUES`,
+            `MAX_TASK_FILE_DEPTH`, `MAX_TRIALS` or ``success.MAX_DETECTOR_DEPTH``.
     """
-    return _Parser(text, where).parse(default_name)
+    return _Parser(text, where, allow_imports).parse(default_name)
