@@ -275,8 +275,9 @@ def _weights(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from steve1_env.doctor import report, run_checks
 
-    print(report(run_checks(args.dir)))
-    return 0
+    checks = run_checks(args.dir)
+    print(report(checks))
+    return 1 if any(check.broken for check in checks) else 0
 
 
 def _positive(text: str) -> int:

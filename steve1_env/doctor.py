@@ -7,21 +7,33 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from steve1_env.download import read_checksums
-from steve1_env.weights import KNOWN_MD5, OFFICIAL_FILES, file_digests, weights_dir
+from steve1_env.download import CHECKSUMS_FILE, check_file, read_checksums
+from steve1_env.errors import WeightsError
+from steve1_env.weights import OFFICIAL_FILES, FileSpec, file_digests, weights_dir
 
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the report."""
+    """One line of the report.
+
+    Attributes:
+        name: What was checked.
+        ok: Whether it is installed and usable.
+        detail: What was found.
+        fix: How to fix it ("" when ok).
+        broken: Something present is damaged or unsafe (a weight file that fails its checks,
+            an unreadable ``checksums.json``), not merely missing: ``doctor`` then exits 1.
+    """
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    broken: bool = False
 
 
 def java_version() -> str | None:
@@ -44,8 +56,15 @@ def _module(name: str) -> bool:
         return False
 
 
-def run_checks(directory: str | Path | None = None) -> list[Check]:
-    """Checks the pieces each backend needs."""
+def run_checks(
+    directory: str | Path | None = None, *, specs: Mapping[str, FileSpec] | None = None
+) -> list[Check]:
+    """Checks the pieces each backend needs.
+
+    Each weight file gets the checks of ``steve1-env weights verify`` (`check_file`):
+    checksums and content (size, not markup, loads safely as what it is). `specs` overrides
+    `steve1_env.weights.OFFICIAL_SPECS`.
+    """
     import torch
 
     checks = []
@@ -78,29 +97,29 @@ def run_checks(directory: str | Path | None = None) -> list[Check]:
         problem = _import_problem(module) if found else "not installed"
         checks.append(Check(name, problem is None, problem or "installed and importable",
                             "" if problem is None else fix))  # fmt: skip
-    folder = weights_dir(directory)
-    recorded = read_checksums(folder)
+    checks.extend(_weight_checks(weights_dir(directory), specs))
+    return checks
+
+
+def _weight_checks(folder: Path, specs: Mapping[str, FileSpec] | None) -> list[Check]:
+    checks = []
+    try:
+        recorded = read_checksums(folder)
+    except WeightsError as exc:  # reported; the files still get their content checks
+        recorded = {}
+        fix = f"correct or delete {folder / CHECKSUMS_FILE}"
+        checks.append(Check(f"weights: {CHECKSUMS_FILE}", False, str(exc), fix, broken=True))
     for name in OFFICIAL_FILES.values():
         path = folder / name
-        if not path.is_file():
+        status = check_file(path, recorded, hasher=file_digests, specs=specs)
+        if not status.present:
             checks.append(Check(f"weights: {name}", False, f"missing from {folder}",
                                 "steve1-env weights download"))  # fmt: skip
-            continue
-        digests = file_digests(path)
-        expected_md5, expected_sha = KNOWN_MD5.get(name), recorded.get(name)
-        corrupt = (expected_md5 and digests["md5"] != expected_md5) or (
-            expected_sha and digests["sha256"] != expected_sha
-        )
-        if corrupt:
-            detail, fix = (
-                "checksum mismatch",
-                f"delete {path} and run `steve1-env weights download`",
-            )
-        elif expected_md5 or expected_sha:
-            detail, fix = "verified", ""
+        elif status.ok:
+            checks.append(Check(f"weights: {name}", True, f"{path}: {status.detail}"))
         else:
-            detail, fix = "present, no checksum to compare", ""
-        checks.append(Check(f"weights: {name}", not corrupt, f"{path} ({detail})", fix))
+            fix = f"delete {path} and run `steve1-env weights download`"
+            checks.append(Check(f"weights: {name}", False, status.detail, fix, broken=True))
     return checks
 
 

@@ -3,8 +3,9 @@
 A file is fetched into ``<name>.part`` beside its final name, resumed with HTTP ``Range``
 requests after a dropped connection, checked, and only then renamed to its final name: no half
 or corrupt file ever has that name. Checks: the expected checksum when one is known, the size
-the server announced, that the body is not a web page, and (for the official files) that the
-file loads as what it should be (safely: see `steve1_env.weights`). The SHA-256 of every file
+the server announced, that the body is not a web page, a size cap (stopping an endless body), and
+(for the official files) `steve1_env.weights.check_file_content`, the content check `verify`
+and ``doctor`` run too. Only http(s) is followed, at every redirect. The SHA-256 of every file
 fetched is recorded in ``checksums.json`` so `verify` can detect later corruption.
 """
 
@@ -22,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -32,15 +33,34 @@ from steve1_env.errors import WeightsError
 from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
+    FileSpec,
     atomic_write_text,
+    check_file_content,
     hash_file,
-    load_model_file,
-    load_state_dict,
+    official_spec,
     official_url,
 )
 
 CHECKSUMS_FILE = "checksums.json"
+MAX_DOWNLOAD_BYTES = 4 * 1024**3
+"""Largest file `download` accepts unless told otherwise (official files have tighter bounds)."""
+MAX_CHECKSUMS_BYTES = 64 * 1024
+"""Largest ``checksums.json`` read (it holds one line per official file)."""
+BLOCK_BYTES = 1 << 16
+"""Each block of this many bytes (or the rest of the file) must arrive within `timeout`."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _RETRIED_STATUSES = {408, 429, 500, 502, 503, 504}
+_SCHEMES = ("http", "https")
+# Writing errors that retrying cannot fix, and what they mean.
+_LOCAL_ERRORS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.ENAMETOOLONG: "the path is too long",
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,52 @@ ProgressCallback = Callable[[int, int | None], None]
 
 class _Fatal(Exception):
     """A failure that retrying cannot fix (wraps the message for the final error)."""
+
+
+def _require_http(url: str) -> None:
+    """Refuses any URL but http(s): checked for the first URL and every redirect and form."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in _SCHEMES:
+        raise _Fatal(f"only http(s) URLs are followed, got {url!r}.")
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects only to http(s) URLs (urllib alone would follow one to ``ftp://``)."""
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> Any:
+        """Refuses a redirect to a URL that is not http(s); otherwise follows it as urllib does."""
+        target = headers.get("Location") or headers.get("URI")
+        if target:
+            _require_http(urllib.parse.urljoin(req.full_url, target))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # Only the http(s) handlers (no ftp:, file: or data:), so nothing else can be opened even
+    # if a check were missed; proxies from the environment still apply.
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HttpOnlyRedirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def _cannot_write(path: Path, exc: OSError) -> str:
+    reason = _LOCAL_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
+    return (
+        f"Cannot write {path}: {reason}. Choose a writable weights directory (`--dir DIR` or "
+        "$STEVE1_WEIGHTS_DIR)."
+    )
 
 
 def _stderr_progress(name: str) -> ProgressCallback:
@@ -92,7 +158,11 @@ def _drive_confirmation(page: str, url: str) -> str | None:
 def _locked(path: Path) -> Iterator[None]:
     """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time)."""
     lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as handle:
+    try:
+        handle = open(lock, "a")  # noqa: SIM115 (closed below, after the lock is released)
+    except OSError as exc:
+        raise WeightsError(_cannot_write(lock, exc)) from exc
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -106,6 +176,7 @@ def download(
     *,
     expected: Expected | None = None,
     validate: Callable[[Path], None] | None = None,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
     retries: int = 5,
     timeout: float = 60.0,
     backoff: float = 1.0,
@@ -115,12 +186,18 @@ def download(
 
     Args:
         url: An http(s) URL; Google Drive's confirmation page for large files is followed.
+            Every redirect and confirmation form must lead to an http(s) URL too.
         destination: The final path; the download goes to ``<destination>.part`` first.
         expected: Checksums the file must have; a mismatch deletes the partial file.
         validate: Called with the finished partial file; raises if its content is wrong.
+        max_bytes: The largest file accepted: a larger announced length is refused before
+            anything is written, and a body that grows past it is stopped and deleted.
         retries: Further attempts after a failed one (each resumes where the last stopped);
-            client errors (404, 403, ...) and a full disk are not retried.
-        timeout: Seconds without data before an attempt fails.
+            client errors (404, 403, ...), refused content and a full or read-only disk are
+            not retried.
+        timeout: Seconds within which each block of `BLOCK_BYTES` (64 KiB, or the rest of the
+            file) must arrive; a silent connection fails after `timeout` seconds, a trickling
+            one (slower than 64 KiB per `timeout`) within twice that.
         backoff: Seconds before the first retry, doubling each time.
         progress: Print progress to stderr (True), stay quiet (False), or a callback
             ``(bytes_done, total_or_None)``.
@@ -131,10 +208,15 @@ def download(
     Raises:
         WeightsError: If the download failed or the file did not pass its checks.
     """
-    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
-        raise WeightsError(f"Only http(s) URLs can be downloaded, got {url!r}.")
+    try:
+        _require_http(url)
+    except _Fatal as exc:
+        raise WeightsError(f"Only http(s) URLs can be downloaded, got {url!r}.") from exc
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(_cannot_write(destination.parent, exc)) from exc
     partial = destination.with_name(destination.name + ".part")
     report = _stderr_progress(destination.name) if progress is True else progress or None
     with _locked(destination):
@@ -143,7 +225,7 @@ def download(
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))
             try:
-                _fetch(url, partial, timeout, report)
+                _fetch(url, partial, _Limits(max_bytes, timeout), report)
                 break
             except _Fatal as exc:
                 raise WeightsError(f"Downloading {destination.name} from {url}: {exc}") from exc
@@ -160,20 +242,30 @@ def download(
                 f"({'; '.join(errors[-3:])}).{kept}"
             )
         _check(partial, expected, validate, destination.name)
-        os.replace(partial, destination)
+        try:
+            os.replace(partial, destination)
+        except OSError as exc:
+            raise WeightsError(_cannot_write(destination, exc)) from exc
     return destination
 
 
-def _fetch(url: str, partial: Path, timeout: float, report: ProgressCallback | None) -> None:
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    timeout: float
+
+
+def _fetch(url: str, partial: Path, limits: _Limits, report: ProgressCallback | None) -> None:
     """One attempt: appends to `partial` from where it ends until the file is complete."""
     offset = partial.stat().st_size if partial.exists() else 0
+    opener = _opener()
     for _ in range(3):  # the file, or at most two confirmation pages before it
+        _require_http(url)  # the first URL, and each confirmation form's target
         request = urllib.request.Request(url, headers={"User-Agent": "steve1-env"})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            # Only http(s): checked by download().
-            response = urllib.request.urlopen(request, timeout=timeout)
+            response = opener.open(request, timeout=limits.timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:
                 _complete_or_restart(exc, partial, offset)
@@ -183,7 +275,7 @@ def _fetch(url: str, partial: Path, timeout: float, report: ProgressCallback | N
             raise
         with response:
             if response.headers.get("Content-Type", "").startswith("text/html"):
-                page = response.read(1 << 20).decode("utf-8", "replace")
+                page = _read_page(response, limits.timeout).decode("utf-8", "replace")
                 confirmed = _drive_confirmation(page, url)
                 if confirmed is None:
                     raise _Fatal(
@@ -193,9 +285,42 @@ def _fetch(url: str, partial: Path, timeout: float, report: ProgressCallback | N
                     )
                 url = confirmed
                 continue
-            _write_body(response, partial, offset, report)
+            _write_body(response, partial, offset, limits, report)
             return
     raise _Fatal("the server kept sending confirmation pages instead of the file.")
+
+
+def _read_block(response: Any, timeout: float) -> bytes:
+    """Reads the next `BLOCK_BYTES` (fewer at the end of the body).
+
+    The socket's own timeout only bounds each read, so a server trickling a byte at a time
+    would keep an attempt alive forever; the block as a whole gets `timeout` seconds.
+
+    Raises:
+        TimeoutError: If the block took longer than `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    pieces: list[bytes] = []
+    size = 0
+    while size < BLOCK_BYTES:
+        piece = response.read1(BLOCK_BYTES - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+        if size < BLOCK_BYTES and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {size} bytes arrived in {timeout:g} s (a stalled or trickling connection)"
+            )
+    return b"".join(pieces)
+
+
+def _read_page(response: Any, timeout: float) -> bytes:
+    """Reads at most 1 MiB of a web page (a confirmation form is far smaller)."""
+    page = b""
+    while len(page) < 1 << 20 and (block := _read_block(response, timeout)):
+        page += block
+    return page
 
 
 def _complete_or_restart(error: urllib.error.HTTPError, partial: Path, offset: int) -> None:
@@ -207,7 +332,9 @@ def _complete_or_restart(error: urllib.error.HTTPError, partial: Path, offset: i
     raise OSError("the partial file did not match the server's file; starting over")
 
 
-def _write_body(response: Any, partial: Path, offset: int, report: ProgressCallback | None) -> None:
+def _write_body(
+    response: Any, partial: Path, offset: int, limits: _Limits, report: ProgressCallback | None
+) -> None:
     status = getattr(response, "status", 200)
     if offset and status == 206:
         match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
@@ -221,22 +348,39 @@ def _write_body(response: Any, partial: Path, offset: int, report: ProgressCallb
     except (TypeError, ValueError):
         length = None
     total = None if length is None else offset + length
+    if total is not None and total > limits.max_bytes:
+        raise _Fatal(
+            f"the server announces {total:,} bytes, more than the {limits.max_bytes:,} this "
+            "file can have; nothing was written."
+        )
     done = offset
+    block = _read_block(response, limits.timeout)
+    if not offset and block.lstrip()[:1] == b"<":
+        raise _Fatal("the server sent markup (a web page?) instead of the file.")
     try:
+        # Opened only once the first block passed its check: a refused body leaves no file.
         with open(partial, "ab" if offset else "wb") as handle:
-            while chunk := response.read(1 << 16):
-                if done == 0 and chunk.lstrip()[:1] == b"<":
-                    raise _Fatal("the server sent markup (a web page?) instead of the file.")
-                handle.write(chunk)
-                done += len(chunk)
+            while block:
+                if done + len(block) > limits.max_bytes:
+                    handle.close()
+                    partial.unlink(missing_ok=True)
+                    raise _Fatal(
+                        f"the body grew past {limits.max_bytes:,} bytes, more than this file "
+                        "can have; the download was stopped and its partial file deleted."
+                    )
+                handle.write(block)
+                done += len(block)
                 if report is not None:
                     report(done, total)
+                block = _read_block(response, limits.timeout)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise _Fatal(
                 f"the disk is full at {partial.parent}; free some space (the files need about "
                 "1 GB) and run the same command again to resume."
             ) from exc
+        if exc.errno in _LOCAL_ERRORS:
+            raise _Fatal(_cannot_write(partial, exc)) from exc
         raise
     if total is not None and done < total:
         raise OSError(f"connection closed after {done} of {total} bytes")
@@ -256,7 +400,7 @@ def _check(
         try:
             validate(path)
         except WeightsError as exc:
-            problems.append(f"it does not load: {exc}")
+            problems.append(f"it is not a valid {name}: {str(exc).rstrip('.')}")
     if problems:
         path.unlink(missing_ok=True)
         raise WeightsError(
@@ -266,24 +410,61 @@ def _check(
         )
 
 
-def validator(name: str) -> Callable[[Path], None]:
-    """Returns a content check for an official file: it must load (safely) as what it is."""
+def validator(name: str, specs: Mapping[str, FileSpec] | None = None) -> Callable[[Path], None]:
+    """Returns the content check of an official file (`check_file_content` as `name`)."""
 
     def check(path: Path) -> None:
-        if name.endswith(".model"):
-            load_model_file(path)
-        else:
-            load_state_dict(path, map_location="cpu")
+        check_file_content(path, name, specs=specs)
 
     return check
 
 
 def read_checksums(directory: Path) -> dict[str, str]:
-    """Returns the recorded SHA-256 per file name (empty if nothing was recorded)."""
+    """Returns the recorded SHA-256 per file name (empty if nothing was recorded yet).
+
+    Raises:
+        WeightsError: If ``checksums.json`` exists but cannot be read, is larger than
+            `MAX_CHECKSUMS_BYTES`, is not JSON, or is not a mapping of file names to SHA-256
+            hex digests: a damaged record must not pass for "no checksums".
+    """
+    path = directory / CHECKSUMS_FILE
+    fix = (
+        f"Correct or delete {path} (deleted, the files are checked by content only until "
+        "`steve1-env weights download` fetches and records them again)."
+    )
     try:
-        return dict(json.loads((directory / CHECKSUMS_FILE).read_text()))
-    except (OSError, ValueError):
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CHECKSUMS_BYTES + 1)
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise WeightsError(f"Cannot read {path}: {exc.strerror}. {fix}") from exc
+    if len(raw) > MAX_CHECKSUMS_BYTES:
+        raise WeightsError(
+            f"{path} is larger than {MAX_CHECKSUMS_BYTES:,} bytes; it holds one line per "
+            f"official file. {fix}"
+        )
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise WeightsError(f"{path} is not valid JSON ({reason}). {fix}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(
+            f"{path} must hold a JSON object of file name -> SHA-256, got a "
+            f"{type(data).__name__}. {fix}"
+        )
+    bad = [
+        f"{key!r}: {value!r}"[:80]
+        for key, value in data.items()
+        if not (isinstance(value, str) and _SHA256.fullmatch(value))
+    ]
+    if bad:
+        raise WeightsError(
+            f"{path} must map each file name to its SHA-256 (64 hex digits); wrong: "
+            f"{', '.join(bad[:3])}. {fix}"
+        )
+    return data
 
 
 def record_checksum(directory: Path, name: str) -> str:
@@ -293,7 +474,10 @@ def record_checksum(directory: Path, name: str) -> str:
         checksums = read_checksums(directory)
         checksums[name] = digest
         text = json.dumps(checksums, indent=2, sort_keys=True)
-        atomic_write_text(directory / CHECKSUMS_FILE, text)
+        try:
+            atomic_write_text(directory / CHECKSUMS_FILE, text)
+        except OSError as exc:
+            raise WeightsError(_cannot_write(directory / CHECKSUMS_FILE, exc)) from exc
     return digest
 
 
@@ -305,18 +489,25 @@ def download_official(
     progress: bool = True,
     retries: int = 5,
     backoff: float = 1.0,
+    specs: Mapping[str, FileSpec] | None = None,
 ) -> list[Path]:
     """Downloads the official files that are missing from `directory`.
 
     A file already present is kept (`verify` checks it; delete it to fetch it again). Each
     one fetched is checked against its published checksum or the one recorded earlier, must
-    load as what it is, and has its SHA-256 recorded.
+    pass `check_file_content` (its download stops past the size bound), and has its SHA-256
+    recorded. `specs` overrides `OFFICIAL_SPECS` (the bounds and kinds).
     """
     names = names or list(OFFICIAL_FILES.values())
     unknown = sorted(set(names) - set(OFFICIAL_FILES.values()))
     if unknown:
         official = list(OFFICIAL_FILES.values())
         raise WeightsError(f"Unknown file(s) {unknown}; official: {official}.")
+    _require_directory(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(_cannot_write(directory, exc)) from exc
     recorded = read_checksums(directory)
     fetched = []
     for name in names:
@@ -324,11 +515,20 @@ def download_official(
         if target.is_file():
             continue
         expected = Expected(sha256=recorded.get(name), md5=KNOWN_MD5.get(name))
-        download(url_for(name), target, expected=expected, validate=validator(name),
-                 progress=progress, retries=retries, backoff=backoff)  # fmt: skip
+        download(url_for(name), target, expected=expected, validate=validator(name, specs),
+                 max_bytes=official_spec(name, specs).max_bytes, progress=progress,
+                 retries=retries, backoff=backoff)  # fmt: skip
         record_checksum(directory, name)
         fetched.append(target)
     return fetched
+
+
+def _require_directory(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise WeightsError(
+            f"The weights directory {directory} is a file, not a directory. Choose another "
+            "one (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+        )
 
 
 @dataclass(frozen=True)
@@ -341,30 +541,60 @@ class FileStatus:
     detail: str
 
 
-def verify(directory: Path) -> list[FileStatus]:
-    """Re-reads every official file and checks it against its published and recorded hashes."""
+def check_file(
+    path: Path,
+    recorded: Mapping[str, str],
+    *,
+    hasher: Callable[[Path], dict[str, str]] = hash_file,
+    specs: Mapping[str, FileSpec] | None = None,
+) -> FileStatus:
+    """Checks one official file: its published and recorded checksums and its content.
+
+    The verdict behind both ``weights verify`` and ``doctor``.
+
+    Args:
+        path: The file; its name says which official file it must be.
+        recorded: The checksums from `read_checksums`.
+        hasher: Returns the file's ``{"sha256", "md5"}`` (doctor passes the memoised one).
+        specs: Overrides `OFFICIAL_SPECS`.
+    """
+    name = path.name
+    if not path.is_file():
+        detail = "missing" if not path.exists() else "not a regular file"
+        return FileStatus(name, path.exists(), False, detail)
+    try:
+        digests = hasher(path)
+    except OSError as exc:
+        return FileStatus(name, True, False, f"unreadable: {exc.strerror}")
+    problems = []
+    if name in KNOWN_MD5 and digests["md5"] != KNOWN_MD5[name]:
+        problems.append(f"md5 {digests['md5']} != published {KNOWN_MD5[name]}")
+    if name in recorded and digests["sha256"] != recorded[name]:
+        problems.append(f"sha256 {digests['sha256'][:16]}... != recorded {recorded[name][:16]}...")
+    if problems:
+        detail = "; ".join(problems) + (
+            " (a checksum mismatch: delete it and run `steve1-env weights download`)"
+        )
+        return FileStatus(name, True, False, detail)
+    try:
+        found = check_file_content(path, name, specs=specs)
+    except WeightsError as exc:
+        return FileStatus(name, True, False, str(exc))
+    if name in KNOWN_MD5:
+        checksum = "published md5"
+    elif name in recorded:
+        checksum = "recorded sha256"
+    else:
+        checksum = "no checksum recorded"
+    return FileStatus(name, True, True, f"ok ({checksum}; {found})")
+
+
+def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> list[FileStatus]:
+    """Re-reads every official file: checksums (published, recorded) and content.
+
+    Raises:
+        WeightsError: If ``checksums.json`` is damaged or `directory` is a file.
+    """
+    _require_directory(directory)
     recorded = read_checksums(directory)
-    statuses = []
-    for name in OFFICIAL_FILES.values():
-        path = directory / name
-        if not path.is_file():
-            statuses.append(FileStatus(name, False, False, "missing"))
-            continue
-        digests = hash_file(path)
-        problems = []
-        if name in KNOWN_MD5 and digests["md5"] != KNOWN_MD5[name]:
-            problems.append(f"md5 {digests['md5']} != published {KNOWN_MD5[name]}")
-        if name in recorded and digests["sha256"] != recorded[name]:
-            problems.append(
-                f"sha256 {digests['sha256'][:16]}... != recorded {recorded[name][:16]}..."
-            )
-        if problems:
-            detail = "; ".join(problems) + " (delete it and run `steve1-env weights download`)"
-            statuses.append(FileStatus(name, True, False, detail))
-        elif name in KNOWN_MD5:
-            statuses.append(FileStatus(name, True, True, "ok (published md5)"))
-        elif name in recorded:
-            statuses.append(FileStatus(name, True, True, "ok (recorded sha256)"))
-        else:
-            statuses.append(FileStatus(name, True, True, "present (no checksum to compare)"))
-    return statuses
+    return [check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()]

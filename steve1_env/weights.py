@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import pickle
+import pickletools
+import re
 import uuid
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +59,44 @@ KNOWN_MD5: dict[str, str] = {"attn.pth": "b5ece9198337cfd117a3bfbd921e56da"}
 
 _STRIPPED_PREFIXES = ("module.policy.", "policy.", "module.")
 _CHUNK = 1 << 20
+_MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """What an official file must be before it is accepted (downloaded, verified, reported ok).
+
+    Attributes:
+        kind: ``"model"`` (a ``.model`` pickle of plain values), ``"state_dict"`` (a torch
+            state dict of tensors) or ``"mineclip"`` (a state dict holding MineCLIP's text tower).
+        min_bytes: The smallest size the file can have.
+        max_bytes: The largest; a download stops as soon as it passes this.
+    """
+
+    kind: str
+    min_bytes: int
+    max_bytes: int
+
+
+# Bounds from the released architectures' parameter counts (manifests of the golden fixtures),
+# not from measured files: at least 0.9 x the parameters in fp16, at most 1.5 x them in fp32.
+# Published sizes are not available; these leave room for either precision and for pickle
+# overhead while refusing web pages, truncated files and endless bodies.
+OFFICIAL_SPECS: dict[str, FileSpec] = {
+    # A pickle of about 20 constructor arguments (the golden copy is 581 bytes).
+    "2x.model": FileSpec("model", 256, 64 * 1024),
+    # 249.5 M parameters.
+    "steve1.weights": FileSpec("state_dict", 449 * _MB, 1_497 * _MB),
+    # 2.37 M parameters.
+    "steve1_prior.pt": FileSpec("state_dict", 4 * _MB, 15 * _MB),
+    # 244.7 M distinct parameters (the reward head shares the CLIP towers), 394.3 M if not shared.
+    "attn.pth": FileSpec("mineclip", 440 * _MB, 2_366 * _MB),
+}
+"""Official file name -> its kind and size bounds (see `check_file_content`)."""
+
+REDOWNLOAD_HINT = (
+    "Delete it and download it again (`steve1-env weights download` fetches the official files)."
+)
 
 
 def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -171,8 +213,13 @@ def verify_known_digest(path: str | os.PathLike[str]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Writes `text` to `path` through a unique temporary file and an atomic rename."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never leave the temporary file behind
+            temporary.unlink()
+        raise
 
 
 class _PlainValuesUnpickler(pickle.Unpickler):
@@ -209,8 +256,13 @@ def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
             data = _PlainValuesUnpickler(handle).load()
     except UnsafeFileError:
         raise
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except OSError as exc:
         raise WeightsError(f"Cannot read the model file {path}: {exc}") from exc
+    except Exception:  # a malformed pickle raises many kinds (even IndexError, MemoryError)
+        raise WeightsError(
+            f"Cannot read the model file {path}: it is {describe_file(path)}, not a pickle of "
+            f"plain values. {REDOWNLOAD_HINT}"
+        ) from None
     try:
         args = data["model"]["args"]
         policy_kwargs = dict(args["net"]["args"])
@@ -223,13 +275,102 @@ def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
     return ModelFile(policy_kwargs, pi_head_kwargs)
 
 
+_SNIFF_BYTES = 1 << 20
+# Globals a torch file of the legacy (pickle) format names: tensors and plain containers.
+_TORCH_GLOBAL = re.compile(r"(torch|collections\.OrderedDict)\b")
+
+
+def _head(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(_SNIFF_BYTES)
+
+
+def describe_file(path: str | os.PathLike[str]) -> str:
+    """Says what a file looks like from its first bytes, for error messages.
+
+    Never loads it: pickles (plain, or inside a torch zip archive) are only scanned
+    (`pickle_globals`) for what they would import.
+
+    Returns:
+        A phrase such as ``"an HTML page"``, ``"a damaged zip archive (truncated or
+        corrupted)"`` or ``"a plain Python pickle that would import posix.system"``.
+    """
+    try:
+        head = _head(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not head:
+        return "an empty file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] == b"<":
+        page = re.match(rb"<(!doctype\s+html|html|head|body)", text[:64], re.IGNORECASE)
+        return "an HTML page" if page else "markup (HTML or XML)"
+    foreign = ", ".join(_foreign_globals(path)[:5])
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return "a damaged zip archive (truncated or corrupted)"
+        if _torch_pickle(path) is None:
+            return "a zip archive without a torch checkpoint inside"
+        return f"a torch file that would import {foreign}" if foreign else "a torch file"
+    if head[:1] == b"\x80":  # a pickle, protocol 2 or later
+        if foreign:
+            return f"a plain Python pickle that would import {foreign}"
+        return "a plain Python pickle (torch.save writes a zip archive)"
+    return f"not a known format (it starts with {head[:8]!r})"
+
+
+def _torch_pickle(path: str | os.PathLike[str]) -> bytes | None:
+    """The start of the pickle inside a torch zip archive (``<name>/data.pkl``), if any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if member is None:
+                return None
+            with archive.open(member) as handle:
+                return handle.read(_SNIFF_BYTES)
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+
+
+def _foreign_globals(path: str | os.PathLike[str]) -> list[str]:
+    """What a file's pickle (plain or in a torch zip) would import beyond tensors and dicts."""
+    try:
+        head = _head(path)
+    except OSError:
+        return []
+    if head.startswith(b"PK\x03\x04"):
+        head = _torch_pickle(path) or b""
+    if head[:1] != b"\x80":
+        return []
+    return [name for name in pickle_globals(head) if not _TORCH_GLOBAL.match(name)]
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """Returns the ``module.name`` of every class or function a pickle would import.
+
+    Scans the opcodes without executing them; a truncated pickle yields what precedes the cut.
+    """
+    names: list[str] = []
+    strings: list[str] = []  # the last strings pushed: STACK_GLOBAL takes its names from them
+    try:
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(argument, str):
+                strings = [*strings[-1:], argument]
+    except Exception:  # cut short or malformed: report what was found before
+        pass
+    return list(dict.fromkeys(names))
+
+
 def _refused_global(message: str) -> str | None:
-    # torch names what it refused on a line of its own ("... unsupported GLOBAL posix.system
-    # ..." or "Unsupported global: GLOBAL ..."); other failures are plain corruption.
-    for line in message.splitlines():
-        if "GLOBAL" in line:
-            return line.strip()
-    return None
+    # torch names what it refused ("... unsupported GLOBAL posix.system ..." or "Unsupported
+    # global: GLOBAL posix.system was not an allowed global ..."); only the name is kept, never
+    # torch's advice (which is to load unsafely or allowlist it).
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return None if match is None else match.group(1).rstrip(".")
 
 
 def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -248,16 +389,11 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        refused = _refused_global(str(exc))
-        if refused is None:
-            raise WeightsError(f"{path} is not a readable torch file: {exc}") from exc
-        raise UnsafeFileError(
-            f"Refusing to load {path}: it would create objects or call functions when loaded "
-            f"({refused}). Only load weight files from sources you trust."
-        ) from exc
+    except OSError as exc:
+        raise WeightsError(f"Cannot read the weight file {path}: {exc}") from exc
     except Exception as exc:  # torch raises many kinds on corrupt files (even IndexError)
-        raise WeightsError(f"Cannot read the weight file {path}: {exc!r}") from exc
+        # torch's own message advises weights_only=False; it is replaced, not chained.
+        raise _unloadable(path, exc) from None
     if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
         data = data["state_dict"]
     if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
@@ -270,6 +406,21 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         if state and all(key.startswith(prefix) for key in state):
             state = {key[len(prefix) :]: value for key, value in state.items()}
     return state
+
+
+def _unloadable(path: str | os.PathLike[str], exc: Exception) -> WeightsError:
+    """The error for a file ``torch.load(weights_only=True)`` refused: what the file is."""
+    refused = _refused_global(str(exc)) or ", ".join(_foreign_globals(path)[:5]) or None
+    if refused is not None:
+        return UnsafeFileError(
+            f"Refusing to load {path}: it would import {refused} when loaded, so loading it "
+            "could run code; weight files hold only tensors and plain containers. "
+            f"{REDOWNLOAD_HINT} Only load weight files from sources you trust."
+        )
+    return WeightsError(
+        f"Cannot read the weight file {path}: it is not a readable torch file but "
+        f"{describe_file(path)}. {REDOWNLOAD_HINT}"
+    )
 
 
 def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any], what: str) -> None:
@@ -316,3 +467,87 @@ def check_state_dict(expected: Mapping[str, Any], given: Mapping[str, Any], what
             f"The {what} weights do not fit the network: {'; '.join(problems)}. Check that the "
             "file and the .model file (architecture) belong together."
         )
+
+
+def official_spec(name: str, specs: Mapping[str, FileSpec] | None = None) -> FileSpec:
+    """Returns what the official file `name` must be (from `specs`, default `OFFICIAL_SPECS`).
+
+    Raises:
+        WeightsError: If `name` is not an official file.
+    """
+    specs = OFFICIAL_SPECS if specs is None else specs
+    if name not in specs:
+        raise WeightsError(f"{name!r} is not an official file; official files: {list(specs)}.")
+    return specs[name]
+
+
+def check_file_content(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    specs: Mapping[str, FileSpec] | None = None,
+) -> str:
+    """Checks that a file is what the official file `name` (default: its own name) must be.
+
+    The one content check behind ``weights download`` (before a file gets its final name),
+    ``weights verify`` and ``doctor``: the file is not markup, its size lies within the
+    official bounds (`FileSpec`), and it loads safely as what it is (a ``.model`` pickle of plain
+    values with the policy's arguments; a torch state dict of tensors; for MineCLIP, one that
+    holds the text tower). Checksums are checked separately.
+
+    Args:
+        path: The file.
+        name: The official file it must be.
+        specs: Name -> `FileSpec`; default `OFFICIAL_SPECS` (tests pass bounds for small files).
+
+    Returns:
+        What the file was found to be, e.g. ``"a torch state dict of 136 tensors"``.
+
+    Raises:
+        UnsafeFileError: If loading the file would import classes or functions.
+        WeightsError: If it is markup, out of bounds, or does not load as what it should be.
+    """
+    path = Path(path)
+    name = path.name if name is None else name
+    spec = official_spec(name, specs)
+    try:
+        size = path.stat().st_size
+        head = _head(path)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        raise WeightsError(f"Cannot read {path}: {exc.strerror}.") from exc
+    if head[:1] == b"<":
+        raise WeightsError(
+            f"{path} is {describe_file(path)} ({size} bytes), not the official {name} (a web "
+            f"page saved in its place: access denied, quota exceeded?). {REDOWNLOAD_HINT}"
+        )
+    if not spec.min_bytes <= size <= spec.max_bytes:
+        raise WeightsError(
+            f"{path} is {size:,} bytes, but the official {name} has between "
+            f"{spec.min_bytes:,} and {spec.max_bytes:,}: it is {describe_file(path)}, truncated "
+            f"or not the official file. {REDOWNLOAD_HINT}"
+        )
+    if spec.kind == "model":
+        model = load_model_file(path)
+        return f"a .model file with {len(model.policy_kwargs)} policy arguments"
+    state = load_state_dict(path)
+    not_tensors = [key for key, value in state.items() if not _is_tensor(value)]
+    if not state or not_tensors:
+        raise WeightsError(
+            f"{path} is not a state dict of tensors (empty, or values that are not tensors: "
+            f"{', '.join(not_tensors[:5])}). {REDOWNLOAD_HINT}"
+        )
+    if spec.kind == "mineclip":
+        from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX
+
+        if not any(key.startswith(CHECKPOINT_PREFIX) for key in state):
+            raise WeightsError(
+                f"{path} holds no MineCLIP text tower (no key starts with {CHECKPOINT_PREFIX!r})"
+                f": it is not MineCLIP's attn.pth. {REDOWNLOAD_HINT}"
+            )
+    return f"a torch state dict of {len(state)} tensors"
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)

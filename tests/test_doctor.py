@@ -1,4 +1,5 @@
 import os
+import shutil
 import stat
 
 from steve1_env.cli import main
@@ -15,7 +16,7 @@ def by_name(checks):
     return {check.name: check for check in checks}
 
 
-def test_doctor_reports_java_xvfb_and_weights(tmp_path, monkeypatch):
+def test_doctor_reports_java_xvfb_and_weights(tmp_path, monkeypatch, tiny_policy_files):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_java(bin_dir, "1.8.0_392")
@@ -25,7 +26,7 @@ def test_doctor_reports_java_xvfb_and_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     weights = tmp_path / "weights"
     weights.mkdir()
-    (weights / "2x.model").write_bytes(b"x")
+    shutil.copy(tiny_policy_files["model"], weights / "2x.model")  # a real .model file
     checks = by_name(run_checks(weights))
     assert checks["java (MineRL)"].ok and "1.8.0_392" in checks["java (MineRL)"].detail
     assert checks["xvfb-run (MineRL)"].ok
