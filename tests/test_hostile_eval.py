@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from steve1_env.cli import main
-from steve1_env.errors import ConfigurationError, ResultsError, TaskSpecError
+from steve1_env.errors import ConfigurationError, EvaluationError, ResultsError, TaskSpecError
 from steve1_env.evaluation import files, results
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize
 from steve1_env.evaluation.results import ResultsStore, read_config, read_records
 from steve1_env.evaluation.runner import evaluate, report
-from steve1_env.evaluation.trial import RunSettings, trial_record
+from steve1_env.evaluation.trial import RunSettings, TrialRunner, trial_record
 from steve1_env.evaluation.video import VideoWriter
 from steve1_env.registry import WORLDS
 
@@ -505,3 +505,48 @@ def test_checks_name_no_problem_on_a_healthy_folder(tmp_path):
     assert folder.is_dir() and not list(folder.iterdir())
     files.atomic_write_text(folder / "x.txt", "hi\n", "the file")
     assert (folder / "x.txt").read_text() == "hi\n"
+
+
+def test_a_results_file_that_is_a_folder_is_a_results_error(tmp_path, capsys):
+    out = made_run(tmp_path)
+    (out / "results.jsonl").unlink()
+    (out / "results.jsonl").mkdir()
+    with pytest.raises(ResultsError, match="must be a readable file"):
+        read_records(out / "results.jsonl")
+    assert main(["report", str(out)]) == 2
+    no_traceback(capsys.readouterr().err)
+
+
+def test_misspelt_policy_and_encoder_arguments_fail_before_anything_is_written(tmp_path):
+    for settings, words in (
+        (dataclasses.replace(OFFLINE, policy_kwargs={"nope": 1}), "policy 'scripted'"),
+        (dataclasses.replace(OFFLINE, prompt_encoder_kwargs={"dimm": 8}), "encoder 'hash'"),
+    ):
+        with pytest.raises(ConfigurationError, match=words) as got:
+            evaluate(task_file(tmp_path), tmp_path / "run", settings, trials=1, progress=False)
+        assert "nothing was run" in str(got.value)
+        assert not (tmp_path / "run").exists()
+
+
+def test_failed_and_interrupted_calls_are_recorded_as_such(tmp_path, monkeypatch):
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    bad_value = dataclasses.replace(OFFLINE, world_kwargs={"tree_density": 0.9})  # at build
+    with pytest.raises(EvaluationError, match="tree_density"):
+        evaluate(tasks, out, bad_value, trials=1, progress=False)
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert [(h["status"], h["ran"]) for h in history] == [("failed", 0)]
+    real = TrialRunner.run
+    calls = []
+
+    def run_then_interrupt(self, spec, *args, **kwargs):
+        calls.append(spec.key)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(TrialRunner, "run", run_then_interrupt)
+    # No results were recorded, so another run may start there afresh (without history).
+    result = evaluate(tasks, out, OFFLINE, trials=3, progress=False)
+    assert result.interrupted
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert [(h["status"], h["ran"]) for h in history] == [("interrupted", 1)]

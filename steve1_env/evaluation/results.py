@@ -71,9 +71,13 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise ResultsError(f"Cannot read {path} ({exc}); it must be a readable file.") from exc
     records: list[TrialRecord] = []
     seen: dict[str, TrialRecord] = {}
-    with open(path, "rb") as handle:
+    with handle:
         size = os.fstat(handle.fileno()).st_size
         number = offset = 0
         while raw := handle.readline(MAX_RESULTS_LINE_BYTES + 1):

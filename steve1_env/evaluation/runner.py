@@ -24,7 +24,7 @@ from steve1_env.evaluation.results import (
     read_config,
     read_records,
 )
-from steve1_env.evaluation.trial import RunSettings, check_world_options
+from steve1_env.evaluation.trial import RunSettings, check_run_arguments
 from steve1_env.tasks.spec import TaskSet, load_task_set
 
 _WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
@@ -215,8 +215,8 @@ def evaluate(
     if tasks:
         loaded = loaded.select(tasks)
     plan = loaded.trial_specs(trials, max_steps)
-    # Before anything is written: a misspelt world option must not stop the run at its task.
-    check_world_options(settings, plan, importable_here=executor != "ray", source=loaded.source)
+    # Before anything is written: a misspelt option must not stop the run at its task.
+    check_run_arguments(settings, plan, importable_here=executor != "ray", source=loaded.source)
     invocation = {
         "resume": resume,
         "retry_crashed": retry_crashed,
@@ -264,6 +264,9 @@ def evaluate(
                 finally:
                     bar.finish()
         status = "interrupted" if interrupted else "finished"
+    except KeyboardInterrupt:  # outside the trial loop (starting the workers)
+        status = "interrupted"
+        raise
     finally:
         try:
             _finish(store, status, ran)

@@ -90,46 +90,68 @@ class RunSettings:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
-def check_world_options(
+def check_run_arguments(
     settings: RunSettings,
     specs: Iterable[TrialSpec],
     *,
     importable_here: bool = True,
     source: str | None = None,
 ) -> None:
-    """Checks, before anything runs or is written, that the world takes every trial's options.
+    """Checks, before anything runs or is written, that every component takes its arguments.
 
-    The check is the world registry's own: the world factory's signature must accept the
-    run's ``world_kwargs`` merged with each task's ``world_options`` (what `TrialRunner` will
-    pass it), so a misspelt option fails at once instead of at its task's first trial. No
-    world is built. A world taking ``**kwargs`` (MineRL's and MineStudio's pass them on to the
-    simulator) accepts every name here; those are checked when the world is built.
+    The check is the registries' own, the one `Registry.make` does before building: the
+    world factory's signature must accept the run's ``world_kwargs`` merged with each task's
+    ``world_options`` (what `TrialRunner` will pass it), and the policy's and encoder's
+    factories their arguments. So a misspelt option fails at once instead of at its task's
+    first trial. Nothing is built. A factory taking ``**kwargs`` (the MineRL and MineStudio
+    worlds pass them on to the simulator) accepts every name here; the simulator checks those
+    when the world is built. Values are checked only then too.
 
     Args:
         settings: The run's settings.
         specs: The trials to run.
-        importable_here: False when the world may be importable only where the trials run
-            (Ray actors on other machines): a world that cannot be imported here is not checked.
+        importable_here: False when components may be importable only where the trials run
+            (Ray actors on other machines): an import path that cannot be imported here is
+            not checked.
         source: The task file, named in errors.
 
     Raises:
-        ConfigurationError: If the run's world arguments are not accepted (or the world is
-            unknown).
+        UnknownNameError: If a component's name is not registered.
+        ConfigurationError: If the run's arguments are not accepted.
         TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
     """
-    try:
-        # Partial: a required argument may come from the tasks' world_options.
-        WORLDS.check_arguments(settings.world, settings.world_kwargs, partial=True)
-    except UnknownNameError:
-        if importable_here or ":" not in settings.world:  # a name, not an import path
-            raise
-        return
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            f"{exc} Fix the world arguments (--world-option, RunSettings.world_kwargs)."
-        ) from exc
+    checks = [
+        # Partial for the world: a required argument may come from the tasks' world_options.
+        (WORLDS, settings.world, settings.world_kwargs, True, "world (--world-option)"),
+        (
+            POLICIES,
+            settings.policy,
+            {"world": None, "device": settings.device, **settings.policy_kwargs},
+            False,
+            "policy (policy_kwargs)",
+        ),
+        (
+            PROMPT_ENCODERS,
+            settings.prompt_encoder,
+            {"device": settings.device, **settings.prompt_encoder_kwargs},
+            False,
+            "prompt encoder (prompt_encoder_kwargs)",
+        ),
+    ]
+    world_known = True
+    for registry, name, arguments, partial, whose in checks:
+        try:
+            registry.check_arguments(name, arguments, partial=partial)
+        except UnknownNameError:
+            if importable_here or ":" not in name:  # a name, not an import path
+                raise
+            world_known = world_known and registry is not WORLDS
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{exc} Fix the arguments of the {whose}; nothing was run."
+            ) from exc
     checked: set[str] = set()
-    for spec in specs:
+    for spec in specs if world_known else ():
         key = TrialRunner._key(spec.world_options)
         if key in checked:
             continue
