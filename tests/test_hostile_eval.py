@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from steve1_env.cli import main
-from steve1_env.errors import ConfigurationError, EvaluationError, ResultsError, TaskSpecError
+from steve1_env.errors import (
+    ConfigurationError,
+    EvaluationError,
+    ResultsError,
+    Steve1EnvWarning,
+    TaskSpecError,
+)
 from steve1_env.evaluation import files, results
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize
@@ -141,6 +147,17 @@ def test_incomplete_last_line_is_still_dropped_and_repaired(tmp_path):
     with pytest.warns(UserWarning, match="incomplete"):
         assert len(read_records(path, repair=True)) == 1
     assert path.read_text() == line + "\n"
+
+
+def test_many_repeated_lines_give_one_warning(tmp_path):
+    path = tmp_path / "results.jsonl"
+    crash = {**record().to_json(), "outcome": "crash", "reason": "crash", "steps_to_success": None}
+    lines = [json.dumps(record(i).to_json()) for i in range(3000)]
+    path.write_text("\n".join([*lines, *lines, json.dumps(crash)]) + "\n")
+    with pytest.warns(Steve1EnvWarning) as caught:
+        assert len(read_records(path)) == 3000
+    assert len(caught) == 1 and "3001 repeated line(s) in all" in str(caught[0].message)
+    assert "line 3001: trial dirt/0/0 is recorded twice" in str(caught[0].message)
 
 
 def test_long_crash_messages_are_clipped_so_records_stay_readable(tmp_path):

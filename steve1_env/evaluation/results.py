@@ -76,7 +76,8 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     except OSError as exc:
         raise ResultsError(f"Cannot read {path} ({exc}); it must be a readable file.") from exc
     records: list[TrialRecord] = []
-    seen: dict[str, TrialRecord] = {}
+    position: dict[str, int] = {}  # key -> index in records
+    repeats: list[str] = []
     with handle:
         size = os.fstat(handle.fileno()).st_size
         number = offset = 0
@@ -94,26 +95,26 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
             offset += len(raw)
             if not raw.strip():
                 continue
-            parsed = parse_json(
-                raw,
-                where,
-                "The file was edited or corrupted; fix or delete that line, then resume.",
-            )
+            parsed = parse_json(raw, where, _EDITED)
             record = TrialRecord.from_json(parsed, where)
-            if record.key in seen:
-                if seen[record.key].outcome == "crash":
-                    # A crashed trial run again (eval --resume --retry-crashed): the rerun counts.
-                    records[records.index(seen[record.key])] = record
-                    seen[record.key] = record
-                    continue
-                warnings.warn(
-                    f"{where}: trial {record.key} is recorded twice; keeping the first.",
-                    Steve1EnvWarning,
-                    stacklevel=2,
-                )
-                continue
-            seen[record.key] = record
-            records.append(record)
+            index = position.get(record.key)
+            if index is None:
+                position[record.key] = len(records)
+                records.append(record)
+            elif records[index].outcome == "crash":
+                # A crashed trial run again (eval --resume --retry-crashed): the rerun counts.
+                records[index] = record
+            else:
+                repeats.append(f"line {number}: trial {record.key} is recorded twice")
+    if repeats:
+        # One warning, however many repeats a damaged file holds.
+        shown = "; ".join(repeats[:3]) + ("; ..." if len(repeats) > 3 else "")
+        warnings.warn(
+            f"{path}: {shown} ({len(repeats)} repeated line(s) in all); keeping the first "
+            "record of each trial.",
+            Steve1EnvWarning,
+            stacklevel=2,
+        )
     return records
 
 
