@@ -174,10 +174,12 @@ def _run(args: argparse.Namespace) -> int:
     from steve1_env.registry import POLICIES, WORLDS
 
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
+    writer = VideoWriter(args.video) if args.video else None
+    if writer is not None:
+        writer.check_writable()  # before the world starts, not after the episode
     # Built here rather than by the env so that the policy can be wrapped to record frames.
     world = WORLDS.make(args.world, **_world_options(args.world_option))
     policy: FrameRecordingPolicy | None = None
-    writer = VideoWriter(args.video) if args.video else None
     try:
         policy = FrameRecordingPolicy(
             POLICIES.make(args.policy, world=world, device=args.device, **policy_kwargs)

@@ -72,7 +72,7 @@ class TaskSpecError(ConfigurationError):
 
 
 class ResultsError(Steve1EnvError, ValueError):
-    """A results file or run directory cannot be read or does not fit the run resuming it."""
+    """A results file or run directory cannot be read or written, or does not fit the run."""
 
 
 class EvaluationError(Steve1EnvError, RuntimeError):

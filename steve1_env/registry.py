@@ -10,7 +10,7 @@ import difflib
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from steve1_env.errors import ConfigurationError, UnknownNameError
@@ -101,6 +101,27 @@ class Registry:
             raise ConfigurationError(f"The {self.kind} factory {path!r} is not callable.")
         return factory
 
+    def check_arguments(
+        self, name: str, arguments: Mapping[str, Any], /, *, partial: bool = False
+    ) -> None:
+        """Checks that the factory of `name` accepts `arguments`, without calling it.
+
+        Only the factory's signature is checked (the names of the arguments, not their
+        values), so nothing is built or started; a factory taking ``**kwargs`` accepts any
+        name.
+
+        Args:
+            name: The registered name or import path.
+            arguments: The keyword arguments the factory would get.
+            partial: Accept required arguments left out (others may add them later).
+
+        Raises:
+            UnknownNameError: If the name is not registered.
+            ConfigurationError: If the factory does not accept `arguments`; the message lists
+                the parameters it takes.
+        """
+        self._bind(name, self.factory(name), dict(arguments), partial)
+
     def make(self, name: str, /, **kwargs: Any) -> Any:
         """Builds the component registered under `name` with `kwargs`.
 
@@ -110,12 +131,18 @@ class Registry:
                 parameters it takes.
         """
         factory = self.factory(name)
+        self._bind(name, factory, kwargs)
+        return factory(**kwargs)
+
+    def _bind(
+        self, name: str, factory: Factory, kwargs: dict[str, Any], partial: bool = False
+    ) -> None:
         try:
             signature = inspect.signature(factory)
-        except (TypeError, ValueError):  # some builtins have no signature: just call
-            return factory(**kwargs)
+        except (TypeError, ValueError):  # some builtins have no signature: the call decides
+            return
         try:
-            signature.bind(**kwargs)
+            (signature.bind_partial if partial else signature.bind)(**kwargs)
         except TypeError as exc:
             accepted = ", ".join(
                 p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD
@@ -124,7 +151,6 @@ class Registry:
                 f"The {self.kind} {name!r} cannot take these arguments ({exc}). It accepts: "
                 f"{accepted or '(nothing)'}."
             ) from exc
-        return factory(**kwargs)
 
     def _unknown_message(self, name: object) -> str:
         known = self.names()

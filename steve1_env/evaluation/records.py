@@ -17,6 +17,9 @@ from steve1_env.errors import ResultsError
 RECORD_SCHEMA = 1
 """Version of the JSON layout of `TrialRecord`; bumped when fields change meaning."""
 
+DURATION_DECIMALS = 4
+"""Decimals kept of durations in seconds (records and summaries): 0.1 ms, far below noise."""
+
 OUTCOMES = ("success", "failure", "crash")
 """A trial's outcome. ``crash``: the world kept crashing, so the skill was never judged."""
 

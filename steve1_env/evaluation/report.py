@@ -16,7 +16,6 @@ import math
 import operator
 import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ResultsError
-from steve1_env.evaluation.records import OUTCOMES, TrialRecord
+from steve1_env.evaluation.files import atomic_write_text, make_folder
+from steve1_env.evaluation.records import DURATION_DECIMALS, OUTCOMES, TrialRecord
 
 SUMMARY_SCHEMA = 1
 """Version of the layout of the dict `summarize` returns (``report.json``)."""
@@ -179,8 +179,11 @@ def summarize(
         "totals": {**counts, "world_crashes": sum(r.crashes for r in records)},
         "tasks": [_task_summary(task, group) for task, group in by_task.items()],
         "timing": {
-            "total_duration_s": float(total_duration),
-            "mean_duration_s": float(total_duration / len(records)) if records else None,
+            # Rounded like each record's duration_s: sums of floats grow digits of noise.
+            "total_duration_s": round(total_duration, DURATION_DECIMALS),
+            "mean_duration_s": (
+                round(total_duration / len(records), DURATION_DECIMALS) if records else None
+            ),
         },
     }
 
@@ -819,7 +822,8 @@ def write_reports(directory: str | os.PathLike[str], summary: Mapping[str, Any])
         ``{"json": path, "markdown": path, "html": path}``.
 
     Raises:
-        ResultsError: If `summary` is not a summary of this version or is not JSON-ready.
+        ResultsError: If `summary` is not a summary of this version or is not JSON-ready, or
+            a report cannot be written (a full disk: the message says how to redo it).
     """
     _check_summary(summary)
     try:
@@ -833,22 +837,13 @@ def write_reports(directory: str | os.PathLike[str], summary: Mapping[str, Any])
         "markdown": ("report.md", render_markdown(summary)),
         "html": ("report.html", render_html(summary)),
     }
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    hint = (
+        "Reports written before are intact, and results.jsonl is not touched; then rewrite "
+        f"the reports with `steve1-env report {os.fspath(directory)}`."
+    )
+    folder = make_folder(directory, "the report folder", hint)
     paths = {}
     for kind, (name, text) in texts.items():
         paths[kind] = folder / name
-        _atomic_write(paths[kind], text)
+        atomic_write_text(paths[kind], text, f"the {kind} report", hint)
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        # Mode "x" honours the umask (unlike mkstemp's 0600), so reports stay shareable.
-        with open(temporary, "x", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from steve1_env.errors import ConfigurationError
+from steve1_env.errors import ConfigurationError, ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.executors import check_executor_options, make_executor
+from steve1_env.evaluation.files import make_folder
 from steve1_env.evaluation.progress import Progress
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize, write_reports
-from steve1_env.evaluation.results import RESULTS_FILE, ResultsStore, read_config, read_records
-from steve1_env.evaluation.trial import RunSettings
+from steve1_env.evaluation.results import (
+    CONFIG_FILE,
+    HISTORY_KEY,
+    RESULTS_FILE,
+    ResultsStore,
+    read_config,
+    read_records,
+)
+from steve1_env.evaluation.trial import RunSettings, check_run_arguments
 from steve1_env.tasks.spec import TaskSet, load_task_set
 
 _WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
@@ -94,13 +103,29 @@ def run_config(
     trials: int | None,
     max_steps: int | None,
     executor: str,
+    invocation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Returns what ``run.json`` records about a run (see `results.RESUME_KEYS`)."""
+    """Returns what ``run.json`` records about a run (see `results.RESUME_KEYS`).
+
+    The top level holds what every call resuming the run must share; what may differ from
+    one call to the next (trials asked, executor, device, ...) goes into this call's entry of
+    ``invocations``, which `ResultsStore` appends to the entries recorded before.
+
+    Args:
+        task_set: The tasks of this call.
+        settings: World, policy, encoder and crash handling.
+        trials: Trials per task instruction asked (None: the tasks' own).
+        max_steps: The step budget override.
+        executor: The executor's name.
+        invocation: More fields of this call's entry (``resume``, ``workers``, ...).
+    """
     from steve1_env import __version__
 
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    as_json = settings.to_json()
     return {
         "steve1_env": __version__,
-        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated_at": now,
         "task_set": {
             "name": task_set.name,
             "source": task_set.source,
@@ -112,18 +137,27 @@ def run_config(
         "prompt_encoder": settings.prompt_encoder,
         "kwargs": {
             name: data
-            for name, data in settings.to_json().items()
+            for name, data in as_json.items()
             if name in ("world_kwargs", "policy_kwargs", "prompt_encoder_kwargs")
         },
-        "settings": {
-            name: data
-            for name, data in settings.to_json().items()
-            if name in ("device", "k", "crash_retries", "video_dir")
-        },
         "max_steps": max_steps,
-        "trials": trials,
-        "executor": executor,
         "weights": weight_checksums(settings),
+        HISTORY_KEY: [
+            {
+                "started_at": now,
+                "steve1_env": __version__,
+                "trials": trials,
+                "tasks": [task.name for task in task_set.tasks],
+                "executor": executor,
+                "settings": {
+                    name: data
+                    for name, data in as_json.items()
+                    if name in ("device", "k", "crash_retries", "video_dir")
+                },
+                **dict(invocation or {}),
+                "status": "running",
+            }
+        ],
     }
 
 
@@ -190,10 +224,29 @@ def evaluate(
     if tasks:
         loaded = loaded.select(tasks)
     plan = loaded.trial_specs(trials, max_steps)
-    config = run_config(loaded, settings, trials=trials, max_steps=max_steps, executor=executor)
+    # Before anything is written: a misspelt option must not stop the run at its task.
+    check_run_arguments(settings, plan, importable_here=executor != "ray", source=loaded.source)
+    invocation = {
+        "resume": resume,
+        "retry_crashed": retry_crashed,
+        "workers": workers,
+        "planned": len(plan),
+    }
+    config = run_config(
+        loaded,
+        settings,
+        trials=trials,
+        max_steps=max_steps,
+        executor=executor,
+        invocation=invocation,
+    )
     store = ResultsStore(out, config, resume=resume)
-    ran, interrupted = 0, False
+    ran, interrupted, status = 0, False, "failed"
     try:
+        if settings.video_dir is not None:
+            make_folder(
+                settings.video_dir, "the video folder", "Nothing was run.", check_writable=True
+            )
         rerun = set(store.crashed) if retry_crashed else set()
         pending = [spec for spec in plan if spec.key not in store.keys or spec.key in rerun]
         done = [record for record in store.records if record.key not in rerun]
@@ -219,12 +272,20 @@ def evaluate(
                     runner.close()
                 finally:
                     bar.finish()
+        status = "interrupted" if interrupted else "finished"
+    except KeyboardInterrupt:  # outside the trial loop (starting the workers)
+        status = "interrupted"
+        raise
     finally:
-        store.close()
+        try:
+            _finish(store, status, ran)
+        finally:
+            store.close()
     # The file is the truth: an interrupt between a write and the bookkeeping after it must
     # not make the report disagree with it.
     records = read_records(store.path)
-    summary = summarize(records, config, task_order=[task.name for task in loaded.tasks])
+    order = store.config["task_set"]["tasks"]
+    summary = summarize(records, store.config, task_order=order)
     reports = write_reports(out, summary)
     recorded = {record.key for record in records}
     missing = sum(spec.key not in recorded for spec in plan)
@@ -244,6 +305,29 @@ def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     """
     config = read_config(directory)
     records = read_records(Path(directory) / RESULTS_FILE)
-    order = config.get("task_set", {}).get("tasks")
+    task_set = config.get("task_set")
+    order = task_set.get("tasks") if isinstance(task_set, dict) else None
+    if order is not None and (
+        not isinstance(order, list) or not all(isinstance(name, str) for name in order)
+    ):
+        raise ResultsError(
+            f"{Path(directory) / CONFIG_FILE}: task_set.tasks must be a list of task names, "
+            f"got {type(order).__name__}. Fix it (the task names in the set's order), or "
+            "delete the field."
+        )
     summary = summarize(records, config, task_order=order)
     return summary, write_reports(directory, summary)
+
+
+def _finish(store: ResultsStore, status: str, ran: int) -> None:
+    """Records how the call ended in ``run.json``; a failure there costs only that entry."""
+    try:
+        store.finish(status, ran)
+    except ResultsError as exc:
+        if status == "failed":  # the error that stopped the run is the one to show
+            return
+        warnings.warn(
+            f"{exc} The results are safe; only run.json's history lacks how this call ended.",
+            Steve1EnvWarning,
+            stacklevel=3,
+        )

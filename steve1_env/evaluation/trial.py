@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +19,13 @@ from typing import Any
 import numpy as np
 
 from steve1_env.closing import close_all
-from steve1_env.errors import ConfigurationError, WorldCrashError
-from steve1_env.evaluation.records import TrialRecord, TrialSpec
+from steve1_env.errors import (
+    ConfigurationError,
+    TaskSpecError,
+    UnknownNameError,
+    WorldCrashError,
+)
+from steve1_env.evaluation.records import DURATION_DECIMALS, TrialRecord, TrialSpec
 from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.tasks.detectors import build_detector
@@ -85,6 +90,82 @@ class RunSettings:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
+def check_run_arguments(
+    settings: RunSettings,
+    specs: Iterable[TrialSpec],
+    *,
+    importable_here: bool = True,
+    source: str | None = None,
+) -> None:
+    """Checks, before anything runs or is written, that every component takes its arguments.
+
+    The check is the registries' own, the one `Registry.make` does before building: the
+    world factory's signature must accept the run's ``world_kwargs`` merged with each task's
+    ``world_options`` (what `TrialRunner` will pass it), and the policy's and encoder's
+    factories their arguments. So a misspelt option fails at once instead of at its task's
+    first trial. Nothing is built. A factory taking ``**kwargs`` (the MineRL and MineStudio
+    worlds pass them on to the simulator) accepts every name here; the simulator checks those
+    when the world is built. Values are checked only then too.
+
+    Args:
+        settings: The run's settings.
+        specs: The trials to run.
+        importable_here: False when components may be importable only where the trials run
+            (Ray actors on other machines): an import path that cannot be imported here is
+            not checked.
+        source: The task file, named in errors.
+
+    Raises:
+        UnknownNameError: If a component's name is not registered.
+        ConfigurationError: If the run's arguments are not accepted.
+        TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
+    """
+    checks = [
+        # Partial for the world: a required argument may come from the tasks' world_options.
+        (WORLDS, settings.world, settings.world_kwargs, True, "world (--world-option)"),
+        (
+            POLICIES,
+            settings.policy,
+            {"world": None, "device": settings.device, **settings.policy_kwargs},
+            False,
+            "policy (policy_kwargs)",
+        ),
+        (
+            PROMPT_ENCODERS,
+            settings.prompt_encoder,
+            {"device": settings.device, **settings.prompt_encoder_kwargs},
+            False,
+            "prompt encoder (prompt_encoder_kwargs)",
+        ),
+    ]
+    world_known = True
+    for registry, name, arguments, partial, whose in checks:
+        try:
+            registry.check_arguments(name, arguments, partial=partial)
+        except UnknownNameError:
+            if importable_here or ":" not in name:  # a name, not an import path
+                raise
+            world_known = world_known and registry is not WORLDS
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"{exc} Fix the arguments of the {whose}; nothing was run."
+            ) from exc
+    checked: set[str] = set()
+    for spec in specs if world_known else ():
+        key = TrialRunner._key(spec.world_options)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            WORLDS.check_arguments(settings.world, {**settings.world_kwargs, **spec.world_options})
+        except ConfigurationError as exc:
+            of = f" of {source}" if source else ""
+            raise TaskSpecError(
+                f"Task {spec.task!r}{of}: its world_options {dict(spec.world_options)!r} do not "
+                f"fit the world. {exc} Fix the task's world_options; nothing was run."
+            ) from exc
+
+
 class _WorldBundle:
     """A world, the policy built for it, and the env composing them with the shared encoder."""
 
@@ -134,6 +215,16 @@ class Episode:
     error: str | None
 
 
+MAX_ERROR_CHARS = 4000
+"""Longest crash message kept in a record; the rest is cut so results lines stay small."""
+
+
+def _clip(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS} characters cut)"
+
+
 def trial_record(
     spec: TrialSpec,
     episode: Episode,
@@ -168,10 +259,10 @@ def trial_record(
         detector=episode.detector,
         detector_spec=episode.detector_spec,
         crashes=len(errors),
-        errors=list(errors),
+        errors=[_clip(error) for error in errors],
         high_level_steps=episode.high_level_steps,
         inventory=dict(episode.inventory),
-        duration_s=round(duration_s, 4),
+        duration_s=round(duration_s, DURATION_DECIMALS),
         worker=worker,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         video=None if crashed else video,

@@ -17,6 +17,7 @@ import numpy as np
 
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.errors import ConfigurationError
+from steve1_env.evaluation.files import make_folder, write_error
 
 VIDEO_FPS = 20  # Minecraft's tick rate: one frame per low-level step plays in real time
 
@@ -37,6 +38,24 @@ class VideoWriter:
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
 
+    def check_writable(self) -> None:
+        """Creates the video's folder and proves a file can be written there.
+
+        Call it before the episode, so a bad path fails before minutes of play, not after.
+
+        Raises:
+            ConfigurationError: If `path` is a folder, or its folder cannot be made or written
+                (a file in the way, a read-only file system, a full disk).
+        """
+        if self.path.is_dir():
+            raise ConfigurationError(
+                f"The video path {self.path} is a folder; give a file name such as "
+                f"{self.path / 'episode.mp4'}."
+            )
+        make_folder(
+            self.path.parent, "the video folder", kind=ConfigurationError, check_writable=True
+        )
+
     def write(self, frame: Any) -> None:
         """Appends one RGB frame; every frame must have the first frame's size.
 
@@ -52,7 +71,7 @@ class VideoWriter:
             )
         size = (int(array.shape[1]), int(array.shape[0]))
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent, "the video folder", kind=ConfigurationError)
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, size)
             if not self._writer.isOpened():
@@ -76,7 +95,18 @@ class VideoWriter:
             return None
         self._writer.release()
         self._writer = None
-        os.replace(self._partial, self.path)
+        # OpenCV reports no write error: a full disk shows as a missing or empty file.
+        if not self._partial.is_file() or self._partial.stat().st_size == 0:
+            self.discard()
+            raise ConfigurationError(
+                f"OpenCV could not finish the video {self._partial} (the disk may be full); "
+                "free some space and run again."
+            )
+        try:
+            os.replace(self._partial, self.path)
+        except OSError as exc:
+            self.discard()
+            raise write_error(exc, self.path, "the video", kind=ConfigurationError) from exc
         return self.path
 
     def discard(self) -> None:
@@ -84,7 +114,7 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never written, or its folder is not there
             self._partial.unlink()
 
 

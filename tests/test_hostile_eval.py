@@ -1,0 +1,569 @@
+"""Hostile input and hostile file systems for the evaluation (issue 12).
+
+Full disks and read-only folders are simulated (we run as root, so chmod does not stop
+writes): by monkeypatching the system call that writes a given file to raise the error the
+kernel would, or by putting a regular file where a folder should be.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import errno
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from steve1_env.cli import main
+from steve1_env.errors import (
+    ConfigurationError,
+    EvaluationError,
+    ResultsError,
+    Steve1EnvWarning,
+    TaskSpecError,
+)
+from steve1_env.evaluation import files, results
+from steve1_env.evaluation.records import TrialRecord
+from steve1_env.evaluation.report import summarize
+from steve1_env.evaluation.results import ResultsStore, read_config, read_records
+from steve1_env.evaluation.runner import evaluate, report
+from steve1_env.evaluation.trial import RunSettings, TrialRunner, trial_record
+from steve1_env.evaluation.video import VideoWriter
+from steve1_env.registry import WORLDS
+
+OFFLINE = RunSettings(
+    world="synthetic",
+    policy="scripted",
+    prompt_encoder="hash",
+    world_kwargs={"pov_shape": (48, 64)},
+)
+OFFLINE_ARGS = ["--policy", "scripted", "--world-option", "pov_shape=[48, 64]"]
+ONE_TASK = "name: one\ntasks:\n  - {name: dirt, instruction: get dirt, max_steps: 300}\n"
+
+
+def task_file(tmp_path: Path, text: str = ONE_TASK) -> Path:
+    path = tmp_path / "tasks.yaml"
+    path.write_text(text)
+    return path
+
+
+def record(trial: int = 0, duration_s: float = 1.0, errors: list[str] | None = None):
+    return TrialRecord(
+        task="dirt", instruction="get dirt", instruction_index=0, trial=trial, seed=trial,
+        outcome="success", reason="success", steps=10, steps_to_success=10, max_steps=300,
+        detector="dirt", detector_spec="dirt", crashes=len(errors or []), errors=errors or [],
+        high_level_steps=1, inventory={"dirt": 1}, duration_s=duration_s, worker="local",
+        finished_at="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+
+
+def fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def no_traceback(err: str) -> None:
+    assert "Traceback" not in err and err.startswith("steve1-env: error: ")
+
+
+# ----------------------------------------------------------------- case 6: nested JSON
+
+
+def made_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    evaluate(task_file(tmp_path), out, OFFLINE, trials=2, progress=False)
+    return out
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_deeply_nested_results_line_is_a_results_error_naming_the_line(tmp_path, capsys):
+    out = made_run(tmp_path)
+    with open(out / "results.jsonl", "a") as handle:
+        handle.write(DEEP + "\n")
+    with pytest.raises(ResultsError, match=r"results\.jsonl line 3 nests .* deeper than 64"):
+        read_records(out / "results.jsonl")
+    assert main(["report", str(out)]) == 2
+    no_traceback(capsys.readouterr().err)
+    with pytest.raises(ResultsError, match="line 3 nests"):
+        evaluate(task_file(tmp_path), out, OFFLINE, trials=3, resume=True, progress=False)
+
+
+def test_nesting_below_the_interpreter_limit_is_bounded_too():
+    nested: object = 1
+    for _ in range(200):
+        nested = {"a": nested}
+    with pytest.raises(ResultsError, match="deeper than 64"):
+        files.parse_json(json.dumps(nested), "x", "fix it")
+    assert files.parse_json(json.dumps({"a": [[1, {"b": 2}]]}), "x", "") == {"a": [[1, {"b": 2}]]}
+
+
+def test_deeply_nested_run_json_is_a_results_error(tmp_path, capsys):
+    out = made_run(tmp_path)
+    (out / "run.json").write_text('{"kwargs": ' + DEEP + "}")
+    with pytest.raises(ResultsError, match=r"run\.json nests"):
+        read_config(out)
+    assert main(["report", str(out)]) == 2
+    no_traceback(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("task_set", [5, {"tasks": "dirt"}, {"tasks": [["dirt"]]}])
+def test_run_json_of_the_wrong_shape_is_a_results_error(tmp_path, capsys, task_set):
+    out = made_run(tmp_path)
+    config = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**config, "task_set": task_set}))
+    if isinstance(task_set, dict):
+        with pytest.raises(ResultsError, match=r"run\.json: task_set\.tasks must be a list"):
+            report(out)
+    code, err = main(["report", str(out)]), capsys.readouterr().err
+    if task_set == 5:  # no task list to order by: tasks come in the order of the records
+        assert (code, err) == (0, "")
+    else:
+        assert code == 2
+        no_traceback(err)
+
+
+def test_overlong_results_line_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"task": "' + b"x" * (files.MAX_RESULTS_LINE_BYTES + 10) + b'"}\n{}\n')
+    with pytest.raises(ResultsError, match="line 1 is longer than"):
+        read_records(path)
+
+
+def test_oversized_run_json_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "MAX_CONFIG_BYTES", 100)
+    (tmp_path / "run.json").write_text(json.dumps({"pad": "x" * 200}))
+    with pytest.raises(ResultsError, match="larger than 100 bytes"):
+        read_config(tmp_path)
+
+
+def test_incomplete_last_line_is_still_dropped_and_repaired(tmp_path):
+    path = tmp_path / "results.jsonl"
+    line = json.dumps(record().to_json())
+    path.write_text(line + "\n" + line[:50])
+    with pytest.warns(UserWarning, match="incomplete"):
+        assert len(read_records(path, repair=True)) == 1
+    assert path.read_text() == line + "\n"
+
+
+def test_many_repeated_lines_give_one_warning(tmp_path):
+    path = tmp_path / "results.jsonl"
+    crash = {**record().to_json(), "outcome": "crash", "reason": "crash", "steps_to_success": None}
+    lines = [json.dumps(record(i).to_json()) for i in range(3000)]
+    path.write_text("\n".join([*lines, *lines, json.dumps(crash)]) + "\n")
+    with pytest.warns(Steve1EnvWarning) as caught:
+        assert len(read_records(path)) == 3000
+    assert len(caught) == 1 and "3001 repeated line(s) in all" in str(caught[0].message)
+    assert "line 3001: trial dirt/0/0 is recorded twice" in str(caught[0].message)
+
+
+def test_long_crash_messages_are_clipped_so_records_stay_readable(tmp_path):
+    from steve1_env.evaluation.records import TrialSpec
+    from steve1_env.evaluation.trial import MAX_ERROR_CHARS, Episode
+
+    spec = TrialSpec("dirt", "get dirt", 0, 0, 0, 300)
+    episode = Episode("crash", 0, 0, None, "dirt", {}, "boom")
+    made = trial_record(spec, episode, ["x" * (files.MAX_RESULTS_LINE_BYTES * 2)], 1.0, "local")
+    assert len(made.errors[0]) < MAX_ERROR_CHARS + 100
+    with ResultsStore(tmp_path, {}, resume=False) as store:
+        store.append(made)
+    assert read_records(tmp_path / "results.jsonl")[0].errors == made.errors
+
+
+# ------------------------------------------------- case 15: world options, run.json history
+
+TWO_TASKS = """name: two
+tasks:
+  - {name: dirt, instruction: get dirt, max_steps: 300}
+  - name: wood
+    instruction: chop a tree
+    max_steps: 300
+    world_options: {tree_densty: 0.05}
+"""
+
+
+def test_a_misspelt_world_option_of_a_later_task_fails_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TaskSpecError, match=r"Task 'wood' of .*tasks\.yaml.*tree_densty") as got:
+        evaluate(task_file(tmp_path, TWO_TASKS), out, OFFLINE, trials=1, progress=False)
+    assert "It accepts: size, pov_shape, fov, tree_density, max_steps" in str(got.value)
+    assert not out.exists()  # no run.json, no results: the first task did not run either
+
+
+def test_a_misspelt_run_world_argument_fails_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["eval", "--task-set", str(task_file(tmp_path)), "--out", str(out), "--quiet",
+            "--policy", "scripted", "--world-option", "tree_densty=0.1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    no_traceback(err)
+    assert "tree_densty" in err and "--world-option" in err
+    assert not out.exists()
+
+
+def open_world(**options):
+    """A third-party world that passes any option on (like MineRL's and MineStudio's)."""
+    from steve1_env.worlds.synthetic import SyntheticWorld
+
+    return SyntheticWorld(pov_shape=options.get("pov_shape", (48, 64)))
+
+
+def flavoured_world(flavour: str, pov_shape=(48, 64)):
+    """A third-party world with a required argument, which the tasks give."""
+    from steve1_env.worlds.synthetic import SyntheticWorld
+
+    return SyntheticWorld(pov_shape=pov_shape)
+
+
+def test_a_required_world_argument_may_come_from_the_tasks(tmp_path):
+    WORLDS.register("hostile-test-flavoured-world", flavoured_world, overwrite=True)
+    text = ONE_TASK.replace("max_steps: 300", "max_steps: 300, world_options: {flavour: mint}")
+    settings = RunSettings(
+        world="hostile-test-flavoured-world", policy="random", prompt_encoder="hash"
+    )
+    result = evaluate(task_file(tmp_path, text), tmp_path / "a", settings, trials=1, progress=False)
+    assert result.ran == 1
+    with pytest.raises(TaskSpecError, match="missing a required argument: 'flavour'"):
+        evaluate(task_file(tmp_path), tmp_path / "b", settings, trials=1, progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_worlds_taking_any_option_and_import_paths_are_not_refused(tmp_path):
+    WORLDS.register("hostile-test-open-world", open_world, overwrite=True)
+    text = ONE_TASK.replace("max_steps: 300", "max_steps: 300, world_options: {anything: 1}")
+    settings = RunSettings(world="hostile-test-open-world", policy="random", prompt_encoder="hash")
+    result = evaluate(task_file(tmp_path, text), tmp_path / "a", settings, trials=1, progress=False)
+    assert result.ran == 1
+    # An import path is checked through the factory it names (a real signature here).
+    named = RunSettings(
+        world="steve1_env.worlds.synthetic:SyntheticWorld", policy="random",
+        prompt_encoder="hash", world_kwargs={"pov_shape": (48, 64), "treees": 1},
+    )  # fmt: skip
+    with pytest.raises(ConfigurationError, match="treees"):
+        evaluate(task_file(tmp_path), tmp_path / "b", named, trials=1, progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_run_json_keeps_one_entry_per_invocation(tmp_path):
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    evaluate(tasks, out, OFFLINE, trials=2, progress=False)
+    evaluate(tasks, out, OFFLINE, trials=5, resume=True, progress=False)
+    config = json.loads((out / "run.json").read_text())
+    history = config["invocations"]
+    assert [h["trials"] for h in history] == [2, 5]
+    assert [h["ran"] for h in history] == [2, 3]
+    assert [h["recorded_after"] for h in history] == [2, 5]
+    assert [h["status"] for h in history] == ["finished", "finished"]
+    assert [h["resume"] for h in history] == [False, True]
+    assert all(h["started_at"] <= h["finished_at"] for h in history)
+    assert config["created_at"] == history[0]["started_at"]
+    assert "trials" not in config  # no single top-level value that each call overwrites
+    # The report shows the history, and --resume's consistency checks still hold.
+    assert "invocations" in (out / "report.md").read_text()
+    with pytest.raises(ResultsError, match="max_steps: recorded None, now 100"):
+        evaluate(tasks, out, OFFLINE, trials=5, max_steps=100, resume=True, progress=False)
+    assert len(json.loads((out / "run.json").read_text())["invocations"]) == 2
+
+
+def test_a_run_json_without_history_still_resumes_and_gains_one(tmp_path):
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    evaluate(tasks, out, OFFLINE, trials=1, progress=False)
+    old = json.loads((out / "run.json").read_text())
+    del old["invocations"]
+    old.update(trials=1, executor="local", updated_at="2026-01-01T00:00:00+00:00")
+    (out / "run.json").write_text(json.dumps(old))
+    evaluate(tasks, out, OFFLINE, trials=2, resume=True, progress=False)
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert [h["trials"] for h in history] == [1, 2]
+    assert history[0]["started_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_history_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "MAX_INVOCATIONS", 2)
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    for trials in (1, 2, 3):
+        evaluate(tasks, out, OFFLINE, trials=trials, resume=trials > 1, progress=False)
+    config = json.loads((out / "run.json").read_text())
+    assert [h["trials"] for h in config["invocations"]] == [2, 3]
+    assert config["invocations_dropped"] == 1
+
+
+# ------------------------------------------------------------------------- full disks
+
+
+def fail_os_write_to(monkeypatch, suffix: str, partial: int = 0, after: int = 0):
+    """Makes `os.write` to a file ending in `suffix` fail with ENOSPC after `after` writes."""
+    real = os.write
+    calls = {"n": 0}
+
+    def write(fd: int, data: bytes) -> int:
+        if fd_path(fd).endswith(suffix):
+            calls["n"] += 1
+            if calls["n"] > after:
+                if partial:
+                    real(fd, data[:partial])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_full_disk_on_the_results_file_leaves_it_clean_and_says_how_to_resume(
+    tmp_path, monkeypatch
+):
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    fail_os_write_to(monkeypatch, "results.jsonl", partial=245, after=2)
+    with pytest.raises(ResultsError) as got:
+        evaluate(tasks, out, OFFLINE, trials=4, progress=False)
+    message = str(got.value)
+    assert "No space left on device" in message and "full" in message
+    assert "2 trial(s) recorded before it are safe" in message and "--resume" in message
+    monkeypatch.undo()
+    # The 245 bytes of the cut line were taken off again: the file is clean.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(read_records(out / "results.jsonl")) == 2
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert history[-1]["status"] == "failed" and history[-1]["ran"] == 2
+    result = evaluate(tasks, out, OFFLINE, trials=4, resume=True, progress=False)
+    assert result.ran == 2 and len(result.records) == 4
+
+
+def test_full_disk_in_eval_exits_with_a_message(tmp_path, monkeypatch, capsys):
+    fail_os_write_to(monkeypatch, "results.jsonl")
+    argv = ["eval", "--task-set", str(task_file(tmp_path)), "--out", str(tmp_path / "run"),
+            "--trials", "2", "--quiet", *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    no_traceback(err)
+    assert "No space left on device" in err and "--resume" in err
+
+
+def test_fsync_failing_is_handled_like_a_failed_write(tmp_path, monkeypatch):
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if fd_path(fd).endswith("results.jsonl"):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with ResultsStore(tmp_path, {}, resume=False) as store, pytest.raises(ResultsError) as got:
+        store.append(record())
+    assert "quota" in str(got.value)
+    assert (tmp_path / "results.jsonl").read_bytes() == b""
+
+
+class _FailingFile:
+    """A file whose writes fail as on a full disk (the real file is made, then left empty)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def write(self, text) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+def fail_opened_writes(monkeypatch, marker: str) -> None:
+    """Makes files whose name contains `marker`, opened for writing with `open`, fail."""
+    real = builtins.open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        handle = real(file, mode, *args, **kwargs)
+        if marker in os.fspath(file) and any(m in mode for m in "wxa"):
+            return _FailingFile(handle)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_reports_on_a_full_disk_keep_the_earlier_reports_and_say_what_to_do(
+    tmp_path, monkeypatch, capsys
+):
+    out = made_run(tmp_path)
+    before = {name: (out / name).read_text() for name in ("report.md", "report.html")}
+    fail_opened_writes(monkeypatch, "report.md")
+    with pytest.raises(ResultsError) as got:
+        report(out)
+    message = str(got.value)
+    assert "No space left on device" in message and f"steve1-env report {out}" in message
+    assert main(["report", str(out)]) == 2
+    no_traceback(capsys.readouterr().err)
+    monkeypatch.undo()
+    assert {name: (out / name).read_text() for name in before} == before
+    json.loads((out / "report.json").read_text())  # rewritten whole, still valid
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_run_json_on_a_full_disk_keeps_the_old_one(tmp_path, monkeypatch):
+    out = made_run(tmp_path)
+    before = (out / "run.json").read_text()
+    fail_opened_writes(monkeypatch, "run.json")
+    with pytest.raises(ResultsError, match=r"run settings file .*No space left"):
+        evaluate(task_file(tmp_path), out, OFFLINE, trials=3, resume=True, progress=False)
+    monkeypatch.undo()
+    assert (out / "run.json").read_text() == before
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_report_timing_is_rounded():
+    records = [record(i, duration_s=d) for i, d in enumerate((0.1, 0.2, 0.6733))]
+    timing = summarize(records)["timing"]
+    assert repr(timing["total_duration_s"]) == "0.9733"
+    assert repr(timing["mean_duration_s"]) == "0.3244"
+
+
+# ------------------------------------------------------------- bad or read-only paths
+
+
+def test_eval_out_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    argv = ["eval", "--task-set", str(task_file(tmp_path)), "--out", str(target), "--quiet",
+            *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    no_traceback(err)
+    assert f"run directory {target} is a file, not a folder" in err
+    assert target.read_text() == "keep me"
+    # Below a file: the same class of error, from the operating system's answer.
+    assert main([*argv[:4], str(target / "run"), *argv[5:]]) == 2
+    assert "a part of the path is a file" in capsys.readouterr().err
+
+
+def test_read_only_lock_file_is_a_clear_error(tmp_path, monkeypatch):
+    real = builtins.open
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if os.fspath(file).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(file))
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(ResultsError, match=r"lock file .*Read-only file system.*writable"):
+        evaluate(task_file(tmp_path), tmp_path / "run", OFFLINE, trials=1, progress=False)
+
+
+def test_run_video_below_a_file_fails_before_the_episode(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["run", "chop a tree", "--k", "10", "--video", str(blocker / "v.mp4"), *OFFLINE_ARGS]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    no_traceback(captured.err)
+    assert "video folder" in captured.err and "is a file, not a folder" in captured.err
+    assert "step" not in captured.out  # the episode never started
+    assert main([*argv[:5], str(blocker / "sub" / "v.mp4"), *argv[6:]]) == 2
+    assert "a part of the path is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("code", "words"), [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission")]
+)
+def test_run_video_into_a_read_only_folder_fails_before_the_episode(
+    tmp_path, monkeypatch, capsys, code, words
+):
+    real = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if Path(path).parent == tmp_path / "videos" and flags & os.O_CREAT:
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real(path, flags, *args, **kwargs)
+
+    (tmp_path / "videos").mkdir()
+    monkeypatch.setattr(os, "open", fake_open)
+    argv = ["run", "chop a tree", "--k", "10", "--video", str(tmp_path / "videos" / "v.mp4"),
+            *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    no_traceback(captured.err)
+    assert words in captured.err and "choose a writable location" in captured.err
+    assert "step" not in captured.out
+
+
+def test_eval_video_into_a_bad_folder_fails_before_any_trial(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "videos").write_text("in the way")
+    settings = dataclasses.replace(OFFLINE, video_dir=str(out / "videos"))
+    with pytest.raises(ResultsError, match=r"video folder .* is a file"):
+        evaluate(task_file(tmp_path), out, settings, trials=2, progress=False)
+    assert read_records(out / "results.jsonl") == []
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert history[-1]["status"] == "failed" and history[-1]["ran"] == 0
+
+
+def test_video_that_opencv_could_not_finish_is_an_error(tmp_path):
+    import numpy as np
+
+    writer = VideoWriter(tmp_path / "v.mp4")
+    writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+    writer._writer.release()  # what a full disk leaves: OpenCV says nothing, the file is empty
+    writer._partial.write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="could not finish the video"):
+        writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_checks_name_no_problem_on_a_healthy_folder(tmp_path):
+    folder = files.make_folder(tmp_path / "a" / "b", "the folder", check_writable=True)
+    assert folder.is_dir() and not list(folder.iterdir())
+    files.atomic_write_text(folder / "x.txt", "hi\n", "the file")
+    assert (folder / "x.txt").read_text() == "hi\n"
+
+
+def test_a_results_file_that_is_a_folder_is_a_results_error(tmp_path, capsys):
+    out = made_run(tmp_path)
+    (out / "results.jsonl").unlink()
+    (out / "results.jsonl").mkdir()
+    with pytest.raises(ResultsError, match="must be a readable file"):
+        read_records(out / "results.jsonl")
+    assert main(["report", str(out)]) == 2
+    no_traceback(capsys.readouterr().err)
+
+
+def test_misspelt_policy_and_encoder_arguments_fail_before_anything_is_written(tmp_path):
+    for settings, words in (
+        (dataclasses.replace(OFFLINE, policy_kwargs={"nope": 1}), "policy 'scripted'"),
+        (dataclasses.replace(OFFLINE, prompt_encoder_kwargs={"dimm": 8}), "encoder 'hash'"),
+    ):
+        with pytest.raises(ConfigurationError, match=words) as got:
+            evaluate(task_file(tmp_path), tmp_path / "run", settings, trials=1, progress=False)
+        assert "nothing was run" in str(got.value)
+        assert not (tmp_path / "run").exists()
+
+
+def test_failed_and_interrupted_calls_are_recorded_as_such(tmp_path, monkeypatch):
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    bad_value = dataclasses.replace(OFFLINE, world_kwargs={"tree_density": 0.9})  # at build
+    with pytest.raises(EvaluationError, match="tree_density"):
+        evaluate(tasks, out, bad_value, trials=1, progress=False)
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert [(h["status"], h["ran"]) for h in history] == [("failed", 0)]
+    real = TrialRunner.run
+    calls = []
+
+    def run_then_interrupt(self, spec, *args, **kwargs):
+        calls.append(spec.key)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(TrialRunner, "run", run_then_interrupt)
+    # No results were recorded, so another run may start there afresh (without history).
+    result = evaluate(tasks, out, OFFLINE, trials=3, progress=False)
+    assert result.interrupted
+    history = json.loads((out / "run.json").read_text())["invocations"]
+    assert [(h["status"], h["ran"]) for h in history] == [("interrupted", 1)]
