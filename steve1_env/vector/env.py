@@ -32,7 +32,7 @@ from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrash
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import positive_int
-from steve1_env.vector.world_process import WorldProcess
+from steve1_env.vector.world_process import WorldProcess, abandon_all
 
 IN_PROCESS_WORLDS = ("synthetic",)
 """Worlds cheap and safe enough to run in the caller's process by default."""
@@ -306,26 +306,34 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         # Worlds in processes all receive their action before any answer is awaited.
         results: list[Any] = [None] * len(active)
         waiting = []
-        for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
-            world = self.envs[i].world
-            if isinstance(world, WorldProcess):
+        try:
+            for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
+                world = self.envs[i].world
+                if isinstance(world, WorldProcess):
+                    try:
+                        world.step_async(action)
+                        waiting.append(slot)
+                    except Exception as exc:
+                        results[slot] = exc
+                else:
+                    try:
+                        results[slot] = world.step(action)
+                    except InvalidActionError:
+                        raise
+                    except Exception as exc:  # the env turns it into a crash of that env only
+                        results[slot] = exc
+            for slot in waiting:
                 try:
-                    world.step_async(action)
-                    waiting.append(slot)
+                    results[slot] = self.envs[active[slot]].world.step_wait()
                 except Exception as exc:
                     results[slot] = exc
-            else:
-                try:
-                    results[slot] = world.step(action)
-                except InvalidActionError:
-                    raise
-                except Exception as exc:  # the env turns it into a crash of that env only
-                    results[slot] = exc
-        for slot in waiting:
-            try:
-                results[slot] = self.envs[active[slot]].world.step_wait()
-            except Exception as exc:
-                results[slot] = exc
+        except BaseException:
+            # An interrupt (or an invalid action) between sending and reading: the answers
+            # still on their way are never read, so those children are dropped now instead of
+            # making close() wait for them.
+            worlds = (self.envs[i].world for i in active)
+            abandon_all(w for w in worlds if isinstance(w, WorldProcess) and w.waiting)
+            raise
         return results
 
     # ------------------------------------------------------------------ helpers

@@ -1,0 +1,126 @@
+"""Hostile input to the env, the vector env and their world processes (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A vector env over two slow worlds in processes, stepping until interrupted; the caller closes
+# it in `finally`, as a script would. With "send N", the N-th pipe write from then on writes
+# half its message and raises KeyboardInterrupt: Ctrl-C landing inside WorldProcess._send.
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing.connection as mc
+    import sys
+
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+
+    def interrupt_inside_send(nth):
+        original = mc.Connection._send
+        calls = []
+
+        def half_then_interrupt(self, buf, *args):
+            calls.append(1)
+            if len(calls) < nth:
+                return original(self, buf, *args)
+            mc.Connection._send = original  # one Ctrl-C
+            original(self, bytes(buf)[: len(buf) // 2], *args)
+            print("interrupted", flush=True)
+            raise KeyboardInterrupt
+
+        mc.Connection._send = half_then_interrupt
+
+
+    def main():
+        envs = Steve1SkillVectorEnv(
+            2,
+            world="tests.fakes.crashing_worlds:SlowWorld",
+            policy="random",
+            prompt_encoder="hash",
+            instruction="chop a tree",
+            k=4,
+            pov_shape=(32, 32),
+            world_kwargs={"size": 32, "pov_shape": (64, 64), "step_delay": float(sys.argv[1])},
+        )
+        try:
+            envs.reset(seed=0)
+            if len(sys.argv) > 2:
+                interrupt_inside_send(int(sys.argv[2]))
+            print("ready", flush=True)
+            while True:
+                envs.step(["chop a tree"] * 2)
+        finally:
+            envs.close()
+
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def _start_ctrl_c_script(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    # The package under test first, then the repository for tests.fakes.
+    path = os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(REPO)])
+    env = {**os.environ, "PYTHONPATH": path}
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if line != "ready":
+        process.kill()
+        pytest.fail(f"the script did not start: {line!r} {process.communicate()[1][-2000:]}")
+    return process
+
+
+def _seconds_to_exit(process: subprocess.Popen[str], since: float) -> float:
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return time.monotonic() - since
+
+
+def test_ctrl_c_inside_world_process_send_exits_within_2_s(tmp_path):
+    # 1: the first world's message is cut in half (its child waits for the rest forever);
+    # 2: the second's is, while the first world is busy with a 5 s step.
+    for nth_send in (1, 2):
+        process = _start_ctrl_c_script(tmp_path, "5.0", str(nth_send))
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "interrupted"
+        elapsed = _seconds_to_exit(process, time.monotonic())
+        stderr = process.stderr.read() if process.stderr else ""
+        assert "KeyboardInterrupt" in stderr
+        assert elapsed < 2.0, f"exit took {elapsed:.1f} s after Ctrl-C in _send #{nth_send}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_random_moments_exits_within_2_s_every_time(tmp_path):
+    rng = random.Random(12)
+    times = []
+    for _ in range(20):
+        process = _start_ctrl_c_script(tmp_path, "3.0")
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.send_signal(signal.SIGINT)
+        times.append(_seconds_to_exit(process, time.monotonic()))
+    assert max(times) < 2.0, [round(t, 2) for t in times]
