@@ -51,7 +51,7 @@ from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.success import DetectorSpec, SuccessDetector, fired, resolve_detectors
 from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
-from steve1_env.validation import frame_shape, non_empty_list, positive_int
+from steve1_env.validation import boolean, frame_shape, non_empty_list, positive_int
 from steve1_env.worlds.base import World, WorldObs
 
 EMBEDDING_CACHE_SIZE = 1024
@@ -189,7 +189,7 @@ class Steve1SkillEnv(gym.Env):
         self.pov_shape = frame_shape(pov_shape, "pov_shape")
         self.face = face
         self.render_mode = render_mode
-        self.terminate_on_success = bool(terminate_on_success)
+        self.terminate_on_success = boolean(terminate_on_success, "terminate_on_success")
         self.inventory_items = validate_items(inventory_items)
         self.instruction = None if instruction is None else self._checked(instruction)
         self.instructions = (

@@ -11,7 +11,29 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from steve1_env.errors import ConfigurationError, Steve1EnvError
+
+
+def boolean(
+    value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError, fix: str = ""
+) -> bool:
+    """Returns `value` as a bool if it is a real boolean (``bool`` or ``numpy.bool_``).
+
+    Truthiness is not enough: ``"no"``, ``"False"``, ``0.5`` or ``[]`` would be taken as a
+    decision the caller did not make.
+    """
+    if not isinstance(value, bool | np.bool_):
+        got = f"{type(value).__name__} {short_repr(value)}"
+        raise error(f"{name} must be True or False, got {got}{'; ' + fix if fix else ''}.")
+    return bool(value)
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """Returns ``repr(value)`` cut to `limit` characters, for error messages about any input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def positive_int(value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError) -> int:

@@ -11,7 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from steve1_env.errors import ConfigurationError, DetectorError
+from steve1_env.success import all_of, custom
+from steve1_env.vector.env import Steve1SkillVectorEnv
+from tests.conftest import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,3 +130,48 @@ def test_ctrl_c_at_random_moments_exits_within_2_s_every_time(tmp_path):
         process.send_signal(signal.SIGINT)
         times.append(_seconds_to_exit(process, time.monotonic()))
     assert max(times) < 2.0, [round(t, 2) for t in times]
+
+
+# ---------------------------------------------------------------- real booleans (case 8)
+@pytest.mark.parametrize("answer", ["no", "False", 1, 0.5, [0], np.array([1]), None])
+def test_a_detector_answering_anything_but_a_bool_is_an_error_naming_it(answer):
+    env = offline_env(instruction="chop a tree", k=3, success=custom(lambda *_: answer, "mine"))
+    env.reset(seed=0)
+    with pytest.raises(DetectorError, match=r"detector 'mine' must be True or False, got"):
+        env.step("")
+    env.close()
+
+
+def test_a_detector_object_answering_text_is_an_error_too():
+    class Texty:
+        name = "texty"
+
+        def __call__(self, start_obs, obs, steps):
+            return "no"
+
+    with offline_env(instruction="chop a tree", k=3, success=all_of(Texty())) as env:
+        env.reset(seed=0)
+        with pytest.raises(DetectorError, match=r"'texty'.*got str 'no'"):
+            env.step("")
+        env.reset(seed=0, options={"success": Texty()})
+        with pytest.raises(DetectorError, match="'texty'"):
+            env.step("")
+
+
+@pytest.mark.parametrize("answer", [True, False, np.bool_(True), np.bool_(False)])
+def test_real_booleans_and_numpy_booleans_are_detector_answers(answer):
+    with offline_env(instruction="chop a tree", k=3, success=lambda *_: answer) as env:
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step("")
+    assert info["is_success"] is bool(answer) and reward == float(answer)
+
+
+@pytest.mark.parametrize("value", ["no", "False", 1, 0, [True]])
+def test_boolean_flags_must_be_booleans(value):
+    with pytest.raises(ConfigurationError, match="terminate_on_success must be True or False"):
+        offline_env(terminate_on_success=value)
+    with pytest.raises(ConfigurationError, match="terminate_on_success must be True or False"):
+        Steve1SkillVectorEnv(1, policy="random", prompt_encoder="hash", terminate_on_success=value)
+    with pytest.raises(ConfigurationError, match="world_processes must be True or False"):
+        Steve1SkillVectorEnv(1, policy="random", prompt_encoder="hash", world_processes=value)
+    assert offline_env(terminate_on_success=np.bool_(True)).terminate_on_success is True

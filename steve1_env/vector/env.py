@@ -31,7 +31,7 @@ from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrashError
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
-from steve1_env.validation import positive_int
+from steve1_env.validation import boolean, positive_int
 from steve1_env.vector.world_process import WorldProcess, abandon_all
 
 IN_PROCESS_WORLDS = ("synthetic",)
@@ -104,9 +104,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             if max_episode_steps is None
             else positive_int(max_episode_steps, "max_episode_steps")
         )
-        if world_processes is None:
-            world_processes = world not in IN_PROCESS_WORLDS
-        self.world_processes = bool(world_processes)
+        self.world_processes = (
+            world not in IN_PROCESS_WORLDS
+            if world_processes is None
+            else boolean(world_processes, "world_processes")
+        )
         self.render_mode = None
         self._owned: list[Any] = []
         self._closed = False
