@@ -138,7 +138,8 @@ class Steve1SkillEnv(gym.Env):
             instruction -> detector (falling back to the defaults).
         terminate_on_success: End the episode when a skill attempt succeeds.
         inventory_items: Items counted in the observation's ``inventory`` vector.
-        pov_shape: ``(height, width)`` of the observation's ``pov``.
+        pov_shape: ``(height, width)`` of the observation's ``pov``, each side at most
+            `steve1_env.validation.MAX_FRAME_SIDE` pixels.
         render_mode: None or ``"rgb_array"`` (the last full-resolution frame).
         device: Torch device for the policy and encoder (``"cpu"``, ``"cuda"``).
         world_kwargs: Keyword arguments for the world factory.

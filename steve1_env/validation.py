@@ -15,6 +15,10 @@ import numpy as np
 
 from steve1_env.errors import ConfigurationError, Steve1EnvError
 
+MAX_FRAME_SIDE = 2048
+"""Largest height or width of a frame (``pov_shape``) in pixels. A 2048 x 2048 RGB frame takes
+12 MiB, 18 times MineRL's (360, 640); larger asks would exhaust memory, not sharpen a policy."""
+
 
 def boolean(
     value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError, fix: str = ""
@@ -88,8 +92,10 @@ def string_list(
     return [str(value) for value in result]
 
 
-def frame_shape(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
-    """Returns ``(height, width)`` from a pair of integers, each at least `minimum`."""
+def frame_shape(
+    value: Any, name: str, minimum: int = 1, maximum: int = MAX_FRAME_SIDE
+) -> tuple[int, int]:
+    """Returns ``(height, width)`` from a pair of integers, each in ``[minimum, maximum]``."""
     try:
         height, width = value
     except (TypeError, ValueError):
@@ -99,4 +105,9 @@ def frame_shape(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
     shape = (positive_int(height, f"{name}[0]"), positive_int(width, f"{name}[1]"))
     if min(shape) < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum} pixels each way, got {shape}.")
+    if max(shape) > maximum:
+        raise ConfigurationError(
+            f"{name} may be at most {maximum} pixels each way (MAX_FRAME_SIDE), got {shape}; "
+            "MineRL's frames are (360, 640)."
+        )
     return shape

@@ -16,7 +16,10 @@ import pytest
 
 from steve1_env.errors import ConfigurationError, DetectorError
 from steve1_env.success import all_of, custom
-from steve1_env.vector.env import Steve1SkillVectorEnv
+from steve1_env.validation import MAX_FRAME_SIDE
+from steve1_env.vector.env import MAX_NUM_ENVS, Steve1SkillVectorEnv
+from steve1_env.worlds.minerl import MineRLWorld
+from steve1_env.worlds.synthetic import MAX_SIZE, SyntheticWorld
 from tests.conftest import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,3 +178,49 @@ def test_boolean_flags_must_be_booleans(value):
     with pytest.raises(ConfigurationError, match="world_processes must be True or False"):
         Steve1SkillVectorEnv(1, policy="random", prompt_encoder="hash", world_processes=value)
     assert offline_env(terminate_on_success=np.bool_(True)).terminate_on_success is True
+
+
+# ---------------------------------------------------------------- documented maxima (case 5)
+def _fails_fast(make, match):
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=match):
+        make()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("size", [10**6, MAX_SIZE + 1, 2**63])
+def test_a_huge_world_size_is_refused_at_once_with_the_limit(size):
+    _fails_fast(lambda: SyntheticWorld(size=size), rf"between 16 and {MAX_SIZE} blocks")
+    _fails_fast(
+        lambda: offline_env(world_kwargs={"size": size}), rf"between 16 and {MAX_SIZE} blocks"
+    )
+
+
+@pytest.mark.parametrize("shape", [(10**6, 64), (64, MAX_FRAME_SIDE + 1), (2**40, 2**40)])
+def test_huge_frame_shapes_are_refused_at_once_with_the_limit(shape):
+    limit = rf"at most {MAX_FRAME_SIDE} pixels each way \(MAX_FRAME_SIDE\)"
+    _fails_fast(lambda: SyntheticWorld(pov_shape=shape), limit)
+    _fails_fast(lambda: offline_env(pov_shape=shape), limit)
+    _fails_fast(lambda: MineRLWorld(resolution=[shape[1], shape[0]]), limit)
+
+
+def test_too_many_vector_envs_are_refused_at_once_with_the_limit():
+    _fails_fast(
+        lambda: Steve1SkillVectorEnv(MAX_NUM_ENVS + 1, policy="random", prompt_encoder="hash"),
+        rf"at most {MAX_NUM_ENVS} \(MAX_NUM_ENVS\)",
+    )
+
+
+def test_the_largest_allowed_sizes_are_usable():
+    world = SyntheticWorld(size=MAX_SIZE // 4, pov_shape=(MAX_FRAME_SIDE, 16))
+    assert world.reset(seed=0)["pov"].shape == (MAX_FRAME_SIDE, 16, 3)
+
+
+def test_the_smallest_worlds_generate_instead_of_looping_forever():
+    # No pond centre lies 8 blocks from the spawn in a world under 20 blocks: the draw looped.
+    code = (
+        "from steve1_env.worlds.synthetic import SyntheticWorld\n"
+        "for size in range(16, 21):\n"
+        "    SyntheticWorld(size=size, pov_shape=(16, 16)).reset(seed=size)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)

@@ -34,6 +34,8 @@ from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import boolean, positive_int
 from steve1_env.vector.world_process import WorldProcess, abandon_all
 
+MAX_NUM_ENVS = 1024
+"""Most envs one vector env holds: each has its own world (and process, for real Minecraft)."""
 IN_PROCESS_WORLDS = ("synthetic",)
 """Worlds cheap and safe enough to run in the caller's process by default."""
 
@@ -42,7 +44,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
     """`num_envs` skill envs sharing one batched policy and one prompt encoder.
 
     Args:
-        num_envs: Number of envs.
+        num_envs: Number of envs, 1 to `MAX_NUM_ENVS`.
         world: World name for every env (``"synthetic"``, ``"minerl"``, ``"minestudio"``).
         policy: Policy name. A policy with ``act_batch`` (``"steve1"``) is built once and
             called once per tick for all envs; others (``"scripted"``) get one instance per env.
@@ -84,6 +86,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         **env_kwargs: Any,
     ) -> None:
         self.num_envs = positive_int(num_envs, "num_envs")
+        if self.num_envs > MAX_NUM_ENVS:
+            raise ConfigurationError(
+                f"num_envs may be at most {MAX_NUM_ENVS} (MAX_NUM_ENVS), got {self.num_envs}; "
+                "run several vector envs in separate processes or machines for more."
+            )
         for name, value in (
             ("world", world),
             ("policy", policy),
