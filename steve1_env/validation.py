@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,30 @@ def short_repr(value: Any, limit: int = 80) -> str:
     """Returns ``repr(value)`` cut to `limit` characters, for error messages about any input."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def reset_seed(value: Any, name: str = "seed") -> int | None:
+    """Returns a reset seed: None, or an integer >= 0 (numpy integers too, bools excluded)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ConfigurationError(
+            f"{name} must be None or an integer >= 0 such as 42, got {type(value).__name__} "
+            f"{short_repr(value)}."
+        )
+    return int(value)
+
+
+def reset_options(value: Any) -> dict[str, Any]:
+    """Returns a copy of a reset's ``options``: None for none, else a mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"reset options must be a dict such as {{'instruction': 'chop a tree'}}, got "
+            f"{type(value).__name__} {short_repr(value)}."
+        )
+    return dict(value)
 
 
 def positive_int(value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -11,10 +12,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from steve1_env.errors import ConfigurationError, DetectorError
+import steve1_env  # noqa: F401 (registers the env ids)
+from steve1_env.cli import main
+from steve1_env.errors import (
+    ConfigurationError,
+    DetectorError,
+    ResetNeededError,
+    Steve1EnvError,
+    WorldCrashError,
+)
 from steve1_env.success import all_of, custom
 from steve1_env.validation import MAX_FRAME_SIDE
 from steve1_env.vector.env import MAX_NUM_ENVS, Steve1SkillVectorEnv
@@ -224,3 +234,127 @@ def test_the_smallest_worlds_generate_instead_of_looping_forever():
         "    SyntheticWorld(size=size, pov_shape=(16, 16)).reset(seed=size)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+# ---------------------------------------------------------------- all-or-nothing vector reset (14)
+@contextlib.contextmanager
+def _vector(n=3):
+    envs = Steve1SkillVectorEnv(
+        n,
+        policy="scripted",
+        prompt_encoder="hash",
+        pov_shape=(32, 32),
+        k=2,
+        world_kwargs={"size": 32, "pov_shape": (64, 64)},
+    )
+    try:
+        yield envs
+    finally:
+        envs.close()
+
+
+def _snapshot(envs):
+    return [
+        (env.current_instruction, env._needs_reset, env._total_steps, str(env.np_random_seed))
+        for env in envs.envs
+    ] + [list(envs._autoreset), str(envs.np_random_seed)]
+
+
+BAD_RESETS = [
+    ({}, {"instruction": ["chop a tree", "get dirt", "\x07bad"]}, "env 2"),
+    ({}, {"instruction": ["chop a tree", "get dirt", 5]}, "env 2"),
+    ({}, {"instruction": ["chop a tree", "get dirt"]}, "list of 3"),
+    ({}, {"instruction": 5}, "one text or a list of 3"),
+    ({"seed": [0, 1, -2]}, {}, r"seed\[2\] must be None or an integer >= 0"),
+    ({"seed": [0, 1, "x"]}, {}, r"seed\[2\]"),
+    ({"seed": 1.5}, {}, "seed must be None or an integer >= 0"),
+    ({"seed": -1}, {}, "seed must be None or an integer >= 0"),
+    ({}, {"reset_mask": [True, False, "yes"]}, "reset_mask must be a boolean array"),
+    ({}, {"instruction": "get dirt", "success": 42}, "success detector must be"),
+    ({}, {"instruction": "get dirt", "success": {"get dirt": "no"}}, "success detector must"),
+    ({}, {"typo": 1}, "Unknown reset option"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "options", "match"), BAD_RESETS)
+def test_a_bad_vector_reset_changes_nothing_and_the_env_stays_usable(kwargs, options, match):
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        envs.step(["", "", ""])
+        before = _snapshot(envs)
+        with pytest.raises(Steve1EnvError, match=match):
+            envs.reset(**kwargs, options=options)
+        assert _snapshot(envs) == before
+        _, _, _, _, info = envs.step(["", "", ""])  # every env goes on with its episode
+        assert list(info["high_level_steps"]) == [2, 2, 2]
+
+
+def test_a_world_failing_mid_reset_leaves_the_vector_env_clearly_needing_a_full_reset():
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        world = envs.envs[1].world
+        healthy_reset = world.reset
+        world.reset = lambda seed=None: 1 / 0
+        with pytest.raises(WorldCrashError):
+            envs.reset(seed=1, options={"instruction": "get dirt"})
+        with pytest.raises(ResetNeededError, match="failed part-way"):
+            envs.step(["", "", ""])
+        with pytest.raises(ConfigurationError, match="first reset must reset every env"):
+            envs.reset(options={"reset_mask": np.array([False, True, False])})
+        world.reset = healthy_reset
+        envs.reset(seed=1, options={"instruction": "get dirt"})
+        _, _, _, _, info = envs.step(["", "", ""])
+        assert list(info["instruction"]) == ["get dirt"] * 3
+
+
+# ---------------------------------------------------------------- package errors, not tracebacks
+def test_reset_options_that_are_not_a_dict_say_what_to_pass():
+    expected = r"options must be a dict such as \{'instruction': 'chop a tree'\}, got str"
+    with (
+        offline_env(instruction="chop a tree") as env,
+        pytest.raises(ConfigurationError, match=expected),
+    ):
+        env.reset(options="chop a tree")
+    with _vector() as envs, pytest.raises(ConfigurationError, match=expected):
+        envs.reset(options="chop a tree")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "7", np.int64(-3)])
+def test_bad_reset_seeds_are_package_errors(seed):
+    with offline_env(instruction="chop a tree") as env:
+        with pytest.raises(ConfigurationError, match="seed must be None or an integer >= 0"):
+            env.reset(seed=seed)
+        env.reset(seed=np.int64(3))  # numpy integers are fine
+
+
+def test_demo_refuses_a_negative_seed_before_building_anything(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--seed", "-1"])
+    assert caught.value.code == 2
+    assert "--seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env_id", "action"), [("Steve1Skill-v0", "chop a tree"), ("Steve1SkillLibrary-v0", 0)]
+)
+def test_step_or_render_before_reset_through_gym_make_raise_the_package_error(env_id, action):
+    env = gym.make(env_id, policy="random", prompt_encoder="hash", world_kwargs={"size": 32})
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before step\(\)"):
+        env.step(action)
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before render\(\)"):
+        env.render()
+    # Code written against gymnasium's own error keeps catching it.
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(action)
+    # The passive env checker is still there; the order is now the env's own business.
+    assert "PassiveEnvChecker" in str(env) and "OrderEnforcing" not in str(env)
+    env.reset(seed=0, options={"instruction": "chop a tree"})
+    env.step(action)
+    env.close()
+
+
+def test_step_before_reset_through_make_vec_raises_the_package_error():
+    envs = gym.make_vec("Steve1Skill-v0", num_envs=2, policy="random", prompt_encoder="hash")
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before step\(\)"):
+        envs.step(["chop a tree"] * 2)
+    envs.close()

@@ -28,10 +28,22 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 from steve1_env import precision
 from steve1_env.closing import close_all
 from steve1_env.env import Steve1SkillEnv
-from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrashError
+from steve1_env.errors import (
+    ConfigurationError,
+    InvalidActionError,
+    ResetNeededError,
+    Steve1EnvError,
+    WorldCrashError,
+)
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
-from steve1_env.validation import boolean, positive_int
+from steve1_env.validation import (
+    boolean,
+    positive_int,
+    reset_options,
+    reset_seed,
+    short_repr,
+)
 from steve1_env.vector.world_process import WorldProcess, abandon_all
 
 MAX_NUM_ENVS = 1024
@@ -196,25 +208,44 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             The stacked observations and the vector info dict.
         """
         self._ensure_open()
-        super().reset(seed=seed if isinstance(seed, int | np.integer) else None)
-        options = dict(options or {})
+        # Every env's arguments are checked before any env is reset: a bad one changes nothing.
+        options = reset_options(options)
         mask = options.pop("reset_mask", None)
         mask = np.ones(self.num_envs, dtype=np.bool_) if mask is None else self._mask(mask)
         if not self._started and not mask.all():
-            raise ConfigurationError("The first reset must reset every env (no reset_mask).")
+            raise ConfigurationError(
+                "The first reset must reset every env (no reset_mask), and so must the one "
+                "after a reset that failed part-way."
+            )
         seeds = self._seeds(seed)
         instructions = self._per_env(options.pop("instruction", None), "instruction")
-        infos: dict[str, Any] = {}
-        observations = self._current_observations()
-        for i in np.flatnonzero(mask):
+        plans = []
+        for index in np.flatnonzero(mask):
+            i = int(index)
             env_options = dict(options)
             if instructions[i] is not None:
                 env_options["instruction"] = instructions[i]
-            self._reset_options[i] = env_options  # autoreset starts the same task again
-            observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
-            infos = self._add_info(infos, info, int(i))
-            self._autoreset[i] = False
-            self._episode_steps[i] = 0
+            try:
+                self.envs[i].check_reset(seed=seeds[i], options=env_options)
+            except Steve1EnvError as exc:
+                raise type(exc)(f"env {i}: {exc}") from None
+            plans.append((i, env_options))
+        one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
+        super().reset(seed=seeds[0] if one_seed else None)
+        infos: dict[str, Any] = {}
+        observations = self._current_observations()
+        try:
+            for i, env_options in plans:
+                self._reset_options[i] = env_options  # autoreset starts the same task again
+                observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
+                infos = self._add_info(infos, info, i)
+                self._autoreset[i] = False
+                self._episode_steps[i] = 0
+        except BaseException:
+            # Some envs have new episodes, others not (a world failed, or Ctrl-C): the batch
+            # is inconsistent, so step() refuses until a full reset.
+            self._started = False
+            raise
         self._started = True
         return self._stack(observations), infos
 
@@ -232,7 +263,10 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         """
         self._ensure_open()
         if not self._started:
-            raise ConfigurationError("Call reset() before step().")
+            raise ResetNeededError(
+                "Call reset() before step(): the vector env has not been reset, or its last "
+                "reset failed part-way."
+            )
         actions = self._actions(actions)
         for i, env in enumerate(self.envs):
             if not self._autoreset[i]:
@@ -365,18 +399,25 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
     def _seeds(self, seed: Any) -> list[int | None]:
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
+        if not isinstance(seed, Sequence | np.ndarray) or isinstance(seed, str | bytes):
+            first = reset_seed(seed)
+            assert first is not None
+            return [first + i for i in range(self.num_envs)]
         seeds = list(seed)
         if len(seeds) != self.num_envs:
             raise ConfigurationError(
                 f"seed must be an int or a list of {self.num_envs} seeds, got {len(seeds)}."
             )
-        return [None if s is None else int(s) for s in seeds]
+        return [reset_seed(s, f"seed[{i}]") for i, s in enumerate(seeds)]
 
     def _per_env(self, value: Any, name: str) -> list[Any]:
         if value is None or isinstance(value, str):
             return [value] * self.num_envs
+        if not isinstance(value, Sequence | np.ndarray) or isinstance(value, bytes):
+            raise ConfigurationError(
+                f"options[{name!r}] must be one text or a list of {self.num_envs}, got "
+                f"{type(value).__name__} {short_repr(value)}."
+            )
         values = list(value)
         if len(values) != self.num_envs:
             raise ConfigurationError(
