@@ -358,3 +358,25 @@ def test_step_before_reset_through_make_vec_raises_the_package_error():
     with pytest.raises(ResetNeededError, match=r"Call reset\(\) before step\(\)"):
         envs.step(["chop a tree"] * 2)
     envs.close()
+
+
+@pytest.mark.parametrize(
+    ("process_kwargs", "match"),
+    [
+        ({"step_timeout": "soon"}, "step_timeout must be a positive finite number"),
+        ({"reset_timeout": -1}, "reset_timeout must be a positive finite number"),
+        ({"step_timeout": 1e300}, r"at most 86400 s \(MAX_TIMEOUT_S\)"),
+        ({"step_timout": 5}, r"Unknown world_process_kwargs \['step_timout'\]"),
+    ],
+)
+def test_world_process_options_are_checked_when_the_vector_env_is_built(process_kwargs, match):
+    _fails_fast(
+        lambda: Steve1SkillVectorEnv(
+            1,
+            policy="random",
+            prompt_encoder="hash",
+            world_processes=True,
+            world_process_kwargs=process_kwargs,
+        ),
+        match,
+    )

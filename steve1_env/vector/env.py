@@ -49,6 +49,7 @@ from steve1_env.vector.world_process import WorldProcess, abandon_all
 MAX_NUM_ENVS = 1024
 """Most envs one vector env holds: each has its own world (and process, for real Minecraft)."""
 IN_PROCESS_WORLDS = ("synthetic",)
+WORLD_PROCESS_OPTIONS = ("step_timeout", "reset_timeout")
 """Worlds cheap and safe enough to run in the caller's process by default."""
 
 
@@ -132,9 +133,16 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         self._owned: list[Any] = []
         self._closed = False
         WORLDS.factory(world)  # an unknown name fails here, not in a child process later
+        process_kwargs = dict(world_process_kwargs or {})
+        unknown = sorted(map(str, set(process_kwargs) - set(WORLD_PROCESS_OPTIONS)))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown world_process_kwargs {unknown}; the options are "
+                f"{', '.join(WORLD_PROCESS_OPTIONS)}."
+            )
         try:
             worlds = [
-                WorldProcess(world, world_kwargs, **dict(world_process_kwargs or {}))
+                WorldProcess(world, world_kwargs, **process_kwargs)
                 if self.world_processes
                 else WORLDS.make(world, **dict(world_kwargs or {}))
                 for _ in range(self.num_envs)

@@ -18,12 +18,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from steve1_env.errors import WorldCrashError
+from steve1_env.errors import ConfigurationError, WorldCrashError
+from steve1_env.validation import positive_number
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.processes import become_worker
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 DEFAULT_RESET_TIMEOUT_S = 600.0  # building a Minecraft world can take minutes
+MAX_TIMEOUT_S = 86_400.0
+"""Longest step or reset timeout: a day (the pipe's poll refuses much larger waits)."""
 _CLOSE_TIMEOUT_S = 30.0
 ABANDON_GRACE_S = 1.0
 """Seconds an abandoned child gets to close its world after SIGTERM before it is killed."""
@@ -61,6 +64,15 @@ def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
             world.close()
 
 
+def _timeout(value: Any, name: str) -> float:
+    seconds = positive_number(value, name)
+    if seconds > MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}."
+        )
+    return seconds
+
+
 def _portable(exc: Exception) -> Exception:
     # Exceptions of user code may not unpickle in the parent; their text always does.
     import pickle
@@ -94,8 +106,8 @@ class WorldProcess:
     ) -> None:
         self.name = name
         self.kwargs = dict(kwargs or {})
-        self.step_timeout = float(step_timeout)
-        self.reset_timeout = float(reset_timeout)
+        self.step_timeout = _timeout(step_timeout, "step_timeout")
+        self.reset_timeout = _timeout(reset_timeout, "reset_timeout")
         self._process: Any = None
         self._connection: Any = None
         self._waiting = False
