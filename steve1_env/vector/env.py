@@ -408,8 +408,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         if seed is None:
             return [None] * self.num_envs
         if not isinstance(seed, Sequence | np.ndarray) or isinstance(seed, str | bytes):
-            first = reset_seed(seed)
-            assert first is not None
+            first = int(reset_seed(seed) or 0)  # not None: that case returned above
             return [first + i for i in range(self.num_envs)]
         seeds = list(seed)
         if len(seeds) != self.num_envs:
