@@ -380,3 +380,22 @@ def test_world_process_options_are_checked_when_the_vector_env_is_built(process_
         ),
         match,
     )
+
+
+def test_a_step_interrupted_between_envs_leaves_the_vector_env_usable(monkeypatch):
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        monkeypatch.setattr(envs.envs[2], "begin_step", _raise_keyboard_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            envs.step(["", "", ""])  # envs 0 and 1 began their step, env 2 never did
+        monkeypatch.undo()
+        _, rewards, terms, truncs, info = envs.step(["", "", ""])
+        # The half-stepped envs start new episodes (next-step autoreset); env 2 goes on.
+        assert list(info["high_level_steps"]) == [0, 0, 1]
+        assert not rewards.any() and not terms.any() and not truncs.any()
+        _, _, _, _, info = envs.step(["", "", ""])
+        assert list(info["high_level_steps"]) == [1, 1, 2]
+
+
+def _raise_keyboard_interrupt(*args):
+    raise KeyboardInterrupt

@@ -284,26 +284,29 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         observations = self._current_observations()
         infos: dict[str, Any] = {}
-        running = []
-        for i, env in enumerate(self.envs):
-            if self._autoreset[i]:
-                try:
-                    observations[i], info = env.reset(options=self._reset_options[i])
-                except WorldCrashError as exc:
-                    # Only this env is affected: it reports the crash and tries again next step.
-                    truncated[i] = True
-                    info = {"reason": "crash", "error": str(exc), "is_success": False}
-                else:
-                    self._autoreset[i] = False
-                    self._episode_steps[i] = 0
-                infos = self._add_info(infos, info, i)
-            else:
-                env.begin_step(actions[i])
-                running.append(i)
+        running: list[int] = []
         try:
+            for i, env in enumerate(self.envs):
+                if self._autoreset[i]:
+                    try:
+                        observations[i], info = env.reset(options=self._reset_options[i])
+                    except WorldCrashError as exc:
+                        # Only this env is affected: it reports the crash and tries again next
+                        # step.
+                        truncated[i] = True
+                        info = {"reason": "crash", "error": str(exc), "is_success": False}
+                    else:
+                        self._autoreset[i] = False
+                        self._episode_steps[i] = 0
+                    infos = self._add_info(infos, info, i)
+                else:
+                    env.begin_step(actions[i])
+                    running.append(i)
             self._run_ticks(running)
         except BaseException:
-            # Those envs are half-stepped: they start new episodes at the next step.
+            # Envs whose step began are half-stepped (a later env's begin or reset failed, a
+            # policy raised, Ctrl-C): they start new episodes at the next step, so the vector
+            # env stays usable.
             self._autoreset[running] = True
             raise
         for i in running:
