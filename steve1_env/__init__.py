@@ -47,6 +47,10 @@ for _env_id, _face in zip(ENV_IDS, ("text", "discrete"), strict=True):
             vector_entry_point="steve1_env.vector.env:Steve1SkillVectorEnv",
             max_episode_steps=MAX_EPISODE_STEPS,
             kwargs={"face": _face},
+            # The env enforces reset-before-step/render itself, raising the package's
+            # ResetNeededError (also a gymnasium ResetNeeded); gymnasium's OrderEnforcing
+            # would answer first with its own error. The passive env checker stays on.
+            order_enforce=False,
         )
 
 

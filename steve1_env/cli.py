@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"an instruction to pursue (repeatable; default: {', '.join(DEMO_INSTRUCTIONS)})",
     )
     _add_stack_options(demo, default_policy="scripted")
-    demo.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    demo.add_argument("--seed", type=_non_negative, default=0, help="episode seed (default: 0)")
     demo.add_argument(
         "--k", type=_positive, default=200, help="low-level steps per try (default: 200)"
     )

@@ -49,9 +49,22 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
-from steve1_env.success import DetectorSpec, SuccessDetector, fired, resolve_detectors
+from steve1_env.success import (
+    DetectorLookup,
+    DetectorSpec,
+    SuccessDetector,
+    fired,
+    resolve_detectors,
+)
 from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
-from steve1_env.validation import frame_shape, non_empty_list, positive_int
+from steve1_env.validation import (
+    boolean,
+    frame_shape,
+    non_empty_list,
+    positive_int,
+    reset_options,
+    reset_seed,
+)
 from steve1_env.worlds.base import World, WorldObs
 
 EMBEDDING_CACHE_SIZE = 1024
@@ -138,7 +151,8 @@ class Steve1SkillEnv(gym.Env):
             instruction -> detector (falling back to the defaults).
         terminate_on_success: End the episode when a skill attempt succeeds.
         inventory_items: Items counted in the observation's ``inventory`` vector.
-        pov_shape: ``(height, width)`` of the observation's ``pov``.
+        pov_shape: ``(height, width)`` of the observation's ``pov``, each side at most
+            `steve1_env.validation.MAX_FRAME_SIDE` pixels.
         render_mode: None or ``"rgb_array"`` (the last full-resolution frame).
         device: Torch device for the policy and encoder (``"cpu"``, ``"cuda"``).
         world_kwargs: Keyword arguments for the world factory.
@@ -189,7 +203,7 @@ class Steve1SkillEnv(gym.Env):
         self.pov_shape = frame_shape(pov_shape, "pov_shape")
         self.face = face
         self.render_mode = render_mode
-        self.terminate_on_success = bool(terminate_on_success)
+        self.terminate_on_success = boolean(terminate_on_success, "terminate_on_success")
         self.inventory_items = validate_items(inventory_items)
         self.instruction = None if instruction is None else self._checked(instruction)
         self.instructions = (
@@ -315,23 +329,19 @@ class Steve1SkillEnv(gym.Env):
             The first observation and an info dict with the same keys `step` reports.
 
         Raises:
+            ConfigurationError: If `seed` is not None or an integer >= 0, or `options` is not a
+                dict of known options.
             InvalidInstructionError: If the text face has no instruction to pursue, or the
                 given one is invalid.
+            DetectorError: If ``options["success"]`` is not a detector spec.
             WorldCrashError: If the world fails to start.
         """
         self._ensure_open()
+        # Everything is checked before anything changes: a bad argument leaves the env as it was.
+        seed, given, detector_for = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(RESET_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"Unknown reset option(s) {unknown}; the options are {', '.join(RESET_OPTIONS)}."
-            )
-        given = options.get("instruction")
-        given = None if given is None else self._checked(given)
-        # This episode's detectors: the option's first, then the env's own.
-        self._episode_detector_for = resolve_detectors(options.get("success"), self._detector_for)
+        self._episode_detector_for = detector_for
         super().reset(seed=seed)
         instruction = self._initial_instruction(given)
         world_seed = int(self.np_random.integers(2**31 - 1))
@@ -378,6 +388,14 @@ class Steve1SkillEnv(gym.Env):
                 low_action, self._policy_state = self.policy.act(world_obs, goal, state)
                 self.advance(low_action)
         return self.end_step()
+
+    def check_reset(self, *, seed: Any = None, options: Any = None) -> None:
+        """Raises what `reset` would raise for these arguments, without changing anything.
+
+        Only the arguments are checked; the world may still fail to reset.
+        """
+        self._ensure_open()
+        self._checked_reset(seed, options)
 
     # The four methods below are one high-level step taken apart, so that a vector env can
     # interleave many envs' low-level ticks and batch their policy calls. `step` is their
@@ -510,8 +528,14 @@ class Steve1SkillEnv(gym.Env):
         return self._observation(), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
-        """Returns the last full-resolution frame for ``render_mode="rgb_array"``, else None."""
-        if self.render_mode != "rgb_array" or self._world_obs is None:
+        """Returns the last full-resolution frame for ``render_mode="rgb_array"``, else None.
+
+        Raises:
+            ResetNeededError: Before the first `reset` (as gymnasium's order enforcer would).
+        """
+        if self._world_obs is None:
+            raise ResetNeededError("Call reset() before render(): there is no frame yet.")
+        if self.render_mode != "rgb_array":
             return None
         return np.array(self._world_obs["pov"], dtype=np.uint8)
 
@@ -535,6 +559,28 @@ class Steve1SkillEnv(gym.Env):
         if self._closed:
             raise ResetNeededError("This env is closed; create a new one with gym.make().")
 
+    def _checked_reset(
+        self, seed: Any, options: Any
+    ) -> tuple[int | None, str | None, DetectorLookup]:
+        # Returns the seed, the given instruction and this episode's detectors: the option's
+        # first, then the env's own.
+        seed = reset_seed(seed)
+        options = reset_options(options)
+        unknown = sorted(map(str, set(options) - set(RESET_OPTIONS)))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown reset option(s) {unknown}; the options are {', '.join(RESET_OPTIONS)}."
+            )
+        given = options.get("instruction")
+        given = None if given is None else self._checked(given)
+        unset = given is None and self.instruction is None and not self.instructions
+        if unset and self.face == "text":
+            raise InvalidInstructionError(
+                "No instruction to pursue: pass reset(options={'instruction': 'chop a tree'}), "
+                "or create the env with instruction='...' or instructions=[...]."
+            )
+        return seed, given, resolve_detectors(options.get("success"), self._detector_for)
+
     def _initial_instruction(self, given: str | None) -> str | None:
         if given is not None:
             return given
@@ -542,12 +588,7 @@ class Steve1SkillEnv(gym.Env):
             return self.instruction
         if self.instructions:
             return self.instructions[int(self.np_random.integers(len(self.instructions)))]
-        if self.face == "discrete":
-            return None
-        raise InvalidInstructionError(
-            "No instruction to pursue: pass reset(options={'instruction': 'chop a tree'}), or "
-            "create the env with instruction='...' or instructions=[...]."
-        )
+        return None  # the discrete face starts without one
 
     def _instruction_from_action(self, action: Any) -> str:
         if self.face == "discrete":

@@ -8,6 +8,8 @@ expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+from gymnasium.error import ResetNeeded as _GymnasiumResetNeeded
+
 
 class Steve1EnvError(Exception):
     """Base class of every error raised by `steve1_env`."""
@@ -51,8 +53,12 @@ class WorldCrashError(Steve1EnvError, RuntimeError):
     """The low-level world failed (simulator crash, socket error, watchdog timeout)."""
 
 
-class ResetNeededError(Steve1EnvError, RuntimeError):
-    """`step` was called before `reset` or after the episode ended."""
+class ResetNeededError(Steve1EnvError, RuntimeError, _GymnasiumResetNeeded):
+    """`step` or `render` was called before `reset`, or `step` after the episode ended.
+
+    Also a `gymnasium.error.ResetNeeded`, which gymnasium's order enforcer raises for the same
+    mistake, so code catching that keeps working.
+    """
 
 
 class WeightsError(Steve1EnvError, ValueError):

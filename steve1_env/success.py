@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from steve1_env.errors import DetectorError, Steve1EnvWarning
 from steve1_env.tasks.prompts import normalize_instruction, skill_kind
-from steve1_env.validation import positive_number, real_number, string_list
+from steve1_env.validation import boolean, positive_number, real_number, string_list
 
 Obs = Mapping[str, Any]
 
@@ -47,7 +47,27 @@ def fired(detector: SuccessDetector, start_obs: Obs, obs: Obs, steps: int) -> st
     explain = getattr(detector, "explain", None)
     if explain is not None:
         return explain(start_obs, obs, steps)
-    return detector.name if detector(start_obs, obs, steps) else None
+    return detector.name if answer(detector, start_obs, obs, steps) else None
+
+
+def answer(detector: SuccessDetector, start_obs: Obs, obs: Obs, steps: int) -> bool:
+    """Calls `detector` and returns its answer, which must be a real boolean.
+
+    Raises:
+        DetectorError: If the detector returned anything but ``bool`` or ``numpy.bool_``
+            (``"no"`` or ``[0]`` would otherwise count as success).
+    """
+    return checked_answer(detector(start_obs, obs, steps), getattr(detector, "name", detector))
+
+
+def checked_answer(value: Any, detector: Any) -> bool:
+    """Returns a detector's answer `value` as a bool, or raises `DetectorError` naming it."""
+    return boolean(
+        value,
+        f"The answer of the success detector {detector!r}",
+        error=DetectorError,
+        fix="make it return a comparison such as `count >= 1`, not a text or a number",
+    )
 
 
 def _count(mapping: Mapping[str, Any], patterns: Sequence[str]) -> float:
@@ -302,8 +322,8 @@ class Custom:
             object.__setattr__(self, "name", getattr(self.function, "__name__", "custom"))
 
     def __call__(self, start_obs: Obs, obs: Obs, steps: int) -> bool:
-        """Returns the wrapped function's answer as a bool."""
-        return bool(self.function(start_obs, obs, steps))
+        """Returns the wrapped function's answer, which must be a bool or numpy.bool_."""
+        return checked_answer(self.function(start_obs, obs, steps), self.name)
 
 
 def custom(function: Callable[[Obs, Obs, int], bool], name: str = "") -> Custom:
@@ -396,7 +416,7 @@ class AllOf:
 
     def __call__(self, start_obs: Obs, obs: Obs, steps: int) -> bool:
         """Returns True when every part succeeds."""
-        return all(part(start_obs, obs, steps) for part in self.parts)
+        return all(answer(part, start_obs, obs, steps) for part in self.parts)
 
 
 DetectorLike = SuccessDetector | Callable[[Obs, Obs, int], bool]

@@ -17,6 +17,7 @@ from steve1_env.errors import (
     InvalidInstructionError,
     InvalidObservationError,
     ResetNeededError,
+    WorldCrashError,
 )
 from steve1_env.instructions import InstructionSpace
 from steve1_env.success import DEFAULT_DETECTORS, InventoryDelta, TravelDistance, custom
@@ -89,11 +90,17 @@ def test_success_baseline_survives_worlds_that_reuse_their_observation():
 
 
 def test_failed_reset_ends_the_previous_episode():
+    # Invalid arguments are refused before anything changes (issue 12); a world that fails
+    # to reset ends the episode.
     with make(instruction="get dirt", k=2) as env:
         env.reset(seed=0)
         env.step("")
         with pytest.raises(InvalidInstructionError):
             env.reset(seed=1, options={"instruction": " "})
+        env.step("")
+        env.world.reset = lambda seed=None: 1 / 0
+        with pytest.raises(WorldCrashError):
+            env.reset(seed=1)
         with pytest.raises(ResetNeededError):
             env.step("")
 

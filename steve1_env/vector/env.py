@@ -28,13 +28,28 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 from steve1_env import precision
 from steve1_env.closing import close_all
 from steve1_env.env import Steve1SkillEnv
-from steve1_env.errors import ConfigurationError, InvalidActionError, WorldCrashError
+from steve1_env.errors import (
+    ConfigurationError,
+    InvalidActionError,
+    ResetNeededError,
+    Steve1EnvError,
+    WorldCrashError,
+)
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
-from steve1_env.validation import positive_int
-from steve1_env.vector.world_process import WorldProcess
+from steve1_env.validation import (
+    boolean,
+    positive_int,
+    reset_options,
+    reset_seed,
+    short_repr,
+)
+from steve1_env.vector.world_process import WorldProcess, abandon_all
 
+MAX_NUM_ENVS = 1024
+"""Most envs one vector env holds: each has its own world (and process, for real Minecraft)."""
 IN_PROCESS_WORLDS = ("synthetic",)
+WORLD_PROCESS_OPTIONS = ("step_timeout", "reset_timeout")
 """Worlds cheap and safe enough to run in the caller's process by default."""
 
 
@@ -42,7 +57,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
     """`num_envs` skill envs sharing one batched policy and one prompt encoder.
 
     Args:
-        num_envs: Number of envs.
+        num_envs: Number of envs, 1 to `MAX_NUM_ENVS`.
         world: World name for every env (``"synthetic"``, ``"minerl"``, ``"minestudio"``).
         policy: Policy name. A policy with ``act_batch`` (``"steve1"``) is built once and
             called once per tick for all envs; others (``"scripted"``) get one instance per env.
@@ -84,6 +99,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         **env_kwargs: Any,
     ) -> None:
         self.num_envs = positive_int(num_envs, "num_envs")
+        if self.num_envs > MAX_NUM_ENVS:
+            raise ConfigurationError(
+                f"num_envs may be at most {MAX_NUM_ENVS} (MAX_NUM_ENVS), got {self.num_envs}; "
+                "run several vector envs in separate processes or machines for more."
+            )
         for name, value in (
             ("world", world),
             ("policy", policy),
@@ -104,16 +124,25 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             if max_episode_steps is None
             else positive_int(max_episode_steps, "max_episode_steps")
         )
-        if world_processes is None:
-            world_processes = world not in IN_PROCESS_WORLDS
-        self.world_processes = bool(world_processes)
+        self.world_processes = (
+            world not in IN_PROCESS_WORLDS
+            if world_processes is None
+            else boolean(world_processes, "world_processes")
+        )
         self.render_mode = None
         self._owned: list[Any] = []
         self._closed = False
         WORLDS.factory(world)  # an unknown name fails here, not in a child process later
+        process_kwargs = dict(world_process_kwargs or {})
+        unknown = sorted(map(str, set(process_kwargs) - set(WORLD_PROCESS_OPTIONS)))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown world_process_kwargs {unknown}; the options are "
+                f"{', '.join(WORLD_PROCESS_OPTIONS)}."
+            )
         try:
             worlds = [
-                WorldProcess(world, world_kwargs, **dict(world_process_kwargs or {}))
+                WorldProcess(world, world_kwargs, **process_kwargs)
                 if self.world_processes
                 else WORLDS.make(world, **dict(world_kwargs or {}))
                 for _ in range(self.num_envs)
@@ -187,25 +216,44 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             The stacked observations and the vector info dict.
         """
         self._ensure_open()
-        super().reset(seed=seed if isinstance(seed, int | np.integer) else None)
-        options = dict(options or {})
+        # Every env's arguments are checked before any env is reset: a bad one changes nothing.
+        options = reset_options(options)
         mask = options.pop("reset_mask", None)
         mask = np.ones(self.num_envs, dtype=np.bool_) if mask is None else self._mask(mask)
         if not self._started and not mask.all():
-            raise ConfigurationError("The first reset must reset every env (no reset_mask).")
+            raise ConfigurationError(
+                "The first reset must reset every env (no reset_mask), and so must the one "
+                "after a reset that failed part-way."
+            )
         seeds = self._seeds(seed)
         instructions = self._per_env(options.pop("instruction", None), "instruction")
-        infos: dict[str, Any] = {}
-        observations = self._current_observations()
-        for i in np.flatnonzero(mask):
+        plans = []
+        for index in np.flatnonzero(mask):
+            i = int(index)
             env_options = dict(options)
             if instructions[i] is not None:
                 env_options["instruction"] = instructions[i]
-            self._reset_options[i] = env_options  # autoreset starts the same task again
-            observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
-            infos = self._add_info(infos, info, int(i))
-            self._autoreset[i] = False
-            self._episode_steps[i] = 0
+            try:
+                self.envs[i].check_reset(seed=seeds[i], options=env_options)
+            except Steve1EnvError as exc:
+                raise type(exc)(f"env {i}: {exc}") from None
+            plans.append((i, env_options))
+        one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
+        super().reset(seed=seeds[0] if one_seed else None)
+        infos: dict[str, Any] = {}
+        observations = self._current_observations()
+        try:
+            for i, env_options in plans:
+                self._reset_options[i] = env_options  # autoreset starts the same task again
+                observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
+                infos = self._add_info(infos, info, i)
+                self._autoreset[i] = False
+                self._episode_steps[i] = 0
+        except BaseException:
+            # Some envs have new episodes, others not (a world failed, or Ctrl-C): the batch
+            # is inconsistent, so step() refuses until a full reset.
+            self._started = False
+            raise
         self._started = True
         return self._stack(observations), infos
 
@@ -223,7 +271,10 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         """
         self._ensure_open()
         if not self._started:
-            raise ConfigurationError("Call reset() before step().")
+            raise ResetNeededError(
+                "Call reset() before step(): the vector env has not been reset, or its last "
+                "reset failed part-way."
+            )
         actions = self._actions(actions)
         for i, env in enumerate(self.envs):
             if not self._autoreset[i]:
@@ -233,26 +284,29 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         observations = self._current_observations()
         infos: dict[str, Any] = {}
-        running = []
-        for i, env in enumerate(self.envs):
-            if self._autoreset[i]:
-                try:
-                    observations[i], info = env.reset(options=self._reset_options[i])
-                except WorldCrashError as exc:
-                    # Only this env is affected: it reports the crash and tries again next step.
-                    truncated[i] = True
-                    info = {"reason": "crash", "error": str(exc), "is_success": False}
-                else:
-                    self._autoreset[i] = False
-                    self._episode_steps[i] = 0
-                infos = self._add_info(infos, info, i)
-            else:
-                env.begin_step(actions[i])
-                running.append(i)
+        running: list[int] = []
         try:
+            for i, env in enumerate(self.envs):
+                if self._autoreset[i]:
+                    try:
+                        observations[i], info = env.reset(options=self._reset_options[i])
+                    except WorldCrashError as exc:
+                        # Only this env is affected: it reports the crash and tries again next
+                        # step.
+                        truncated[i] = True
+                        info = {"reason": "crash", "error": str(exc), "is_success": False}
+                    else:
+                        self._autoreset[i] = False
+                        self._episode_steps[i] = 0
+                    infos = self._add_info(infos, info, i)
+                else:
+                    env.begin_step(actions[i])
+                    running.append(i)
             self._run_ticks(running)
         except BaseException:
-            # Those envs are half-stepped: they start new episodes at the next step.
+            # Envs whose step began are half-stepped (a later env's begin or reset failed, a
+            # policy raised, Ctrl-C): they start new episodes at the next step, so the vector
+            # env stays usable.
             self._autoreset[running] = True
             raise
         for i in running:
@@ -306,26 +360,34 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         # Worlds in processes all receive their action before any answer is awaited.
         results: list[Any] = [None] * len(active)
         waiting = []
-        for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
-            world = self.envs[i].world
-            if isinstance(world, WorldProcess):
+        try:
+            for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
+                world = self.envs[i].world
+                if isinstance(world, WorldProcess):
+                    try:
+                        world.step_async(action)
+                        waiting.append(slot)
+                    except Exception as exc:
+                        results[slot] = exc
+                else:
+                    try:
+                        results[slot] = world.step(action)
+                    except InvalidActionError:
+                        raise
+                    except Exception as exc:  # the env turns it into a crash of that env only
+                        results[slot] = exc
+            for slot in waiting:
                 try:
-                    world.step_async(action)
-                    waiting.append(slot)
+                    results[slot] = self.envs[active[slot]].world.step_wait()
                 except Exception as exc:
                     results[slot] = exc
-            else:
-                try:
-                    results[slot] = world.step(action)
-                except InvalidActionError:
-                    raise
-                except Exception as exc:  # the env turns it into a crash of that env only
-                    results[slot] = exc
-        for slot in waiting:
-            try:
-                results[slot] = self.envs[active[slot]].world.step_wait()
-            except Exception as exc:
-                results[slot] = exc
+        except BaseException:
+            # An interrupt (or an invalid action) between sending and reading: the answers
+            # still on their way are never read, so those children are dropped now instead of
+            # making close() wait for them.
+            worlds = (self.envs[i].world for i in active)
+            abandon_all(w for w in worlds if isinstance(w, WorldProcess) and w.waiting)
+            raise
         return results
 
     # ------------------------------------------------------------------ helpers
@@ -348,18 +410,24 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
     def _seeds(self, seed: Any) -> list[int | None]:
         if seed is None:
             return [None] * self.num_envs
-        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
+        if not isinstance(seed, Sequence | np.ndarray) or isinstance(seed, str | bytes):
+            first = int(reset_seed(seed) or 0)  # not None: that case returned above
+            return [first + i for i in range(self.num_envs)]
         seeds = list(seed)
         if len(seeds) != self.num_envs:
             raise ConfigurationError(
                 f"seed must be an int or a list of {self.num_envs} seeds, got {len(seeds)}."
             )
-        return [None if s is None else int(s) for s in seeds]
+        return [reset_seed(s, f"seed[{i}]") for i, s in enumerate(seeds)]
 
     def _per_env(self, value: Any, name: str) -> list[Any]:
         if value is None or isinstance(value, str):
             return [value] * self.num_envs
+        if not isinstance(value, Sequence | np.ndarray) or isinstance(value, bytes):
+            raise ConfigurationError(
+                f"options[{name!r}] must be one text or a list of {self.num_envs}, got "
+                f"{type(value).__name__} {short_repr(value)}."
+            )
         values = list(value)
         if len(values) != self.num_envs:
             raise ConfigurationError(

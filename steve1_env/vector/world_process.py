@@ -14,16 +14,22 @@ needs an ``if __name__ == "__main__":`` guard.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from steve1_env.errors import WorldCrashError
+from steve1_env.errors import ConfigurationError, WorldCrashError
+from steve1_env.validation import positive_number
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.processes import become_worker
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 DEFAULT_RESET_TIMEOUT_S = 600.0  # building a Minecraft world can take minutes
+MAX_TIMEOUT_S = 86_400.0
+"""Longest step or reset timeout: a day (the pipe's poll refuses much larger waits)."""
 _CLOSE_TIMEOUT_S = 30.0
+ABANDON_GRACE_S = 1.0
+"""Seconds an abandoned child gets to close its world after SIGTERM before it is killed."""
 
 
 def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
@@ -56,6 +62,15 @@ def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
     finally:
         if world is not None:
             world.close()
+
+
+def _timeout(value: Any, name: str) -> float:
+    seconds = positive_number(value, name)
+    if seconds > MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}."
+        )
+    return seconds
 
 
 def _portable(exc: Exception) -> Exception:
@@ -91,11 +106,16 @@ class WorldProcess:
     ) -> None:
         self.name = name
         self.kwargs = dict(kwargs or {})
-        self.step_timeout = float(step_timeout)
-        self.reset_timeout = float(reset_timeout)
+        self.step_timeout = _timeout(step_timeout, "step_timeout")
+        self.reset_timeout = _timeout(reset_timeout, "reset_timeout")
         self._process: Any = None
         self._connection: Any = None
         self._waiting = False
+
+    @property
+    def waiting(self) -> bool:
+        """True between `step_async` and the `step_wait` that reads its answer."""
+        return self._waiting
 
     @property
     def pid(self) -> int | None:
@@ -119,8 +139,10 @@ class WorldProcess:
         """Sends the action without waiting, so that several worlds step at once."""
         if self._connection is None or self._waiting:
             raise WorldCrashError(f"The {self.name} world process is not ready; reset it.")
-        self._send("step", dict(action))
+        # Waiting from before the send: an interrupt right after it must still make close()
+        # drain the answer, or a child blocked sending a large frame never reads "close".
         self._waiting = True
+        self._send("step", dict(action))
 
     def step_wait(self) -> WorldStep:
         """Returns the result of the action sent by `step_async`."""
@@ -172,6 +194,11 @@ class WorldProcess:
             self._connection.send((method, argument))
         except (OSError, ValueError) as exc:
             raise self._failed(f"died ({type(exc).__name__})") from None
+        except BaseException:
+            # An interrupt part-way leaves half a message in the pipe: the child would wait for
+            # the rest forever and never read "close", so it is dropped now.
+            self._abandon()
+            raise
 
     def _receive(self, timeout: float, what: str) -> Any:
         try:
@@ -204,12 +231,32 @@ class WorldProcess:
         )
 
     def _abandon(self) -> None:
+        abandon_all([self])
+
+    def _take_child(self) -> tuple[Any, Any]:
         process, connection = self._process, self._connection
         self._process = self._connection = None
         self._waiting = False
+        return process, connection
+
+
+def abandon_all(worlds: Iterable[WorldProcess]) -> None:
+    """Stops the children of `worlds` without waiting for any answer, all at once.
+
+    Each gets SIGTERM (its world closes on the way out, so a simulator does not outlive it);
+    those still running after `ABANDON_GRACE_S` seconds in all are killed. Used when a call
+    will never read its answer: a timeout, a dead child, an interrupt.
+    """
+    children = [world._take_child() for world in worlds]
+    for process, _ in children:
+        if process is not None and process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + ABANDON_GRACE_S
+    for process, connection in children:
         if process is not None:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
-            process.join(timeout=5)
+                process.join(timeout=5)
         if connection is not None:
             connection.close()

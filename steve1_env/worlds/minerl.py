@@ -26,7 +26,7 @@ import numpy as np
 
 from steve1_env.errors import ConfigurationError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
-from steve1_env.validation import positive_int, positive_number
+from steve1_env.validation import frame_shape, positive_int, positive_number
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.processes import child_processes, command_line, kill_processes
@@ -78,6 +78,17 @@ def minerl_observation(obs: Mapping[str, Any]) -> WorldObs:
     return converted
 
 
+def _check_resolution(resolution: Any) -> None:
+    # MineRL's order is [width, height]; the frame size limit is the package's.
+    try:
+        width, height = resolution
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"resolution must be [width, height] such as [640, 360], got {resolution!r}."
+        ) from None
+    frame_shape((height, width), "resolution reversed to (height, width)")
+
+
 class MineRLWorld:
     """A MineRL env as a `World`, with crash recovery.
 
@@ -112,6 +123,8 @@ class MineRLWorld:
         )
         self.step_timeout = positive_number(step_timeout, "step_timeout")
         self.reset_timeout = positive_number(reset_timeout, "reset_timeout")
+        if "resolution" in env_kwargs:
+            _check_resolution(env_kwargs["resolution"])
         self._factory = env_factory or make_minerl_env
         self._env_kwargs = env_kwargs
         self._env: Any = None

@@ -41,6 +41,13 @@ SNEAK_SPEED = 0.065
 SWIM_SPEED = 0.1
 FALL_SPEED = 0.5
 SINK_SPEED = 0.05
+MIN_SIZE = 16
+"""Smallest world side in blocks."""
+MAX_SIZE = 512
+"""Largest world side in blocks: the voxels take ``size * size * 32`` bytes (8 MiB here) and
+generating a world takes seconds at this size, growing with its area."""
+POND_CLEARANCE = 8.0
+"""Blocks kept between the spawn point and a pond's centre where the world is large enough."""
 
 _SOLID = np.array([block.solid for block in BLOCKS])
 _TARGETABLE = np.array([block.targetable for block in BLOCKS])
@@ -53,9 +60,10 @@ class SyntheticWorld:
     """A seeded voxel world with MineRL-shaped observations and the 24-key MineRL action.
 
     Args:
-        size: Width and depth of the square world in blocks; the player spawns in the middle
-            and is held inside by an invisible wall.
+        size: Width and depth of the square world in blocks (`MIN_SIZE` to `MAX_SIZE`); the
+            player spawns in the middle and is held inside by an invisible wall.
         pov_shape: ``(height, width)`` of the rendered ``pov``; MineRL's is ``(360, 640)``.
+            Each side is 16 to `steve1_env.validation.MAX_FRAME_SIDE` pixels.
         fov: Vertical field of view in degrees (STEVE-1 uses 70).
         tree_density: Probability that a column grows a tree.
         max_steps: End the world episode (``done``) after this many ticks; None for never.
@@ -70,8 +78,11 @@ class SyntheticWorld:
         max_steps: int | None = None,
     ) -> None:
         size = positive_int(size, "size")
-        if size < 16:
-            raise ConfigurationError(f"size must be at least 16 blocks, got {size}.")
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise ConfigurationError(
+                f"size must be between {MIN_SIZE} and {MAX_SIZE} blocks (MIN_SIZE, MAX_SIZE), "
+                f"got {size}."
+            )
         tree_density = real_number(tree_density, "tree_density")
         if not 0.0 <= tree_density <= 0.2:
             raise ConfigurationError(f"tree_density must be in [0, 0.2], got {tree_density!r}.")
@@ -148,10 +159,14 @@ class SyntheticWorld:
         # Canopies reach two blocks out: keep them off the spawn point so the sky is visible.
         near_spawn = (np.abs(xs - centre) <= 3) & (np.abs(zs - centre) <= 3)
         water = np.zeros((size, size), dtype=bool)
+        # Below 20 blocks no pond centre is POND_CLEARANCE away: ask for most of the farthest
+        # corner's distance instead, so the draw below ends (larger worlds are unchanged).
+        farthest = math.hypot(*[max(centre - 4, size - 5 - centre)] * 2)
+        clearance = POND_CLEARANCE if farthest > POND_CLEARANCE else 0.9 * farthest
         for _ in range(max(1, size // 24)):
             while True:
                 px, pz = rng.integers(4, size - 4, size=2)
-                if math.hypot(px - centre, pz - centre) > 8:
+                if math.hypot(px - centre, pz - centre) > clearance:
                     break
             radius = rng.uniform(2.0, 4.0)
             water |= (xs - px) ** 2 + (zs - pz) ** 2 <= radius**2

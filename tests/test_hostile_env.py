@@ -1,0 +1,401 @@
+"""Hostile input to the env, the vector env and their world processes (issue 12)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import steve1_env  # noqa: F401 (registers the env ids)
+from steve1_env.cli import main
+from steve1_env.errors import (
+    ConfigurationError,
+    DetectorError,
+    ResetNeededError,
+    Steve1EnvError,
+    WorldCrashError,
+)
+from steve1_env.success import all_of, custom
+from steve1_env.validation import MAX_FRAME_SIDE
+from steve1_env.vector.env import MAX_NUM_ENVS, Steve1SkillVectorEnv
+from steve1_env.worlds.minerl import MineRLWorld
+from steve1_env.worlds.synthetic import MAX_SIZE, SyntheticWorld
+from tests.conftest import offline_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A vector env over two slow worlds in processes, stepping until interrupted; the caller closes
+# it in `finally`, as a script would. With "send N", the N-th pipe write from then on writes
+# half its message and raises KeyboardInterrupt: Ctrl-C landing inside WorldProcess._send.
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing.connection as mc
+    import sys
+
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+
+    def interrupt_inside_send(nth):
+        original = mc.Connection._send
+        calls = []
+
+        def half_then_interrupt(self, buf, *args):
+            calls.append(1)
+            if len(calls) < nth:
+                return original(self, buf, *args)
+            mc.Connection._send = original  # one Ctrl-C
+            original(self, bytes(buf)[: len(buf) // 2], *args)
+            print("interrupted", flush=True)
+            raise KeyboardInterrupt
+
+        mc.Connection._send = half_then_interrupt
+
+
+    def main():
+        envs = Steve1SkillVectorEnv(
+            2,
+            world="tests.fakes.crashing_worlds:SlowWorld",
+            policy="random",
+            prompt_encoder="hash",
+            instruction="chop a tree",
+            k=4,
+            pov_shape=(32, 32),
+            world_kwargs={"size": 32, "pov_shape": (64, 64), "step_delay": float(sys.argv[1])},
+        )
+        try:
+            envs.reset(seed=0)
+            if len(sys.argv) > 2:
+                interrupt_inside_send(int(sys.argv[2]))
+            print("ready", flush=True)
+            while True:
+                envs.step(["chop a tree"] * 2)
+        finally:
+            envs.close()
+
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def _start_ctrl_c_script(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    # The package under test first, then the repository for tests.fakes.
+    path = os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(REPO)])
+    env = {**os.environ, "PYTHONPATH": path}
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if line != "ready":
+        process.kill()
+        pytest.fail(f"the script did not start: {line!r} {process.communicate()[1][-2000:]}")
+    return process
+
+
+def _seconds_to_exit(process: subprocess.Popen[str], since: float) -> float:
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return time.monotonic() - since
+
+
+def test_ctrl_c_inside_world_process_send_exits_within_2_s(tmp_path):
+    # 1: the first world's message is cut in half (its child waits for the rest forever);
+    # 2: the second's is, while the first world is busy with a 5 s step.
+    for nth_send in (1, 2):
+        process = _start_ctrl_c_script(tmp_path, "5.0", str(nth_send))
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "interrupted"
+        elapsed = _seconds_to_exit(process, time.monotonic())
+        stderr = process.stderr.read() if process.stderr else ""
+        assert "KeyboardInterrupt" in stderr
+        assert elapsed < 2.0, f"exit took {elapsed:.1f} s after Ctrl-C in _send #{nth_send}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_random_moments_exits_within_2_s_every_time(tmp_path):
+    rng = random.Random(12)
+    times = []
+    for _ in range(20):
+        process = _start_ctrl_c_script(tmp_path, "3.0")
+        time.sleep(rng.uniform(0.0, 0.5))
+        process.send_signal(signal.SIGINT)
+        times.append(_seconds_to_exit(process, time.monotonic()))
+    assert max(times) < 2.0, [round(t, 2) for t in times]
+
+
+# ---------------------------------------------------------------- real booleans (case 8)
+@pytest.mark.parametrize("answer", ["no", "False", 1, 0.5, [0], np.array([1]), None])
+def test_a_detector_answering_anything_but_a_bool_is_an_error_naming_it(answer):
+    env = offline_env(instruction="chop a tree", k=3, success=custom(lambda *_: answer, "mine"))
+    env.reset(seed=0)
+    with pytest.raises(DetectorError, match=r"detector 'mine' must be True or False, got"):
+        env.step("")
+    env.close()
+
+
+def test_a_detector_object_answering_text_is_an_error_too():
+    class Texty:
+        name = "texty"
+
+        def __call__(self, start_obs, obs, steps):
+            return "no"
+
+    with offline_env(instruction="chop a tree", k=3, success=all_of(Texty())) as env:
+        env.reset(seed=0)
+        with pytest.raises(DetectorError, match=r"'texty'.*got str 'no'"):
+            env.step("")
+        env.reset(seed=0, options={"success": Texty()})
+        with pytest.raises(DetectorError, match="'texty'"):
+            env.step("")
+
+
+@pytest.mark.parametrize("answer", [True, False, np.bool_(True), np.bool_(False)])
+def test_real_booleans_and_numpy_booleans_are_detector_answers(answer):
+    with offline_env(instruction="chop a tree", k=3, success=lambda *_: answer) as env:
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step("")
+    assert info["is_success"] is bool(answer) and reward == float(answer)
+
+
+@pytest.mark.parametrize("value", ["no", "False", 1, 0, [True]])
+def test_boolean_flags_must_be_booleans(value):
+    with pytest.raises(ConfigurationError, match="terminate_on_success must be True or False"):
+        offline_env(terminate_on_success=value)
+    with pytest.raises(ConfigurationError, match="terminate_on_success must be True or False"):
+        Steve1SkillVectorEnv(1, policy="random", prompt_encoder="hash", terminate_on_success=value)
+    with pytest.raises(ConfigurationError, match="world_processes must be True or False"):
+        Steve1SkillVectorEnv(1, policy="random", prompt_encoder="hash", world_processes=value)
+    assert offline_env(terminate_on_success=np.bool_(True)).terminate_on_success is True
+
+
+# ---------------------------------------------------------------- documented maxima (case 5)
+def _fails_fast(make, match):
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=match):
+        make()
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("size", [10**6, MAX_SIZE + 1, 2**63])
+def test_a_huge_world_size_is_refused_at_once_with_the_limit(size):
+    _fails_fast(lambda: SyntheticWorld(size=size), rf"between 16 and {MAX_SIZE} blocks")
+    _fails_fast(
+        lambda: offline_env(world_kwargs={"size": size}), rf"between 16 and {MAX_SIZE} blocks"
+    )
+
+
+@pytest.mark.parametrize("shape", [(10**6, 64), (64, MAX_FRAME_SIDE + 1), (2**40, 2**40)])
+def test_huge_frame_shapes_are_refused_at_once_with_the_limit(shape):
+    limit = rf"at most {MAX_FRAME_SIDE} pixels each way \(MAX_FRAME_SIDE\)"
+    _fails_fast(lambda: SyntheticWorld(pov_shape=shape), limit)
+    _fails_fast(lambda: offline_env(pov_shape=shape), limit)
+    _fails_fast(lambda: MineRLWorld(resolution=[shape[1], shape[0]]), limit)
+
+
+def test_too_many_vector_envs_are_refused_at_once_with_the_limit():
+    _fails_fast(
+        lambda: Steve1SkillVectorEnv(MAX_NUM_ENVS + 1, policy="random", prompt_encoder="hash"),
+        rf"at most {MAX_NUM_ENVS} \(MAX_NUM_ENVS\)",
+    )
+
+
+def test_the_largest_allowed_sizes_are_usable():
+    world = SyntheticWorld(size=MAX_SIZE // 4, pov_shape=(MAX_FRAME_SIDE, 16))
+    assert world.reset(seed=0)["pov"].shape == (MAX_FRAME_SIDE, 16, 3)
+
+
+def test_the_smallest_worlds_generate_instead_of_looping_forever():
+    # No pond centre lies 8 blocks from the spawn in a world under 20 blocks: the draw looped.
+    code = (
+        "from steve1_env.worlds.synthetic import SyntheticWorld\n"
+        "for size in range(16, 21):\n"
+        "    SyntheticWorld(size=size, pov_shape=(16, 16)).reset(seed=size)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+# ---------------------------------------------------------------- all-or-nothing vector reset (14)
+@contextlib.contextmanager
+def _vector(n=3):
+    envs = Steve1SkillVectorEnv(
+        n,
+        policy="scripted",
+        prompt_encoder="hash",
+        pov_shape=(32, 32),
+        k=2,
+        world_kwargs={"size": 32, "pov_shape": (64, 64)},
+    )
+    try:
+        yield envs
+    finally:
+        envs.close()
+
+
+def _snapshot(envs):
+    return [
+        (env.current_instruction, env._needs_reset, env._total_steps, str(env.np_random_seed))
+        for env in envs.envs
+    ] + [list(envs._autoreset), str(envs.np_random_seed)]
+
+
+BAD_RESETS = [
+    ({}, {"instruction": ["chop a tree", "get dirt", "\x07bad"]}, "env 2"),
+    ({}, {"instruction": ["chop a tree", "get dirt", 5]}, "env 2"),
+    ({}, {"instruction": ["chop a tree", "get dirt"]}, "list of 3"),
+    ({}, {"instruction": 5}, "one text or a list of 3"),
+    ({"seed": [0, 1, -2]}, {}, r"seed\[2\] must be None or an integer >= 0"),
+    ({"seed": [0, 1, "x"]}, {}, r"seed\[2\]"),
+    ({"seed": 1.5}, {}, "seed must be None or an integer >= 0"),
+    ({"seed": -1}, {}, "seed must be None or an integer >= 0"),
+    ({}, {"reset_mask": [True, False, "yes"]}, "reset_mask must be a boolean array"),
+    ({}, {"instruction": "get dirt", "success": 42}, "success detector must be"),
+    ({}, {"instruction": "get dirt", "success": {"get dirt": "no"}}, "success detector must"),
+    ({}, {"typo": 1}, "Unknown reset option"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "options", "match"), BAD_RESETS)
+def test_a_bad_vector_reset_changes_nothing_and_the_env_stays_usable(kwargs, options, match):
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        envs.step(["", "", ""])
+        before = _snapshot(envs)
+        with pytest.raises(Steve1EnvError, match=match):
+            envs.reset(**kwargs, options=options)
+        assert _snapshot(envs) == before
+        _, _, _, _, info = envs.step(["", "", ""])  # every env goes on with its episode
+        assert list(info["high_level_steps"]) == [2, 2, 2]
+
+
+def test_a_world_failing_mid_reset_leaves_the_vector_env_clearly_needing_a_full_reset():
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        world = envs.envs[1].world
+        healthy_reset = world.reset
+        world.reset = lambda seed=None: 1 / 0
+        with pytest.raises(WorldCrashError):
+            envs.reset(seed=1, options={"instruction": "get dirt"})
+        with pytest.raises(ResetNeededError, match="failed part-way"):
+            envs.step(["", "", ""])
+        with pytest.raises(ConfigurationError, match="first reset must reset every env"):
+            envs.reset(options={"reset_mask": np.array([False, True, False])})
+        world.reset = healthy_reset
+        envs.reset(seed=1, options={"instruction": "get dirt"})
+        _, _, _, _, info = envs.step(["", "", ""])
+        assert list(info["instruction"]) == ["get dirt"] * 3
+
+
+# ---------------------------------------------------------------- package errors, not tracebacks
+def test_reset_options_that_are_not_a_dict_say_what_to_pass():
+    expected = r"options must be a dict such as \{'instruction': 'chop a tree'\}, got str"
+    with (
+        offline_env(instruction="chop a tree") as env,
+        pytest.raises(ConfigurationError, match=expected),
+    ):
+        env.reset(options="chop a tree")
+    with _vector() as envs, pytest.raises(ConfigurationError, match=expected):
+        envs.reset(options="chop a tree")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "7", np.int64(-3)])
+def test_bad_reset_seeds_are_package_errors(seed):
+    with offline_env(instruction="chop a tree") as env:
+        with pytest.raises(ConfigurationError, match="seed must be None or an integer >= 0"):
+            env.reset(seed=seed)
+        env.reset(seed=np.int64(3))  # numpy integers are fine
+
+
+def test_demo_refuses_a_negative_seed_before_building_anything(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--seed", "-1"])
+    assert caught.value.code == 2
+    assert "--seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env_id", "action"), [("Steve1Skill-v0", "chop a tree"), ("Steve1SkillLibrary-v0", 0)]
+)
+def test_step_or_render_before_reset_through_gym_make_raise_the_package_error(env_id, action):
+    env = gym.make(env_id, policy="random", prompt_encoder="hash", world_kwargs={"size": 32})
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before step\(\)"):
+        env.step(action)
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before render\(\)"):
+        env.render()
+    # Code written against gymnasium's own error keeps catching it.
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(action)
+    # The passive env checker is still there; the order is now the env's own business.
+    assert "PassiveEnvChecker" in str(env) and "OrderEnforcing" not in str(env)
+    env.reset(seed=0, options={"instruction": "chop a tree"})
+    env.step(action)
+    env.close()
+
+
+def test_step_before_reset_through_make_vec_raises_the_package_error():
+    envs = gym.make_vec("Steve1Skill-v0", num_envs=2, policy="random", prompt_encoder="hash")
+    with pytest.raises(ResetNeededError, match=r"Call reset\(\) before step\(\)"):
+        envs.step(["chop a tree"] * 2)
+    envs.close()
+
+
+@pytest.mark.parametrize(
+    ("process_kwargs", "match"),
+    [
+        ({"step_timeout": "soon"}, "step_timeout must be a positive finite number"),
+        ({"reset_timeout": -1}, "reset_timeout must be a positive finite number"),
+        ({"step_timeout": 1e300}, r"at most 86400 s \(MAX_TIMEOUT_S\)"),
+        ({"step_timout": 5}, r"Unknown world_process_kwargs \['step_timout'\]"),
+    ],
+)
+def test_world_process_options_are_checked_when_the_vector_env_is_built(process_kwargs, match):
+    _fails_fast(
+        lambda: Steve1SkillVectorEnv(
+            1,
+            policy="random",
+            prompt_encoder="hash",
+            world_processes=True,
+            world_process_kwargs=process_kwargs,
+        ),
+        match,
+    )
+
+
+def test_a_step_interrupted_between_envs_leaves_the_vector_env_usable(monkeypatch):
+    with _vector() as envs:
+        envs.reset(seed=0, options={"instruction": "chop a tree"})
+        monkeypatch.setattr(envs.envs[2], "begin_step", _raise_keyboard_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            envs.step(["", "", ""])  # envs 0 and 1 began their step, env 2 never did
+        monkeypatch.undo()
+        _, rewards, terms, truncs, info = envs.step(["", "", ""])
+        # The half-stepped envs start new episodes (next-step autoreset); env 2 goes on.
+        assert list(info["high_level_steps"]) == [0, 0, 1]
+        assert not rewards.any() and not terms.any() and not truncs.any()
+        _, _, _, _, info = envs.step(["", "", ""])
+        assert list(info["high_level_steps"]) == [1, 1, 2]
+
+
+def _raise_keyboard_interrupt(*args):
+    raise KeyboardInterrupt
