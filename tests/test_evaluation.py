@@ -338,7 +338,8 @@ def test_configuration_errors_stop_the_run_instead_of_counting_as_crashes(tmp_pa
         evaluate(tasks, tmp_path / "a", bad, trials=1, progress=False)
     message = str(caught.value)
     assert "Trial logs/0/0 (task 'logs', instruction 'chop a tree') failed" in message
-    assert "size must be at least 16 blocks, got 3. This is not a world crash" in message
+    assert "size must be between 16 and 512 blocks" in message
+    assert "got 3. This is not a world crash" in message
     assert read_records(tmp_path / "a" / "results.jsonl") == []
 
 
