@@ -5,6 +5,7 @@ checks that the answer is the package's own error (or a recovery), never a raw t
 hang or an exhausted memory.
 """
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -13,6 +14,7 @@ import os
 import pickle
 import shutil
 import sys
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -49,6 +51,28 @@ def cached(golden, tiny_config, tmp_path):
 
     goal = make().encode(INSTRUCTION)
     return make, cache, goal
+
+
+@contextlib.contextmanager
+def fifo(path: Path):
+    """Makes a FIFO at `path`; a reader blocked opening it is released (so a regression fails
+    the test instead of hanging it): a watcher keeps trying to open the write end."""
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def release_blocked_readers():
+        while not done.wait(0.05):
+            # Succeeds only while a reader has the FIFO open (ENXIO otherwise).
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    watcher = threading.Thread(target=release_blocked_readers, daemon=True)
+    watcher.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        watcher.join()
 
 
 def only_entry(cache: Path) -> Path:
@@ -111,8 +135,8 @@ def test_a_fifo_or_device_as_cache_entry_neither_hangs_nor_is_read(cached):
     make, cache, goal = cached
     entry = only_entry(cache)
     entry.unlink()
-    os.mkfifo(entry)  # a plain open() would block forever waiting for a writer
-    with pytest.warns(Steve1EnvWarning, match="not a regular file"):
+    with fifo(entry), pytest.warns(Steve1EnvWarning, match="not a regular file"):
+        # a plain open() would block forever waiting for a writer
         np.testing.assert_array_equal(make().encode(INSTRUCTION), goal)
     assert entry.is_file() and not entry.is_symlink()
     entry.unlink()
@@ -229,9 +253,12 @@ def test_oversized_and_special_precomputed_files_are_refused_before_reading(tmp_
     with pytest.raises(ConfigurationError, match="is a directory"):
         PrecomputedPromptEncoder(tmp_path / "dir.npz")
     if hasattr(os, "mkfifo"):
-        os.mkfifo(tmp_path / "fifo.json")  # would block a plain open() forever
-        with pytest.raises(ConfigurationError, match="not a regular file"):
-            PrecomputedPromptEncoder(tmp_path / "fifo.json")
+        # A plain open() would block forever.
+        with (
+            fifo(tmp_path / "fifo.json") as path,
+            pytest.raises(ConfigurationError, match="not a regular file"),
+        ):
+            PrecomputedPromptEncoder(path)
     (tmp_path / "zero.npz").symlink_to("/dev/zero")
     with pytest.raises(ConfigurationError, match="not a regular file"):
         PrecomputedPromptEncoder(tmp_path / "zero.npz")
