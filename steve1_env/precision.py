@@ -1,4 +1,4 @@
-"""The single place that decides dtypes and keeps autocast away from the policy.
+"""The single place that decides dtypes and devices and keeps autocast away from the policy.
 
 Upstream STEVE-1 computes the prompt embedding inside an autocast region, so on a GPU it comes
 out float16 while the policy weights are float32, and the policy's first linear layer fails
@@ -10,6 +10,8 @@ with ``mat1 and mat2 must have the same dtype``. Two guarantees remove that fail
    caller may have enabled it on. Autocast state is thread-local and nests, so an outer region
    opened by the caller would otherwise leak into the policy.
 
+Every torch component checks its ``device`` argument with `resolve_device`.
+
 `torch` is imported lazily: if it has never been imported, no autocast region can be open.
 """
 
@@ -18,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from steve1_env.errors import GoalEmbeddingError
+from steve1_env.errors import ConfigurationError, GoalEmbeddingError
+
+if TYPE_CHECKING:
+    import torch
 
 GOAL_DIM = 512
 """Width of STEVE-1's goal (MineCLIP visual) embedding."""
@@ -80,6 +85,40 @@ def goal_tensor(embedding: np.ndarray, device: Any, dtype: Any = None) -> Any:
 
     tensor = torch.from_numpy(as_goal_embedding(embedding, dim=embedding.shape[-1]))
     return tensor.to(device=device, dtype=dtype or torch.float32).unsqueeze(0)
+
+
+def resolve_device(device: Any) -> torch.device:
+    """Returns `device` as a `torch.device` this machine has; every torch component uses it.
+
+    Checked here once, so an unusable device is a clear error when a component is built,
+    instead of torch's ``AssertionError: Torch not compiled with CUDA enabled`` (or ``invalid
+    device ordinal``) on its first computation.
+
+    Raises:
+        ConfigurationError: If `device` is not a device name, or names CUDA (or a CUDA index)
+            this machine lacks.
+    """
+    import torch
+
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigurationError(
+            f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}."
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigurationError(
+                f"device={device!r} but CUDA is not available (torch {torch.__version__}); use "
+                "device='cpu' or install a CUDA build of torch."
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigurationError(
+                f"device={device!r} but this machine has {count} CUDA device(s) (cuda:0 to "
+                f"cuda:{count - 1}); pick one of those."
+            )
+    return resolved
 
 
 def _device_types(device: Any) -> list[str]:

@@ -141,6 +141,26 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
+def weight_file(
+    role: str, given: str | os.PathLike[str] | None, directory: str | os.PathLike[str] | None
+) -> Path:
+    """Returns the file given for `role` (an argument such as ``mineclip=``), else `locate`'s.
+
+    Raises:
+        WeightsError: If the given file does not exist, or (nothing given) as `locate`.
+    """
+    if given is None:
+        return locate(role, directory)
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"{role}={os.fspath(given)!r}: no such file. Give the path of the {role} file, or "
+            "leave it out to use the weights directory (get the official files with "
+            "`steve1-env weights download`)."
+        )
+    return path
+
+
 def _digest_memo(path: Path) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     return user_cache_dir() / "digests" / f"{key}.json"

@@ -1,5 +1,7 @@
 """The official `steve1` package (a faithful fake): its raw call sequence fails, ours works."""
 
+import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,14 +17,26 @@ FAKE_PACKAGE = Path(__file__).parent / "fakes" / "steve1_package"
 
 @pytest.fixture
 def official(monkeypatch, tmp_path, tiny_policy_files):
-    """Puts the fake `steve1` on the path and writes its weights; yields the policy kwargs."""
+    """Puts the fake `steve1` on the path and writes its weights; yields the policy kwargs.
+
+    The weights directory (``$STEVE1_WEIGHTS_DIR``) holds the policy, MineCLIP and prior
+    weights; the fake config's MineCLIP checksum is set to the fake checkpoint's.
+    """
     monkeypatch.syspath_prepend(str(FAKE_PACKAGE))
     for name in [m for m in sys.modules if m == "steve1" or m.startswith("steve1.")]:
         monkeypatch.delitem(sys.modules, name)
+    import steve1.config
+    from steve1.data.text_alignment.vae import TranslatorVAE
+    from steve1.mineclip_code.load_mineclip import FakeMineCLIP
     from steve1.MineRLConditionalAgent import FakePolicy
 
     torch.manual_seed(0)
     torch.save(FakePolicy().state_dict(), tmp_path / "steve1.weights")
+    torch.save(FakeMineCLIP().state_dict(), tmp_path / "attn.pth")
+    torch.save(TranslatorVAE(512, 512, 512).state_dict(), tmp_path / "steve1_prior.pt")
+    md5 = hashlib.md5((tmp_path / "attn.pth").read_bytes()).hexdigest()
+    monkeypatch.setitem(steve1.config.MINECLIP_CONFIG["ckpt"], "checksum", md5)
+    monkeypatch.setenv("STEVE1_WEIGHTS_DIR", str(tmp_path))
     stub = type("Env", (), {"task": object(), "action_space": object()})()
     yield {"weights": tmp_path / "steve1.weights", "model": tiny_policy_files["model"],
            "env_stub": stub}  # fmt: skip
@@ -30,7 +44,12 @@ def official(monkeypatch, tmp_path, tiny_policy_files):
         sys.modules.pop(name, None)
 
 
-def test_the_raw_upstream_call_sequence_fails_with_the_dtype_error(official):
+def test_the_raw_upstream_call_sequence_fails_with_the_dtype_error(official, tmp_path, monkeypatch):
+    # Upstream's config names its weights relative to the working directory.
+    for role, name in (("mineclip", "attn.pth"), ("steve1", "steve1_prior.pt")):
+        (tmp_path / "data" / "weights" / role).mkdir(parents=True)
+        shutil.copy(tmp_path / name, tmp_path / "data" / "weights" / role / name)
+    monkeypatch.chdir(tmp_path)
     from steve1.config import PRIOR_INFO
     from steve1.data.text_alignment.vae import load_vae_model
     from steve1.MineRLConditionalAgent import MineRLConditionalAgent

@@ -95,21 +95,6 @@ def _resolve_dtype(dtype: Any) -> torch.dtype:
     )
 
 
-def _resolve_device(device: Any) -> torch.device:
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigurationError(
-            f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}."
-        ) from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(
-            f"device={device!r} but CUDA is not available (torch {torch.__version__}); use "
-            "device='cpu' or install a CUDA build of torch."
-        )
-    return resolved
-
-
 def _network_config(model: Any, directory: Path | None) -> NetworkConfig:
     if isinstance(model, NetworkConfig):
         return model
@@ -164,7 +149,7 @@ class NativeSteve1Policy:
         share_frame_encoding: bool = True,
         seed: int = 0,
     ) -> None:
-        self.device = _resolve_device(device)
+        self.device = precision.resolve_device(device)
         self.dtype = _resolve_dtype(dtype)
         if cond_scale is not None:
             cond_scale = real_number(cond_scale, "cond_scale")

@@ -8,12 +8,16 @@ guidance off) and ``reset(cond_scale)`` follows; the policy is kept float32 and 
 autocast disabled and a float32 goal. The `.model` file is read with our safe loader too.
 
 The official agent keeps its recurrent state inside itself, so one instance serves one env.
+It samples its actions from torch's global generator; `GlobalRngStream` lends it a generator
+stream seeded from the episode seed for each call, so the same ``reset(seed=...)`` gives the
+same episode and the caller's global generator state is left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +42,51 @@ INSTALL_HINT = (
 def official_module(name: str, purpose: str) -> Any:
     """Imports a module of the official package, or raises with the install command."""
     return import_optional(name, "steve1", purpose, INSTALL_HINT)
+
+
+class GlobalRngStream:
+    """A private random stream for code that draws from torch's global generators.
+
+    The official package samples with torch's global generators (``torch.rand``/``randn``
+    without a ``generator=``), which ignores any seed and, run as is, would also advance the
+    caller's stream. `borrowed` runs such code on this object's own stream instead: it saves
+    the global state of the CPU generator and, on CUDA, of the device's generator
+    (`torch.random.fork_rng`), installs this stream's state, and afterwards keeps the advanced
+    stream here and puts the caller's state back. No other generator (other CUDA devices,
+    numpy, Python's `random`) is touched.
+
+    The global generators are process-wide: another thread drawing random numbers while a
+    `borrowed` block runs would take numbers from this stream (and change what it yields).
+
+    Args:
+        seed: Seeds the stream (as ``torch.manual_seed(seed)`` would the global ones).
+        device: The torch device the sampling code runs on.
+    """
+
+    def __init__(self, seed: int, device: Any) -> None:
+        import torch
+
+        device = torch.device(device)
+        self._cpu_state = torch.Generator().manual_seed(int(seed)).get_state()
+        self._cuda: tuple[int, Any] | None = None  # (device index, generator state)
+        if device.type == "cuda":
+            index = torch.cuda.current_device() if device.index is None else device.index
+            generator = torch.Generator(device=f"cuda:{index}").manual_seed(int(seed))
+            self._cuda = (index, generator.get_state())
+
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[None]:
+        """Runs the block with torch's global generators drawing from this stream."""
+        import torch
+
+        with torch.random.fork_rng(devices=[] if self._cuda is None else [self._cuda[0]]):
+            torch.set_rng_state(self._cpu_state)
+            if self._cuda is not None:
+                torch.cuda.set_rng_state(self._cuda[1], self._cuda[0])
+            yield
+            self._cpu_state = torch.get_rng_state()
+            if self._cuda is not None:
+                self._cuda = (self._cuda[0], torch.cuda.get_rng_state(self._cuda[0]))
 
 
 def minerl_env_stub() -> Any:
@@ -73,6 +122,7 @@ class OfficialSteve1Policy:
         env_stub: Any = None,
     ) -> None:
         agent_module = official_module("steve1.MineRLConditionalAgent", "policy='steve1-official'")
+        self.device = precision.resolve_device(device)
         if weights is not None and Path(weights).is_file():
             weights_path, directory = Path(weights), Path(weights).parent
         else:
@@ -81,11 +131,10 @@ class OfficialSteve1Policy:
         model_path = Path(model) if model else locate("model", directory)
         spec = load_model_file(model_path)  # never plain pickle: the safe loader
         state = load_state_dict(weights_path)  # weights_only, prefixes stripped
-        self.device = device
         self.cond_scale = float(cond_scale)
         self.agent = agent_module.MineRLConditionalAgent(
             env_stub if env_stub is not None else minerl_env_stub(),
-            device=device,
+            device=str(self.device),
             policy_kwargs=spec.policy_kwargs,
             pi_head_kwargs={"temperature": float(spec.pi_head_kwargs.get("temperature", 2.0))},
         )
@@ -102,10 +151,16 @@ class OfficialSteve1Policy:
         self.agent.policy.float()
         self.agent.reset(cond_scale=self.cond_scale)  # the agent's own loader would reset it
         self._episode: object | None = None
+        self._rng: GlobalRngStream | None = None
 
     def initial_state(self, seed: int) -> object:
-        """Resets the agent's internal memory; the returned token identifies the episode."""
+        """Resets the agent's memory and seeds its sampling with `seed`.
+
+        Returns:
+            A token identifying the episode (the state itself lives inside the agent).
+        """
         self.agent.reset(cond_scale=self.cond_scale)
+        self._rng = GlobalRngStream(seed, self.device)
         self._episode = object()
         return self._episode
 
@@ -113,14 +168,14 @@ class OfficialSteve1Policy:
         self, obs: Mapping[str, Any], goal: Any, state: object
     ) -> tuple[dict[str, Any], object]:
         """Returns the official agent's action, as a canonical MineRL action."""
-        if state is not self._episode:
+        if state is not self._episode or self._rng is None:
             raise ConfigurationError(
                 "The official agent keeps one recurrent state inside itself, so one "
                 "OfficialSteve1Policy serves one env (and only its current episode). Create a "
                 "policy per env, or use policy='steve1' (per-env state, batched)."
             )
         embedding = precision.as_goal_embedding(goal.embedding)[None]  # (1, 512) float32
-        with precision.autocast_disabled(self.device):
+        with precision.autocast_disabled(self.device), self._rng.borrowed():
             raw = self.agent.get_action(obs, embedding)
         action: dict[str, Any] = {
             key: int(np.asarray(raw[key]).reshape(-1)[0]) for key in AGENT_BUTTON_KEYS

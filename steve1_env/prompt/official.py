@@ -3,6 +3,13 @@
 Upstream runs MineCLIP and the prior inside CUDA autocast, so on a GPU the goal comes out
 float16 and the float32 policy fails. The result here always goes through
 `steve1_env.precision.as_goal_embedding`: float32, shape ``(512,)``, finite.
+
+Upstream's configuration names its weights by paths relative to the working directory
+(``data/weights/mineclip/attn.pth``); here they are found like the native encoder's, in the
+weights directory (``$STEVE1_WEIGHTS_DIR``), and the prior is read with our safe loader. The
+official prior samples its latent from torch's global generator on every call; here that draw
+comes from a stream seeded per episode (`start_episode`), so the same ``reset(seed=...)`` gives
+the same goal and the caller's generator is left alone.
 """
 
 from __future__ import annotations
@@ -13,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from steve1_env import precision
-from steve1_env.agent.official import official_module
+from steve1_env.agent.official import GlobalRngStream, official_module
+from steve1_env.errors import ConfigurationError, WeightsError
+from steve1_env.weights import (
+    check_state_dict,
+    file_digests,
+    load_state_dict,
+    weight_file,
+    weights_dir,
+)
 
 
 class OfficialPromptEncoder:
@@ -21,27 +36,73 @@ class OfficialPromptEncoder:
 
     Args:
         device: Torch device for MineCLIP and the prior.
-        prior: The prior weight file (default: the official config's path).
+        weights: A directory holding ``attn.pth`` and ``steve1_prior.pt``, or None for the
+            weights directory (``$STEVE1_WEIGHTS_DIR``, see `steve1_env.weights.weights_dir`).
+        mineclip: A MineCLIP checkpoint, overriding the one in `weights`; it must have the
+            checksum the official configuration names (upstream refuses any other).
+        prior: A prior weight file, overriding the one in `weights`.
     """
 
-    def __init__(self, device: Any = "cpu", prior: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        device: Any = "cpu",
+        weights: str | os.PathLike[str] | None = None,
+        mineclip: str | os.PathLike[str] | None = None,
+        prior: str | os.PathLike[str] | None = None,
+    ) -> None:
         purpose = "prompt_encoder='steve1-official'"
-        utils = official_module("steve1.utils.mineclip_agent_env_utils", purpose)
-        self._embed = official_module("steve1.utils.embed_utils", purpose).get_prior_embed
-        vae = official_module("steve1.data.text_alignment.vae", purpose)
+        self.device = precision.resolve_device(device)
         config = official_module("steve1.config", purpose)
-        prior_info = dict(config.PRIOR_INFO)
-        if prior is not None:
-            prior_info["model_path"] = str(prior)
-        self.device = device
-        self.mineclip = utils.load_mineclip_wconfig().to(device)
-        self.prior = vae.load_vae_model(prior_info).to(device)
+        loader = official_module("steve1.mineclip_code.load_mineclip", purpose)
+        vae = official_module("steve1.data.text_alignment.vae", purpose)
+        self._embed = official_module("steve1.utils.embed_utils", purpose).get_prior_embed
+        directory = weights_dir(weights)
+        mineclip_path = weight_file("mineclip", mineclip, directory)
+        prior_path = weight_file("prior", prior, directory)
+        ckpt = dict(config.MINECLIP_CONFIG["ckpt"])
+        actual = file_digests(mineclip_path)["md5"]
+        if actual != ckpt["checksum"]:  # upstream would only `assert` it
+            raise WeightsError(
+                f"{mineclip_path} has md5 {actual}, but the official package expects MineCLIP's "
+                f"{ckpt['checksum']}: the file is corrupt or not the official attn.pth. "
+                "Download it again (`steve1-env weights download`)."
+            )
+        mineclip_config = {**config.MINECLIP_CONFIG, "ckpt": {**ckpt, "path": str(mineclip_path)}}
+        self.mineclip = loader.load(mineclip_config, device=self.device)
+        info = config.PRIOR_INFO
+        prior_net = vae.TranslatorVAE(
+            input_dim=info["mineclip_dim"], hidden_dim=info["hidden_dim"],
+            latent_dim=info["latent_dim"],
+        )  # fmt: skip
+        state = load_state_dict(prior_path)  # upstream's load_vae_model uses plain torch.load
+        check_state_dict(prior_net.state_dict(), state, f"official prior ({prior_path})")
+        prior_net.load_state_dict(state, strict=True)
+        self.prior = prior_net.to(self.device).eval()
+        self._rng: GlobalRngStream | None = None
+
+    @property
+    def varies_per_episode(self) -> bool:
+        """True: the official prior draws a new latent per call, here one stream per episode."""
+        return True
+
+    def start_episode(self, seed: int) -> None:
+        """Seeds the prior's sampling for the episode (the env calls this at every reset)."""
+        self._rng = GlobalRngStream(seed, self.device)
 
     def encode(self, instruction: str) -> np.ndarray:
-        """Returns the float32 ``(512,)`` goal embedding of `instruction`."""
-        return precision.as_goal_embedding(
-            self._embed(instruction, self.mineclip, self.prior, self.device)
-        )
+        """Returns the float32 ``(512,)`` goal embedding of `instruction`.
+
+        Raises:
+            ConfigurationError: If `start_episode` was not called first (the env does it).
+        """
+        if self._rng is None:
+            raise ConfigurationError(
+                "The official prior samples its latent: call start_episode(seed) before encode "
+                "(the env does this on reset)."
+            )
+        with self._rng.borrowed():
+            embedding = self._embed(instruction, self.mineclip, self.prior, self.device)
+        return precision.as_goal_embedding(embedding)
 
     def close(self) -> None:
         """Nothing to release beyond the references."""

@@ -6,8 +6,11 @@ video clip), which no text encoder can produce.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,107 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, InvalidInstructionError
+from steve1_env.files import read_regular_file
 from steve1_env.tasks.prompts import normalize_instruction
+
+MAX_NPZ_BYTES = 256 * 2**20
+"""Largest ``.npz`` table read (about 100,000 float32 embeddings)."""
+MAX_JSON_BYTES = 32 * 2**20
+"""Largest ``.json`` table read (parsed JSON numbers take ~10x their text in memory)."""
+MAX_ENTRIES = 100_000
+"""Most instructions one table may hold."""
+MAX_NPZ_MEMBER_BYTES = 64 * 2**10
+"""Largest uncompressed ``.npz`` member: a ``(512,)`` float64 ``.npy`` takes 4,224 bytes."""
+
+_ZIP_CENTRAL_ENTRY = b"PK\x01\x02"  # starts each entry of a zip's central directory
+_NPZ_READ_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+    RuntimeError,  # an encrypted member
+)  # fmt: skip
+
+
+def _looks_like(data: bytes) -> str:
+    """Names what a file's first bytes say it is, for messages about the wrong format."""
+    head = data[:16].lstrip()
+    if not data:
+        return "an empty file"
+    if data.startswith(b"\x93NUMPY"):
+        return "a single .npy array (np.save), not a table"
+    if data.startswith(b"PK"):
+        return "a zip archive (.npz)"
+    if data[:1] == b"\x80":
+        return "a Python pickle"
+    if head[:1] in (b"{", b"["):
+        return "JSON text"
+    return "neither an .npz archive nor JSON"
+
+
+def _npz_format_error(path: Path, what: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} is not a valid .npz table of embeddings: {what}. Expected a zip archive of "
+        "one .npy array per instruction, as written by np.savez(path, **{instruction: "
+        "embedding}) with float embeddings of shape (512,)."
+    )
+
+
+def _read_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    if not data.startswith(b"PK"):
+        raise _npz_format_error(path, f"the file is {_looks_like(data)}")
+    # Each central-directory entry starts with this signature, so its count bounds the entries
+    # ZipFile would parse (and hold in memory) before we could count them.
+    if data.count(_ZIP_CENTRAL_ENTRY) > MAX_ENTRIES:
+        raise _npz_format_error(path, f"it has more than {MAX_ENTRIES:,} members")
+    table: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.infolist():
+                name = member.filename
+                if not name.endswith(".npy"):
+                    raise _npz_format_error(path, f"member {name!r} is not an .npy array")
+                if member.file_size > MAX_NPZ_MEMBER_BYTES:
+                    raise _npz_format_error(
+                        path,
+                        f"member {name!r} holds {member.file_size:,} bytes uncompressed, more "
+                        f"than the {MAX_NPZ_MEMBER_BYTES:,} a (512,) embedding can take",
+                    )
+                with archive.open(member) as stream:  # reads at most file_size bytes
+                    array = np.lib.format.read_array(stream, allow_pickle=False)
+                table[name[: -len(".npy")]] = _embedding(name[: -len(".npy")], array)
+    except ConfigurationError:
+        raise
+    except _NPZ_READ_ERRORS as exc:
+        raise _npz_format_error(path, f"{type(exc).__name__}: {exc}") from exc
+    return table
+
+
+def _read_json(path: Path, data: bytes) -> dict[str, Any]:
+    expected = "Expected a JSON object mapping each instruction to a list of 512 numbers."
+    try:
+        loaded = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{path} is not UTF-8 text ({exc}); the file is {_looks_like(data)}. {expected}"
+        ) from exc
+    except RecursionError as exc:
+        raise ConfigurationError(
+            f"{path} nests JSON arrays or objects too deeply to parse. {expected}"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON: {exc}. {expected}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"{path} holds a JSON {type(loaded).__name__}. {expected}")
+    if len(loaded) > MAX_ENTRIES:
+        raise ConfigurationError(
+            f"{path} holds {len(loaded):,} instructions, more than the {MAX_ENTRIES:,} accepted."
+        )
+    return loaded
+
+
+def _embedding(instruction: str, value: Any) -> np.ndarray:
+    try:
+        return precision.as_goal_embedding(value)
+    except (ValueError, TypeError) as exc:  # numpy raises plain ValueError on ragged lists
+        raise ConfigurationError(f"Embedding of {instruction!r}: {exc}") from exc
 
 
 class PrecomputedPromptEncoder:
@@ -24,9 +127,17 @@ class PrecomputedPromptEncoder:
     Args:
         path: An ``.npz`` (one array per instruction, the key being the instruction) or a
             ``.json`` object mapping instructions to lists of 512 numbers. Lookups try the exact
-            instruction, then its lower-cased, whitespace-collapsed form.
+            instruction, then its lower-cased, whitespace-collapsed form. The file must be a
+            regular file of at most `MAX_NPZ_BYTES` / `MAX_JSON_BYTES` with at most
+            `MAX_ENTRIES` instructions; ``.npz`` members are read without pickle, each at most
+            `MAX_NPZ_MEMBER_BYTES` uncompressed.
         embeddings: The table itself, instead of a file.
         device: Ignored; accepted so every encoder factory has the same signature.
+
+    Raises:
+        ConfigurationError: If the file is missing, of the wrong format (the message says what
+            it looks like and what is expected), over a limit, or an embedding is not a finite
+            real ``(512,)``/``(1, 512)`` array.
     """
 
     def __init__(
@@ -46,10 +157,7 @@ class PrecomputedPromptEncoder:
         self.device = device
         self.embeddings: dict[str, np.ndarray] = {}
         for instruction, value in table.items():
-            try:
-                self.embeddings[str(instruction)] = precision.as_goal_embedding(value)
-            except ValueError as exc:
-                raise ConfigurationError(f"Embedding of {instruction!r}: {exc}") from exc
+            self.embeddings[str(instruction)] = _embedding(str(instruction), value)
         self._normalized: dict[str, np.ndarray] = {}
         for instruction, embedding in self.embeddings.items():
             key = normalize_instruction(instruction)
@@ -64,20 +172,16 @@ class PrecomputedPromptEncoder:
     def _read(path: Path) -> dict[str, Any]:
         if path.suffix not in (".npz", ".json"):
             raise ConfigurationError(f"Precomputed embeddings must be .npz or .json, got {path}.")
+        limit = MAX_NPZ_BYTES if path.suffix == ".npz" else MAX_JSON_BYTES
         try:
-            if path.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    return {key: data[key] for key in data.files}
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            data = read_regular_file(path, limit, "precomputed embeddings file")
+        except OSError as exc:
             raise ConfigurationError(
                 f"Cannot read precomputed embeddings from {path}: {exc}"
             ) from exc
-        if not isinstance(loaded, dict):  # only JSON reaches here
-            raise ConfigurationError(
-                f"{path} must hold a JSON object mapping instructions to lists of numbers."
-            )
-        return loaded
+        if path.suffix == ".npz":
+            return _read_npz(path, data)
+        return _read_json(path, data)
 
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the stored embedding of `instruction`.

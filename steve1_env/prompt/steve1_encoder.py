@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import threading
@@ -33,6 +34,7 @@ from steve1_env.errors import (
     ResetNeededError,
     Steve1EnvWarning,
 )
+from steve1_env.files import read_regular_file
 from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
@@ -40,13 +42,15 @@ from steve1_env.weights import (
     check_state_dict,
     file_digest,
     load_state_dict,
-    locate,
     verify_known_digest,
+    weight_file,
     weights_dir,
 )
 
 DISK_CACHE_FORMAT = 1
 """Bumped whenever what a disk-cache entry holds changes, so old entries are not reused."""
+CACHE_ENTRY_MAX_BYTES = 16 * 2**10
+"""Largest disk-cache entry read; a valid one (a ``(512,)`` float32 ``.npy``) takes 2,176 bytes."""
 
 
 def text_tower_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +95,7 @@ class Steve1PromptEncoder:
         cache_size: int = 1024,
         seed: int = 0,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = precision.resolve_device(device)
         self.sample = bool(sample)
         self.cache_size = int(cache_size)
         self.tokenizer = ClipTokenizer()
@@ -114,8 +118,8 @@ class Steve1PromptEncoder:
         else:
             self._tower = None  # loaded on the first instruction the disk cache lacks
             directory = weights_dir(weights)
-            self._mineclip_path = Path(mineclip) if mineclip else locate("mineclip", directory)
-            prior_path = Path(prior) if prior else locate("prior", directory)
+            self._mineclip_path = weight_file("mineclip", mineclip, directory)
+            prior_path = weight_file("prior", prior, directory)
             self.prior = self._load_prior(prior_path)
             # Hashed only if the disk cache needs them (a first hash reads 600 MB).
             self._weight_files = (self._mineclip_path, prior_path)
@@ -278,26 +282,57 @@ class Steve1PromptEncoder:
         assert self.cache_dir is not None
         path = self.cache_dir / f"{key}.npy"
         try:
-            return precision.as_goal_embedding(np.load(path, allow_pickle=False))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
+            data = read_regular_file(
+                path, CACHE_ENTRY_MAX_BYTES, "embedding-cache entry", error=GoalEmbeddingError
+            )
+            return _cache_entry(data)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # not cached (yet)
+        except (OSError, EOFError, ValueError) as exc:  # GoalEmbeddingError is a ValueError
+            # A cache entry is only ever a copy: drop a damaged one and recompute it.
             with contextlib.suppress(OSError):
-                path.unlink()  # a damaged entry is recomputed (and rewritten if possible)
+                path.unlink()
+            warnings.warn(
+                f"Dropped the unreadable embedding-cache entry {path} ({exc}); recomputing it.",
+                Steve1EnvWarning,
+                stacklevel=4,
+            )
             return None
 
     def _write_disk(self, key: str, goal: np.ndarray) -> None:
         assert self.cache_dir is not None
+        temporary: Path | None = None
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            temporary = self.cache_dir / f".{key}.{uuid.uuid4().hex}.tmp.npy"
-            np.save(temporary, goal, allow_pickle=False)
+            # Written whole under a unique name, then renamed: readers and a crash (or a full
+            # disk, or Ctrl-C) never leave a partial entry under the real name.
+            temporary = self.cache_dir / f".{key}.{uuid.uuid4().hex}.tmp"
+            with open(temporary, "xb") as handle:
+                np.lib.format.write_array(handle, goal, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(temporary, self.cache_dir / f"{key}.npy")
+            temporary = None
         except OSError as exc:
+            # The embedding is computed: the reset goes on, only caching stops.
             warnings.warn(
                 f"The embedding cache {self.cache_dir} is not writable ({exc}); continuing "
                 "without the disk cache.",
                 Steve1EnvWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             self.cache_dir = None
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+
+
+def _cache_entry(data: bytes) -> np.ndarray:
+    """Parses a disk-cache entry: exactly what `_write_disk` writes, or ValueError/EOFError."""
+    array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    if array.dtype != np.float32 or array.shape != (precision.GOAL_DIM,):
+        raise GoalEmbeddingError(
+            f"expected float32 ({precision.GOAL_DIM},), found {array.dtype} {array.shape}"
+        )
+    return precision.as_goal_embedding(array)

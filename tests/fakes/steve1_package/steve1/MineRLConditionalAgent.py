@@ -38,8 +38,12 @@ class MineRLConditionalAgent:
         goal = torch.from_numpy(goal_embed).to(self.device)  # dtype kept as given
         with torch.no_grad():
             hidden = self.policy.mineclip_embed_linear(goal)  # float16 here raises upstream's error
-            pressed = (self.policy.buttons(hidden) > 0).cpu().numpy().astype(np.int64)
-            camera = torch.tanh(self.policy.camera(hidden)).cpu().numpy() * 10
+            # Sampled with torch's global generator (no generator=), as upstream's
+            # policy.act(..., stochastic=True).
+            chance = torch.sigmoid(self.policy.buttons(hidden))
+            pressed = (torch.rand_like(chance) < chance).cpu().numpy().astype(np.int64)
+            mean = torch.tanh(self.policy.camera(hidden))
+            camera = (mean + 0.5 * torch.randn_like(mean)).cpu().numpy() * 10
         action = {name: pressed[:, i] for i, name in enumerate(BUTTONS)}
         action["camera"] = camera.astype(np.float64)
         return action
