@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from steve1_env.errors import WeightsError
+from steve1_env.files import atomic_write_text, os_error_message, parse_json, read_regular_file
 from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
     FileSpec,
-    atomic_write_text,
     check_file_content,
     hash_file,
     official_spec,
@@ -51,16 +51,19 @@ BLOCK_BYTES = 1 << 16
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RETRIED_STATUSES = {408, 429, 500, 502, 503, 504}
 _SCHEMES = ("http", "https")
-# Writing errors that retrying cannot fix, and what they mean.
-_LOCAL_ERRORS = {
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.ENOTDIR: "a part of the path is a file, not a directory",
-    errno.EISDIR: "the path is a directory",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.ENAMETOOLONG: "the path is too long",
-}
+# Writing errors that retrying cannot fix.
+_LOCAL_ERRORS = frozenset(
+    {
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EDQUOT,
+        errno.ENAMETOOLONG,
+    }
+)
+_WRITABLE_HINT = "Choose a writable weights directory (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,7 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 def _cannot_write(path: Path, exc: OSError) -> str:
-    reason = _LOCAL_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
-    return (
-        f"Cannot write {path}: {reason}. Choose a writable weights directory (`--dir DIR` or "
-        "$STEVE1_WEIGHTS_DIR)."
-    )
+    return f"{os_error_message(exc, path, 'the weights file')} {_WRITABLE_HINT}"
 
 
 def _stderr_progress(name: str) -> ProgressCallback:
@@ -433,22 +432,14 @@ def read_checksums(directory: Path) -> dict[str, str]:
         "`steve1-env weights download` fetches and records them again)."
     )
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_CHECKSUMS_BYTES + 1)
+        raw = read_regular_file(path, MAX_CHECKSUMS_BYTES, "checksums record", error=WeightsError)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise WeightsError(f"Cannot read {path}: {exc.strerror}. {fix}") from exc
-    if len(raw) > MAX_CHECKSUMS_BYTES:
-        raise WeightsError(
-            f"{path} is larger than {MAX_CHECKSUMS_BYTES:,} bytes; it holds one line per "
-            f"official file. {fix}"
-        )
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise WeightsError(f"{path} is not valid JSON ({reason}). {fix}") from None
+    except WeightsError as exc:
+        raise WeightsError(f"{exc} {fix}") from None
+    data = parse_json(raw, str(path), fix, error=WeightsError)
     if not isinstance(data, dict):
         raise WeightsError(
             f"{path} must hold a JSON object of file name -> SHA-256, got a "
@@ -474,10 +465,10 @@ def record_checksum(directory: Path, name: str) -> str:
         checksums = read_checksums(directory)
         checksums[name] = digest
         text = json.dumps(checksums, indent=2, sort_keys=True)
-        try:
-            atomic_write_text(directory / CHECKSUMS_FILE, text)
-        except OSError as exc:
-            raise WeightsError(_cannot_write(directory / CHECKSUMS_FILE, exc)) from exc
+        atomic_write_text(
+            directory / CHECKSUMS_FILE, text, "the checksums record", _WRITABLE_HINT,
+            error=WeightsError,
+        )  # fmt: skip
     return digest
 
 

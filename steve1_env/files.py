@@ -1,18 +1,36 @@
-"""Bounded reads of user-supplied files.
+"""Reading and writing files safely, with errors that say what to do.
 
-A path handed to the package may name anything: a FIFO (a plain ``open`` then blocks forever), a
-device such as ``/dev/zero`` (reading never ends), a directory, or a regular file far larger
-than its format allows. `read_regular_file` refuses all of these before reading a byte of
-content, so a hostile path costs neither a hang nor the process's memory.
+Every file the package reads from a user (task files, weight records, embedding tables, cache
+entries, run directories) and every file it writes (results, reports, caches, checksums) goes
+through this module, so each guarantee holds in one place:
+
+- a read never hangs on a FIFO or device, never reads a directory, and never takes more memory
+  than its format's documented maximum (`read_regular_file`);
+- JSON read back never nests deeper than `MAX_JSON_DEPTH` (`parse_json`), so a hostile file
+  cannot exhaust the interpreter's stack;
+- a whole-file write is atomic (a temporary file, fsynced, then renamed): a full disk, a
+  read-only file system or Ctrl-C leaves the previous version intact and no temporary file
+  (`atomic_write_bytes`, `atomic_write_text`);
+- an `OSError` met writing becomes one of the package's errors naming the file and the fix
+  (`write_error`, `make_folder`).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import stat
+import uuid
 from pathlib import Path
+from typing import Any
 
 from steve1_env.errors import ConfigurationError, Steve1EnvError
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in any JSON file the package reads."""
+
+ErrorClass = type[Steve1EnvError]
 
 # O_NONBLOCK: opening a FIFO must not wait for a writer; it is harmless on regular files.
 _READ_FLAGS = (
@@ -21,6 +39,11 @@ _READ_FLAGS = (
     | getattr(os, "O_CLOEXEC", 0)
     | getattr(os, "O_BINARY", 0)
 )
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def read_regular_file(
@@ -28,7 +51,8 @@ def read_regular_file(
     max_bytes: int,
     what: str,
     *,
-    error: type[Steve1EnvError] = ConfigurationError,
+    error: ErrorClass = ConfigurationError,
+    limit_name: str = "",
 ) -> bytes:
     """Returns the whole content of a regular file of at most `max_bytes` bytes.
 
@@ -37,6 +61,7 @@ def read_regular_file(
         max_bytes: The largest size accepted.
         what: What the file is, for messages (``"precomputed embeddings"``).
         error: The `steve1_env` error class raised for a file that is not acceptable.
+        limit_name: The documented constant behind `max_bytes`, named in the message.
 
     Raises:
         OSError: If the file cannot be opened (`FileNotFoundError` when it does not exist).
@@ -49,19 +74,218 @@ def read_regular_file(
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
             raise error(f"The {what} {path} is {kind}, not a regular file; give a regular file.")
-        # The size is checked before reading; a file grown since is caught below.
+        # The size is checked before reading, and the read is capped for a file still growing.
         data = b""
         if info.st_size <= max_bytes:
             with os.fdopen(os.dup(descriptor), "rb") as handle:
-                # read(n) allocates n bytes up front: ask for the file's size, not the limit.
-                data = handle.read(info.st_size + 1)
+                data = handle.read(max_bytes + 1)
     finally:
         os.close(descriptor)
-    if len(data) > info.st_size and info.st_size <= max_bytes:
-        raise error(f"The {what} {path} grew while it was read; read it again once it is written.")
-    if info.st_size > max_bytes:
+    if info.st_size > max_bytes or len(data) > max_bytes:
+        limit = f" ({limit_name})" if limit_name else ""
         raise error(
-            f"The {what} {path} is larger than the {max_bytes:,} bytes accepted; it cannot be "
-            "a valid file of this kind (split it or check that it is the right file)."
+            f"The {what} {path} is larger than the {max_bytes:,} bytes accepted{limit}; it "
+            "cannot be a valid file of this kind (check that it is the right file)."
         )
     return data
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if `value` nests lists and dicts deeper than `limit` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(
+    data: str | bytes, where: str, fix: str, *, error: ErrorClass = ConfigurationError
+) -> Any:
+    """Parses JSON text (bytes must be UTF-8), refusing nesting deeper than `MAX_JSON_DEPTH`.
+
+    Args:
+        data: The text.
+        where: Names the source in errors (``"run/results.jsonl line 3"``).
+        fix: What the user should do, appended to errors.
+        error: The `steve1_env` error class raised.
+
+    Raises:
+        Steve1EnvError: `error`, if the text is not UTF-8 JSON or nests too deep.
+    """
+    too_deep = (
+        f"{where} nests arrays or objects deeper than {MAX_JSON_DEPTH} levels, which no file "
+        f"of this kind has. {fix}"
+    )
+    try:
+        # Decoded here: given bytes, json would guess UTF-16 or UTF-32 from the first bytes.
+        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except RecursionError:  # deeper than the interpreter's stack: certainly too deep
+        raise error(too_deep) from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text ({exc}). {fix}") from None
+    except ValueError as exc:
+        raise error(f"{where} is not valid JSON ({exc}). {fix}") from None
+    if json_depth_exceeds(value):
+        raise error(too_deep)
+    return value
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def os_error_message(exc: OSError, path: str | os.PathLike[str], what: str) -> str:
+    """Returns what went wrong writing `path` (`what` names it) and what to do about it.
+
+    Args:
+        exc: The error the operating system raised.
+        path: The file or folder being written.
+        what: What the file is, for the message (``"the results file"``).
+    """
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in _FULL:
+        advice = "the disk (or your quota) is full; free some space"
+    elif exc.errno in _READ_ONLY:
+        advice = (
+            "it cannot be written there (a read-only file system, or no permission); "
+            "choose a writable location"
+        )
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        advice = "a part of the path is a file where a folder should be; choose another path"
+    elif exc.errno == errno.EISDIR:
+        advice = "it is a folder; give a file name"
+    else:
+        advice = "check the path and the file system"
+    return f"Cannot write {what} {os.fspath(path)} ({reason}): {advice}."
+
+
+def write_error(
+    exc: OSError,
+    path: str | os.PathLike[str],
+    what: str,
+    hint: str = "",
+    *,
+    error: ErrorClass = ConfigurationError,
+) -> Steve1EnvError:
+    """Returns the package error (of class `error`) for an `OSError` met writing `path`.
+
+    Args:
+        exc: The operating system's error.
+        path: The file or folder being written.
+        what: What the file is (``"the results file"``).
+        hint: A sentence added to the message (what is safe, how to continue).
+        error: The error class to return.
+    """
+    message = os_error_message(exc, path, what)
+    return error(f"{message} {hint}".strip())
+
+
+def make_folder(
+    folder: str | os.PathLike[str],
+    what: str,
+    hint: str = "",
+    *,
+    error: ErrorClass = ConfigurationError,
+    check_writable: bool = False,
+) -> Path:
+    """Creates `folder` (and its parents) if missing and returns it.
+
+    Args:
+        folder: The folder.
+        what: What it is, for the error message (``"the run directory"``).
+        hint: Added to the error message.
+        error: The error class raised.
+        check_writable: Also prove a file can be created there (one is made, then removed):
+            for a check before work whose output goes there, so that a read-only or
+            misplaced folder is reported before the work, not after it.
+
+    Raises:
+        Steve1EnvError: Of class `error`, if it is a file, or cannot be created (or written).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        message = (
+            f"{what.capitalize()} {folder} is a file, not a folder; give a folder path, or "
+            "move the file away."
+        )
+        raise error(f"{message} {hint}".strip())
+    probe = folder / f".write-check.{os.getpid()}.{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if check_writable:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+    except OSError as exc:
+        raise write_error(exc, folder, what, hint, error=error) from exc
+    return folder
+
+
+def atomic_write_bytes(
+    path: str | os.PathLike[str],
+    data: bytes,
+    what: str,
+    hint: str = "",
+    *,
+    error: ErrorClass = ConfigurationError,
+) -> None:
+    """Writes `data` to `path` through a temporary file, fsync and an atomic rename.
+
+    On any failure (Ctrl-C included) the temporary file is removed and the previous `path`,
+    if any, is intact.
+
+    Args:
+        path: The file to (re)write.
+        data: Its new content.
+        what: What the file is, for the error message.
+        hint: Added to the error message.
+        error: The error class raised for an `OSError`.
+
+    Raises:
+        Steve1EnvError: Of class `error`, if the file cannot be written (full disk, read-only).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        # Mode "x" honours the umask (unlike mkstemp's 0600), so the files stay shareable.
+        with open(temporary, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise write_error(exc, path, what, hint, error=error) from exc
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(
+    path: str | os.PathLike[str],
+    text: str,
+    what: str,
+    hint: str = "",
+    *,
+    error: ErrorClass = ConfigurationError,
+) -> None:
+    """Writes `text` as UTF-8 to `path` atomically (see `atomic_write_bytes`).
+
+    Args:
+        path: The file to (re)write.
+        text: Its new content.
+        what: What the file is, for the error message.
+        hint: Added to the error message.
+        error: The error class raised for an `OSError`.
+
+    Raises:
+        Steve1EnvError: Of class `error`, if the file cannot be written (full disk, read-only).
+    """
+    atomic_write_bytes(path, text.encode("utf-8"), what, hint, error=error)

@@ -15,14 +15,14 @@ import os
 import pickle
 import pickletools
 import re
-import uuid
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steve1_env.errors import UnsafeFileError, WeightsError
+from steve1_env.errors import Steve1EnvError, UnsafeFileError, WeightsError
+from steve1_env.files import atomic_write_text, parse_json, read_regular_file
 
 WEIGHTS_DIR_ENV = "STEVE1_WEIGHTS_DIR"
 
@@ -161,6 +161,9 @@ def weight_file(
     return path
 
 
+_MEMO_BYTES = 4096  # a memo holds one path, a few numbers and two digests
+
+
 def _digest_memo(path: Path) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     return user_cache_dir() / "digests" / f"{key}.json"
@@ -194,15 +197,15 @@ def file_digests(path: str | os.PathLike[str]) -> dict[str, str]:
     }
     memo = _digest_memo(path)
     try:
-        saved = json.loads(memo.read_text())
+        saved = parse_json(read_regular_file(memo, _MEMO_BYTES, "checksum memo"), "", "")
         if {key: saved.get(key) for key in stamp} == stamp:
-            return {"sha256": saved["sha256"], "md5": saved["md5"]}
-    except (OSError, ValueError, KeyError):
-        pass
+            return {"sha256": str(saved["sha256"]), "md5": str(saved["md5"])}
+    except (OSError, Steve1EnvError, KeyError, AttributeError):
+        pass  # a missing or damaged memo (it is only a cache): hash again
     digests = hash_file(path)
-    with contextlib.suppress(OSError):  # an unwritable cache: hash again next time
+    with contextlib.suppress(OSError, Steve1EnvError):  # an unwritable cache: hash next time
         memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo, json.dumps({**stamp, **digests}))
+        atomic_write_text(memo, json.dumps({**stamp, **digests}), "the checksum memo")
     return digests
 
 
@@ -228,18 +231,6 @@ def verify_known_digest(path: str | os.PathLike[str]) -> None:
             "is corrupt or not the official one. Download it again (`steve1-env weights "
             "download`)."
         )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a unique temporary file and an atomic rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # never leave the temporary file behind
-            temporary.unlink()
-        raise
 
 
 class _PlainValuesUnpickler(pickle.Unpickler):

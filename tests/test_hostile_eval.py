@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from steve1_env import files
 from steve1_env.cli import main
 from steve1_env.errors import (
     ConfigurationError,
@@ -25,7 +26,7 @@ from steve1_env.errors import (
     Steve1EnvWarning,
     TaskSpecError,
 )
-from steve1_env.evaluation import files, results
+from steve1_env.evaluation import results
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize
 from steve1_env.evaluation.results import ResultsStore, read_config, read_records
@@ -97,7 +98,7 @@ def test_nesting_below_the_interpreter_limit_is_bounded_too():
     for _ in range(200):
         nested = {"a": nested}
     with pytest.raises(ResultsError, match="deeper than 64"):
-        files.parse_json(json.dumps(nested), "x", "fix it")
+        files.parse_json(json.dumps(nested), "x", "fix it", error=ResultsError)
     assert files.parse_json(json.dumps({"a": [[1, {"b": 2}]]}), "x", "") == {"a": [[1, {"b": 2}]]}
 
 
@@ -128,7 +129,7 @@ def test_run_json_of_the_wrong_shape_is_a_results_error(tmp_path, capsys, task_s
 
 def test_overlong_results_line_is_refused_without_reading_it_whole(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_bytes(b'{"task": "' + b"x" * (files.MAX_RESULTS_LINE_BYTES + 10) + b'"}\n{}\n')
+    path.write_bytes(b'{"task": "' + b"x" * (results.MAX_RESULTS_LINE_BYTES + 10) + b'"}\n{}\n')
     with pytest.raises(ResultsError, match="line 1 is longer than"):
         read_records(path)
 
@@ -166,7 +167,7 @@ def test_long_crash_messages_are_clipped_so_records_stay_readable(tmp_path):
 
     spec = TrialSpec("dirt", "get dirt", 0, 0, 0, 300)
     episode = Episode("crash", 0, 0, None, "dirt", {}, "boom")
-    made = trial_record(spec, episode, ["x" * (files.MAX_RESULTS_LINE_BYTES * 2)], 1.0, "local")
+    made = trial_record(spec, episode, ["x" * (results.MAX_RESULTS_LINE_BYTES * 2)], 1.0, "local")
     assert len(made.errors[0]) < MAX_ERROR_CHARS + 100
     with ResultsStore(tmp_path, {}, resume=False) as store:
         store.append(made)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from steve1_env import files
 from steve1_env.errors import ConfigurationError, Steve1EnvWarning
 from steve1_env.prompt import precomputed
 from steve1_env.prompt.mineclip import TextTowerConfig
@@ -146,18 +147,18 @@ def test_a_fifo_or_device_as_cache_entry_neither_hangs_nor_is_read(cached):
     assert entry.is_file() and not entry.is_symlink()
 
 
-def half_then_enospc(real_write_array):
-    def write_array(handle, array, *args, **kwargs):
-        handle.write(b"\x93NUMPY\x01\x00")  # part of an entry reaches the file, then...
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+class HalfThenFull(io.FileIO):
+    """A file on a disk that fills up: part of what is written reaches it, then ENOSPC."""
 
-    return write_array
+    def write(self, data):
+        super().write(bytes(data)[:8])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def test_a_full_disk_skips_caching_but_not_the_reset(cached, monkeypatch):
     make, cache, goal = cached
     only_entry(cache).unlink()
-    monkeypatch.setattr(np.lib.format, "write_array", half_then_enospc(np.lib.format.write_array))
+    monkeypatch.setattr(files, "open", HalfThenFull, raising=False)
     encoder = make()
     with pytest.warns(Steve1EnvWarning, match="No space left on device"):
         np.testing.assert_array_equal(encoder.encode(INSTRUCTION), goal)
@@ -212,9 +213,10 @@ HOSTILE_TABLES = {
     "npy renamed npz": ("a.npz", lambda tmp: npy_bytes(GOOD, tmp),
                         r"a single \.npy array \(np\.save\).*np\.savez"),
     "deep JSON": ("deep.json", lambda tmp: '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
-                  "too deeply"),
+                  "deeper than 64 levels"),
     "deep JSON value": ("deep2.json", lambda tmp: '{"x": ' + "[" * 200 + "1" + "]" * 200 + "}",
-                        "Embedding of 'x'"),
+                        "deeper than 64 levels"),
+    "nested JSON value": ("deep3.json", lambda tmp: '{"x": [[[1]]]}', "Embedding of 'x'"),
     "non-UTF-8 JSON": ("latin.json", lambda tmp: b'{"caf\xe9": [1]}', "not UTF-8"),
     "JSON list": ("list.json", lambda tmp: "[1, 2]", "holds a JSON list"),
     "JSON NaN": ("nan.json", lambda tmp: json.dumps({"x": [float("nan")] * 512}), "non-finite"),

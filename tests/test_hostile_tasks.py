@@ -3,6 +3,7 @@ error, never a RecursionError, MemoryError, UnicodeDecodeError or an import of t
 choosing."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -198,10 +199,14 @@ def test_a_directory_or_an_unreadable_file_gets_a_clean_error(tmp_path, monkeypa
     path = tmp_path / "t.yaml"
     path.write_text(ONE_TASK)
 
-    def refuse(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "open", refuse)  # root may read anything: simulate it
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)  # root may read anything: simulate it
     with pytest.raises(TaskSpecError, match=r"Cannot read the task set file .*Permission denied"):
         load_task_set(path)
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from steve1_env import download
+from steve1_env import download, files
 from steve1_env.cli import main
 from steve1_env.doctor import run_checks
 from steve1_env.errors import UnsafeFileError, WeightsError
@@ -185,8 +185,8 @@ def test_legitimate_small_files_pass_with_relaxed_bounds_and_not_with_official_o
         (b"[1, 2]", "got a list"),
         (b'{"steve1.weights": {"sha256": "ab"}}', "64 hex digits"),
         (b"[" * 100_000 + b"]" * 100_000, "larger than"),
-        (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
-        (b"\xff\xfe not utf-8", "not valid JSON"),
+        (b"[" * 20_000 + b"]" * 20_000, "deeper than 64 levels"),
+        (b"\xff\xfe not utf-8", "not UTF-8 text"),
     ],
 )
 def test_a_damaged_checksums_file_is_an_error_naming_it(tmp_path, capsys, content, words):
@@ -205,7 +205,7 @@ def test_a_damaged_checksums_file_is_an_error_naming_it(tmp_path, capsys, conten
 
 def test_an_unreadable_checksums_file_is_an_error(tmp_path):
     (tmp_path / "checksums.json").mkdir()  # exists, cannot be read as a file
-    with pytest.raises(WeightsError, match=r"Cannot read .*checksums\.json"):
+    with pytest.raises(WeightsError, match=r"checksums\.json is a directory.*Correct or delete"):
         download.read_checksums(tmp_path)
 
 
@@ -375,7 +375,7 @@ def test_download_into_a_path_under_a_file_is_a_package_error(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("code", "reason", "suffix"),
-    [(errno.EROFS, "read-only", ".lock"), (errno.EACCES, "permission denied", ".part")],
+    [(errno.EROFS, "read-only", ".lock"), (errno.EACCES, "Permission denied", ".part")],
 )
 def test_an_unwritable_directory_is_a_package_error_and_not_retried(
     server, tmp_path, monkeypatch, code, reason, suffix
@@ -396,12 +396,16 @@ def test_an_unwritable_directory_is_a_package_error_and_not_retried(
 
 
 def test_an_unwritable_checksums_file_is_a_package_error(server, tmp_path, monkeypatch):
-    def read_only(path, text):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    real_open = open
+
+    def read_only(file, *args, **kwargs):
+        if ".checksums.json." in str(file):  # the temporary file of the atomic write
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, *args, **kwargs)
 
     server.files["/2x.model"] = pickle.dumps({"model": {"args": {"net": {"args": {"h": 1}}}}})
-    monkeypatch.setattr(download, "atomic_write_text", read_only)
-    with pytest.raises(WeightsError, match=r"Cannot write .*checksums\.json: the file system is"):
+    monkeypatch.setattr(files, "open", read_only, raising=False)
+    with pytest.raises(WeightsError, match=r"Cannot write .*checksums\.json .*read-only.*--dir"):
         official(server, tmp_path, ["2x.model"], specs=SMALL)
 
 

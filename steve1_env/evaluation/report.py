@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ResultsError
-from steve1_env.evaluation.files import atomic_write_text, make_folder
 from steve1_env.evaluation.records import DURATION_DECIMALS, OUTCOMES, TrialRecord
+from steve1_env.files import atomic_write_text, make_folder
 
 SUMMARY_SCHEMA = 1
 """Version of the layout of the dict `summarize` returns (``report.json``)."""
@@ -841,9 +841,9 @@ def write_reports(directory: str | os.PathLike[str], summary: Mapping[str, Any])
         "Reports written before are intact, and results.jsonl is not touched; then rewrite "
         f"the reports with `steve1-env report {os.fspath(directory)}`."
     )
-    folder = make_folder(directory, "the report folder", hint)
+    folder = make_folder(directory, "the report folder", hint, error=ResultsError)
     paths = {}
     for kind, (name, text) in texts.items():
         paths[kind] = folder / name
-        atomic_write_text(paths[kind], text, f"the {kind} report", hint)
+        atomic_write_text(paths[kind], text, f"the {kind} report", hint, error=ResultsError)
     return paths

@@ -19,15 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from steve1_env.errors import ResultsError, Steve1EnvWarning
-from steve1_env.evaluation.files import (
-    MAX_CONFIG_BYTES,
-    MAX_RESULTS_LINE_BYTES,
-    atomic_write_text,
-    make_folder,
-    parse_json,
-    write_error,
-)
 from steve1_env.evaluation.records import TrialRecord
+from steve1_env.files import atomic_write_text, make_folder, parse_json, write_error
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run.json"
@@ -44,6 +37,12 @@ RESUME_KEYS = (
 )
 """`run.json` fields that must match for a run to resume (results must stay comparable)."""
 
+MAX_RESULTS_LINE_BYTES = 1 << 20
+"""Longest line of ``results.jsonl`` read back (1 MiB); a record takes about 1 KB."""
+
+MAX_CONFIG_BYTES = 16 << 20
+"""Largest ``run.json`` read back (16 MiB)."""
+
 HISTORY_KEY = "invocations"
 """`run.json` field listing every call that wrote to the directory, oldest first."""
 
@@ -59,7 +58,7 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     A trial recorded as crashed and recorded again later (rerun with ``--retry-crashed``) is
     represented by its later record; any other repeat keeps the first, with a warning. The file
     is read line by line: a line longer than `MAX_RESULTS_LINE_BYTES` or nesting deeper than
-    `MAX_JSON_DEPTH` is refused without being held in memory or parsed recursively.
+    `steve1_env.files.MAX_JSON_DEPTH` is refused without being held in memory or parsed recursively.
 
     Args:
         path: The ``results.jsonl`` file.
@@ -95,7 +94,7 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
             offset += len(raw)
             if not raw.strip():
                 continue
-            parsed = parse_json(raw, where, _EDITED)
+            parsed = parse_json(raw, where, _EDITED, error=ResultsError)
             record = TrialRecord.from_json(parsed, where)
             index = position.get(record.key)
             if index is None:
@@ -132,7 +131,7 @@ def _incomplete_tail(path: Path, complete_bytes: int, repair: bool) -> None:
             with open(path, "r+b") as handle:
                 handle.truncate(complete_bytes)
         except OSError as exc:
-            raise write_error(exc, path, "the results file") from exc
+            raise write_error(exc, path, "the results file", error=ResultsError) from exc
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         ResultsError: If it is missing, unreadable, larger than `MAX_CONFIG_BYTES` or nested
-            deeper than `MAX_JSON_DEPTH`.
+            deeper than `steve1_env.files.MAX_JSON_DEPTH`.
     """
     path = Path(directory) / CONFIG_FILE
     fix = "Restore it from a backup, or evaluate again into a new directory."
@@ -159,7 +158,7 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} is larger than {MAX_CONFIG_BYTES} bytes, which no run.json steve1-env "
             f"writes is. {fix}"
         )
-    config = parse_json(data, str(path), fix)
+    config = parse_json(data, str(path), fix, error=ResultsError)
     if not isinstance(config, dict):
         raise ResultsError(f"{path} must hold a JSON object. {fix}")
     return config
@@ -188,13 +187,13 @@ class ResultsStore:
     def __init__(
         self, directory: str | os.PathLike[str], config: Mapping[str, Any], *, resume: bool
     ) -> None:
-        self.directory = make_folder(directory, "the run directory")
+        self.directory = make_folder(directory, "the run directory", error=ResultsError)
         self.path = self.directory / RESULTS_FILE
         lock_path = self.directory / LOCK_FILE
         try:
             self._lock: TextIO | None = open(lock_path, "a")  # noqa: SIM115
         except OSError as exc:
-            raise write_error(exc, lock_path, "the lock file") from exc
+            raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -236,11 +235,13 @@ class ResultsStore:
         try:
             self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise write_error(exc, self.path, "the results file") from exc
+            raise write_error(exc, self.path, "the results file", error=ResultsError) from exc
 
     def _write_config(self) -> None:
         text = json.dumps(self.config, indent=2) + "\n"
-        atomic_write_text(self.directory / CONFIG_FILE, text, "the run settings file")
+        atomic_write_text(
+            self.directory / CONFIG_FILE, text, "the run settings file", error=ResultsError
+        )
 
     def append(self, record: TrialRecord) -> None:
         """Writes one record and forces it to disk before returning.
@@ -284,6 +285,7 @@ class ResultsStore:
                 f"Trial {record.key} was not recorded; the {safe} trial(s) recorded before it "
                 "are safe there. Then run the same command with --resume (resume=True) to "
                 "finish the run.",
+                error=ResultsError,
             ) from exc
         if earlier is not None:  # a crashed trial, run again
             self.records.remove(earlier)

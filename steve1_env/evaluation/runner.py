@@ -12,7 +12,6 @@ from typing import Any, TextIO
 
 from steve1_env.errors import ConfigurationError, ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.executors import check_executor_options, make_executor
-from steve1_env.evaluation.files import make_folder
 from steve1_env.evaluation.progress import Progress
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.report import summarize, write_reports
@@ -25,6 +24,7 @@ from steve1_env.evaluation.results import (
     read_records,
 )
 from steve1_env.evaluation.trial import RunSettings, check_run_arguments
+from steve1_env.files import make_folder
 from steve1_env.tasks.spec import TaskSet, load_task_set
 
 _WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
@@ -245,7 +245,11 @@ def evaluate(
     try:
         if settings.video_dir is not None:
             make_folder(
-                settings.video_dir, "the video folder", "Nothing was run.", check_writable=True
+                settings.video_dir,
+                "the video folder",
+                "Nothing was run.",
+                error=ResultsError,
+                check_writable=True,
             )
         rerun = set(store.crashed) if retry_crashed else set()
         pending = [spec for spec in plan if spec.key not in store.keys or spec.key in rerun]

@@ -17,7 +17,7 @@ import numpy as np
 
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.errors import ConfigurationError
-from steve1_env.evaluation.files import make_folder, write_error
+from steve1_env.files import make_folder, write_error
 
 VIDEO_FPS = 20  # Minecraft's tick rate: one frame per low-level step plays in real time
 
@@ -52,9 +52,7 @@ class VideoWriter:
                 f"The video path {self.path} is a folder; give a file name such as "
                 f"{self.path / 'episode.mp4'}."
             )
-        make_folder(
-            self.path.parent, "the video folder", kind=ConfigurationError, check_writable=True
-        )
+        make_folder(self.path.parent, "the video folder", check_writable=True)
 
     def write(self, frame: Any) -> None:
         """Appends one RGB frame; every frame must have the first frame's size.
@@ -71,7 +69,7 @@ class VideoWriter:
             )
         size = (int(array.shape[1]), int(array.shape[0]))
         if self._writer is None:
-            make_folder(self.path.parent, "the video folder", kind=ConfigurationError)
+            make_folder(self.path.parent, "the video folder")
             fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, size)
             if not self._writer.isOpened():
@@ -106,7 +104,7 @@ class VideoWriter:
             os.replace(self._partial, self.path)
         except OSError as exc:
             self.discard()
-            raise write_error(exc, self.path, "the video", kind=ConfigurationError) from exc
+            raise write_error(exc, self.path, "the video") from exc
         return self.path
 
     def discard(self) -> None:

@@ -7,7 +7,6 @@ video clip), which no text encoder can produce.
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 import zlib
@@ -18,7 +17,7 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, InvalidInstructionError
-from steve1_env.files import read_regular_file
+from steve1_env.files import parse_json, read_regular_file
 from steve1_env.tasks.prompts import normalize_instruction
 
 MAX_NPZ_BYTES = 256 * 2**20
@@ -93,18 +92,9 @@ def _read_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
 
 def _read_json(path: Path, data: bytes) -> dict[str, Any]:
     expected = "Expected a JSON object mapping each instruction to a list of 512 numbers."
-    try:
-        loaded = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"{path} is not UTF-8 text ({exc}); the file is {_looks_like(data)}. {expected}"
-        ) from exc
-    except RecursionError as exc:
-        raise ConfigurationError(
-            f"{path} nests JSON arrays or objects too deeply to parse. {expected}"
-        ) from exc
-    except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON: {exc}. {expected}") from exc
+    if data.lstrip()[:1] not in (b"{", b"["):
+        raise ConfigurationError(f"{path} is {_looks_like(data)}, not JSON. {expected}")
+    loaded = parse_json(data, str(path), expected)
     if not isinstance(loaded, dict):
         raise ConfigurationError(f"{path} holds a JSON {type(loaded).__name__}. {expected}")
     if len(loaded) > MAX_ENTRIES:

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import threading
-import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -32,9 +31,10 @@ from steve1_env.errors import (
     ConfigurationError,
     GoalEmbeddingError,
     ResetNeededError,
+    Steve1EnvError,
     Steve1EnvWarning,
 )
-from steve1_env.files import read_regular_file
+from steve1_env.files import atomic_write_bytes, make_folder, read_regular_file
 from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
@@ -301,31 +301,20 @@ class Steve1PromptEncoder:
 
     def _write_disk(self, key: str, goal: np.ndarray) -> None:
         assert self.cache_dir is not None
-        temporary: Path | None = None
+        entry = io.BytesIO()
+        np.lib.format.write_array(entry, goal, allow_pickle=False)
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            # Written whole under a unique name, then renamed: readers and a crash (or a full
-            # disk, or Ctrl-C) never leave a partial entry under the real name.
-            temporary = self.cache_dir / f".{key}.{uuid.uuid4().hex}.tmp"
-            with open(temporary, "xb") as handle:
-                np.lib.format.write_array(handle, goal, allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.cache_dir / f"{key}.npy")
-            temporary = None
-        except OSError as exc:
+            # Atomic: a crash, a full disk or Ctrl-C never leaves a partial entry.
+            make_folder(self.cache_dir, "the embedding cache")
+            atomic_write_bytes(
+                self.cache_dir / f"{key}.npy", entry.getvalue(), "the embedding-cache entry"
+            )
+        except Steve1EnvError as exc:
             # The embedding is computed: the reset goes on, only caching stops.
             warnings.warn(
-                f"The embedding cache {self.cache_dir} is not writable ({exc}); continuing "
-                "without the disk cache.",
-                Steve1EnvWarning,
-                stacklevel=4,
+                f"{exc} Continuing without the disk cache.", Steve1EnvWarning, stacklevel=4
             )
             self.cache_dir = None
-        finally:
-            if temporary is not None:
-                with contextlib.suppress(OSError):
-                    temporary.unlink()
 
 
 def _cache_entry(data: bytes) -> np.ndarray:

@@ -37,6 +37,7 @@ import yaml
 
 from steve1_env.errors import DetectorError, InvalidInstructionError, TaskSpecError
 from steve1_env.evaluation.records import TrialSpec
+from steve1_env.files import read_regular_file
 from steve1_env.instructions import validate_instruction
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
 from steve1_env.validation import positive_int
@@ -279,18 +280,15 @@ def load_task_set(source: str | os.PathLike[str], *, allow_imports: bool = False
 
 def _read_task_file(path: Path) -> str:
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_TASK_FILE_BYTES + 1)
+        data = read_regular_file(
+            path, MAX_TASK_FILE_BYTES, "task set file", error=TaskSpecError,
+            limit_name="MAX_TASK_FILE_BYTES",
+        )  # fmt: skip
     except OSError as exc:
         raise TaskSpecError(
             f"Cannot read the task set file {str(path)!r} ({type(exc).__name__}: "
             f"{exc.strerror or exc}); check that it exists and that you may read it."
         ) from exc
-    if len(data) > MAX_TASK_FILE_BYTES:
-        raise TaskSpecError(
-            f"{path}: larger than {MAX_TASK_FILE_BYTES} bytes (MAX_TASK_FILE_BYTES); task files "
-            "are a few kilobytes. Is this the right file?"
-        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
