@@ -370,6 +370,20 @@ def test_the_official_stack_replays_an_episode_from_its_seed(official):
     assert not np.array_equal(episode(1)[0], goal)  # the official prior samples its latent
 
 
+def test_the_official_encoder_works_outside_an_env_and_is_reproducible(official):
+    from steve1_env.prompt.official import OfficialPromptEncoder
+
+    # Used directly (a notebook, a script), without an env calling start_episode.
+    first = OfficialPromptEncoder().encode(INSTRUCTION)
+    torch.manual_seed(5)
+    assert np.array_equal(OfficialPromptEncoder().encode(INSTRUCTION), first)
+    assert not np.array_equal(OfficialPromptEncoder(seed=1).encode(INSTRUCTION), first)
+    encoder = OfficialPromptEncoder(seed=3)
+    encoder.encode(INSTRUCTION)
+    encoder.start_episode(0)  # re-seeds: the episode's first goal is the seed-0 one
+    assert np.array_equal(encoder.encode(INSTRUCTION), first)
+
+
 def test_the_official_encoder_finds_its_weights_like_the_native_one(official, tmp_path):
     from steve1_env.errors import UnsafeFileError, WeightsError
     from steve1_env.prompt.official import OfficialPromptEncoder

@@ -21,7 +21,8 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.agent.official import GlobalRngStream, official_module
-from steve1_env.errors import ConfigurationError, WeightsError
+from steve1_env.errors import WeightsError
+from steve1_env.validation import reset_seed
 from steve1_env.weights import (
     check_state_dict,
     file_digests,
@@ -41,6 +42,8 @@ class OfficialPromptEncoder:
         mineclip: A MineCLIP checkpoint, overriding the one in `weights`; it must have the
             checksum the official configuration names (upstream refuses any other).
         prior: A prior weight file, overriding the one in `weights`.
+        seed: Seeds the prior's sampling until the first `start_episode`, so that an encoder
+            used outside an env is reproducible too.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class OfficialPromptEncoder:
         weights: str | os.PathLike[str] | None = None,
         mineclip: str | os.PathLike[str] | None = None,
         prior: str | os.PathLike[str] | None = None,
+        seed: int = 0,
     ) -> None:
         purpose = "prompt_encoder='steve1-official'"
         self.device = precision.resolve_device(device)
@@ -78,7 +82,7 @@ class OfficialPromptEncoder:
         check_state_dict(prior_net.state_dict(), state, f"official prior ({prior_path})")
         prior_net.load_state_dict(state, strict=True)
         self.prior = prior_net.to(self.device).eval()
-        self._rng: GlobalRngStream | None = None
+        self._rng = GlobalRngStream(reset_seed(seed) or 0, self.device)
 
     @property
     def varies_per_episode(self) -> bool:
@@ -86,20 +90,19 @@ class OfficialPromptEncoder:
         return True
 
     def start_episode(self, seed: int) -> None:
-        """Seeds the prior's sampling for the episode (the env calls this at every reset)."""
-        self._rng = GlobalRngStream(seed, self.device)
+        """Seeds the prior's sampling for the episode (the env calls this at every reset).
+
+        Args:
+            seed: The episode's seed; the same seed gives the same goals in the same order.
+        """
+        self._rng = GlobalRngStream(reset_seed(seed) or 0, self.device)
 
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the float32 ``(512,)`` goal embedding of `instruction`.
 
-        Raises:
-            ConfigurationError: If `start_episode` was not called first (the env does it).
+        Each call draws a new latent from the stream `start_episode` (or the constructor's
+        `seed`) began, as upstream draws one per call from torch's global generator.
         """
-        if self._rng is None:
-            raise ConfigurationError(
-                "The official prior samples its latent: call start_episode(seed) before encode "
-                "(the env does this on reset)."
-            )
         with self._rng.borrowed():
             embedding = self._embed(instruction, self.mineclip, self.prior, self.device)
         return precision.as_goal_embedding(embedding)
