@@ -262,8 +262,11 @@ def test_run_json_keeps_one_entry_per_invocation(tmp_path):
     assert all(h["started_at"] <= h["finished_at"] for h in history)
     assert config["created_at"] == history[0]["started_at"]
     assert "trials" not in config  # no single top-level value that each call overwrites
-    # The report shows the history, and --resume's consistency checks still hold.
-    assert "invocations" in (out / "report.md").read_text()
+    # Reports count the calls (the entries stay in run.json, so reports do not grow with
+    # every resume), and --resume's consistency checks still hold.
+    report_config = json.loads((out / "report.json").read_text())["config"]
+    assert report_config["invocation_count"] == 2 and "invocations" not in report_config
+    assert "invocation\\_count**: `2`" in (out / "report.md").read_text()
     with pytest.raises(ResultsError, match="max_steps: recorded None, now 100"):
         evaluate(tasks, out, OFFLINE, trials=5, max_steps=100, resume=True, progress=False)
     assert len(json.loads((out / "run.json").read_text())["invocations"]) == 2
@@ -290,6 +293,7 @@ def test_history_is_bounded(tmp_path, monkeypatch):
     config = json.loads((out / "run.json").read_text())
     assert [h["trials"] for h in config["invocations"]] == [2, 3]
     assert config["invocations_dropped"] == 1
+    assert json.loads((out / "report.json").read_text())["config"]["invocation_count"] == 3
 
 
 # ------------------------------------------------------------------------- full disks

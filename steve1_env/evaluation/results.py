@@ -52,6 +52,24 @@ MAX_INVOCATIONS = 1000
 _EDITED = "The file was edited or corrupted; fix or delete that line, then resume."
 
 
+def report_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the part of ``run.json`` a report shows: the settings, not the call history.
+
+    The history (`HISTORY_KEY`) grows with every ``--resume``; a report names how many calls
+    wrote the run (``invocation_count``) and leaves the entries to ``run.json``.
+
+    Args:
+        config: A run directory's ``run.json``, as `read_config` returns it.
+    """
+    shown = {k: v for k, v in config.items() if k not in (HISTORY_KEY, "invocations_dropped")}
+    history = config.get(HISTORY_KEY)
+    if isinstance(history, list):
+        dropped = config.get("invocations_dropped")
+        extra = dropped if isinstance(dropped, int) and not isinstance(dropped, bool) else 0
+        shown["invocation_count"] = len(history) + extra
+    return shown
+
+
 def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[TrialRecord]:
     """Reads every trial record of a results file, in file order, without duplicates.
 

@@ -22,6 +22,7 @@ from steve1_env.evaluation.results import (
     ResultsStore,
     read_config,
     read_records,
+    report_settings,
 )
 from steve1_env.evaluation.trial import RunSettings, check_run_arguments
 from steve1_env.files import make_folder
@@ -289,7 +290,7 @@ def evaluate(
     # not make the report disagree with it.
     records = read_records(store.path)
     order = store.config["task_set"]["tasks"]
-    summary = summarize(records, store.config, task_order=order)
+    summary = summarize(records, report_settings(store.config), task_order=order)
     reports = write_reports(out, summary)
     recorded = {record.key for record in records}
     missing = sum(spec.key not in recorded for spec in plan)
@@ -319,7 +320,7 @@ def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
             f"got {type(order).__name__}. Fix it (the task names in the set's order), or "
             "delete the field."
         )
-    summary = summarize(records, config, task_order=order)
+    summary = summarize(records, report_settings(config), task_order=order)
     return summary, write_reports(directory, summary)
 
 
