@@ -130,6 +130,8 @@ def check_detector_config(config: Any, path: FieldPath = (), *, allow_imports: b
         path: Where the config sits, for error messages.
         allow_imports: Whether ``custom`` detectors may name import paths. Importing a module
             runs its code, so configs from files that are not trusted as code pass False.
+            True by default here because a config passed in Python is code already; the
+            loaders of files (`steve1_env.tasks.spec.load_task_set`) default to False.
 
     Raises:
         DetectorConfigError: Naming the field (``parts[1].count``) and what it expected; if
