@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from steve1_env.errors import ConfigurationError, Steve1EnvError
+from steve1_env.files import parse_json
 
 DEMO_INSTRUCTIONS = ("chop a tree", "get dirt", "collect seeds")
 
@@ -84,6 +85,11 @@ def _world_options(pairs: Sequence[str] | None) -> dict[str, Any]:
             raise ConfigurationError(
                 f"--world-option takes NAME=VALUE (such as tree_density=0.05), got {pair!r}."
             )
+        if text.lstrip()[:1] in ("[", "{"):  # a list or a mapping: JSON, bounded in depth
+            options[name] = parse_json(
+                text, f"--world-option {name}", 'Give JSON such as [48, 64] or {"a": 1}.'
+            )
+            continue
         try:
             options[name] = json.loads(text)
         except ValueError:

@@ -95,8 +95,8 @@ def resolve_device(device: Any) -> torch.device:
     device ordinal``) on its first computation.
 
     Raises:
-        ConfigurationError: If `device` is not a device name, or names CUDA (or a CUDA index)
-            this machine lacks.
+        ConfigurationError: If `device` is not a device name, is ``meta``, or names CUDA (or
+            a CUDA index) or another accelerator this machine or torch build lacks.
     """
     import torch
 
@@ -118,6 +118,20 @@ def resolve_device(device: Any) -> torch.device:
                 f"device={device!r} but this machine has {count} CUDA device(s) (cuda:0 to "
                 f"cuda:{count - 1}); pick one of those."
             )
+    elif resolved.type == "meta":
+        raise ConfigurationError(
+            f"device={device!r} holds shapes but no data, so no network can run there; use "
+            "device='cpu' or a GPU."
+        )
+    elif resolved.type != "cpu":
+        try:  # mps, xpu, xla, ...: whether this build and machine have one, torch only says so
+            torch.empty(0, device=resolved)
+        except Exception as exc:  # torch raises RuntimeError, AssertionError, ImportError...
+            reason = str(exc).strip().split(". ")[0][:160] or type(exc).__name__
+            raise ConfigurationError(
+                f"device={device!r} is not usable here ({reason}); use device='cpu', or a "
+                "device this torch build and machine have."
+            ) from None
     return resolved
 
 

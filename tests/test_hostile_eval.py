@@ -572,3 +572,40 @@ def test_failed_and_interrupted_calls_are_recorded_as_such(tmp_path, monkeypatch
     assert result.interrupted
     history = json.loads((out / "run.json").read_text())["invocations"]
     assert [(h["status"], h["ran"]) for h in history] == [("interrupted", 1)]
+
+
+# ------------------------------------------------------ deep arguments never reach run.json
+@pytest.mark.parametrize("depth", [70, 20_000])
+def test_deep_world_options_are_refused_before_anything_is_written(tmp_path, capsys, depth):
+    deep = "[" * depth + "]" * depth
+    argv = ["eval", "--task-set", str(task_file(tmp_path)), "--quiet", *OFFLINE_ARGS]
+    assert main([*argv, "--out", str(tmp_path / "cli"), "--world-option", f"a={deep}"]) == 2
+    assert "deeper than 64 levels" in capsys.readouterr().err
+    nested: object = []
+    for _ in range(depth if depth < 1000 else 1000):
+        nested = [nested]
+    settings = dataclasses.replace(OFFLINE, world_kwargs={**OFFLINE.world_kwargs, "size": nested})
+    with pytest.raises(ConfigurationError, match=r"run\.json may hold"):
+        evaluate(task_file(tmp_path), tmp_path / "py", settings, trials=1, progress=False)
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "py").exists()
+
+
+def test_a_bracketed_world_option_that_is_not_json_is_an_error(tmp_path, capsys):
+    argv = ["eval", "--task-set", str(task_file(tmp_path)), "--quiet", *OFFLINE_ARGS]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--world-option", "pov_shape=[48, 64"]) == 2
+    assert "--world-option pov_shape is not valid JSON" in capsys.readouterr().err
+
+
+def test_a_run_that_recorded_nothing_resumes_with_corrected_settings(tmp_path):
+    # A bad world option *value* is found by the world at the first trial, after run.json was
+    # written; with nothing recorded, the corrected command may resume there.
+    tasks, out = task_file(tmp_path), tmp_path / "run"
+    bad = dataclasses.replace(OFFLINE, world_kwargs={**OFFLINE.world_kwargs, "size": 10**6})
+    with pytest.raises(EvaluationError, match="start a new run directory"):
+        evaluate(tasks, out, bad, trials=1, progress=False)
+    assert read_records(out / "results.jsonl") == []
+    done = evaluate(tasks, out, OFFLINE, trials=1, resume=True, progress=False)
+    assert [r.outcome for r in done.records] == ["success"]
+    # Once trials are recorded, other settings are refused as before.
+    with pytest.raises(ResultsError, match="used other settings"):
+        evaluate(tasks, out, bad, trials=2, resume=True, progress=False)

@@ -100,6 +100,7 @@ DAMAGED_ENTRIES = {
     "object array (pickle)": lambda tmp: npy_bytes(np.array([{}] * 512, dtype=object), tmp),
     "raw pickle": lambda tmp: pickle.dumps(GOOD),
     "huge": lambda tmp: npy_bytes(np.ones(100_000, np.float32), tmp),
+    "header announcing 373 GiB": lambda tmp: npy_header(10**11),
 }
 
 
@@ -225,11 +226,13 @@ HOSTILE_TABLES = {
     "JSON huge int": ("int.json", lambda tmp: '{"x": [' + "9" * 5000 + "]}", "not valid JSON"),
     "empty npz": ("empty.npz", lambda tmp: b"", "an empty file"),
     "pickle npz": ("p.npz", lambda tmp: pickle.dumps({"x": GOOD}), "a Python pickle"),
-    "object npz": ("o.npz", npy_member(np.array([{}] * 512, dtype=object)), "allow_pickle"),
+    "object npz": ("o.npz", npy_member(np.array([{}] * 512, dtype=object)), "Python objects"),
     "non-npy member": ("t.npz", lambda tmp: {"x.txt": b"1"}, "not an .npy array"),
     "zip bomb": ("bomb.npz", lambda tmp: {"x.npy": npy_header((50 << 20) // 4) + bytes(50 << 20)},
                  "uncompressed"),
     "npz wrong shape": ("s.npz", npy_member(np.ones(3, np.float32)), "shape"),
+    "npz header announcing 373 GiB": ("h.npz", lambda tmp: {"x.npy": npy_header(10**11)},
+                                      "announces"),
     "corrupt npz": ("c.npz", lambda tmp: b"PK\x03\x04" + bytes(100), "not a valid"),
 }  # fmt: skip
 
@@ -290,6 +293,24 @@ def test_an_unusable_cuda_device_is_a_configuration_error_for_every_torch_compon
             Steve1PromptEncoder(device="cuda", weights="random")
     with pytest.raises(ConfigurationError, match="torch device such as"):
         Steve1PromptEncoder(device="gpu please", weights="random")
+
+
+def test_other_unusable_devices_are_configuration_errors_too(tmp_path):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+
+    with pytest.raises(ConfigurationError, match="no data"):
+        Steve1PromptEncoder(device="meta", weights="random")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ConfigurationError, match="device='mps' is not usable here"):
+            Steve1PromptEncoder(device="mps", weights="random")
+    with pytest.raises(ConfigurationError, match="device='hpu' is not usable here"):
+        Steve1PromptEncoder(device="hpu", weights="random")
+    # An evaluation refuses it before its run directory is written.
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", device="meta")
+    with pytest.raises(ConfigurationError, match="no data"):
+        evaluate("quick_harvest", tmp_path / "run", settings, trials=1, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------- the official package
@@ -422,3 +443,14 @@ def test_the_official_adapters_refuse_cuda_without_cuda(official):
         OfficialPromptEncoder(device="cuda")
     with pytest.raises(ConfigurationError, match="CUDA is not available"):
         OfficialSteve1Policy(device="cuda", env_stub=official["env_stub"])
+
+
+@pytest.mark.parametrize("truthy", ["no", 1])
+def test_boolean_options_of_the_torch_components_must_be_real_booleans(truthy):
+    from steve1_env.agent.native import NativeSteve1Policy
+
+    with pytest.raises(ConfigurationError, match="sample must be True or False"):
+        Steve1PromptEncoder(weights="random", sample=truthy)
+    for option in ("deterministic", "share_frame_encoding"):
+        with pytest.raises(ConfigurationError, match=f"{option} must be True or False"):
+            NativeSteve1Policy(weights="random", **{option: truthy})

@@ -14,7 +14,8 @@ import pytest
 
 from steve1_env import success
 from steve1_env.cli import main
-from steve1_env.errors import DetectorError, TaskSpecError
+from steve1_env.errors import ConfigurationError, DetectorError, TaskSpecError
+from steve1_env.evaluation.runner import evaluate
 from steve1_env.tasks import spec
 from steve1_env.tasks.detectors import build_detector
 from steve1_env.tasks.spec import TaskSpec, load_task_set, parse_task_set
@@ -255,6 +256,20 @@ def test_task_files_may_not_import_without_the_opt_in(tmp_path, marker_module):
     assert marker_module.exists()
     nothing = {"inventory": {}}
     assert build_detector(loaded.tasks[0].success, "get dirt")(nothing, nothing, 0) is True
+
+
+@pytest.mark.parametrize("truthy", ["no", "False", 1, [0]])
+def test_the_import_opt_in_must_be_a_real_boolean(tmp_path, marker_module, truthy):
+    # "no" is truthy: taken as a yes, it would let the file import its modules.
+    path = custom_task_file(tmp_path)
+    with pytest.raises(TaskSpecError, match="allow_imports must be True or False"):
+        load_task_set(path, allow_imports=truthy)
+    with pytest.raises(ConfigurationError, match="allow_imports must be True or False"):
+        evaluate(path, tmp_path / "run", allow_imports=truthy, progress=False)
+    config = {"type": "custom", "function": "hostile_detector_module:reached"}
+    with pytest.raises(ConfigurationError, match="allow_imports must be True or False"):
+        build_detector(config, "get dirt", allow_imports=truthy)
+    assert not marker_module.exists() and not (tmp_path / "run").exists()
 
 
 def test_eval_needs_allow_imports_for_such_a_file(tmp_path, capsys, marker_module):

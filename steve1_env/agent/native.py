@@ -33,7 +33,7 @@ from steve1_env.errors import (
     Steve1EnvWarning,
     WeightsError,
 )
-from steve1_env.validation import real_number
+from steve1_env.validation import boolean, real_number
 from steve1_env.weights import (
     OFFICIAL_FILES,
     ModelFile,
@@ -156,8 +156,8 @@ class NativeSteve1Policy:
             if cond_scale < 0:
                 raise ConfigurationError(f"cond_scale must be >= 0 or None, got {cond_scale}.")
         self.cond_scale = cond_scale
-        self.deterministic = bool(deterministic)
-        self.share_frame_encoding = bool(share_frame_encoding)
+        self.deterministic = boolean(deterministic, "deterministic")
+        self.share_frame_encoding = boolean(share_frame_encoding, "share_frame_encoding")
         self.network = self._build_network(weights, model, seed)
         self.network.cast(self.device, self.dtype).eval()
         self.network.requires_grad_(False)

@@ -95,8 +95,9 @@ def trial_failed(spec: TrialSpec, error: BaseException | str, where: str = "") -
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return (
         f"Trial {spec.key} (task {spec.task!r}, instruction {spec.instruction!r}) failed"
-        f"{where}: {text.rstrip('. ')}. This is not a world crash, so the run stopped; fix the "
-        "cause and continue with --resume."
+        f"{where}: {text.rstrip('. ')}. This is not a world crash, so the run stopped. Fix "
+        "the cause, then continue with --resume; if the fix changes the run's settings or task "
+        "file after trials were recorded, start a new run directory (--out) instead."
     )
 
 

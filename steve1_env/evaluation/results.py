@@ -239,7 +239,8 @@ class ResultsStore:
         recorded: dict[str, Any] | None = None
         if resume and (self.directory / CONFIG_FILE).exists():
             recorded = read_config(self.directory)
-            _check_same_run(recorded, config, self.directory)
+            if has_results:  # with no trial recorded there is nothing to keep comparable
+                _check_same_run(recorded, config, self.directory)
         elif has_results:
             raise ResultsError(
                 f"{self.directory} has results but no {CONFIG_FILE}, so it cannot be resumed "

@@ -27,6 +27,7 @@ from steve1_env.evaluation.results import (
 from steve1_env.evaluation.trial import RunSettings, check_run_arguments
 from steve1_env.files import make_folder
 from steve1_env.tasks.spec import TaskSet, load_task_set
+from steve1_env.validation import boolean
 
 _WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
 
@@ -214,6 +215,8 @@ def evaluate(
         EvaluationError: If a trial fails for a reason other than a world crash.
     """
     settings = settings or RunSettings()
+    resume, retry_crashed = boolean(resume, "resume"), boolean(retry_crashed, "retry_crashed")
+    progress, allow_imports = boolean(progress, "progress"), boolean(allow_imports, "allow_imports")
     check_executor_options(executor, workers, address, cpus_per_actor, gpus_per_actor)
     if retry_crashed and not resume:
         raise ConfigurationError("retry_crashed (--retry-crashed) needs resume (--resume).")

@@ -27,6 +27,8 @@ from steve1_env.errors import (
 )
 from steve1_env.evaluation.records import DURATION_DECIMALS, TrialRecord, TrialSpec
 from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
+from steve1_env.files import MAX_JSON_DEPTH, json_depth_exceeds
+from steve1_env.precision import resolve_device
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.tasks.detectors import build_detector
 from steve1_env.validation import positive_int
@@ -86,8 +88,24 @@ class RunSettings:
             raise ConfigurationError(f"crash_retries must be an integer >= 0, got {retries!r}.")
 
     def to_json(self) -> dict[str, Any]:
-        """Returns the settings as a JSON-ready dict."""
-        return json.loads(json.dumps(asdict(self), default=str))
+        """Returns the settings as a JSON-ready dict.
+
+        Raises:
+            ConfigurationError: If an argument nests deeper than a run directory may record
+                (`steve1_env.files.MAX_JSON_DEPTH` levels in all).
+        """
+        too_deep = ConfigurationError(
+            "The run's world, policy or encoder arguments nest lists or mappings deeper than "
+            f"run.json may hold ({MAX_JSON_DEPTH} levels in all); pass flatter values."
+        )
+        try:
+            as_json = json.loads(json.dumps(asdict(self), default=str))
+        except RecursionError:
+            raise too_deep from None
+        # run.json holds these two levels down (kwargs -> world_kwargs -> value).
+        if json_depth_exceeds(as_json, MAX_JSON_DEPTH - 2):
+            raise too_deep
+        return as_json
 
 
 def check_run_arguments(
@@ -117,9 +135,14 @@ def check_run_arguments(
 
     Raises:
         UnknownNameError: If a component's name is not registered.
-        ConfigurationError: If the run's arguments are not accepted.
+        ConfigurationError: If the run's arguments are not accepted, or its device is not
+            usable here.
         TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
     """
+    if importable_here and settings.device != "cpu":
+        # A device this machine lacks would fail at the first trial, after run.json is written.
+        # (Under Ray, the actors' machines may have it: they check it themselves.)
+        resolve_device(settings.device)
     checks = [
         # Partial for the world: a required argument may come from the tasks' world_options.
         (WORLDS, settings.world, settings.world_kwargs, True, "world (--world-option)"),

@@ -18,6 +18,7 @@ import numpy as np
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, InvalidInstructionError
 from steve1_env.files import parse_json, read_regular_file
+from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.tasks.prompts import normalize_instruction
 
 MAX_NPZ_BYTES = 256 * 2**20
@@ -81,7 +82,7 @@ def _read_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
                         f"than the {MAX_NPZ_MEMBER_BYTES:,} a (512,) embedding can take",
                     )
                 with archive.open(member) as stream:  # reads at most file_size bytes
-                    array = np.lib.format.read_array(stream, allow_pickle=False)
+                    array = read_npy_bytes(stream.read(MAX_NPZ_MEMBER_BYTES + 1))
                 table[name[: -len(".npy")]] = _embedding(name[: -len(".npy")], array)
     except ConfigurationError:
         raise

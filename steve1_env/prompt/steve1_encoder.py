@@ -36,8 +36,10 @@ from steve1_env.errors import (
 )
 from steve1_env.files import atomic_write_bytes, make_folder, read_regular_file
 from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
+from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
+from steve1_env.validation import boolean
 from steve1_env.weights import (
     check_state_dict,
     file_digest,
@@ -96,7 +98,7 @@ class Steve1PromptEncoder:
         seed: int = 0,
     ) -> None:
         self.device = precision.resolve_device(device)
-        self.sample = bool(sample)
+        self.sample = boolean(sample, "sample")
         self.cache_size = int(cache_size)
         self.tokenizer = ClipTokenizer()
         config = text_config or TextTowerConfig()
@@ -319,7 +321,7 @@ class Steve1PromptEncoder:
 
 def _cache_entry(data: bytes) -> np.ndarray:
     """Parses a disk-cache entry: exactly what `_write_disk` writes, or ValueError/EOFError."""
-    array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    array = read_npy_bytes(data)
     if array.dtype != np.float32 or array.shape != (precision.GOAL_DIM,):
         raise GoalEmbeddingError(
             f"expected float32 ({precision.GOAL_DIM},), found {array.dtype} {array.shape}"

@@ -30,6 +30,7 @@ from typing import Any
 
 from steve1_env import success
 from steve1_env.errors import DetectorError, TaskSpecError
+from steve1_env.validation import boolean
 
 FieldPath = tuple[str | int, ...]
 
@@ -138,7 +139,7 @@ def check_detector_config(config: Any, path: FieldPath = (), *, allow_imports: b
             ``any_of``/``all_of`` nest deeper than `success.MAX_DETECTOR_DEPTH`; or if a
             ``custom`` detector names an import path and `allow_imports` is False.
     """
-    _check(config, path, 1, allow_imports)
+    _check(config, path, 1, boolean(allow_imports, "allow_imports"))
 
 
 def _check(config: Any, path: FieldPath, depth: int, allow_imports: bool) -> None:

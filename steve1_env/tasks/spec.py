@@ -40,7 +40,7 @@ from steve1_env.evaluation.records import TrialSpec
 from steve1_env.files import read_regular_file
 from steve1_env.instructions import validate_instruction
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
-from steve1_env.validation import positive_int
+from steve1_env.validation import boolean, positive_int
 
 DEFAULT_TRIALS = 3
 MAX_TRIALS = 10_000
@@ -440,7 +440,7 @@ class _Lines:
 class _Parser:
     def __init__(self, text: str, where: str, allow_imports: bool) -> None:
         self.where = where
-        self.allow_imports = allow_imports
+        self.allow_imports = boolean(allow_imports, "allow_imports", error=TaskSpecError)
         if len(text) > MAX_TASK_FILE_BYTES:
             raise TaskSpecError(
                 f"{where}: {len(text)} characters; a task file may have at most "
