@@ -7,11 +7,12 @@ import contextlib
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from steve1_env.errors import ConfigurationError, Steve1EnvError
+from steve1_env.errors import ConfigurationError, Steve1EnvError, Steve1EnvWarning
 from steve1_env.files import parse_json
 
 DEMO_INSTRUCTIONS = ("chop a tree", "get dirt", "collect seeds")
@@ -475,11 +476,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Prints the package's warnings as one line each, like its errors (no source line)."""
+    original = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, Steve1EnvWarning):
+            print(f"steve1-env: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``steve1-env``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with _warnings_as_lines():
+            return args.run(args)
     except Steve1EnvError as exc:
         print(f"steve1-env: error: {exc}", file=sys.stderr)
         return 2

@@ -609,3 +609,14 @@ def test_a_run_that_recorded_nothing_resumes_with_corrected_settings(tmp_path):
     # Once trials are recorded, other settings are refused as before.
     with pytest.raises(ResultsError, match="used other settings"):
         evaluate(tasks, out, bad, trials=2, resume=True, progress=False)
+
+
+def test_the_cli_prints_package_warnings_as_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    evaluate(task_file(tmp_path), out, OFFLINE, trials=1, progress=False)
+    with open(out / "results.jsonl", "ab") as handle:
+        handle.write(b'{"task": "dirt", "instru')  # cut short by a hard kill
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "steve1-env: warning: " in err and "the last line is incomplete" in err
+    assert "Steve1EnvWarning" not in err and ".py:" not in err  # no source-line format

@@ -395,7 +395,11 @@ def test_the_official_encoder_works_outside_an_env_and_is_reproducible(official)
     from steve1_env.prompt.official import OfficialPromptEncoder
 
     # Used directly (a notebook, a script), without an env calling start_episode.
-    first = OfficialPromptEncoder().encode(INSTRUCTION)
+    torch.manual_seed(11)
+    caller = torch.get_rng_state()
+    built = OfficialPromptEncoder()
+    assert torch.equal(torch.get_rng_state(), caller)  # building drew nothing from it
+    first = built.encode(INSTRUCTION)
     torch.manual_seed(5)
     assert np.array_equal(OfficialPromptEncoder().encode(INSTRUCTION), first)
     assert not np.array_equal(OfficialPromptEncoder(seed=1).encode(INSTRUCTION), first)

@@ -72,12 +72,15 @@ class OfficialPromptEncoder:
                 "Download it again (`steve1-env weights download`)."
             )
         mineclip_config = {**config.MINECLIP_CONFIG, "ckpt": {**ckpt, "path": str(mineclip_path)}}
-        self.mineclip = loader.load(mineclip_config, device=self.device)
         info = config.PRIOR_INFO
-        prior_net = vae.TranslatorVAE(
-            input_dim=info["mineclip_dim"], hidden_dim=info["hidden_dim"],
-            latent_dim=info["latent_dim"],
-        )  # fmt: skip
+        # Upstream initialises its modules from torch's global generator: a private stream
+        # keeps the caller's untouched (the weights loaded next replace those values).
+        with GlobalRngStream(0, self.device).borrowed():
+            self.mineclip = loader.load(mineclip_config, device=self.device)
+            prior_net = vae.TranslatorVAE(
+                input_dim=info["mineclip_dim"], hidden_dim=info["hidden_dim"],
+                latent_dim=info["latent_dim"],
+            )  # fmt: skip
         state = load_state_dict(prior_path)  # upstream's load_vae_model uses plain torch.load
         check_state_dict(prior_net.state_dict(), state, f"official prior ({prior_path})")
         prior_net.load_state_dict(state, strict=True)
