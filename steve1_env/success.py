@@ -61,7 +61,19 @@ def answer(detector: SuccessDetector, start_obs: Obs, obs: Obs, steps: int) -> b
 
 
 def checked_answer(value: Any, detector: Any) -> bool:
-    """Returns a detector's answer `value` as a bool, or raises `DetectorError` naming it."""
+    """Returns a detector's answer `value` as a bool, or raises `DetectorError` naming it.
+
+    Args:
+        value: What the detector returned for one observation.
+        detector: The detector that answered, named in the message.
+
+    Returns:
+        `value` as a plain ``bool``.
+
+    Raises:
+        DetectorError: If `value` is not a ``bool`` or ``numpy.bool_`` (a text such as
+            ``"no"``, a number or an array would be read as a decision it is not).
+    """
     return boolean(
         value,
         f"The answer of the success detector {detector!r}",

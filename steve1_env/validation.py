@@ -19,6 +19,10 @@ MAX_FRAME_SIDE = 2048
 """Largest height or width of a frame (``pov_shape``) in pixels. A 2048 x 2048 RGB frame takes
 12 MiB, 18 times MineRL's (360, 640); larger asks would exhaust memory, not sharpen a policy."""
 
+MAX_TIMEOUT_S = 86_400.0
+"""Longest step or reset timeout of a world, in seconds: a day. Any longer would mean never
+(and a pipe's poll refuses much larger waits)."""
+
 
 def boolean(
     value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError, fix: str = ""
@@ -27,6 +31,18 @@ def boolean(
 
     Truthiness is not enough: ``"no"``, ``"False"``, ``0.5`` or ``[]`` would be taken as a
     decision the caller did not make.
+
+    Args:
+        value: The value to check.
+        name: What `value` is, as the message should name it (``"world_processes"``).
+        error: The error class to raise.
+        fix: How to fix a wrong value, appended to the message.
+
+    Returns:
+        `value` as a plain ``bool``.
+
+    Raises:
+        Steve1EnvError: `error`, if `value` is anything but a ``bool`` or ``numpy.bool_``.
     """
     if not isinstance(value, bool | np.bool_):
         got = f"{type(value).__name__} {short_repr(value)}"
@@ -41,7 +57,18 @@ def short_repr(value: Any, limit: int = 80) -> str:
 
 
 def reset_seed(value: Any, name: str = "seed") -> int | None:
-    """Returns a reset seed: None, or an integer >= 0 (numpy integers too, bools excluded)."""
+    """Returns a reset seed: None, or an integer >= 0 (numpy integers too, bools excluded).
+
+    Args:
+        value: The seed given to ``reset``.
+        name: What the message calls it (``"seed[2]"`` for one of a vector env's seeds).
+
+    Returns:
+        None, or the seed as a plain ``int``.
+
+    Raises:
+        ConfigurationError: If `value` is neither None nor an integer >= 0.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
@@ -53,7 +80,17 @@ def reset_seed(value: Any, name: str = "seed") -> int | None:
 
 
 def reset_options(value: Any) -> dict[str, Any]:
-    """Returns a copy of a reset's ``options``: None for none, else a mapping."""
+    """Returns a copy of a reset's ``options``: None for none, else a mapping.
+
+    Args:
+        value: The ``options`` given to ``reset``.
+
+    Returns:
+        A new dict (empty for None), so that popping entries leaves the caller's untouched.
+
+    Raises:
+        ConfigurationError: If `value` is neither None nor a mapping.
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -69,6 +106,70 @@ def positive_int(value: Any, name: str, *, error: type[Steve1EnvError] = Configu
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise error(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def bounded_int(
+    value: Any,
+    name: str,
+    low: int,
+    high: int,
+    *,
+    limit_name: str,
+    unit: str = "",
+    hint: str = "",
+    error: type[Steve1EnvError] = ConfigurationError,
+) -> int:
+    """Returns `value` as an int if it is an integer in ``[low, high]`` (bools excluded).
+
+    The one range check of the package's documented limits, so that every message names the
+    range and the constant that sets it.
+
+    Args:
+        value: The value to check.
+        name: What `value` is, as the message should name it (``"num_envs"``).
+        low: The smallest allowed value.
+        high: The largest allowed value.
+        limit_name: The constant(s) setting the range, for the message (``"MAX_NUM_ENVS"``).
+        unit: The unit after the range (``" blocks"``), with its leading space.
+        hint: How to do without a larger value, appended to the message.
+        error: The error class to raise.
+
+    Returns:
+        `value` as a plain ``int``.
+
+    Raises:
+        Steve1EnvError: `error`, if `value` is not an integer from `low` to `high`.
+    """
+    expected = f"between {low} and {high}{unit} ({limit_name})"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(
+            f"{name} must be an integer {expected}, got {type(value).__name__} {short_repr(value)}."
+        )
+    number = int(value)
+    if not low <= number <= high:
+        raise error(f"{name} must be {expected}, got {number}{'; ' + hint if hint else ''}.")
+    return number
+
+
+def timeout_seconds(value: Any, name: str) -> float:
+    """Returns a timeout in seconds: a finite number > 0 and at most `MAX_TIMEOUT_S`.
+
+    Args:
+        value: The timeout to check.
+        name: What the message calls it (``"step_timeout"``).
+
+    Returns:
+        The timeout as a float.
+
+    Raises:
+        ConfigurationError: If `value` is not a positive finite number, or is over a day.
+    """
+    seconds = positive_number(value, name)
+    if seconds > MAX_TIMEOUT_S:
+        raise ConfigurationError(
+            f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}."
+        )
+    return seconds
 
 
 def positive_number(
@@ -116,22 +217,52 @@ def string_list(
     return [str(value) for value in result]
 
 
-def frame_shape(
-    value: Any, name: str, minimum: int = 1, maximum: int = MAX_FRAME_SIDE
-) -> tuple[int, int]:
-    """Returns ``(height, width)`` from a pair of integers, each in ``[minimum, maximum]``."""
+def frame_shape(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
+    """Returns ``(height, width)`` from a pair of integers, each `minimum` to `MAX_FRAME_SIDE`.
+
+    Args:
+        value: The pair to check.
+        name: What the message calls it (``"pov_shape"``).
+        minimum: The smallest side allowed.
+
+    Returns:
+        ``(height, width)`` as plain ints.
+
+    Raises:
+        ConfigurationError: If `value` is not a pair of integers in range.
+    """
     try:
         height, width = value
     except (TypeError, ValueError):
         raise ConfigurationError(
-            f"{name} must be a pair (height, width) such as (128, 128), got {value!r}."
+            f"{name} must be a pair (height, width) such as (128, 128), got {short_repr(value)}."
         ) from None
-    shape = (positive_int(height, f"{name}[0]"), positive_int(width, f"{name}[1]"))
-    if min(shape) < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum} pixels each way, got {shape}.")
-    if max(shape) > maximum:
-        raise ConfigurationError(
-            f"{name} may be at most {maximum} pixels each way (MAX_FRAME_SIDE), got {shape}; "
-            "MineRL's frames are (360, 640)."
-        )
-    return shape
+    return (
+        frame_side(height, f"{name}[0] (the height)", minimum),
+        frame_side(width, f"{name}[1] (the width)", minimum),
+    )
+
+
+def frame_side(value: Any, name: str, minimum: int = 1) -> int:
+    """Returns one side of a frame in pixels: an integer from `minimum` to `MAX_FRAME_SIDE`.
+
+    Args:
+        value: The side to check.
+        name: What the message calls it (``"pov_shape[0] (the height)"``).
+        minimum: The smallest side allowed.
+
+    Returns:
+        The side as a plain int.
+
+    Raises:
+        ConfigurationError: If `value` is not an integer in range.
+    """
+    return bounded_int(
+        value,
+        name,
+        minimum,
+        MAX_FRAME_SIDE,
+        limit_name="MAX_FRAME_SIDE",
+        unit=" pixels",
+        hint="MineRL's frames are 360 high and 640 wide",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,13 +23,23 @@ from steve1_env.cli import main
 from steve1_env.errors import (
     ConfigurationError,
     DetectorError,
+    InvalidActionError,
     ResetNeededError,
     Steve1EnvError,
+    UnknownNameError,
     WorldCrashError,
 )
-from steve1_env.success import all_of, custom
-from steve1_env.validation import MAX_FRAME_SIDE
+from steve1_env.success import all_of, checked_answer, custom
+from steve1_env.validation import (
+    MAX_FRAME_SIDE,
+    MAX_TIMEOUT_S,
+    boolean,
+    bounded_int,
+    reset_options,
+    reset_seed,
+)
 from steve1_env.vector.env import MAX_NUM_ENVS, Steve1SkillVectorEnv
+from steve1_env.vector.world_process import WorldProcess
 from steve1_env.worlds.minerl import MineRLWorld
 from steve1_env.worlds.synthetic import MAX_SIZE, SyntheticWorld
 from tests.conftest import offline_env
@@ -36,11 +48,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A vector env over two slow worlds in processes, stepping until interrupted; the caller closes
 # it in `finally`, as a script would. With "send N", the N-th pipe write from then on writes
-# half its message and raises KeyboardInterrupt: Ctrl-C landing inside WorldProcess._send.
+# half its message and raises KeyboardInterrupt: Ctrl-C landing inside WorldProcess._send; the
+# script prints the (system-wide) monotonic clock at that moment. With "bare" it builds nothing
+# and only waits for Ctrl-C: the exit of a bare interpreter with the same imports.
 CTRL_C_SCRIPT = textwrap.dedent(
     """
     import multiprocessing.connection as mc
     import sys
+    import time
 
     from steve1_env.vector.env import Steve1SkillVectorEnv
 
@@ -55,13 +70,17 @@ CTRL_C_SCRIPT = textwrap.dedent(
                 return original(self, buf, *args)
             mc.Connection._send = original  # one Ctrl-C
             original(self, bytes(buf)[: len(buf) // 2], *args)
-            print("interrupted", flush=True)
+            print("interrupted", time.monotonic(), flush=True)
             raise KeyboardInterrupt
 
         mc.Connection._send = half_then_interrupt
 
 
     def main():
+        if sys.argv[1] == "bare":
+            print("ready", flush=True)
+            while True:
+                time.sleep(1)
         envs = Steve1SkillVectorEnv(
             2,
             world="tests.fakes.crashing_worlds:SlowWorld",
@@ -120,29 +139,58 @@ def _seconds_to_exit(process: subprocess.Popen[str], since: float) -> float:
     return time.monotonic() - since
 
 
+def _interrupt(process: subprocess.Popen[str]) -> float:
+    """Sends SIGINT (Ctrl-C) and returns the seconds until the process has exited."""
+    since = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    return _seconds_to_exit(process, since)
+
+
+CTRL_C_EXIT_S = 2.0
+"""The issue's bound on the exit after Ctrl-C, measured from the interrupt to the exit."""
+
+
+def _ci_margin(tmp_path: Path) -> float:
+    """Seconds a bare interpreter with the same imports takes to exit after Ctrl-C, now.
+
+    The CI margin: on a loaded machine Python's own exit (signal delivery, traceback, module
+    teardown) stretches with the load, and is no part of the package's shutdown. It is
+    measured next to each try, so the bound follows the load instead of a guess.
+    """
+    return _interrupt(_start_ctrl_c_script(tmp_path, "bare"))
+
+
 def test_ctrl_c_inside_world_process_send_exits_within_2_s(tmp_path):
     # 1: the first world's message is cut in half (its child waits for the rest forever);
     # 2: the second's is, while the first world is busy with a 5 s step.
     for nth_send in (1, 2):
         process = _start_ctrl_c_script(tmp_path, "5.0", str(nth_send))
         assert process.stdout is not None
-        assert process.stdout.readline().strip() == "interrupted"
-        elapsed = _seconds_to_exit(process, time.monotonic())
+        marker, interrupted_at = process.stdout.readline().split()
+        assert marker == "interrupted"
+        # From the interrupt itself (the child's clock, system-wide on Linux), not from when
+        # this loaded test got round to reading the line.
+        elapsed = _seconds_to_exit(process, float(interrupted_at))
         stderr = process.stderr.read() if process.stderr else ""
         assert "KeyboardInterrupt" in stderr
-        assert elapsed < 2.0, f"exit took {elapsed:.1f} s after Ctrl-C in _send #{nth_send}"
+        bound = CTRL_C_EXIT_S + _ci_margin(tmp_path)
+        assert elapsed < bound, (
+            f"exit took {elapsed:.2f} s (bound {bound:.2f} s) after Ctrl-C in _send #{nth_send}"
+        )
 
 
 @pytest.mark.slow
 def test_ctrl_c_at_random_moments_exits_within_2_s_every_time(tmp_path):
     rng = random.Random(12)
-    times = []
-    for _ in range(20):
+    late = []
+    for attempt in range(20):
         process = _start_ctrl_c_script(tmp_path, "3.0")
         time.sleep(rng.uniform(0.0, 0.5))
-        process.send_signal(signal.SIGINT)
-        times.append(_seconds_to_exit(process, time.monotonic()))
-    assert max(times) < 2.0, [round(t, 2) for t in times]
+        elapsed = _interrupt(process)
+        margin = _ci_margin(tmp_path)
+        if elapsed >= CTRL_C_EXIT_S + margin:
+            late.append((attempt, round(elapsed, 2), round(margin, 2)))
+    assert not late, f"(try, exit s, CI margin s) over {CTRL_C_EXIT_S} s + margin: {late}"
 
 
 # ---------------------------------------------------------------- real booleans (case 8)
@@ -191,11 +239,24 @@ def test_boolean_flags_must_be_booleans(value):
 
 
 # ---------------------------------------------------------------- documented maxima (case 5)
+FAST_FAILURE_PEAK_BYTES = 32 * 2**20
+"""Most memory (traced by tracemalloc, numpy included) refusing a huge size may take: checking
+after allocating would take gigabytes, or fail with MemoryError."""
+
+
 def _fails_fast(make, match):
+    # Memory, not time, shows a check made before the allocation (time only stretches with
+    # the load of the machine); the generous time bound still catches a long loop.
     started = time.monotonic()
-    with pytest.raises(ConfigurationError, match=match):
-        make()
-    assert time.monotonic() - started < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigurationError, match=match):
+            make()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < FAST_FAILURE_PEAK_BYTES, f"refusing took {peak / 2**20:.0f} MiB"
+    assert time.monotonic() - started < 20.0
 
 
 @pytest.mark.parametrize("size", [10**6, MAX_SIZE + 1, 2**63])
@@ -208,7 +269,7 @@ def test_a_huge_world_size_is_refused_at_once_with_the_limit(size):
 
 @pytest.mark.parametrize("shape", [(10**6, 64), (64, MAX_FRAME_SIDE + 1), (2**40, 2**40)])
 def test_huge_frame_shapes_are_refused_at_once_with_the_limit(shape):
-    limit = rf"at most {MAX_FRAME_SIDE} pixels each way \(MAX_FRAME_SIDE\)"
+    limit = rf"must be between (1|16) and {MAX_FRAME_SIDE} pixels \(MAX_FRAME_SIDE\)"
     _fails_fast(lambda: SyntheticWorld(pov_shape=shape), limit)
     _fails_fast(lambda: offline_env(pov_shape=shape), limit)
     _fails_fast(lambda: MineRLWorld(resolution=[shape[1], shape[0]]), limit)
@@ -217,13 +278,16 @@ def test_huge_frame_shapes_are_refused_at_once_with_the_limit(shape):
 def test_too_many_vector_envs_are_refused_at_once_with_the_limit():
     _fails_fast(
         lambda: Steve1SkillVectorEnv(MAX_NUM_ENVS + 1, policy="random", prompt_encoder="hash"),
-        rf"at most {MAX_NUM_ENVS} \(MAX_NUM_ENVS\)",
+        rf"num_envs must be between 1 and {MAX_NUM_ENVS} \(MAX_NUM_ENVS\), got {MAX_NUM_ENVS + 1}; "
+        "run several vector envs",
     )
 
 
 def test_the_largest_allowed_sizes_are_usable():
-    world = SyntheticWorld(size=MAX_SIZE // 4, pov_shape=(MAX_FRAME_SIDE, 16))
-    assert world.reset(seed=0)["pov"].shape == (MAX_FRAME_SIDE, 16, 3)
+    world = SyntheticWorld(size=MAX_SIZE, pov_shape=(MAX_FRAME_SIDE, MAX_FRAME_SIDE))
+    assert world.reset(seed=0)["pov"].shape == (MAX_FRAME_SIDE, MAX_FRAME_SIDE, 3)
+    assert world.step({"forward": 1}).obs["pov"].shape == (MAX_FRAME_SIDE, MAX_FRAME_SIDE, 3)
+    world.close()
 
 
 def test_the_smallest_worlds_generate_instead_of_looping_forever():
@@ -399,3 +463,153 @@ def test_a_step_interrupted_between_envs_leaves_the_vector_env_usable(monkeypatc
 
 def _raise_keyboard_interrupt(*args):
     raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- review fixes (second round)
+@pytest.mark.parametrize(
+    "action",
+    [5, "forward", {"forward": 1, "camera": lambda: 0}],
+    ids=["an int", "a text", "an unpicklable value"],
+)
+def test_an_action_that_cannot_be_sent_leaves_the_world_process_usable(action):
+    world = WorldProcess("synthetic", {"size": 32, "pov_shape": (32, 32)})
+    try:
+        world.reset(seed=0)
+        pid = world.pid
+        with pytest.raises(InvalidActionError, match="action"):
+            world.step_async(action)
+        # Nothing was sent: no answer is awaited, and the same child goes on stepping.
+        assert not world.waiting
+        assert world.step({"forward": 1}).obs["pov"].shape == (32, 32, 3)
+        assert world.pid == pid
+    finally:
+        world.close()
+
+
+class _DetectorTrouble(Steve1EnvError, ValueError):
+    """An error class whose constructor takes more than a message."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_type"),
+    [
+        (_DetectorTrouble("success.parts[1]", "unknown kind"), ConfigurationError),
+        (UnknownNameError("No detector named 'tree'."), UnknownNameError),
+        (DetectorError("The detector 'tree' is broken."), DetectorError),
+    ],
+)
+def test_a_per_env_reset_failure_names_the_env_whatever_the_error_class(
+    monkeypatch, error, expected_type
+):
+    with _vector() as envs:
+
+        def refuse(**kwargs):
+            raise error
+
+        monkeypatch.setattr(envs.envs[2], "check_reset", refuse)
+        with pytest.raises(expected_type) as caught:
+            envs.reset(options={"instruction": ["chop a tree", "get dirt", "get wood"]})
+        assert str(caught.value) == f"env 2: {error}"
+        assert caught.value.__cause__ is error  # the original, with its attributes
+        if expected_type is type(error):
+            assert vars(caught.value) == vars(error)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"typo": 1}, r"^Unknown reset option"),
+        ({"instruction": "get dirt", "success": 42}, r"^A success detector must be"),
+        ({"instruction": ["get dirt"] * 3, "success": 42}, r"^A success detector must be"),
+        ({"instruction": ["\x07bad"] * 3}, r"^(?!env \d)"),
+    ],
+)
+def test_a_reset_failure_shared_by_every_env_names_no_env(options, match):
+    with _vector() as envs, pytest.raises(Steve1EnvError, match=match):
+        envs.reset(options=options)
+
+
+@pytest.mark.parametrize("timeout", [1e300, float(MAX_TIMEOUT_S) + 1])
+def test_minerl_timeouts_have_the_same_bound_as_world_processes(timeout):
+    limit = r"at most 86400 s \(MAX_TIMEOUT_S\)"
+    for name in ("step_timeout", "reset_timeout"):
+        with pytest.raises(ConfigurationError, match=rf"{name} may be {limit}"):
+            MineRLWorld(**{name: timeout})
+        with pytest.raises(ConfigurationError, match=rf"{name} may be {limit}"):
+            WorldProcess("synthetic", **{name: timeout})
+    assert MineRLWorld(step_timeout=MAX_TIMEOUT_S).step_timeout == MAX_TIMEOUT_S
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: SyntheticWorld(size="big"),
+            r"size must be an integer between 16 and \d+ blocks \(MIN_SIZE to MAX_SIZE\), got str",
+        ),
+        (
+            lambda: SyntheticWorld(size=True),
+            r"size must be an integer between 16 and \d+ blocks \(MIN_SIZE to MAX_SIZE\)",
+        ),
+        (
+            lambda: Steve1SkillVectorEnv(2.5, policy="random", prompt_encoder="hash"),
+            r"num_envs must be an integer between 1 and \d+ \(MAX_NUM_ENVS\), got float",
+        ),
+        (
+            lambda: offline_env(pov_shape=(64, "wide")),
+            r"pov_shape\[1\] \(the width\) must be an integer between 1 and \d+ pixels "
+            r"\(MAX_FRAME_SIDE\), got str",
+        ),
+        (
+            lambda: SyntheticWorld(pov_shape=(8, 64)),
+            r"pov_shape\[0\] \(the height\) must be between 16 and \d+ pixels \(MAX_FRAME_SIDE\)",
+        ),
+    ],
+)
+def test_every_documented_range_is_named_in_the_same_words(make, match):
+    with pytest.raises(ConfigurationError, match=match):
+        make()
+
+
+def test_bounded_int_accepts_numpy_integers_at_both_ends():
+    assert bounded_int(np.int64(16), "size", 16, 512, limit_name="X") == 16
+    assert type(bounded_int(np.uint16(512), "size", 16, 512, limit_name="X")) is int
+    with pytest.raises(ConfigurationError, match=r"size must be between 16 and 512 \(X\), got 513"):
+        bounded_int(513, "size", 16, 512, limit_name="X")
+
+
+@pytest.mark.parametrize("resolution", [[4096, 360], [640, 0]])
+def test_a_bad_minerl_resolution_is_reported_in_minerl_order(resolution):
+    side = "width" if resolution[0] == 4096 else "height"
+    expected = (
+        rf"resolution \[width, height\]: the {side} must be between 1 and {MAX_FRAME_SIDE} "
+        rf"pixels \(MAX_FRAME_SIDE\), got {resolution[0] if side == 'width' else 0}"
+    )
+    with pytest.raises(ConfigurationError, match=expected):
+        MineRLWorld(resolution=resolution)
+
+
+@pytest.mark.parametrize("function", [boolean, reset_seed, reset_options, checked_answer])
+def test_public_checks_document_their_arguments_and_errors(function):
+    doc = inspect.getdoc(function) or ""
+    assert "Args:" in doc and "Raises:" in doc and "Returns:" in doc, function.__name__
+
+
+def test_render_before_reset_raises_for_every_render_mode_as_gymnasium_does():
+    # Gymnasium's OrderEnforcing raises on render() before reset() whatever the render_mode;
+    # the env does the same itself, since gym.make no longer adds that wrapper.
+    for render_mode in (None, "rgb_array"):
+        with offline_env(instruction="chop a tree", render_mode=render_mode) as env:
+            with pytest.raises(ResetNeededError, match=r"Call reset\(\) before render\(\)"):
+                env.render()
+            env.reset(seed=0)
+            frame = env.render()
+            assert (frame is None) if render_mode is None else frame.ndim == 3
+    made = gym.make("Steve1Skill-v0", policy="random", prompt_encoder="hash")
+    with pytest.raises(AttributeError, match="has_reset"):
+        made.get_wrapper_attr("has_reset")  # OrderEnforcing's property is gone with it
+    made.close()

@@ -39,6 +39,7 @@ from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
+    bounded_int,
     positive_int,
     reset_options,
     reset_seed,
@@ -51,6 +52,24 @@ MAX_NUM_ENVS = 1024
 IN_PROCESS_WORLDS = ("synthetic",)
 WORLD_PROCESS_OPTIONS = ("step_timeout", "reset_timeout")
 """Worlds cheap and safe enough to run in the caller's process by default."""
+
+
+def _naming_env(exc: Steve1EnvError, i: int) -> Steve1EnvError:
+    """Returns `exc` with ``env i:`` before its message.
+
+    It keeps the class (and attributes) of `exc` where the class takes a message alone and shows
+    it unchanged; otherwise (a class with a constructor of its own) it is a
+    `ConfigurationError`. Raised ``from`` `exc`, which stays reachable as ``__cause__``.
+    """
+    message = f"env {i}: {exc}"
+    try:
+        renamed = type(exc)(message)
+    except Exception:  # a constructor taking other arguments
+        renamed = None
+    if renamed is None or str(renamed) != message or renamed.args != (message,):
+        return ConfigurationError(message)
+    renamed.__dict__.update(vars(exc))
+    return renamed
 
 
 class Steve1SkillVectorEnv(gym.vector.VectorEnv):
@@ -98,12 +117,14 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         world_process_kwargs: Mapping[str, Any] | None = None,
         **env_kwargs: Any,
     ) -> None:
-        self.num_envs = positive_int(num_envs, "num_envs")
-        if self.num_envs > MAX_NUM_ENVS:
-            raise ConfigurationError(
-                f"num_envs may be at most {MAX_NUM_ENVS} (MAX_NUM_ENVS), got {self.num_envs}; "
-                "run several vector envs in separate processes or machines for more."
-            )
+        self.num_envs = bounded_int(
+            num_envs,
+            "num_envs",
+            1,
+            MAX_NUM_ENVS,
+            limit_name="MAX_NUM_ENVS",
+            hint="run several vector envs in separate processes or machines for more",
+        )
         for name, value in (
             ("world", world),
             ("policy", policy),
@@ -226,8 +247,12 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 "after a reset that failed part-way."
             )
         seeds = self._seeds(seed)
-        instructions = self._per_env(options.pop("instruction", None), "instruction")
+        instruction = options.pop("instruction", None)
+        instructions = self._per_env(instruction, "instruction")
+        # Every other argument is the same for all envs (the seeds are checked above).
+        per_env = not (instruction is None or isinstance(instruction, str))
         plans = []
+        failures: list[tuple[int, Steve1EnvError]] = []
         for index in np.flatnonzero(mask):
             i = int(index)
             env_options = dict(options)
@@ -236,8 +261,18 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             try:
                 self.envs[i].check_reset(seed=seeds[i], options=env_options)
             except Steve1EnvError as exc:
-                raise type(exc)(f"env {i}: {exc}") from None
-            plans.append((i, env_options))
+                failures.append((i, exc))
+                if not per_env:
+                    break  # every env would fail the same way
+            else:
+                plans.append((i, env_options))
+        if failures:
+            i, first = failures[0]
+            # An env is named only when its own value is at fault, not when all fail alike.
+            all_alike = not plans and len(failures) > 1 and len({str(e) for _, e in failures}) == 1
+            if not per_env or all_alike:
+                raise first
+            raise _naming_env(first, i) from first
         one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
         super().reset(seed=seeds[0] if one_seed else None)
         infos: dict[str, Any] = {}

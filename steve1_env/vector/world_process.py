@@ -16,17 +16,16 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Iterable, Mapping
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from steve1_env.errors import ConfigurationError, WorldCrashError
-from steve1_env.validation import positive_number
+from steve1_env.errors import InvalidActionError, WorldCrashError
+from steve1_env.validation import timeout_seconds
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.processes import become_worker
 
 DEFAULT_STEP_TIMEOUT_S = 60.0
 DEFAULT_RESET_TIMEOUT_S = 600.0  # building a Minecraft world can take minutes
-MAX_TIMEOUT_S = 86_400.0
-"""Longest step or reset timeout: a day (the pipe's poll refuses much larger waits)."""
 _CLOSE_TIMEOUT_S = 30.0
 ABANDON_GRACE_S = 1.0
 """Seconds an abandoned child gets to close its world after SIGTERM before it is killed."""
@@ -64,13 +63,10 @@ def _serve(connection: Any, name: str, kwargs: dict[str, Any]) -> None:
             world.close()
 
 
-def _timeout(value: Any, name: str) -> float:
-    seconds = positive_number(value, name)
-    if seconds > MAX_TIMEOUT_S:
-        raise ConfigurationError(
-            f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}."
-        )
-    return seconds
+def _message(method: str, argument: Any) -> bytes:
+    # Pickled before anything is sent, so that an argument that cannot be pickled fails
+    # without touching the pipe; the child's ``recv`` unpickles it as a sent object.
+    return bytes(ForkingPickler.dumps((method, argument)))
 
 
 def _portable(exc: Exception) -> Exception:
@@ -106,8 +102,8 @@ class WorldProcess:
     ) -> None:
         self.name = name
         self.kwargs = dict(kwargs or {})
-        self.step_timeout = _timeout(step_timeout, "step_timeout")
-        self.reset_timeout = _timeout(reset_timeout, "reset_timeout")
+        self.step_timeout = timeout_seconds(step_timeout, "step_timeout")
+        self.reset_timeout = timeout_seconds(reset_timeout, "reset_timeout")
         self._process: Any = None
         self._connection: Any = None
         self._waiting = False
@@ -127,7 +123,7 @@ class WorldProcess:
         """Resets the world in the child, starting (or restarting) the child if needed."""
         if self._process is None or not self._process.is_alive() or self._waiting:
             self._start()
-        self._send("reset", seed)
+        self._send(_message("reset", seed))
         return self._receive(self.reset_timeout, "reset")
 
     def step(self, action: Mapping[str, Any]) -> WorldStep:
@@ -136,13 +132,32 @@ class WorldProcess:
         return self.step_wait()
 
     def step_async(self, action: Mapping[str, Any]) -> None:
-        """Sends the action without waiting, so that several worlds step at once."""
+        """Sends the action without waiting, so that several worlds step at once.
+
+        Raises:
+            WorldCrashError: If the child is not ready (not reset, or a step is pending).
+            InvalidActionError: If `action` is not a mapping that can be sent to the child;
+                nothing is sent then and the child stays usable.
+        """
         if self._connection is None or self._waiting:
             raise WorldCrashError(f"The {self.name} world process is not ready; reset it.")
-        # Waiting from before the send: an interrupt right after it must still make close()
-        # drain the answer, or a child blocked sending a large frame never reads "close".
+        if not isinstance(action, Mapping):
+            raise InvalidActionError(
+                f"A world action must be a dict such as {{'forward': 1}}, got "
+                f"{type(action).__name__}."
+            )
+        try:
+            message = _message("step", dict(action))
+        except Exception as exc:
+            raise InvalidActionError(
+                f"The action cannot be sent to the {self.name} world process "
+                f"({type(exc).__name__}: {exc}); actions hold numbers and arrays only."
+            ) from None
+        # Waiting from before the send (and only once there is a message to send): an
+        # interrupt right after it must still make close() drain the answer, or a child
+        # blocked sending a large frame never reads "close".
         self._waiting = True
-        self._send("step", dict(action))
+        self._send(message)
 
     def step_wait(self) -> WorldStep:
         """Returns the result of the action sent by `step_async`."""
@@ -189,9 +204,9 @@ class WorldProcess:
         child.close()
         self._receive(self.reset_timeout, "start")
 
-    def _send(self, method: str, argument: Any) -> None:
+    def _send(self, message: bytes) -> None:
         try:
-            self._connection.send((method, argument))
+            self._connection.send_bytes(message)
         except (OSError, ValueError) as exc:
             raise self._failed(f"died ({type(exc).__name__})") from None
         except BaseException:

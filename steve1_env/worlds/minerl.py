@@ -26,7 +26,7 @@ import numpy as np
 
 from steve1_env.errors import ConfigurationError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
-from steve1_env.validation import frame_shape, positive_int, positive_number
+from steve1_env.validation import frame_side, positive_int, short_repr, timeout_seconds
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep
 from steve1_env.worlds.processes import child_processes, command_line, kill_processes
@@ -84,9 +84,10 @@ def _check_resolution(resolution: Any) -> None:
         width, height = resolution
     except (TypeError, ValueError):
         raise ConfigurationError(
-            f"resolution must be [width, height] such as [640, 360], got {resolution!r}."
+            f"resolution must be [width, height] such as [640, 360], got {short_repr(resolution)}."
         ) from None
-    frame_shape((height, width), "resolution reversed to (height, width)")
+    frame_side(width, "resolution [width, height]: the width")
+    frame_side(height, "resolution [width, height]: the height")
 
 
 class MineRLWorld:
@@ -121,8 +122,8 @@ class MineRLWorld:
         self.restart_every = (
             None if restart_every is None else positive_int(restart_every, "restart_every")
         )
-        self.step_timeout = positive_number(step_timeout, "step_timeout")
-        self.reset_timeout = positive_number(reset_timeout, "reset_timeout")
+        self.step_timeout = timeout_seconds(step_timeout, "step_timeout")
+        self.reset_timeout = timeout_seconds(reset_timeout, "reset_timeout")
         if "resolution" in env_kwargs:
             _check_resolution(env_kwargs["resolution"])
         self._factory = env_factory or make_minerl_env

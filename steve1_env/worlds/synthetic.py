@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ConfigurationError, ResetNeededError
-from steve1_env.validation import positive_int, real_number
+from steve1_env.validation import bounded_int, positive_int, real_number
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.angles import direction_from_angles, wrap_degrees
 from steve1_env.worlds.base import WorldObs, WorldStep
@@ -77,12 +77,9 @@ class SyntheticWorld:
         tree_density: float = 0.03,
         max_steps: int | None = None,
     ) -> None:
-        size = positive_int(size, "size")
-        if not MIN_SIZE <= size <= MAX_SIZE:
-            raise ConfigurationError(
-                f"size must be between {MIN_SIZE} and {MAX_SIZE} blocks (MIN_SIZE, MAX_SIZE), "
-                f"got {size}."
-            )
+        size = bounded_int(
+            size, "size", MIN_SIZE, MAX_SIZE, limit_name="MIN_SIZE to MAX_SIZE", unit=" blocks"
+        )
         tree_density = real_number(tree_density, "tree_density")
         if not 0.0 <= tree_density <= 0.2:
             raise ConfigurationError(f"tree_density must be in [0, 0.2], got {tree_density!r}.")
