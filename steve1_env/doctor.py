@@ -62,8 +62,9 @@ def run_checks(
     """Checks the pieces each backend needs.
 
     Each weight file gets the checks of ``steve1-env weights verify`` (`check_file`):
-    checksums and content (size, not markup, loads safely as what it is). `specs` overrides
-    `steve1_env.weights.OFFICIAL_SPECS`.
+    checksums and content (size, not markup, loads safely as what it is). An unchanged file
+    that passed before is not read again: its digests and its content verdict are remembered
+    in the user cache. `specs` overrides `steve1_env.weights.OFFICIAL_SPECS`.
     """
     import torch
 
@@ -111,7 +112,10 @@ def _weight_checks(folder: Path, specs: Mapping[str, FileSpec] | None) -> list[C
         checks.append(Check(f"weights: {CHECKSUMS_FILE}", False, str(exc), fix, broken=True))
     for name in OFFICIAL_FILES.values():
         path = folder / name
-        status = check_file(path, recorded, hasher=file_digests, specs=specs)
+        # Memoised digests and content verdicts: a second run reads no unchanged weight file.
+        status = check_file(
+            path, recorded, hasher=file_digests, specs=specs, reuse_content_check=True
+        )
         if not status.present:
             checks.append(Check(f"weights: {name}", False, f"missing from {folder}",
                                 "steve1-env weights download"))  # fmt: skip

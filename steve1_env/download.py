@@ -34,11 +34,13 @@ from steve1_env.files import atomic_write_text, os_error_message, parse_json, re
 from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
+    OFFICIAL_TOTAL_BYTES,
     FileSpec,
     check_file_content,
     hash_file,
     official_spec,
     official_url,
+    remembered_content_check,
 )
 
 CHECKSUMS_FILE = "checksums.json"
@@ -63,6 +65,7 @@ _LOCAL_ERRORS = frozenset(
         errno.ENAMETOOLONG,
     }
 )
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # freeing space is the fix
 _WRITABLE_HINT = "Choose a writable weights directory (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
 
 
@@ -119,8 +122,17 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def _cannot_write(path: Path, exc: OSError) -> str:
-    return f"{os_error_message(exc, path, 'the weights file')} {_WRITABLE_HINT}"
+def _cannot_write(path: Path, exc: OSError, needed: int | None = None) -> str:
+    """What went wrong writing `path`; `needed`: the bytes of the file still to write."""
+    message = os_error_message(exc, path, "the weights file")
+    if exc.errno not in _FULL:
+        return f"{message} {_WRITABLE_HINT}"
+    more = f"{needed / 1e6:,.1f} MB more are needed for this file; " if needed else ""
+    return (
+        f"{message} {more}the official files take about {OFFICIAL_TOTAL_BYTES / 1e9:.2f} GB in "
+        "all. Once there is room, run the same command again: it resumes (or download into "
+        "another directory: `--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+    )
 
 
 def _stderr_progress(name: str) -> ProgressCallback:
@@ -289,35 +301,54 @@ def _fetch(url: str, partial: Path, limits: _Limits, report: ProgressCallback | 
     raise _Fatal("the server kept sending confirmation pages instead of the file.")
 
 
-def _read_block(response: Any, timeout: float) -> bytes:
-    """Reads the next `BLOCK_BYTES` (fewer at the end of the body).
+def _read_block(response: Any, timeout: float, wanted: int = BLOCK_BYTES) -> tuple[bytes, bool]:
+    """Reads the next `wanted` bytes (fewer at the end of the body).
 
     The socket's own timeout only bounds each read, so a server trickling a byte at a time
-    would keep an attempt alive forever; the block as a whole gets `timeout` seconds.
+    would keep an attempt alive forever; the block as a whole gets `timeout` seconds, checked
+    before each further read (each may wait `timeout` itself: within twice the timeout).
+
+    Returns:
+        What arrived, and whether the block was cut short by the time limit: the caller keeps
+        those bytes, then fails the attempt (a retry resumes after them).
 
     Raises:
-        TimeoutError: If the block took longer than `timeout`.
+        TimeoutError: If nothing at all arrived within `timeout`.
     """
     deadline = time.monotonic() + timeout
     pieces: list[bytes] = []
     size = 0
-    while size < BLOCK_BYTES:
-        piece = response.read1(BLOCK_BYTES - size)
+    while size < wanted:
+        if pieces and time.monotonic() > deadline:
+            return b"".join(pieces), True
+        try:
+            piece = response.read1(wanted - size)
+        except TimeoutError:
+            if not pieces:
+                raise
+            return b"".join(pieces), True
         if not piece:
             break
         pieces.append(piece)
         size += len(piece)
-        if size < BLOCK_BYTES and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"only {size} bytes arrived in {timeout:g} s (a stalled or trickling connection)"
-            )
-    return b"".join(pieces)
+    return b"".join(pieces), False
+
+
+def _too_slow(size: int, timeout: float) -> TimeoutError:
+    return TimeoutError(
+        f"only {size} bytes arrived in {timeout:g} s (a stalled or trickling connection)"
+    )
 
 
 def _read_page(response: Any, timeout: float) -> bytes:
     """Reads at most 1 MiB of a web page (a confirmation form is far smaller)."""
     page = b""
-    while len(page) < 1 << 20 and (block := _read_block(response, timeout)):
+    while len(page) < 1 << 20:
+        block, late = _read_block(response, timeout)
+        if late:
+            raise _too_slow(len(block), timeout)
+        if not block:
+            break
         page += block
     return page
 
@@ -353,7 +384,11 @@ def _write_body(
             "file can have; nothing was written."
         )
     done = offset
-    block = _read_block(response, limits.timeout)
+
+    def wanted() -> int:  # the rest of the body, when known, completes the last block
+        return BLOCK_BYTES if total is None or total <= done else min(BLOCK_BYTES, total - done)
+
+    block, late = _read_block(response, limits.timeout, wanted())
     if not offset and block.lstrip()[:1] == b"<":
         raise _Fatal("the server sent markup (a web page?) instead of the file.")
     try:
@@ -371,15 +406,13 @@ def _write_body(
                 done += len(block)
                 if report is not None:
                     report(done, total)
-                block = _read_block(response, limits.timeout)
+                if late:  # kept above: the retry resumes after what arrived
+                    raise _too_slow(len(block), limits.timeout)
+                block, late = _read_block(response, limits.timeout, wanted())
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise _Fatal(
-                f"the disk is full at {partial.parent}; free some space (the files need about "
-                "1 GB) and run the same command again to resume."
-            ) from exc
-        if exc.errno in _LOCAL_ERRORS:
-            raise _Fatal(_cannot_write(partial, exc)) from exc
+        if exc.errno in _LOCAL_ERRORS or exc.errno in _FULL:
+            needed = None if total is None else total - done
+            raise _Fatal(_cannot_write(partial, exc, needed)) from exc
         raise
     if total is not None and done < total:
         raise OSError(f"connection closed after {done} of {total} bytes")
@@ -538,16 +571,20 @@ def check_file(
     *,
     hasher: Callable[[Path], dict[str, str]] = hash_file,
     specs: Mapping[str, FileSpec] | None = None,
+    reuse_content_check: bool = False,
 ) -> FileStatus:
     """Checks one official file: its published and recorded checksums and its content.
 
-    The verdict behind both ``weights verify`` and ``doctor``.
+    The verdict behind both ``weights verify`` and ``doctor``. A file that passes has its
+    content verdict remembered by SHA-256 (`remembered_content_check`).
 
     Args:
         path: The file; its name says which official file it must be.
         recorded: The checksums from `read_checksums`.
         hasher: Returns the file's ``{"sha256", "md5"}`` (doctor passes the memoised one).
         specs: Overrides `OFFICIAL_SPECS`.
+        reuse_content_check: Skip loading a file whose SHA-256 passed before (doctor);
+            False loads every file again (verify).
     """
     name = path.name
     if not path.is_file():
@@ -568,7 +605,9 @@ def check_file(
         )
         return FileStatus(name, True, False, detail)
     try:
-        found = check_file_content(path, name, specs=specs)
+        found = remembered_content_check(
+            path, digests["sha256"], name, specs=specs, reuse=reuse_content_check
+        )
     except WeightsError as exc:
         return FileStatus(name, True, False, str(exc))
     if name in KNOWN_MD5:
@@ -581,7 +620,7 @@ def check_file(
 
 
 def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> list[FileStatus]:
-    """Re-reads every official file: checksums (published, recorded) and content.
+    """Re-reads every official file: checksums (published, recorded) and content (loaded).
 
     Raises:
         WeightsError: If ``checksums.json`` is damaged or `directory` is a file.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -88,6 +89,42 @@ def read_regular_file(
             "cannot be a valid file of this kind (check that it is the right file)."
         )
     return data
+
+
+_TEXT_PADDING = b"\xef\xbb\xbf \t\r\n"  # a UTF-8 byte order mark and whitespace
+
+
+def describe_content(head: bytes) -> str:
+    """Says what a file is from its first bytes, for messages about a file of the wrong kind.
+
+    Args:
+        head: The file's first bytes (a few dozen are enough).
+
+    Returns:
+        One of ``"an empty file"``, ``"an HTML page"``, ``"markup (HTML or XML)"``, ``"a zip
+        archive"``, ``"a Python pickle"``, ``"a single .npy array (np.save)"``, ``"JSON
+        text"``, or ``"not a known format (it starts with ...)"``.
+    """
+    if not head:
+        return "an empty file"
+    text = head.lstrip(_TEXT_PADDING)
+    if text[:1] == b"<":
+        page = re.match(rb"<(!doctype\s+html|html|head|body)", text[:64], re.IGNORECASE)
+        return "an HTML page" if page else "markup (HTML or XML)"
+    if head.startswith(b"PK"):
+        return "a zip archive"
+    if head[:1] == b"\x80":  # protocol 2 or later
+        return "a Python pickle"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array (np.save)"
+    if text[:1] in (b"{", b"["):
+        return "JSON text"
+    return f"not a known format (it starts with {head[:8]!r})"
+
+
+def is_markup(head: bytes) -> bool:
+    """True if a file's first bytes are markup (a web page saved in place of a binary file)."""
+    return head.lstrip(_TEXT_PADDING)[:1] == b"<"
 
 
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -17,12 +17,18 @@ import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from steve1_env.errors import Steve1EnvError, UnsafeFileError, WeightsError
-from steve1_env.files import atomic_write_text, parse_json, read_regular_file
+from steve1_env.files import (
+    atomic_write_text,
+    describe_content,
+    is_markup,
+    parse_json,
+    read_regular_file,
+)
 
 WEIGHTS_DIR_ENV = "STEVE1_WEIGHTS_DIR"
 
@@ -59,7 +65,6 @@ KNOWN_MD5: dict[str, str] = {"attn.pth": "b5ece9198337cfd117a3bfbd921e56da"}
 
 _STRIPPED_PREFIXES = ("module.policy.", "policy.", "module.")
 _CHUNK = 1 << 20
-_MB = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -67,30 +72,63 @@ class FileSpec:
     """What an official file must be before it is accepted (downloaded, verified, reported ok).
 
     Attributes:
-        kind: ``"model"`` (a ``.model`` pickle of plain values), ``"state_dict"`` (a torch
-            state dict of tensors) or ``"mineclip"`` (a state dict holding MineCLIP's text tower).
+        kind: ``"model"`` (a ``.model`` pickle of plain values) or ``"state_dict"`` (a torch
+            state dict of tensors).
         min_bytes: The smallest size the file can have.
         max_bytes: The largest; a download stops as soon as it passes this.
+        required_key_prefix: For a state dict, a prefix some key must start with (what the
+            file is used for lives there); empty: none required.
     """
 
     kind: str
     min_bytes: int
     max_bytes: int
+    required_key_prefix: str = ""
 
 
-# Bounds from the released architectures' parameter counts (manifests of the golden fixtures),
-# not from measured files: at least 0.9 x the parameters in fp16, at most 1.5 x them in fp32.
-# Published sizes are not available; these leave room for either precision and for pickle
-# overhead while refusing web pages, truncated files and endless bodies.
+# Parameter counts summed from the shapes in the released architectures' key manifests
+# (golden/manifests.json), not measured files.
+POLICY_PARAMETERS = 249_545_918
+"""Parameters of the STEVE-1 policy (VPT 2x; 136 tensors)."""
+PRIOR_PARAMETERS = 2_366_976
+"""Parameters of the prior (conditional VAE 512/512/512; 20 tensors)."""
+MINECLIP_PARAMETERS = 158_537_730
+"""Distinct parameters of MineCLIP's checkpoint: its 788 keys hold 394,295,811 values, but
+``image_encoder`` is ``clip_model.vision_model`` and ``reward_head.clip_model`` is
+``clip_model``, and torch.save stores a shared tensor once."""
+MINECLIP_STORED_VALUES = 394_295_811
+"""Values under MineCLIP's 788 checkpoint keys, counting shared tensors once per key."""
+OFFICIAL_TOTAL_BYTES = 4 * (POLICY_PARAMETERS + PRIOR_PARAMETERS + MINECLIP_PARAMETERS)
+"""About what the official files take on disk together (float32; 1.64 GB)."""
+MINECLIP_TEXT_PREFIX = "model.clip_model.text_model."
+"""Where the text tower (the part used here) lives in MineCLIP's checkpoint."""
+
+_MB = 1_000_000
+_ARCHIVE_OVERHEAD = _MB  # zip headers, pickled key names: ~1 KB per tensor at most
+
+
+def _state_dict_spec(parameters: int, *, fp16: bool = True, prefix: str = "") -> FileSpec:
+    # From 90% of the parameters in float16 (float32 if not `fp16`) to 110% of them in
+    # float32 plus the archive's overhead.
+    smallest = 0.9 * parameters * (2 if fp16 else 4)
+    largest = 1.1 * parameters * 4 + _ARCHIVE_OVERHEAD
+    return FileSpec("state_dict", int(smallest), int(largest), prefix)
+
+
 OFFICIAL_SPECS: dict[str, FileSpec] = {
     # A pickle of about 20 constructor arguments (the golden copy is 581 bytes).
     "2x.model": FileSpec("model", 256, 64 * 1024),
-    # 249.5 M parameters.
-    "steve1.weights": FileSpec("state_dict", 449 * _MB, 1_497 * _MB),
-    # 2.37 M parameters.
-    "steve1_prior.pt": FileSpec("state_dict", 4 * _MB, 15 * _MB),
-    # 244.7 M distinct parameters (the reward head shares the CLIP towers), 394.3 M if not shared.
-    "attn.pth": FileSpec("mineclip", 440 * _MB, 2_366 * _MB),
+    "steve1.weights": _state_dict_spec(POLICY_PARAMETERS),  # 449 MB .. 1,099 MB
+    "steve1_prior.pt": _state_dict_spec(PRIOR_PARAMETERS),  # 4.3 MB .. 11.4 MB
+    # Its md5 is pinned, so only one file passes anyway; its size was never measured here, so
+    # the bounds allow float32 with shared tensors stored once (634 MB) or each key's tensor
+    # stored apart (1.58 GB): 571 MB .. 1,736 MB.
+    "attn.pth": FileSpec(
+        "state_dict",
+        int(0.9 * MINECLIP_PARAMETERS * 4),
+        int(1.1 * MINECLIP_STORED_VALUES * 4) + _ARCHIVE_OVERHEAD,
+        MINECLIP_TEXT_PREFIX,
+    ),
 }
 """Official file name -> its kind and size bounds (see `check_file_content`)."""
 
@@ -214,21 +252,30 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return file_digests(path)["sha256"]
 
 
-def verify_known_digest(path: str | os.PathLike[str]) -> None:
-    """Checks an official file against its published checksum, if it has one.
+def verify_known_digest(
+    path: str | os.PathLike[str], expected: str | None = None, official_name: str | None = None
+) -> None:
+    """Checks a file against the published md5 of the official file it stands for.
+
+    Args:
+        path: The file.
+        expected: The md5 it must have; default: the published one of `official_name`
+            (`KNOWN_MD5`), and nothing is checked when there is none.
+        official_name: The official file it stands for (default: its own name).
 
     Raises:
-        WeightsError: If the file is named like an official file but its checksum differs.
+        WeightsError: If its md5 differs.
     """
     path = Path(path)
-    expected = KNOWN_MD5.get(path.name)
+    official_name = path.name if official_name is None else official_name
+    expected = KNOWN_MD5.get(official_name) if expected is None else expected
     if expected is None:
         return
     actual = file_digests(path)["md5"]
     if actual != expected:
         raise WeightsError(
-            f"{path} has md5 {actual}, but the official {path.name} has {expected}: the file "
-            "is corrupt or not the official one. Download it again (`steve1-env weights "
+            f"{path} has md5 {actual}, but the official {official_name} has {expected}: the "
+            "file is corrupt or not the official one. Download it again (`steve1-env weights "
             "download`)."
         )
 
@@ -310,24 +357,20 @@ def describe_file(path: str | os.PathLike[str]) -> str:
         head = _head(path)
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
-    if not head:
-        return "an empty file"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text[:1] == b"<":
-        page = re.match(rb"<(!doctype\s+html|html|head|body)", text[:64], re.IGNORECASE)
-        return "an HTML page" if page else "markup (HTML or XML)"
-    foreign = ", ".join(_foreign_globals(path)[:5])
-    if head.startswith(b"PK\x03\x04"):
+    kind = describe_content(head)
+    if kind == "a zip archive":
         if not zipfile.is_zipfile(path):
             return "a damaged zip archive (truncated or corrupted)"
         if _torch_pickle(path) is None:
             return "a zip archive without a torch checkpoint inside"
+        foreign = ", ".join(_foreign_globals(path)[:5])
         return f"a torch file that would import {foreign}" if foreign else "a torch file"
-    if head[:1] == b"\x80":  # a pickle, protocol 2 or later
+    if kind == "a Python pickle":
+        foreign = ", ".join(_foreign_globals(path)[:5])
         if foreign:
             return f"a plain Python pickle that would import {foreign}"
         return "a plain Python pickle (torch.save writes a zip archive)"
-    return f"not a known format (it starts with {head[:8]!r})"
+    return kind
 
 
 def _torch_pickle(path: str | os.PathLike[str]) -> bytes | None:
@@ -523,19 +566,19 @@ def check_file_content(
     spec = official_spec(name, specs)
     try:
         size = path.stat().st_size
-        head = _head(path)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+        head = _head(path)[:64]
     except OSError as exc:
         raise WeightsError(f"Cannot read {path}: {exc.strerror}.") from exc
-    if head[:1] == b"<":
+    if is_markup(head):
         raise WeightsError(
             f"{path} is {describe_file(path)} ({size} bytes), not the official {name} (a web "
             f"page saved in its place: access denied, quota exceeded?). {REDOWNLOAD_HINT}"
         )
     if not spec.min_bytes <= size <= spec.max_bytes:
         raise WeightsError(
-            f"{path} is {size:,} bytes, but the official {name} has between "
-            f"{spec.min_bytes:,} and {spec.max_bytes:,}: it is {describe_file(path)}, truncated "
-            f"or not the official file. {REDOWNLOAD_HINT}"
+            f"{path} is {size:,} bytes; the official {name} is expected to have between "
+            f"{spec.min_bytes:,} and {spec.max_bytes:,} bytes. It is {describe_file(path)}, "
+            f"truncated or not the official file. {REDOWNLOAD_HINT}"
         )
     if spec.kind == "model":
         model = load_model_file(path)
@@ -547,15 +590,71 @@ def check_file_content(
             f"{path} is not a state dict of tensors (empty, or values that are not tensors: "
             f"{', '.join(not_tensors[:5])}). {REDOWNLOAD_HINT}"
         )
-    if spec.kind == "mineclip":
-        from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX
-
-        if not any(key.startswith(CHECKPOINT_PREFIX) for key in state):
-            raise WeightsError(
-                f"{path} holds no MineCLIP text tower (no key starts with {CHECKPOINT_PREFIX!r})"
-                f": it is not MineCLIP's attn.pth. {REDOWNLOAD_HINT}"
-            )
+    prefix = spec.required_key_prefix
+    if prefix and not any(key.startswith(prefix) for key in state):
+        raise WeightsError(
+            f"{path} holds none of the official {name}'s keys that are used (no key starts "
+            f"with {prefix!r}): it is not the official {name}. {REDOWNLOAD_HINT}"
+        )
     return f"a torch state dict of {len(state)} tensors"
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_VERDICT_BYTES = 4096  # a verdict memo holds a digest, a name, a spec and a short phrase
+
+
+def _verdict_memo(sha256: str) -> Path:
+    return user_cache_dir() / "content-checks" / f"{sha256}.json"
+
+
+def remembered_content_check(
+    path: str | os.PathLike[str],
+    sha256: str,
+    name: str | None = None,
+    *,
+    specs: Mapping[str, FileSpec] | None = None,
+    reuse: bool = True,
+) -> str:
+    """`check_file_content`, remembered by the file's SHA-256 so an unchanged file loads once.
+
+    A file that passed is recorded in the user cache (``content-checks/<sha256>.json``, never
+    beside the file) with the name and `FileSpec` it passed as; while its SHA-256 is the same,
+    the check is not run again. Failures are not recorded. A missing, unreadable or damaged
+    memo counts as no memo. The memo only spares the check: loading the file later is as
+    safe as ever (`load_state_dict`), whatever the memo says.
+
+    Args:
+        path: The file.
+        sha256: The file's SHA-256, computed by the caller from its content (`file_digests`).
+        name: The official file it must be (default: its own name).
+        specs: As for `check_file_content`.
+        reuse: Trust a memo (``doctor``); False re-checks and records (``weights verify``).
+
+    Returns:
+        What `check_file_content` found, marked when it comes from an earlier run.
+
+    Raises:
+        UnsafeFileError: As `check_file_content`.
+        WeightsError: As `check_file_content`.
+    """
+    path = Path(path)
+    name = path.name if name is None else name
+    spec = official_spec(name, specs)
+    record = {"sha256": sha256, "name": name, "spec": asdict(spec)}
+    memo = _verdict_memo(sha256) if _SHA256_HEX.fullmatch(sha256) else None
+    if reuse and memo is not None:
+        with contextlib.suppress(OSError, Steve1EnvError):  # no memo, or a damaged one
+            saved = parse_json(read_regular_file(memo, _VERDICT_BYTES, "content memo"), "", "")
+            found = saved.get("found") if isinstance(saved, dict) else None
+            if isinstance(found, str) and {key: saved.get(key) for key in record} == record:
+                return f"{found[:200]}, content checked on an earlier run"
+    found = check_file_content(path, name, specs=specs)
+    if memo is not None:
+        with contextlib.suppress(OSError, Steve1EnvError):  # an unwritable cache: check again
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({**record, "found": found})
+            atomic_write_text(memo, text, "the content memo")
+    return found
 
 
 def _is_tensor(value: Any) -> bool:

@@ -14,7 +14,7 @@ import torch
 from steve1_env import download
 from steve1_env.cli import main
 from steve1_env.errors import WeightsError
-from steve1_env.weights import OFFICIAL_SPECS
+from steve1_env.weights import OFFICIAL_SPECS, check_file_content
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -276,9 +276,12 @@ def test_official_files_are_recorded_and_verified(server, tmp_path, capsys):
     assert recorded == {name: sha(data) for name, data in served.items()}
     statuses = {s.name: s for s in download.verify(tmp_path, specs=small)}
     assert statuses["steve1.weights"].ok and not statuses["attn.pth"].present
-    # Later corruption is caught.
-    (tmp_path / "steve1.weights").write_bytes(b"tampered")
-    assert not {s.name: s for s in download.verify(tmp_path, specs=small)}["steve1.weights"].ok
+    # Later corruption is caught by the checksum alone: the replacement is a valid state dict
+    # that passes the content check, yet differs from what was recorded.
+    (tmp_path / "steve1.weights").write_bytes(torch_bytes({"net.x": torch.zeros(3)}))
+    assert "tensors" in check_file_content(tmp_path / "steve1.weights", specs=small)
+    status = {s.name: s for s in download.verify(tmp_path, specs=small)}["steve1.weights"]
+    assert not status.ok and "!= recorded" in status.detail and "checksum mismatch" in status.detail
     assert main(["weights", "verify", "--dir", str(tmp_path)]) == 1
     assert "steve1.weights     sha256" in capsys.readouterr().out
 

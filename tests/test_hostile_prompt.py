@@ -426,7 +426,7 @@ def test_the_official_encoder_finds_its_weights_like_the_native_one(official, tm
     with pytest.raises(WeightsError, match=r"mineclip=.*no such file"):
         OfficialPromptEncoder(mineclip=moved / "nope.pth", prior=moved / "steve1_prior.pt")
     torch.save({"w": torch.zeros(1)}, moved / "other.pth")
-    with pytest.raises(WeightsError, match=r"md5 .* expects MineCLIP's"):
+    with pytest.raises(WeightsError, match=r"md5 .* but the official attn\.pth has"):
         OfficialPromptEncoder(mineclip=moved / "other.pth", prior=moved / "steve1_prior.pt")
 
     class RunsCode:

@@ -5,23 +5,31 @@ scripted routes); no network is used.
 """
 
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import json
+import math
 import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from steve1_env import download, files
+from steve1_env import download, files, weights
 from steve1_env.cli import main
 from steve1_env.doctor import run_checks
-from steve1_env.errors import UnsafeFileError, WeightsError
+from steve1_env.errors import ConfigurationError, UnsafeFileError, WeightsError
 from steve1_env.weights import OFFICIAL_SPECS, check_file_content, load_model_file, load_state_dict
 from tests.test_download import Server, torch_bytes
+from tests.test_official_adapter import official as official_package  # noqa: F401 (fixture)
 from tests.test_weights import RunsCode
 
 # torch warns about the pickle protocol of plain pickles before refusing them.
@@ -30,6 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 SMALL = {name: replace(spec, min_bytes=1) for name, spec in OFFICIAL_SPECS.items()}
 """The official specs with the lower size bounds relaxed, for small stand-in files."""
 
+ROOT = Path(__file__).resolve().parents[1]
 HTML = b"<!DOCTYPE html><html><body>Google Drive: quota exceeded</body></html>"
 
 
@@ -90,7 +99,7 @@ def trickle(handler):
         time.sleep(0.05)
 
 
-def official(server, directory, names, **kwargs):
+def fetch_official(server, directory, names, **kwargs):
     return download.download_official(
         directory, names, url_for=lambda name: server.url(f"/{name}"), progress=False,
         backoff=0.01, **kwargs,
@@ -167,10 +176,13 @@ def test_legitimate_small_files_pass_with_relaxed_bounds_and_not_with_official_o
     assert "policy arguments" in check_file_content(tmp_path / "2x.model")
     assert "tensors" in check_file_content(tmp_path / "steve1.weights", specs=SMALL)
     assert "tensors" in check_file_content(tmp_path / "steve1_prior.pt")  # the real size
-    with pytest.raises(WeightsError, match=r"12,250,343 bytes, but the official steve1.weights"):
+    expected = OFFICIAL_SPECS["steve1.weights"]
+    with pytest.raises(WeightsError, match=rf"12,250,343 bytes; the official steve1.weights is "
+                       rf"expected to have between {expected.min_bytes:,} and "
+                       rf"{expected.max_bytes:,} bytes"):  # fmt: skip
         check_file_content(tmp_path / "steve1.weights")
     # MineCLIP must hold the text tower: the prior's tensors are not MineCLIP.
-    with pytest.raises(WeightsError, match="no MineCLIP text tower"):
+    with pytest.raises(WeightsError, match=r"no key starts with 'model\.clip_model\.text_model\.'"):
         check_file_content(tmp_path / "steve1_prior.pt", "attn.pth", specs=SMALL)
     shutil.copy(golden / "mineclip_text_tiny.pth", tmp_path / "attn.pth")
     assert "tensors" in check_file_content(tmp_path / "attn.pth", specs=SMALL)
@@ -254,7 +266,7 @@ def test_an_announced_length_over_the_cap_is_refused_before_writing(server, tmp_
     server.routes["/2x.model"] = announces_ten_gigabytes
     started = time.monotonic()
     with pytest.raises(WeightsError, match=r"announces 10,737,418,240 bytes, more than the 65,536"):
-        official(server, tmp_path, ["2x.model"])
+        fetch_official(server, tmp_path, ["2x.model"])
     assert time.monotonic() - started < 5
     assert len(server.requests) == 1  # refused, not retried
     assert not (tmp_path / "2x.model.part").exists() and not (tmp_path / "2x.model").exists()
@@ -268,7 +280,7 @@ def test_an_endless_body_is_stopped_at_the_cap(server, tmp_path):
     assert not (tmp_path / "steve1.weights.part").exists()
     server.routes["/2x.model"] = endless  # an official file: its own bound
     with pytest.raises(WeightsError, match=r"grew past 65,536 bytes"):
-        official(server, tmp_path, ["2x.model"])
+        fetch_official(server, tmp_path, ["2x.model"])
     assert not (tmp_path / "2x.model.part").exists()
 
 
@@ -327,22 +339,61 @@ def test_a_trickling_server_fails_the_attempt_within_twice_the_timeout(server, t
     assert time.monotonic() - started < 4  # 2 x timeout, with room for a loaded machine
 
 
+@pytest.mark.slow
 def test_a_slow_steady_server_is_not_cut_off(server, tmp_path):
-    blocks = 6
+    timeout, blocks = 2.0, 4
+    body = b"".join(bytes([index]) * download.BLOCK_BYTES for index in range(blocks))
 
     def steady(handler):
-        send_headers(handler, length=blocks * download.BLOCK_BYTES)
-        for _ in range(blocks):  # one block per 0.25 s: the whole body takes over 1.2 s
-            handler.wfile.write(b"\x01" * download.BLOCK_BYTES)
+        send_headers(handler, length=len(body))
+        for index in range(blocks):  # a block every 0.8 s: well within the 2 s per block
+            if index:
+                time.sleep(0.8)
+            handler.wfile.write(body[index * download.BLOCK_BYTES :][: download.BLOCK_BYTES])
             handler.wfile.flush()
-            time.sleep(0.25)
 
     server.routes["/steady"] = steady
     started = time.monotonic()
-    download.download(server.url("/steady"), tmp_path / "w.bin", retries=0, timeout=0.6,
+    download.download(server.url("/steady"), tmp_path / "w.bin", retries=0, timeout=timeout,
                       progress=False)  # fmt: skip
-    assert time.monotonic() - started > 1.2  # over twice the timeout overall, and still fine
-    assert (tmp_path / "w.bin").stat().st_size == blocks * download.BLOCK_BYTES
+    assert time.monotonic() - started > timeout  # longer than the timeout overall, and fine
+    assert (tmp_path / "w.bin").read_bytes() == body
+    assert len(server.requests) == 1  # one attempt: nothing was retried
+
+
+def test_the_last_block_is_kept_when_it_completes_after_the_deadline(server, tmp_path):
+    # 300 bytes in three pieces 0.6 s apart: each read waits less than the 1 s timeout, and
+    # the block (the whole body) is complete at 1.2 s, after its deadline.
+    def late_finish(handler):
+        send_headers(handler, length=300)
+        for index in range(3):
+            if index:
+                time.sleep(0.6)
+            handler.wfile.write(bytes([index + 1]) * 100)
+            handler.wfile.flush()
+
+    server.routes["/late"] = late_finish
+    download.download(server.url("/late"), tmp_path / "w.bin", retries=0, timeout=1.0,
+                      progress=False)  # fmt: skip
+    assert (tmp_path / "w.bin").read_bytes() == b"\x01" * 100 + b"\x02" * 100 + b"\x03" * 100
+
+
+def test_bytes_that_arrived_before_a_stall_are_kept_and_resumed(server, tmp_path):
+    data = bytes(range(256)) * 20
+
+    def stalls_once(handler):
+        del server.routes["/w.bin"]  # the retry gets the plain server, which honours Range
+        send_headers(handler, length=len(data))
+        handler.wfile.write(data[:1000])
+        handler.wfile.flush()
+        time.sleep(1.5)  # silent past the client's 0.5 s timeout
+
+    server.files["/w.bin"] = data
+    server.routes["/w.bin"] = stalls_once
+    download.download(server.url("/w.bin"), tmp_path / "w.bin", retries=1, timeout=0.5,
+                      backoff=0.01, progress=False)  # fmt: skip
+    assert (tmp_path / "w.bin").read_bytes() == data
+    assert server.requests[-1] == ("/w.bin", "bytes=1000-")  # resumed after what arrived
 
 
 # ---------------------------------------------------------------- refused downloads leave nothing
@@ -406,11 +457,331 @@ def test_an_unwritable_checksums_file_is_a_package_error(server, tmp_path, monke
     server.files["/2x.model"] = pickle.dumps({"model": {"args": {"net": {"args": {"h": 1}}}}})
     monkeypatch.setattr(files, "open", read_only, raising=False)
     with pytest.raises(WeightsError, match=r"Cannot write .*checksums\.json .*read-only.*--dir"):
-        official(server, tmp_path, ["2x.model"], specs=SMALL)
+        fetch_official(server, tmp_path, ["2x.model"], specs=SMALL)
 
 
 def test_checksums_written_by_download_are_read_back(server, tmp_path):
     server.files["/2x.model"] = pickle.dumps({"model": {"args": {"net": {"args": {"h": 1}}}}})
-    official(server, tmp_path, ["2x.model"], specs=SMALL)
+    fetch_official(server, tmp_path, ["2x.model"], specs=SMALL)
     recorded = json.loads((tmp_path / "checksums.json").read_text())
     assert download.read_checksums(tmp_path) == recorded and list(recorded) == ["2x.model"]
+
+
+# ------------------------------------------------------------- doctor's remembered content check
+@pytest.fixture
+def small_weights(tmp_path, monkeypatch, tiny_policy_files, golden):
+    """A weights directory of small stand-ins (all but attn.pth), in a private user cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(tiny_policy_files["model"], folder / "2x.model")
+    shutil.copy(tiny_policy_files["weights"], folder / "steve1.weights")
+    shutil.copy(golden / "prior.pt", folder / "steve1_prior.pt")
+    return folder
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Counts the files torch.load and the .model loader open: path names, in order."""
+    opened = []
+    real_load, real_model = torch.load, weights.load_model_file
+
+    def counting_load(path, *args, **kwargs):
+        opened.append(os.path.basename(path))
+        return real_load(path, *args, **kwargs)
+
+    def counting_model(path):
+        opened.append(os.path.basename(path))
+        return real_model(path)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    monkeypatch.setattr(weights, "load_model_file", counting_model)
+    return opened
+
+
+def weight_checks(folder):
+    return {c.name: c for c in run_checks(folder, specs=SMALL) if c.name.startswith("weights: ")}
+
+
+STAND_INS = ["2x.model", "steve1.weights", "steve1_prior.pt"]
+
+
+def test_a_second_doctor_run_loads_no_unchanged_weight_file(small_weights, loads):
+    first = weight_checks(small_weights)
+    assert all(first[f"weights: {name}"].ok for name in STAND_INS)
+    assert sorted(loads) == sorted(STAND_INS)  # the first run loads each file
+    loads.clear()
+    second = weight_checks(small_weights)
+    assert loads == []  # nothing loaded again
+    for name in STAND_INS:
+        check = second[f"weights: {name}"]
+        assert check.ok and "content checked on an earlier run" in check.detail, check.detail
+    # A changed file is loaded and checked again; so is a file turned hostile.
+    torch.save({"w": torch.ones(3)}, small_weights / "steve1.weights")
+    assert weight_checks(small_weights)["weights: steve1.weights"].ok
+    assert loads == ["steve1.weights"]
+    loads.clear()
+    hostile_files(small_weights)["posix.system torch"](small_weights / "steve1.weights")
+    check = weight_checks(small_weights)["weights: steve1.weights"]
+    assert not check.ok and check.broken and "posix.system" in check.detail
+    assert loads == ["steve1.weights"]
+
+
+def test_verify_still_loads_every_file_and_records_the_verdict(small_weights, loads):
+    for _ in range(2):
+        loads.clear()
+        assert all(s.ok for s in download.verify(small_weights, specs=SMALL) if s.present)
+        assert sorted(loads) == sorted(STAND_INS)  # verify re-reads every file, every time
+    loads.clear()
+    weight_checks(small_weights)  # verify's verdicts spare doctor the loading
+    assert loads == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"\xff\xfe not json", b"[1, 2]", b'{"found": 5}', b"{" * 10_000, b"x" * 100_000,
+     "other spec", "other name", "directory"],
+)  # fmt: skip
+def test_a_damaged_or_foreign_content_memo_counts_as_none(small_weights, loads, damage):
+    weight_checks(small_weights)
+    memos = sorted((small_weights.parent / "cache" / "steve1_env" / "content-checks").iterdir())
+    assert len(memos) == len(STAND_INS)
+    for memo in memos:
+        if damage == "directory":
+            memo.unlink()
+            memo.mkdir()
+        elif isinstance(damage, str):
+            saved = json.loads(memo.read_text())
+            if damage == "other spec":
+                saved["spec"]["max_bytes"] += 1
+            else:
+                saved["name"] = "attn.pth"
+            memo.write_text(json.dumps(saved))
+        else:
+            memo.write_bytes(damage)
+    loads.clear()
+    checks = weight_checks(small_weights)
+    assert sorted(loads) == sorted(STAND_INS)  # each memo ignored: every file checked again
+    for name in STAND_INS:
+        assert checks[f"weights: {name}"].ok
+        assert "earlier run" not in checks[f"weights: {name}"].detail
+
+
+def test_a_forged_memo_spares_doctor_the_check_but_never_makes_loading_unsafe(small_weights):
+    # What the memo does not guarantee: whoever can write the user cache can make doctor report
+    # a file as checked. Loading it still refuses anything that would run code.
+    hostile_files(small_weights)["posix.system torch"](small_weights / "steve1.weights")
+    digest = weights.hash_file(small_weights / "steve1.weights")["sha256"]
+    memo = small_weights.parent / "cache" / "steve1_env" / "content-checks" / f"{digest}.json"
+    memo.parent.mkdir(parents=True)
+    spec = dataclasses.asdict(SMALL["steve1.weights"])
+    memo.write_text(json.dumps({"sha256": digest, "name": "steve1.weights", "spec": spec,
+                                "found": "forged"}))  # fmt: skip
+    assert "forged" in weight_checks(small_weights)["weights: steve1.weights"].detail
+    with pytest.raises(UnsafeFileError):
+        load_state_dict(small_weights / "steve1.weights")
+    assert not (small_weights / "pwned").exists()
+    # verify never trusts the memo.
+    status = {s.name: s for s in download.verify(small_weights, specs=SMALL)}["steve1.weights"]
+    assert not status.ok and "posix.system" in status.detail
+
+
+def test_a_digest_that_is_not_hex_never_names_a_memo_file(small_weights, tmp_path):
+    # The digest may come from the (forgeable) checksum memo: it must not become a path.
+    found = weights.remembered_content_check(
+        small_weights / "steve1_prior.pt", "../../escaped", specs=SMALL
+    )
+    assert "tensors" in found
+    assert not (tmp_path / "cache" / "escaped.json").exists()
+    assert not (tmp_path / "cache" / "steve1_env" / "content-checks").exists()
+
+
+# ------------------------------------------------------------------ bounds from the manifests
+def manifest_parameters(golden):
+    manifests = json.loads((golden / "manifests.json").read_text())
+
+    def count(keys):
+        return sum(math.prod(shape) for shape in keys.values())
+
+    mineclip = manifests["mineclip_attn"]["keys"]
+    # image_encoder is clip_model.vision_model and reward_head.clip_model is clip_model: the
+    # same modules under two names, so torch.save stores their tensors once.
+    shared = ("model.image_encoder.", "model.reward_head.clip_model.")
+    distinct = {key: shape for key, shape in mineclip.items() if not key.startswith(shared)}
+    for alias, original in (("model.image_encoder.", "model.clip_model.vision_model."),
+                            ("model.reward_head.clip_model.", "model.clip_model.")):  # fmt: skip
+        aliased = {k[len(alias) :]: v for k, v in mineclip.items() if k.startswith(alias)}
+        assert aliased == {k[len(original) :]: v for k, v in mineclip.items()
+                           if k.startswith(original)}  # fmt: skip
+    return {
+        "steve1.weights": count(manifests["policy_2x"]["keys"]),
+        "steve1_prior.pt": count(manifests["prior"]["keys"]),
+        "attn.pth": count(distinct),
+        "mineclip keys": len(mineclip),
+        "mineclip values": count(mineclip),
+    }
+
+
+def test_the_size_bounds_follow_the_parameter_counts_of_the_manifests(golden):
+    counted = manifest_parameters(golden)
+    assert counted["mineclip keys"] == 788 and counted["mineclip values"] == 394_295_811
+    assert counted["steve1.weights"] == weights.POLICY_PARAMETERS
+    assert counted["steve1_prior.pt"] == weights.PRIOR_PARAMETERS
+    assert counted["attn.pth"] == weights.MINECLIP_PARAMETERS  # 158.5 M, as published
+    for name in ("steve1.weights", "steve1_prior.pt", "attn.pth"):
+        spec, fp32 = OFFICIAL_SPECS[name], 4 * counted[name]
+        assert spec.min_bytes <= 0.9 * fp32 and spec.max_bytes >= fp32  # an fp32 file fits
+    for name in ("steve1.weights", "steve1_prior.pt"):
+        assert OFFICIAL_SPECS[name].max_bytes <= 1.1 * 4 * counted[name] + 1_000_000  # tight
+    # attn.pth fits whether torch.save stored its shared tensors once or under every key.
+    unshared = 4 * counted["mineclip values"]
+    assert unshared <= OFFICIAL_SPECS["attn.pth"].max_bytes <= 1.1 * unshared + 1_000_000
+    assert weights.MINECLIP_STORED_VALUES == counted["mineclip values"]
+    for name in ("steve1.weights", "steve1_prior.pt"):  # an fp16 release would fit too
+        assert OFFICIAL_SPECS[name].min_bytes <= 2 * counted[name]
+    # attn.pth is pinned by its md5 and is float32: half that size is refused.
+    assert OFFICIAL_SPECS["attn.pth"].min_bytes > 2 * counted["attn.pth"]
+    state_dicts = [name for name in OFFICIAL_SPECS if name != "2x.model"]
+    assert sum(4 * counted[name] for name in state_dicts) == weights.OFFICIAL_TOTAL_BYTES
+
+
+def test_the_weights_module_needs_nothing_from_the_prompt_layer(tmp_path, golden):
+    from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX
+
+    assert OFFICIAL_SPECS["attn.pth"].required_key_prefix == CHECKPOINT_PREFIX
+    shutil.copy(golden / "mineclip_text_tiny.pth", tmp_path / "attn.pth")
+    script = (
+        "import sys\n"
+        "from dataclasses import replace\n"
+        "from steve1_env import weights\n"
+        "spec = replace(weights.OFFICIAL_SPECS['attn.pth'], min_bytes=1)\n"
+        f"print(weights.check_file_content({str(tmp_path / 'attn.pth')!r},"
+        " specs={'attn.pth': spec}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('steve1_env.prompt')))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120, env=environment)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tensors = len(load_state_dict(tmp_path / "attn.pth"))
+    assert result.stdout.splitlines()[-2:] == [f"a torch state dict of {tensors} tensors", "[]"]
+
+
+# ------------------------------------------------------------------ one file-type sniffer
+NPY = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (512,), }"
+KINDS = {
+    b"": "an empty file",
+    b"\xef\xbb\xbf\n" + HTML: "an HTML page",
+    b"<?xml version='1.0'?><a/>": "markup (HTML or XML)",
+    b"PK\x03\x04" + bytes(40): "a zip archive",
+    pickle.dumps({"x": 1}): "a Python pickle",
+    NPY: "a single .npy array (np.save)",
+    b' {"x": [1]}': "JSON text",
+    b"GIF89a....": "not a known format (it starts with b'GIF89a..')",
+}
+
+
+@pytest.mark.parametrize(("head", "kind"), list(KINDS.items()))
+def test_one_sniffer_names_a_file_for_weights_and_embedding_tables(tmp_path, head, kind):
+    from steve1_env.prompt.precomputed import PrecomputedPromptEncoder
+
+    assert files.describe_content(head) == kind
+    path = tmp_path / "file"
+    path.write_bytes(head)
+    if kind not in ("a zip archive", "a Python pickle"):  # weights refine these two
+        assert weights.describe_file(path) == kind
+    wrong = "JSON text" if kind == "JSON text" else kind
+    for suffix in (".npz", ".json"):
+        table = path.rename(path.with_suffix(suffix))
+        path = table
+        if (suffix, kind) in ((".json", "JSON text"),):
+            continue
+        if (suffix, kind) == (".npz", "a zip archive"):
+            continue  # a zip: read as one, and refused for what is inside
+        with pytest.raises(ConfigurationError, match=re.escape(wrong)):
+            PrecomputedPromptEncoder(path=table)
+
+
+def test_weights_refine_what_the_sniffer_says_about_zips_and_pickles(tmp_path):
+    (tmp_path / "npy.pt").write_bytes(NPY)
+    with pytest.raises(WeightsError, match=r"a single \.npy array"):
+        load_state_dict(tmp_path / "npy.pt")
+    (tmp_path / "cut.pt").write_bytes(torch_bytes({"w": torch.zeros(1000)})[:2000])
+    assert (
+        weights.describe_file(tmp_path / "cut.pt")
+        == "a damaged zip archive (truncated or corrupted)"
+    )
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"x": 1}))
+    assert "plain Python pickle" in weights.describe_file(tmp_path / "plain.pkl")
+
+
+# ------------------------------------------------------------------------- one md5 check
+def test_one_md5_check_for_published_and_configured_checksums(tmp_path):
+    path = tmp_path / "mine.pth"
+    path.write_bytes(b"weights")
+    md5 = hashlib.md5(b"weights").hexdigest()
+    weights.verify_known_digest(path)  # no published md5 for this name: nothing to check
+    weights.verify_known_digest(path, md5, "attn.pth")
+    with pytest.raises(WeightsError, match=rf"md5 {md5}, but the official attn\.pth has 0+:"):
+        weights.verify_known_digest(path, "0" * 32, "attn.pth")
+    with pytest.raises(
+        WeightsError, match=rf"but the official attn\.pth has {weights.KNOWN_MD5['attn.pth']}"
+    ):
+        weights.verify_known_digest(path, official_name="attn.pth")
+
+
+# --------------------------------------------------------- the official policy's weight lookup
+def test_the_official_policy_names_a_weight_or_model_file_that_does_not_exist(request, tmp_path):
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    official = request.getfixturevalue("official_package")  # the fake package, its weights
+    with pytest.raises(WeightsError, match=r"policy=.*typo\.weights'?: no such file"):
+        OfficialSteve1Policy(**{**official, "weights": tmp_path / "typo.weights"})
+    with pytest.raises(WeightsError, match=r"model=.*nope\.model'?: no such file"):
+        OfficialSteve1Policy(**{**official, "model": tmp_path / "nope.model"})
+    # A directory still works: steve1.weights is found in it (the model is given).
+    OfficialSteve1Policy(**{**official, "weights": tmp_path})
+
+
+# ------------------------------------------------------------------ a full disk or quota
+class FullDisk:
+    """A file whose writes fail with `code` after `room` bytes."""
+
+    def __init__(self, handle, code, room):
+        self.handle, self.code, self.room = handle, code, room
+
+    def write(self, data):
+        if self.handle.tell() + len(data) > self.room:
+            raise OSError(self.code, os.strerror(self.code))
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_or_quota_says_to_free_space_and_how_much(server, tmp_path, monkeypatch, code):
+    real_open = open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FullDisk(handle, code, 1 << 16) if str(file).endswith(".part") else handle
+
+    monkeypatch.setattr(download, "open", full_open, raising=False)
+    size = len(server.files["/file.bin"])
+    with pytest.raises(WeightsError) as caught:
+        download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=3,
+                          backoff=0.01, progress=False)  # fmt: skip
+    message = str(caught.value)
+    assert "free some space" in message and "Choose a writable" not in message
+    assert f"{(size - (1 << 16)) / 1e6:,.1f} MB more are needed for this file" in message
+    total = weights.OFFICIAL_TOTAL_BYTES / 1e9
+    assert f"about {total:.2f} GB in all" in message and 1.6 < total < 1.7
+    assert "resumes" in message and len(server.requests) == 1  # not retried
+    assert (tmp_path / "file.bin.part").stat().st_size == 1 << 16  # kept, to resume

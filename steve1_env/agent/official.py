@@ -27,7 +27,7 @@ import numpy as np
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, WeightsError
 from steve1_env.optional import import_optional
-from steve1_env.weights import load_model_file, load_state_dict, locate, weights_dir
+from steve1_env.weights import load_model_file, load_state_dict, weight_file, weights_dir
 from steve1_env.worlds.actions import AGENT_BUTTON_KEYS, canonical_action
 from steve1_env.worlds.minerl import INSTALL_HINT as MINERL_HINT
 from steve1_env.worlds.minerl import STEVE1_ENV_KWARGS
@@ -123,12 +123,12 @@ class OfficialSteve1Policy:
     ) -> None:
         agent_module = official_module("steve1.MineRLConditionalAgent", "policy='steve1-official'")
         self.device = precision.resolve_device(device)
-        if weights is not None and Path(weights).is_file():
-            weights_path, directory = Path(weights), Path(weights).parent
-        else:
-            directory = weights_dir(weights)
-            weights_path = locate("policy", directory)
-        model_path = Path(model) if model else locate("model", directory)
+        # `weights` is a directory (or None: the weights directory) or the weight file itself.
+        path = None if weights is None else Path(weights).expanduser()
+        given = None if path is None or path.is_dir() else path
+        directory = weights_dir(path) if given is None else given.parent
+        weights_path = weight_file("policy", given, directory)
+        model_path = weight_file("model", model or None, directory)
         spec = load_model_file(model_path)  # never plain pickle: the safe loader
         state = load_state_dict(weights_path)  # weights_only, prefixes stripped
         self.cond_scale = float(cond_scale)

@@ -21,12 +21,12 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.agent.official import GlobalRngStream, official_module
-from steve1_env.errors import WeightsError
 from steve1_env.validation import reset_seed
 from steve1_env.weights import (
+    OFFICIAL_FILES,
     check_state_dict,
-    file_digests,
     load_state_dict,
+    verify_known_digest,
     weight_file,
     weights_dir,
 )
@@ -64,13 +64,8 @@ class OfficialPromptEncoder:
         mineclip_path = weight_file("mineclip", mineclip, directory)
         prior_path = weight_file("prior", prior, directory)
         ckpt = dict(config.MINECLIP_CONFIG["ckpt"])
-        actual = file_digests(mineclip_path)["md5"]
-        if actual != ckpt["checksum"]:  # upstream would only `assert` it
-            raise WeightsError(
-                f"{mineclip_path} has md5 {actual}, but the official package expects MineCLIP's "
-                f"{ckpt['checksum']}: the file is corrupt or not the official attn.pth. "
-                "Download it again (`steve1-env weights download`)."
-            )
+        # The package's configured checksum (upstream would only `assert` it).
+        verify_known_digest(mineclip_path, str(ckpt["checksum"]), OFFICIAL_FILES["mineclip"])
         mineclip_config = {**config.MINECLIP_CONFIG, "ckpt": {**ckpt, "path": str(mineclip_path)}}
         info = config.PRIOR_INFO
         # Upstream initialises its modules from torch's global generator: a private stream

@@ -17,7 +17,7 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, InvalidInstructionError
-from steve1_env.files import parse_json, read_regular_file
+from steve1_env.files import describe_content, parse_json, read_regular_file
 from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.tasks.prompts import normalize_instruction
 
@@ -37,22 +37,6 @@ _NPZ_READ_ERRORS = (
 )  # fmt: skip
 
 
-def _looks_like(data: bytes) -> str:
-    """Names what a file's first bytes say it is, for messages about the wrong format."""
-    head = data[:16].lstrip()
-    if not data:
-        return "an empty file"
-    if data.startswith(b"\x93NUMPY"):
-        return "a single .npy array (np.save), not a table"
-    if data.startswith(b"PK"):
-        return "a zip archive (.npz)"
-    if data[:1] == b"\x80":
-        return "a Python pickle"
-    if head[:1] in (b"{", b"["):
-        return "JSON text"
-    return "neither an .npz archive nor JSON"
-
-
 def _npz_format_error(path: Path, what: str) -> ConfigurationError:
     return ConfigurationError(
         f"{path} is not a valid .npz table of embeddings: {what}. Expected a zip archive of "
@@ -63,7 +47,7 @@ def _npz_format_error(path: Path, what: str) -> ConfigurationError:
 
 def _read_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
     if not data.startswith(b"PK"):
-        raise _npz_format_error(path, f"the file is {_looks_like(data)}")
+        raise _npz_format_error(path, f"the file is {describe_content(data[:64])}")
     # Each central-directory entry starts with this signature, so its count bounds the entries
     # ZipFile would parse (and hold in memory) before we could count them.
     if data.count(_ZIP_CENTRAL_ENTRY) > MAX_ENTRIES:
@@ -94,7 +78,7 @@ def _read_npz(path: Path, data: bytes) -> dict[str, np.ndarray]:
 def _read_json(path: Path, data: bytes) -> dict[str, Any]:
     expected = "Expected a JSON object mapping each instruction to a list of 512 numbers."
     if data.lstrip()[:1] not in (b"{", b"["):
-        raise ConfigurationError(f"{path} is {_looks_like(data)}, not JSON. {expected}")
+        raise ConfigurationError(f"{path} is {describe_content(data[:64])}, not JSON. {expected}")
     loaded = parse_json(data, str(path), expected)
     if not isinstance(loaded, dict):
         raise ConfigurationError(f"{path} holds a JSON {type(loaded).__name__}. {expected}")
