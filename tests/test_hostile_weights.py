@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -873,3 +874,46 @@ def test_a_full_disk_or_quota_says_to_free_space_and_how_much(server, tmp_path, 
     assert f"about {total:.2f} GB in all" in message and 1.6 < total < 1.7
     assert "resumes" in message and len(server.requests) == 1  # not retried
     assert (tmp_path / "file.bin.part").stat().st_size == 1 << 16  # kept, to resume
+
+
+# ----------------------------------------------------------- torch's warnings on safe loads
+@pytest.mark.parametrize(
+    ("zipped", "protocol", "loads"),
+    [(False, 2, True), (True, 4, False), (False, 4, False)],  # torch reads only protocol 2
+)
+def test_loading_a_state_dict_prints_no_torch_protocol_warning(tmp_path, zipped, protocol, loads):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=zipped,
+               pickle_protocol=protocol)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # over the file's filter: every warning is recorded
+        if loads:
+            assert torch.equal(load_state_dict(path)["w"], torch.ones(3))
+        else:  # torch's safe unpickler cannot read it: our error, without torch's warning
+            with pytest.raises(WeightsError, match="download it again") as refused:
+                load_state_dict(path)
+            assert "not a readable torch file but a torch file" not in str(refused.value)
+        if loads:  # the content check (verify, doctor, download) loads the same way
+            check_file_content(path, "steve1_prior.pt", specs=SMALL)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_only_torchs_protocol_warning_is_silenced(tmp_path, monkeypatch):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    real_load = torch.load
+
+    def warning_load(*args, **kwargs):
+        message = "Detected pickle protocol 4 in the checkpoint (not torch)"
+        warnings.warn(message, UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", warning_load)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_state_dict(path)
+    assert [str(w.message) for w in caught] == [
+        "Detected pickle protocol 4 in the checkpoint (not torch)",
+        "something else",
+    ]
