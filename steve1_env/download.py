@@ -39,6 +39,7 @@ from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
     OFFICIAL_TOTAL_BYTES,
+    REDOWNLOAD_HINT,
     FileSpec,
     check_file_content,
     hash_file,
@@ -522,13 +523,18 @@ def _check(
         try:
             validate(path)
         except WeightsError as exc:
-            problems.append(f"it is not a valid {name}: {str(exc).rstrip('.')}")
+            # The check's advice (delete the file, download it again) is for a file that
+            # stays; this one is deleted below, so the advice given is ours.
+            found = " ".join(str(exc).replace(REDOWNLOAD_HINT, "").split()).rstrip(".")
+            problems.append(f"it is not a valid {name}: {found}")
     if problems:
         path.unlink(missing_ok=True)
         raise WeightsError(
-            f"{name} was downloaded but {'; '.join(problems)}. The file is corrupt or was "
-            "replaced at the source; the partial file was deleted. Try again, or fetch it by "
-            "hand and run `steve1-env weights verify`."
+            f"{name} was downloaded but {'; '.join(problems)}. It was not kept (the partial "
+            "file was deleted). Run the download again; if it fails the same way, check the "
+            "URL and your network or proxy (the file was corrupted on the way, or something "
+            "else is served in its place), or fetch the file by hand into the weights "
+            "directory and run `steve1-env weights verify`."
         )
 
 

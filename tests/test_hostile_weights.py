@@ -917,3 +917,29 @@ def test_only_torchs_protocol_warning_is_silenced(tmp_path, monkeypatch):
         "Detected pickle protocol 4 in the checkpoint (not torch)",
         "something else",
     ]
+
+
+# ------------------------------------------------------- advice on a refused official download
+@pytest.mark.parametrize(
+    ("name", "kind", "words"),
+    [
+        ("steve1_prior.pt", "empty", "It is an empty file"),
+        ("steve1.weights", "posix.system torch", "would import posix.system"),
+        ("2x.model", "truncated zip", "damaged zip archive"),
+    ],
+)
+def test_a_refused_official_download_says_it_was_not_kept_not_to_delete_it(
+    server, tmp_path, name, kind, words
+):
+    stand_in = tmp_path / "stand-in"
+    hostile_files(tmp_path)[kind](stand_in)
+    server.files[f"/{name}"] = stand_in.read_bytes()
+    folder = tmp_path / "weights"
+    with pytest.raises(WeightsError, match=words) as caught:
+        fetch_official(server, folder, [name], specs=SMALL)
+    message = str(caught.value)
+    assert "Delete it" not in message and "delete it" not in message, message
+    assert "It was not kept" in message and "Run the download again" in message
+    assert "network or proxy" in message and "  " not in message
+    assert not (folder / f"{name}.part").exists() and not (folder / name).exists()
+    assert not (tmp_path / "pwned").exists()
