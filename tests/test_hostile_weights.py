@@ -943,3 +943,20 @@ def test_a_refused_official_download_says_it_was_not_kept_not_to_delete_it(
     assert "network or proxy" in message and "  " not in message
     assert not (folder / f"{name}.part").exists() and not (folder / name).exists()
     assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------- the official policy's construction
+def test_building_the_official_policy_leaves_the_callers_generator_alone(request):
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    official = request.getfixturevalue("official_package")  # the fake package, its weights
+    torch.manual_seed(123)
+    caller_state = torch.get_rng_state()
+    OfficialSteve1Policy(**official)
+    assert torch.equal(torch.get_rng_state(), caller_state)  # upstream's init drew elsewhere
+    # A refused weight file leaves it alone too.
+    torch.save({"other": torch.zeros(1)}, official["weights"])
+    caller_state = torch.get_rng_state()
+    with pytest.raises(WeightsError, match="lacks"):
+        OfficialSteve1Policy(**official)
+    assert torch.equal(torch.get_rng_state(), caller_state)
