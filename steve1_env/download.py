@@ -129,11 +129,12 @@ class _ResponseDeadline:
             TimeoutError: If the status line and headers took longer than the timeout.
         """
         limit = self.timeout if isinstance(self.timeout, (int, float)) else None
-        if limit is None:  # no timeout given: nothing to bound (download always gives one)
+        sock = self.sock
+        # No timeout given (download always gives one) or no socket: nothing to bound.
+        if limit is None or sock is None:
             return super().getresponse()  # type: ignore[misc]
         state = {"finished": False, "expired": False}
         lock = threading.Lock()
-        sock = self.sock
 
         def expire() -> None:
             with lock:
@@ -142,7 +143,7 @@ class _ResponseDeadline:
                 state["expired"] = True
             with contextlib.suppress(OSError):  # already closed: nothing left to stop
                 # The plain socket's shutdown, also for TLS: it only ends the blocked read.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
         timer = threading.Timer(limit, expire)
         timer.daemon = True
