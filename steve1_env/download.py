@@ -5,8 +5,10 @@ requests after a dropped connection, checked, and only then renamed to its final
 or corrupt file ever has that name. Checks: the expected checksum when one is known, the size
 the server announced, that the body is not a web page, a size cap (stopping an endless body), and
 (for the official files) `steve1_env.weights.check_file_content`, the content check `verify`
-and ``doctor`` run too. Only http(s) is followed, at every redirect. The SHA-256 of every file
-fetched is recorded in ``checksums.json`` so `verify` can detect later corruption.
+and ``doctor`` run too. Only http(s) is followed, at every redirect. A server that stalls or
+trickles, in its headers or its body, fails the attempt within the `download` timeout (twice
+it for a trickling body). The SHA-256 of every file fetched is recorded in ``checksums.json``
+so `verify` can detect later corruption.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import html
 import json
 import os
 import re
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from http.client import HTTPException
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
     OFFICIAL_TOTAL_BYTES,
+    REDOWNLOAD_HINT,
     FileSpec,
     check_file_content,
     hash_file,
@@ -106,14 +111,98 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
+class _ResponseDeadline:
+    """Bounds the response phase of a connection: from the request sent to the last header.
+
+    http.client reads the status line and headers with only the socket's per-read timeout, so
+    a server sending a byte at a time keeps them coming forever. A timer shuts the socket down
+    at the deadline (which ends the blocked read) and is cancelled once the headers are in.
+    """
+
+    timeout: Any  # the connection's own timeout (urllib passes `download`'s `timeout`)
+    sock: socket.socket | None
+
+    def getresponse(self) -> HTTPResponse:
+        """Returns the response once its headers are in, or fails at the deadline.
+
+        Raises:
+            TimeoutError: If the status line and headers took longer than the timeout.
+        """
+        limit = self.timeout if isinstance(self.timeout, (int, float)) else None
+        sock = self.sock
+        # No timeout given (download always gives one) or no socket: nothing to bound.
+        if limit is None or sock is None:
+            return super().getresponse()  # type: ignore[misc]
+        state = {"finished": False, "expired": False}
+        lock = threading.Lock()
+
+        def expire() -> None:
+            with lock:
+                if state["finished"]:
+                    return
+                state["expired"] = True
+            with contextlib.suppress(OSError):  # already closed: nothing left to stop
+                # The plain socket's shutdown, also for TLS: it only ends the blocked read.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        response: HTTPResponse | None = None
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except Exception:
+            if not state["expired"]:
+                raise
+        finally:
+            with lock:
+                state["finished"] = True
+            timer.cancel()
+            timer.join()
+        if state["expired"]:  # cut short: whatever was parsed before the cut is not used
+            if response is not None:
+                response.close()
+            raise TimeoutError(
+                f"the server did not send its status line and headers within {limit:g} s "
+                "(a stalled or trickling connection)"
+            ) from None
+        assert response is not None
+        return response
+
+
+class _BoundedHTTPConnection(_ResponseDeadline, HTTPConnection):
+    """An HTTP connection whose response phase is bounded (`_ResponseDeadline`)."""
+
+
+class _BoundedHTTPSConnection(_ResponseDeadline, HTTPSConnection):
+    """An HTTPS connection whose response phase is bounded (`_ResponseDeadline`)."""
+
+
+class _BoundedHTTPHandler(urllib.request.HTTPHandler):
+    """Opens http URLs through `_BoundedHTTPConnection`."""
+
+    def http_open(self, req: urllib.request.Request) -> HTTPResponse:
+        """Opens `req` as urllib does, with the response phase bounded."""
+        return self.do_open(_BoundedHTTPConnection, req)
+
+
+class _BoundedHTTPSHandler(urllib.request.HTTPSHandler):
+    """Opens https URLs through `_BoundedHTTPSConnection` (certificates checked as usual)."""
+
+    def https_open(self, req: urllib.request.Request) -> HTTPResponse:
+        """Opens `req` as urllib does, with the response phase bounded."""
+        # Its own context, if one was given (None: the default one, verifying certificates).
+        return self.do_open(_BoundedHTTPSConnection, req, context=getattr(self, "_context", None))
+
+
 def _opener() -> urllib.request.OpenerDirector:
     # Only the http(s) handlers (no ftp:, file: or data:), so nothing else can be opened even
     # if a check were missed; proxies from the environment still apply.
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        _BoundedHTTPHandler(),
+        _BoundedHTTPSHandler(),
         urllib.request.HTTPDefaultErrorHandler(),
         _HttpOnlyRedirects(),
         urllib.request.HTTPErrorProcessor(),
@@ -206,9 +295,12 @@ def download(
         retries: Further attempts after a failed one (each resumes where the last stopped);
             client errors (404, 403, ...), refused content and a full or read-only disk are
             not retried.
-        timeout: Seconds within which each block of `BLOCK_BYTES` (64 KiB, or the rest of the
-            file) must arrive; a silent connection fails after `timeout` seconds, a trickling
-            one (slower than 64 KiB per `timeout`) within twice that.
+        timeout: Seconds within which the status line and headers must all arrive once the
+            request is sent, and within which each block of `BLOCK_BYTES` (64 KiB, or the
+            rest of the file) of the body must arrive: a trickled response fails after
+            `timeout` seconds, a silent body after `timeout` seconds, a trickling one (slower
+            than 64 KiB per `timeout`) within twice that. Connecting (TLS handshake, a
+            proxy's CONNECT) and sending the request are bounded per socket operation only.
         backoff: Seconds before the first retry, doubling each time.
         progress: Print progress to stderr (True), stay quiet (False), or a callback
             ``(bytes_done, total_or_None)``.
@@ -432,13 +524,18 @@ def _check(
         try:
             validate(path)
         except WeightsError as exc:
-            problems.append(f"it is not a valid {name}: {str(exc).rstrip('.')}")
+            # The check's advice (delete the file, download it again) is for a file that
+            # stays; this one is deleted below, so the advice given is ours.
+            found = " ".join(str(exc).replace(REDOWNLOAD_HINT, "").split()).rstrip(".")
+            problems.append(f"it is not a valid {name}: {found}")
     if problems:
         path.unlink(missing_ok=True)
         raise WeightsError(
-            f"{name} was downloaded but {'; '.join(problems)}. The file is corrupt or was "
-            "replaced at the source; the partial file was deleted. Try again, or fetch it by "
-            "hand and run `steve1-env weights verify`."
+            f"{name} was downloaded but {'; '.join(problems)}. It was not kept (the partial "
+            "file was deleted). Run the download again; if it fails the same way, check the "
+            "URL and your network or proxy (the file was corrupted on the way, or something "
+            "else is served in its place), or fetch the file by hand into the weights "
+            "directory and run `steve1-env weights verify`."
         )
 
 

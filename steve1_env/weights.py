@@ -15,6 +15,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -427,6 +428,10 @@ def _refused_global(message: str) -> str | None:
     return None if match is None else match.group(1).rstrip(".")
 
 
+_TORCH_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
+"""The start of torch's warning about the protocol of a pickle its safe unpickler reads."""
+
+
 def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Loads a ``torch.save``-d state dict safely and strips training-wrapper prefixes.
 
@@ -442,7 +447,14 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     import torch
 
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns that its safe unpickler may not support a pickle protocol above 2
+            # (legacy files, or files saved with a newer protocol): it is our chosen loader,
+            # and a file it cannot read gets our own error below, so the warning only alarms.
+            warnings.filterwarnings(
+                "ignore", _TORCH_PROTOCOL_WARNING, category=UserWarning, module=r"torch(\.|$)"
+            )
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
         raise WeightsError(f"Cannot read the weight file {path}: {exc}") from exc
     except Exception as exc:  # torch raises many kinds on corrupt files (even IndexError)
@@ -471,9 +483,16 @@ def _unloadable(path: str | os.PathLike[str], exc: Exception) -> WeightsError:
             "could run code; weight files hold only tensors and plain containers. "
             f"{REDOWNLOAD_HINT} Only load weight files from sources you trust."
         )
+    found = describe_file(path)
+    if found == "a torch file":  # nothing foreign in it, yet the safe loader failed
+        found = (
+            "a torch file that torch's safe loader cannot read (damaged, or saved with a "
+            "pickle protocol it does not support)"
+        )
+        return WeightsError(f"Cannot read the weight file {path}: it is {found}. {REDOWNLOAD_HINT}")
     return WeightsError(
         f"Cannot read the weight file {path}: it is not a readable torch file but "
-        f"{describe_file(path)}. {REDOWNLOAD_HINT}"
+        f"{found}. {REDOWNLOAD_HINT}"
     )
 
 

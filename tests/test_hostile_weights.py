@@ -14,9 +14,12 @@ import os
 import pickle
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -339,6 +342,92 @@ def test_a_trickling_server_fails_the_attempt_within_twice_the_timeout(server, t
     assert time.monotonic() - started < 4  # 2 x timeout, with room for a loaded machine
 
 
+def trickled_status_line(handler):
+    # The status line a byte per 0.1 s, for 10 s at most (old code waited for all of it).
+    handler.wfile.write(b"HTTP/1.0 200 ")
+    for _ in range(100):
+        handler.wfile.write(b"O")
+        time.sleep(0.1)
+    handler.wfile.write(b"K\r\n\r\n")
+
+
+def trickled_headers(handler):
+    # The status line, then a header every 0.2 s for 10 s at most: each read gets data.
+    handler.wfile.write(b"HTTP/1.0 200 OK\r\n")
+    for _ in range(50):  # fewer than http.client's 100 headers: old code waited for them all
+        handler.wfile.write(b"X-A: b\r\n")
+        time.sleep(0.2)
+    handler.wfile.write(b"\r\n")
+
+
+def timers():
+    return [thread for thread in threading.enumerate() if isinstance(thread, threading.Timer)]
+
+
+@pytest.mark.parametrize("route", [trickled_status_line, trickled_headers])
+def test_a_trickled_status_line_or_headers_fail_the_attempt_within_the_timeout(
+    server, tmp_path, route
+):
+    server.routes["/slow"] = route
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match=r"did not send its status line and headers within "
+                       r"0\.5 s.*attempt 2: TimeoutError") as caught:  # fmt: skip
+        download.download(server.url("/slow"), tmp_path / "w.pt", retries=1, timeout=0.5,
+                          backoff=0.01, progress=False)  # fmt: skip
+    assert time.monotonic() - started < 4  # two attempts of 0.5 s; the server trickles 10 s
+    assert len(server.requests) == 2  # a timeout is retried like any other
+    assert "kept" not in str(caught.value) and not (tmp_path / "w.pt.part").exists()
+    assert timers() == []  # each attempt's deadline timer was stopped and joined
+
+
+def test_a_prompt_response_is_not_cut_off_by_its_deadline(server, tmp_path):
+    # The deadline covers the headers only: a body that takes longer than the timeout overall,
+    # but keeps each block within it, still downloads.
+    download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=0, timeout=0.5,
+                      progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == server.files["/file.bin"]
+    assert timers() == []
+
+
+@pytest.fixture
+def tls_server(server, tmp_path, monkeypatch):
+    """`server` behind TLS, with a self-signed certificate for 127.0.0.1 trusted by the client."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    server.httpd.socket = serving.wrap_socket(server.httpd.socket, server_side=True)
+    # The client's default context, verifying certificates, with this one trusted.
+    monkeypatch.setattr(ssl, "_create_default_https_context",
+                        lambda: ssl.create_default_context(cafile=str(cert)))  # fmt: skip
+    server.https = lambda path: server.url(path).replace("http://", "https://")
+    return server
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_responses_are_bounded_too_and_certificates_still_checked(
+    tls_server, tmp_path, monkeypatch
+):
+    download.download(tls_server.https("/file.bin"), tmp_path / "file.bin", retries=0,
+                      timeout=5, progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == tls_server.files["/file.bin"]
+    tls_server.routes["/slow"] = trickled_headers
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match=r"status line and headers within 0\.5 s"):
+        download.download(tls_server.https("/slow"), tmp_path / "w.pt", retries=0, timeout=0.5,
+                          progress=False)  # fmt: skip
+    assert time.monotonic() - started < 3 and timers() == []
+    monkeypatch.setattr(ssl, "_create_default_https_context", ssl.create_default_context)
+    with pytest.raises(WeightsError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted now
+        download.download(tls_server.https("/file.bin"), tmp_path / "other.bin", retries=0,
+                          timeout=5, progress=False)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_slow_steady_server_is_not_cut_off(server, tmp_path):
     timeout, blocks = 2.0, 4
@@ -636,7 +725,7 @@ def test_the_size_bounds_follow_the_parameter_counts_of_the_manifests(golden):
     # attn.pth fits whether torch.save stored its shared tensors once or under every key.
     unshared = 4 * counted["mineclip values"]
     assert unshared <= OFFICIAL_SPECS["attn.pth"].max_bytes <= 1.1 * unshared + 1_000_000
-    assert weights.MINECLIP_STORED_VALUES == counted["mineclip values"]
+    assert counted["mineclip values"] == weights.MINECLIP_STORED_VALUES
     for name in ("steve1.weights", "steve1_prior.pt"):  # an fp16 release would fit too
         assert OFFICIAL_SPECS[name].min_bytes <= 2 * counted[name]
     # attn.pth is pinned by its md5 and is float32: half that size is refused.
@@ -785,3 +874,89 @@ def test_a_full_disk_or_quota_says_to_free_space_and_how_much(server, tmp_path, 
     assert f"about {total:.2f} GB in all" in message and 1.6 < total < 1.7
     assert "resumes" in message and len(server.requests) == 1  # not retried
     assert (tmp_path / "file.bin.part").stat().st_size == 1 << 16  # kept, to resume
+
+
+# ----------------------------------------------------------- torch's warnings on safe loads
+@pytest.mark.parametrize(
+    ("zipped", "protocol", "loads"),
+    [(False, 2, True), (True, 4, False), (False, 4, False)],  # torch reads only protocol 2
+)
+def test_loading_a_state_dict_prints_no_torch_protocol_warning(tmp_path, zipped, protocol, loads):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=zipped,
+               pickle_protocol=protocol)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # over the file's filter: every warning is recorded
+        if loads:
+            assert torch.equal(load_state_dict(path)["w"], torch.ones(3))
+        else:  # torch's safe unpickler cannot read it: our error, without torch's warning
+            with pytest.raises(WeightsError, match="download it again") as refused:
+                load_state_dict(path)
+            assert "not a readable torch file but a torch file" not in str(refused.value)
+        if loads:  # the content check (verify, doctor, download) loads the same way
+            check_file_content(path, "steve1_prior.pt", specs=SMALL)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_only_torchs_protocol_warning_is_silenced(tmp_path, monkeypatch):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    real_load = torch.load
+
+    def warning_load(*args, **kwargs):
+        message = "Detected pickle protocol 4 in the checkpoint (not torch)"
+        warnings.warn(message, UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", warning_load)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_state_dict(path)
+    assert [str(w.message) for w in caught] == [
+        "Detected pickle protocol 4 in the checkpoint (not torch)",
+        "something else",
+    ]
+
+
+# ------------------------------------------------------- advice on a refused official download
+@pytest.mark.parametrize(
+    ("name", "kind", "words"),
+    [
+        ("steve1_prior.pt", "empty", "It is an empty file"),
+        ("steve1.weights", "posix.system torch", "would import posix.system"),
+        ("2x.model", "truncated zip", "damaged zip archive"),
+    ],
+)
+def test_a_refused_official_download_says_it_was_not_kept_not_to_delete_it(
+    server, tmp_path, name, kind, words
+):
+    stand_in = tmp_path / "stand-in"
+    hostile_files(tmp_path)[kind](stand_in)
+    server.files[f"/{name}"] = stand_in.read_bytes()
+    folder = tmp_path / "weights"
+    with pytest.raises(WeightsError, match=words) as caught:
+        fetch_official(server, folder, [name], specs=SMALL)
+    message = str(caught.value)
+    assert "Delete it" not in message and "delete it" not in message, message
+    assert "It was not kept" in message and "Run the download again" in message
+    assert "network or proxy" in message and "  " not in message
+    assert not (folder / f"{name}.part").exists() and not (folder / name).exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------- the official policy's construction
+def test_building_the_official_policy_leaves_the_callers_generator_alone(request):
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    official = request.getfixturevalue("official_package")  # the fake package, its weights
+    torch.manual_seed(123)
+    caller_state = torch.get_rng_state()
+    OfficialSteve1Policy(**official)
+    assert torch.equal(torch.get_rng_state(), caller_state)  # upstream's init drew elsewhere
+    # A refused weight file leaves it alone too.
+    torch.save({"other": torch.zeros(1)}, official["weights"])
+    caller_state = torch.get_rng_state()
+    with pytest.raises(WeightsError, match="lacks"):
+        OfficialSteve1Policy(**official)
+    assert torch.equal(torch.get_rng_state(), caller_state)

@@ -132,12 +132,19 @@ class OfficialSteve1Policy:
         spec = load_model_file(model_path)  # never plain pickle: the safe loader
         state = load_state_dict(weights_path)  # weights_only, prefixes stripped
         self.cond_scale = float(cond_scale)
-        self.agent = agent_module.MineRLConditionalAgent(
-            env_stub if env_stub is not None else minerl_env_stub(),
-            device=str(self.device),
-            policy_kwargs=spec.policy_kwargs,
-            pi_head_kwargs={"temperature": float(spec.pi_head_kwargs.get("temperature", 2.0))},
-        )
+        stub = env_stub if env_stub is not None else minerl_env_stub()
+        # Upstream initialises its modules from torch's global generator: a private stream
+        # keeps the caller's untouched (the weights loaded next replace those values).
+        with GlobalRngStream(0, self.device).borrowed():
+            self.agent = agent_module.MineRLConditionalAgent(
+                stub, device=str(self.device), policy_kwargs=spec.policy_kwargs,
+                pi_head_kwargs={"temperature": float(spec.pi_head_kwargs.get("temperature", 2.0))},
+            )  # fmt: skip
+            self._load_weights(state, weights_path)
+        self._episode: object | None = None
+        self._rng: GlobalRngStream | None = None
+
+    def _load_weights(self, state: Mapping[str, Any], weights_path: Path) -> None:
         # Loaded here rather than by the agent's load_weights, whose plain torch.load is unsafe
         # and whose strict=False would silently skip misnamed keys.
         expected = self.agent.policy.state_dict()
@@ -150,8 +157,6 @@ class OfficialSteve1Policy:
         self.agent.policy.load_state_dict({k: state[k] for k in expected}, strict=True)
         self.agent.policy.float()
         self.agent.reset(cond_scale=self.cond_scale)  # the agent's own loader would reset it
-        self._episode: object | None = None
-        self._rng: GlobalRngStream | None = None
 
     def initial_state(self, seed: int) -> object:
         """Resets the agent's memory and seeds its sampling with `seed`.
