@@ -33,18 +33,53 @@ MAX_JSON_DEPTH = 64
 
 ErrorClass = type[Steve1EnvError]
 
-# O_NONBLOCK: opening a FIFO must not wait for a writer; it is harmless on regular files.
-_READ_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
+# O_NONBLOCK: opening a FIFO must not wait for the other end; it is harmless on regular files.
+_NEVER_BLOCK = (
+    getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
+_READ_FLAGS = os.O_RDONLY | _NEVER_BLOCK
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NEVER_BLOCK
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def open_regular_file(
+    path: str | os.PathLike[str],
+    what: str,
+    *,
+    append: bool = False,
+    error: ErrorClass = ConfigurationError,
+) -> int:
+    """Opens a regular file without ever blocking, and returns its descriptor.
+
+    A plain ``open`` of a FIFO waits forever for the other end; here it either fails at once
+    or is refused, as are directories and devices.
+
+    Args:
+        path: The file (symbolic links are followed; their target is what is checked).
+        what: What the file is, for messages (``"results file"``).
+        append: Open for appending, creating the file if missing (mode 0o644 less the umask);
+            else for reading.
+        error: The `steve1_env` error class raised for a path that is not a regular file.
+
+    Raises:
+        OSError: If the file cannot be opened (`FileNotFoundError` when it does not exist).
+        Steve1EnvError: `error`, if the path is not a regular file.
+    """
+    path = Path(path)
+    descriptor = os.open(path, _APPEND_FLAGS if append else _READ_FLAGS, 0o644)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+            raise error(f"The {what} {path} is {kind}, not a regular file; give a regular file.")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
 
 
 def read_regular_file(
@@ -69,20 +104,17 @@ def read_regular_file(
         Steve1EnvError: `error`, if the path is not a regular file or is over `max_bytes`.
     """
     path = Path(path)
-    descriptor = os.open(path, _READ_FLAGS)
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
-            raise error(f"The {what} {path} is {kind}, not a regular file; give a regular file.")
-        # The size is checked before reading, and the read is capped for a file still growing.
+    descriptor = open_regular_file(path, what, error=error)
+    with os.fdopen(descriptor, "rb") as handle:
+        size = os.fstat(descriptor).st_size
         data = b""
-        if info.st_size <= max_bytes:
-            with os.fdopen(os.dup(descriptor), "rb") as handle:
-                data = handle.read(max_bytes + 1)
-    finally:
-        os.close(descriptor)
-    if info.st_size > max_bytes or len(data) > max_bytes:
+        if size <= max_bytes:
+            # Sized to the file, not to the limit (read(n) reserves n bytes up front), then
+            # on in bounded chunks should the file still be growing.
+            data = handle.read(size + 1)
+            while len(data) <= max_bytes and (more := handle.read(min(1 << 16, max_bytes))):
+                data += more
+    if size > max_bytes or len(data) > max_bytes:
         limit = f" ({limit_name})" if limit_name else ""
         raise error(
             f"The {what} {path} is larger than the {max_bytes:,} bytes accepted{limit}; it "

@@ -137,7 +137,7 @@ def test_overlong_results_line_is_refused_without_reading_it_whole(tmp_path):
 def test_oversized_run_json_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "MAX_CONFIG_BYTES", 100)
     (tmp_path / "run.json").write_text(json.dumps({"pad": "x" * 200}))
-    with pytest.raises(ResultsError, match="larger than 100 bytes"):
+    with pytest.raises(ResultsError, match="larger than the 100 bytes accepted"):
         read_config(tmp_path)
 
 
@@ -449,14 +449,14 @@ def test_eval_out_naming_a_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_read_only_lock_file_is_a_clear_error(tmp_path, monkeypatch):
-    real = builtins.open
+    real = os.open
 
-    def fake_open(file, mode="r", *args, **kwargs):
+    def fake_open(file, flags, *args, **kwargs):
         if os.fspath(file).endswith(".lock"):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(file))
-        return real(file, mode, *args, **kwargs)
+        return real(file, flags, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "open", fake_open)
     with pytest.raises(ResultsError, match=r"lock file .*Read-only file system.*writable"):
         evaluate(task_file(tmp_path), tmp_path / "run", OFFLINE, trials=1, progress=False)
 
@@ -533,7 +533,7 @@ def test_a_results_file_that_is_a_folder_is_a_results_error(tmp_path, capsys):
     out = made_run(tmp_path)
     (out / "results.jsonl").unlink()
     (out / "results.jsonl").mkdir()
-    with pytest.raises(ResultsError, match="must be a readable file"):
+    with pytest.raises(ResultsError, match="is a directory, not a regular file"):
         read_records(out / "results.jsonl")
     assert main(["report", str(out)]) == 2
     no_traceback(capsys.readouterr().err)
@@ -620,3 +620,19 @@ def test_the_cli_prints_package_warnings_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "steve1-env: warning: " in err and "the last line is incomplete" in err
     assert "Steve1EnvWarning" not in err and ".py:" not in err  # no source-line format
+
+
+# ------------------------------------------------------------ FIFOs never hang a run directory
+@pytest.mark.parametrize("name", ["run.json", "results.jsonl", ".lock"])
+def test_a_fifo_in_the_run_directory_is_refused_at_once(tmp_path, name):
+    out = tmp_path / "run"
+    evaluate(task_file(tmp_path), out, OFFLINE, trials=1, progress=False)
+    (out / name).unlink()
+    os.mkfifo(out / name)  # a plain open() would wait forever for a writer or a reader
+    with pytest.raises(ResultsError, match=r"FIFO, socket or device|Cannot write"):
+        if name == "run.json":
+            read_config(out)
+        elif name == "results.jsonl":
+            read_records(out / name)
+        else:
+            evaluate(task_file(tmp_path), out, OFFLINE, trials=2, resume=True, progress=False)

@@ -458,3 +458,19 @@ def test_boolean_options_of_the_torch_components_must_be_real_booleans(truthy):
     for option in ("deterministic", "share_frame_encoding"):
         with pytest.raises(ConfigurationError, match=f"{option} must be True or False"):
             NativeSteve1Policy(weights="random", **{option: truthy})
+
+
+def test_bounded_reads_reserve_what_the_file_holds_not_the_limit(tmp_path):
+    import tracemalloc
+
+    from steve1_env import files
+
+    small = write(tmp_path / "small.json", '{"x": [1]}')
+    files.read_regular_file(small, 256 << 20, "table")  # warm up: imports, caches
+    tracemalloc.start()
+    try:
+        assert files.read_regular_file(small, 256 << 20, "table") == small.read_bytes()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # a 10-byte file, a 256 MiB limit

@@ -16,11 +16,18 @@ import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from steve1_env.errors import ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.records import TrialRecord
-from steve1_env.files import atomic_write_text, make_folder, parse_json, write_error
+from steve1_env.files import (
+    atomic_write_text,
+    make_folder,
+    open_regular_file,
+    parse_json,
+    read_regular_file,
+    write_error,
+)
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "run.json"
@@ -89,9 +96,10 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     if not path.exists():
         return []
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        descriptor = open_regular_file(path, "results file", error=ResultsError)
     except OSError as exc:
         raise ResultsError(f"Cannot read {path} ({exc}); it must be a readable file.") from exc
+    handle = os.fdopen(descriptor, "rb")
     records: list[TrialRecord] = []
     position: dict[str, int] = {}  # key -> index in records
     repeats: list[str] = []
@@ -162,8 +170,10 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     fix = "Restore it from a backup, or evaluate again into a new directory."
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
+        data = read_regular_file(
+            path, MAX_CONFIG_BYTES, "run settings file", error=ResultsError,
+            limit_name="MAX_CONFIG_BYTES",
+        )  # fmt: skip
     except FileNotFoundError:
         raise ResultsError(
             f"{path} not found: {directory} is not a steve1-env run directory (made by "
@@ -171,11 +181,6 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ResultsError(f"Cannot read {path} ({exc}).") from exc
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ResultsError(
-            f"{path} is larger than {MAX_CONFIG_BYTES} bytes, which no run.json steve1-env "
-            f"writes is. {fix}"
-        )
     config = parse_json(data, str(path), fix, error=ResultsError)
     if not isinstance(config, dict):
         raise ResultsError(f"{path} must hold a JSON object. {fix}")
@@ -209,7 +214,9 @@ class ResultsStore:
         self.path = self.directory / RESULTS_FILE
         lock_path = self.directory / LOCK_FILE
         try:
-            self._lock: TextIO | None = open(lock_path, "a")  # noqa: SIM115
+            self._lock: BinaryIO | None = os.fdopen(
+                open_regular_file(lock_path, "lock file", append=True, error=ResultsError), "ab"
+            )
         except OSError as exc:
             raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
         try:
@@ -252,7 +259,9 @@ class ResultsStore:
         self.config = with_history(recorded, config)
         self._write_config()
         try:
-            self._handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._handle = open_regular_file(
+                self.path, "results file", append=True, error=ResultsError
+            )
         except OSError as exc:
             raise write_error(exc, self.path, "the results file", error=ResultsError) from exc
 
