@@ -77,6 +77,15 @@ class TaskSpecError(ConfigurationError):
     """A task file or task set is malformed; the message names the file, task and field."""
 
 
+class TaskFileError(TaskSpecError):
+    """A task file cannot be read as a document within the limits.
+
+    Unreadable, not a regular file, not UTF-8, not valid YAML, or past the size, value-count
+    (aliases expanded) or nesting limits of `steve1_env.tasks.spec`; raised before any field
+    is looked at. Field-level problems are plain `TaskSpecError`.
+    """
+
+
 class ResultsError(Steve1EnvError, ValueError):
     """A results file or run directory cannot be read or written, or does not fit the run."""
 

@@ -14,7 +14,7 @@ import pytest
 
 from steve1_env import success
 from steve1_env.cli import main
-from steve1_env.errors import ConfigurationError, DetectorError, TaskSpecError
+from steve1_env.errors import ConfigurationError, DetectorError, TaskFileError, TaskSpecError
 from steve1_env.evaluation.runner import evaluate
 from steve1_env.tasks import spec
 from steve1_env.tasks.detectors import build_detector
@@ -55,6 +55,21 @@ def test_nested_aliases_are_refused_fast():
     # 10^5 values once expanded: the old code walked (and hashed) every one of them.
     text = refused_fast(lambda: parse_task_set(laughs(5), "laughs.yaml"), "MAX_TASK_FILE_VALUES")
     assert "laughs.yaml, line" in text and "alias" in text
+
+
+def test_file_level_failures_are_task_file_errors(tmp_path):
+    # A TaskFileError is a TaskSpecError: code catching the latter keeps working.
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    for load in (lambda: parse_task_set(laughs(5), "laughs.yaml"),
+                 lambda: parse_task_set("[" * 20_000, "brackets.yaml"),
+                 lambda: parse_task_set("a: [", "broken.yaml"),
+                 lambda: load_task_set(latin), lambda: load_task_set(tmp_path)):  # fmt: skip
+        with pytest.raises(TaskFileError):
+            load()
+    with pytest.raises(TaskSpecError) as caught:  # a field problem is not a file problem
+        parse_task_set("tasks: [{name: t, instruction: get dirt, max_steps: -1}]")
+    assert not isinstance(caught.value, TaskFileError)
 
 
 def test_a_billion_laughs_neither_hangs_nor_fills_memory():

@@ -35,7 +35,12 @@ from typing import Any
 
 import yaml
 
-from steve1_env.errors import DetectorError, InvalidInstructionError, TaskSpecError
+from steve1_env.errors import (
+    DetectorError,
+    InvalidInstructionError,
+    TaskFileError,
+    TaskSpecError,
+)
 from steve1_env.evaluation.records import TrialSpec
 from steve1_env.files import read_regular_file
 from steve1_env.instructions import validate_instruction
@@ -260,7 +265,7 @@ def load_task_set(source: str | os.PathLike[str], *, allow_imports: bool = False
         )
     if path.exists() and text_source not in names:
         kind = "a directory" if path.is_dir() else "not a regular file"
-        raise TaskSpecError(
+        raise TaskFileError(
             f"Task set file {text_source!r} is {kind}; give the path of a .yaml task file."
         )
     if not isinstance(source, str) or text_source.endswith((".yaml", ".yml")) or "/" in text_source:
@@ -281,11 +286,11 @@ def load_task_set(source: str | os.PathLike[str], *, allow_imports: bool = False
 def _read_task_file(path: Path) -> str:
     try:
         data = read_regular_file(
-            path, MAX_TASK_FILE_BYTES, "task set file", error=TaskSpecError,
+            path, MAX_TASK_FILE_BYTES, "task set file", error=TaskFileError,
             limit_name="MAX_TASK_FILE_BYTES",
         )  # fmt: skip
     except OSError as exc:
-        raise TaskSpecError(
+        raise TaskFileError(
             f"Cannot read the task set file {str(path)!r} ({type(exc).__name__}: "
             f"{exc.strerror or exc}); check that it exists and that you may read it."
         ) from exc
@@ -293,7 +298,7 @@ def _read_task_file(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise TaskSpecError(
+        raise TaskFileError(
             f"{path}, line {line}: a task file must be UTF-8 text, but byte "
             f"0x{data[exc.start]:02x} (offset {exc.start}) is not valid UTF-8. Save the file "
             "as UTF-8."
@@ -442,7 +447,7 @@ class _Parser:
         self.where = where
         self.allow_imports = boolean(allow_imports, "allow_imports", error=TaskSpecError)
         if len(text) > MAX_TASK_FILE_BYTES:
-            raise TaskSpecError(
+            raise TaskFileError(
                 f"{where}: {len(text)} characters; a task file may have at most "
                 f"{MAX_TASK_FILE_BYTES} (MAX_TASK_FILE_BYTES). Is this the right file?"
             )
@@ -455,12 +460,12 @@ class _Parser:
             # Built from the checked nodes, so the data is no bigger than what was counted.
             self.data = None if root is None else loader.construct_document(root)
         except _TooBig as exc:
-            raise TaskSpecError(f"{where}, line {exc.line}: {exc}") from None
+            raise TaskFileError(f"{where}, line {exc.line}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
-            raise TaskSpecError(f"{where}{at}: not valid YAML ({problem}).") from exc
+            raise TaskFileError(f"{where}{at}: not valid YAML ({problem}).") from exc
         finally:
             loader.dispose()
         self.task_name: str | None = None
@@ -657,9 +662,11 @@ def parse_task_set(
             only for text you trust as code.
 
     Raises:
+        TaskFileError: If the text is not valid YAML or passes `MAX_TASK_FILE_BYTES`,
+            `MAX_TASK_FILE_VALUES` (aliases expanded) or `MAX_TASK_FILE_DEPTH`; nothing else
+            is looked at then.
         TaskSpecError: Naming the file, task, field and line of the first problem; also if
             the text names an import path and `allow_imports` is False (nothing is imported
-            then), or passes `MAX_TASK_FILE_BYTES`, `MAX_TASK_FILE_VALUES`,
-            `MAX_TASK_FILE_DEPTH`, `MAX_TRIALS` or ``success.MAX_DETECTOR_DEPTH``.
+            then), or passes `MAX_TRIALS` or ``success.MAX_DETECTOR_DEPTH``.
     """
     return _Parser(text, where, allow_imports).parse(default_name)
