@@ -18,9 +18,11 @@ import errno
 import fcntl
 import html
 import json
+import numbers
 import os
 import re
 import socket
+import stat
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ from typing import Any
 
 from steve1_env.errors import WeightsError
 from steve1_env.files import atomic_write_text, os_error_message, parse_json, read_regular_file
+from steve1_env.validation import MAX_TIMEOUT_S, bounded_int, timeout_seconds
 from steve1_env.weights import (
     KNOWN_MD5,
     OFFICIAL_FILES,
@@ -53,6 +56,8 @@ MAX_DOWNLOAD_BYTES = 4 * 1024**3
 """Largest file `download` accepts unless told otherwise (official files have tighter bounds)."""
 MAX_CHECKSUMS_BYTES = 64 * 1024
 """Largest ``checksums.json`` read (it holds one line per official file)."""
+MAX_RETRIES = 100
+"""Most retries `download` makes after a failed attempt."""
 BLOCK_BYTES = 1 << 16
 """Each block of this many bytes (or the rest of the file) must arrive within `timeout`."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -102,7 +107,12 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def http_error_302(
         self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
     ) -> Any:
-        """Refuses a redirect to a URL that is not http(s); otherwise follows it as urllib does."""
+        """Refuses a redirect to a URL that is not http(s); otherwise follows it as urllib does.
+
+        The redirect's own body is never read: urllib would read all of it into memory, with
+        no size or time limit, before following the redirect.
+        """
+        fp.close()
         target = headers.get("Location") or headers.get("URI")
         if target:
             _require_http(urllib.parse.urljoin(req.full_url, target))
@@ -111,12 +121,56 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
+class _Deadline:
+    """Whether a `_shutdown_at` deadline cut its block short (set by the timer thread)."""
+
+    expired = False
+
+
+@contextlib.contextmanager
+def _shutdown_at(sock: socket.socket | None, limit: float) -> Iterator[_Deadline]:
+    """Shuts `sock` down if the block takes longer than `limit` seconds.
+
+    http.client waits on the socket's per-read timeout only, and some of its reads loop over
+    lines (the status line and headers; a chunk-size line and a chunked body's trailers), so a
+    server sending a line at a time keeps them coming forever. Shutting the socket down ends
+    the blocked read (it then sees the end of the stream or fails). The caller checks
+    ``expired`` afterwards: a read that ended because of the cut is not a real end of body.
+    """
+    deadline = _Deadline()
+    if sock is None:  # nothing to shut down (a connection that never opened)
+        yield deadline
+        return
+    lock = threading.Lock()
+    finished = False
+
+    def expire() -> None:
+        with lock:
+            if finished:
+                return
+            deadline.expired = True
+        with contextlib.suppress(OSError):  # already closed: nothing left to stop
+            # The plain socket's shutdown, also for TLS: it only ends the blocked read.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    timer = threading.Timer(limit, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield deadline
+    finally:
+        with lock:
+            finished = True
+        timer.cancel()
+        timer.join()
+
+
 class _ResponseDeadline:
     """Bounds the response phase of a connection: from the request sent to the last header.
 
-    http.client reads the status line and headers with only the socket's per-read timeout, so
-    a server sending a byte at a time keeps them coming forever. A timer shuts the socket down
-    at the deadline (which ends the blocked read) and is cancelled once the headers are in.
+    The status line and headers must all arrive within the connection's timeout
+    (`_shutdown_at`). The response keeps the socket as ``deadline_socket`` so that each block
+    of its body can be bounded the same way (`_read_block`).
     """
 
     timeout: Any  # the connection's own timeout (urllib passes `download`'s `timeout`)
@@ -130,36 +184,16 @@ class _ResponseDeadline:
         """
         limit = self.timeout if isinstance(self.timeout, (int, float)) else None
         sock = self.sock
-        # No timeout given (download always gives one) or no socket: nothing to bound.
-        if limit is None or sock is None:
+        if limit is None:  # no timeout given (download always gives one): nothing to bound
             return super().getresponse()  # type: ignore[misc]
-        state = {"finished": False, "expired": False}
-        lock = threading.Lock()
-
-        def expire() -> None:
-            with lock:
-                if state["finished"]:
-                    return
-                state["expired"] = True
-            with contextlib.suppress(OSError):  # already closed: nothing left to stop
-                # The plain socket's shutdown, also for TLS: it only ends the blocked read.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-        timer = threading.Timer(limit, expire)
-        timer.daemon = True
-        timer.start()
         response: HTTPResponse | None = None
-        try:
-            response = super().getresponse()  # type: ignore[misc]
-        except Exception:
-            if not state["expired"]:
-                raise
-        finally:
-            with lock:
-                state["finished"] = True
-            timer.cancel()
-            timer.join()
-        if state["expired"]:  # cut short: whatever was parsed before the cut is not used
+        with _shutdown_at(sock, limit) as deadline:
+            try:
+                response = super().getresponse()  # type: ignore[misc]
+            except Exception:
+                if not deadline.expired:
+                    raise
+        if deadline.expired:  # cut short: whatever was parsed before the cut is not used
             if response is not None:
                 response.close()
             raise TimeoutError(
@@ -167,6 +201,7 @@ class _ResponseDeadline:
                 "(a stalled or trickling connection)"
             ) from None
         assert response is not None
+        response.deadline_socket = sock  # type: ignore[attr-defined]
         return response
 
 
@@ -211,9 +246,9 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def _cannot_write(path: Path, exc: OSError, needed: int | None = None) -> str:
-    """What went wrong writing `path`; `needed`: the bytes of the file still to write."""
-    message = os_error_message(exc, path, "the weights file")
+def _cannot_write(path: Path, exc: OSError, what: str, needed: int | None = None) -> str:
+    """What went wrong writing `path` (`what` names it); `needed`: the bytes still to write."""
+    message = os_error_message(exc, path, what)
     if exc.errno not in _FULL:
         return f"{message} {_WRITABLE_HINT}"
     more = f"{needed / 1e6:,.1f} MB more are needed for this file; " if needed else ""
@@ -258,11 +293,21 @@ def _drive_confirmation(page: str, url: str) -> str | None:
 def _locked(path: Path) -> Iterator[None]:
     """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time)."""
     lock = path.with_name(path.name + ".lock")
+    not_a_file = WeightsError(
+        f"The lock file {lock} is not a regular file (a FIFO, a device or a socket); delete "
+        f"it, or choose another weights directory (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+    )
     try:
-        handle = open(lock, "a")  # noqa: SIM115 (closed below, after the lock is released)
+        # Non-blocking: opening a FIFO planted under the lock's name would wait for a reader
+        # forever (with O_NONBLOCK it fails with ENXIO instead); only a regular file is taken.
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise WeightsError(_cannot_write(lock, exc)) from exc
-    with handle:
+        if exc.errno == errno.ENXIO:
+            raise not_a_file from exc
+        raise WeightsError(_cannot_write(lock, exc, "the lock file")) from exc
+    with os.fdopen(descriptor, "wb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise not_a_file
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -292,16 +337,18 @@ def download(
         validate: Called with the finished partial file; raises if its content is wrong.
         max_bytes: The largest file accepted: a larger announced length is refused before
             anything is written, and a body that grows past it is stopped and deleted.
-        retries: Further attempts after a failed one (each resumes where the last stopped);
-            client errors (404, 403, ...), refused content and a full or read-only disk are
-            not retried.
-        timeout: Seconds within which the status line and headers must all arrive once the
-            request is sent, and within which each block of `BLOCK_BYTES` (64 KiB, or the
-            rest of the file) of the body must arrive: a trickled response fails after
-            `timeout` seconds, a silent body after `timeout` seconds, a trickling one (slower
-            than 64 KiB per `timeout`) within twice that. Connecting (TLS handshake, a
-            proxy's CONNECT) and sending the request are bounded per socket operation only.
-        backoff: Seconds before the first retry, doubling each time.
+        retries: Further attempts after a failed one (each resumes where the last stopped),
+            0 to `MAX_RETRIES`; client errors (404, 403, ...), refused content and a full or
+            read-only disk are not retried.
+        timeout: Seconds (> 0, at most a day: `MAX_TIMEOUT_S`) within which the status line
+            and headers must all arrive once the request is sent, and within which each block
+            of `BLOCK_BYTES` (64 KiB, or the rest of the file) of the body must arrive: a
+            trickled response fails after `timeout` seconds, a silent body after `timeout`
+            seconds, a trickling one (slower than 64 KiB per `timeout`, chunk-size lines and
+            trailers included) within twice that. Connecting (TLS handshake, a proxy's
+            CONNECT) and sending the request are bounded per socket operation only.
+        backoff: Seconds before the first retry (0 up to a day), doubling each time (each
+            wait at most a day).
         progress: Print progress to stderr (True), stay quiet (False), or a callback
             ``(bytes_done, total_or_None)``.
 
@@ -309,24 +356,30 @@ def download(
         The destination path.
 
     Raises:
-        WeightsError: If the download failed or the file did not pass its checks.
+        WeightsError: If the download failed, the file did not pass its checks, or
+            `timeout`, `retries` or `backoff` is out of its range.
     """
     try:
         _require_http(url)
     except _Fatal as exc:
         raise WeightsError(f"Only http(s) URLs can be downloaded, got {url!r}.") from exc
+    timeout = timeout_seconds(timeout, "timeout", error=WeightsError)
+    retries = bounded_int(retries, "retries", 0, MAX_RETRIES, limit_name="MAX_RETRIES",
+                          error=WeightsError)  # fmt: skip
+    backoff = _backoff_seconds(backoff)
     destination = Path(destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(_cannot_write(destination.parent, exc)) from exc
+        message = _cannot_write(destination.parent, exc, "the download directory")
+        raise WeightsError(message) from exc
     partial = destination.with_name(destination.name + ".part")
     report = _stderr_progress(destination.name) if progress is True else progress or None
     with _locked(destination):
         errors: list[str] = []
         for attempt in range(retries + 1):
             if attempt:
-                time.sleep(backoff * 2 ** (attempt - 1))
+                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_TIMEOUT_S))
             try:
                 _fetch(url, partial, _Limits(max_bytes, timeout), report)
                 break
@@ -348,8 +401,15 @@ def download(
         try:
             os.replace(partial, destination)
         except OSError as exc:
-            raise WeightsError(_cannot_write(destination, exc)) from exc
+            raise WeightsError(_cannot_write(destination, exc, "the weights file")) from exc
     return destination
+
+
+def _backoff_seconds(value: Any) -> float:
+    """Returns `download`'s `backoff`: a finite number of seconds, 0 (no wait) up to a day."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0:
+        return 0.0  # retry at once
+    return timeout_seconds(value, "backoff", error=WeightsError)
 
 
 @dataclass(frozen=True)
@@ -398,32 +458,49 @@ def _read_block(response: Any, timeout: float, wanted: int = BLOCK_BYTES) -> tup
 
     The socket's own timeout only bounds each read, so a server trickling a byte at a time
     would keep an attempt alive forever; the block as a whole gets `timeout` seconds, checked
-    before each further read (each may wait `timeout` itself: within twice the timeout).
+    before each further read (each may wait `timeout` itself). One read of a chunked body can
+    itself wait on many lines (a chunk-size line, trailers without end), so the socket is also
+    shut down at twice `timeout` (`_shutdown_at`): a block ends within twice the timeout.
 
     Returns:
         What arrived, and whether the block was cut short by the time limit: the caller keeps
         those bytes, then fails the attempt (a retry resumes after them).
 
     Raises:
-        TimeoutError: If nothing at all arrived within `timeout`.
+        TimeoutError: If nothing at all arrived in time.
     """
     deadline = time.monotonic() + timeout
     pieces: list[bytes] = []
     size = 0
-    while size < wanted:
-        if pieces and time.monotonic() > deadline:
-            return b"".join(pieces), True
-        try:
-            piece = response.read1(wanted - size)
-        except TimeoutError:
-            if not pieces:
+    late = False
+    with _shutdown_at(getattr(response, "deadline_socket", None), 2 * timeout) as cut:
+        while size < wanted:
+            if pieces and time.monotonic() > deadline:
+                late = True
+                break
+            try:
+                piece = response.read1(wanted - size)
+            except TimeoutError:
+                if not pieces:
+                    raise
+                late = True
+                break
+            except Exception:
+                if cut.expired:  # the read failed because the socket was shut down
+                    break
                 raise
-            return b"".join(pieces), True
-        if not piece:
-            break
-        pieces.append(piece)
-        size += len(piece)
-    return b"".join(pieces), False
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+    if cut.expired:  # an end of body seen after the cut is the cut, not the real end
+        if not pieces:
+            raise TimeoutError(
+                f"nothing of the body arrived in {2 * timeout:g} s (a stalled or trickling "
+                "connection)"
+            )
+        late = True
+    return b"".join(pieces), late
 
 
 def _too_slow(size: int, timeout: float) -> TimeoutError:
@@ -504,7 +581,7 @@ def _write_body(
     except OSError as exc:
         if exc.errno in _LOCAL_ERRORS or exc.errno in _FULL:
             needed = None if total is None else total - done
-            raise _Fatal(_cannot_write(partial, exc, needed)) from exc
+            raise _Fatal(_cannot_write(partial, exc, "the partial download", needed)) from exc
         raise
     if total is not None and done < total:
         raise OSError(f"connection closed after {done} of {total} bytes")
@@ -628,7 +705,7 @@ def download_official(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsError(_cannot_write(directory, exc)) from exc
+        raise WeightsError(_cannot_write(directory, exc, "the weights directory")) from exc
     recorded = read_checksums(directory)
     fetched = []
     for name in names:

@@ -151,24 +151,26 @@ def bounded_int(
     return number
 
 
-def timeout_seconds(value: Any, name: str) -> float:
+def timeout_seconds(
+    value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError
+) -> float:
     """Returns a timeout in seconds: a finite number > 0 and at most `MAX_TIMEOUT_S`.
 
     Args:
         value: The timeout to check.
         name: What the message calls it (``"step_timeout"``).
+        error: The error class to raise.
 
     Returns:
         The timeout as a float.
 
     Raises:
-        ConfigurationError: If `value` is not a positive finite number, or is over a day.
+        Steve1EnvError: `error` (ConfigurationError by default), if `value` is not a positive
+            finite number, or is over a day.
     """
-    seconds = positive_number(value, name)
+    seconds = positive_number(value, name, error=error)
     if seconds > MAX_TIMEOUT_S:
-        raise ConfigurationError(
-            f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}."
-        )
+        raise error(f"{name} may be at most {MAX_TIMEOUT_S:g} s (MAX_TIMEOUT_S), got {seconds:g}.")
     return seconds
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steve1_env import download, files, weights
+from steve1_env import download, files, validation, weights
 from steve1_env.cli import main
 from steve1_env.doctor import run_checks
 from steve1_env.errors import ConfigurationError, UnsafeFileError, WeightsError
@@ -514,22 +514,29 @@ def test_download_into_a_path_under_a_file_is_a_package_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("code", "reason", "suffix"),
-    [(errno.EROFS, "read-only", ".lock"), (errno.EACCES, "Permission denied", ".part")],
+    ("code", "reason", "suffix", "what"),
+    [
+        (errno.EROFS, "read-only", ".lock", "the lock file"),
+        (errno.EACCES, "Permission denied", ".part", "the partial download"),
+    ],
 )
 def test_an_unwritable_directory_is_a_package_error_and_not_retried(
-    server, tmp_path, monkeypatch, code, reason, suffix
+    server, tmp_path, monkeypatch, code, reason, suffix, what
 ):
-    real_open = open
+    real_open, real_os_open = open, os.open
 
-    def refusing_open(file, *args, **kwargs):
-        if str(file).endswith(suffix):
-            raise OSError(code, os.strerror(code), str(file))
-        return real_open(file, *args, **kwargs)
+    def refusing(real):
+        def refusing_open(file, *args, **kwargs):
+            if str(file).endswith(suffix):
+                raise OSError(code, os.strerror(code), str(file))
+            return real(file, *args, **kwargs)
+
+        return refusing_open
 
     # As root, chmod would not stop the writes: the file system's refusal is simulated.
-    monkeypatch.setattr(download, "open", refusing_open, raising=False)
-    with pytest.raises(WeightsError, match=f"Cannot write .*{reason}.*--dir DIR"):
+    monkeypatch.setattr(download, "open", refusing(real_open), raising=False)
+    monkeypatch.setattr(os, "open", refusing(real_os_open))  # the lock file is opened so
+    with pytest.raises(WeightsError, match=f"Cannot write {what} .*{reason}.*--dir DIR"):
         download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=3,
                           backoff=0.01, progress=False)  # fmt: skip
     assert len(server.requests) <= 1
@@ -960,3 +967,148 @@ def test_building_the_official_policy_leaves_the_callers_generator_alone(request
     with pytest.raises(WeightsError, match="lacks"):
         OfficialSteve1Policy(**official)
     assert torch.equal(torch.get_rng_state(), caller_state)
+
+
+# ------------------------------------------------------------------------ chunked bodies
+def chunked_headers(handler):
+    # Raw, since the test server speaks HTTP/1.0 and a chunked body needs HTTP/1.1.
+    handler.wfile.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+
+
+def endless_trailers(handler):
+    chunked_headers(handler)
+    handler.wfile.write(b"4\r\nabcd\r\n0\r\n")  # the last chunk, then trailers
+    for _ in range(600):  # a trailer line every 0.01 s for 6 s (old code waited for all)
+        handler.wfile.write(b"X-T: y\r\n")
+        time.sleep(0.01)
+    handler.wfile.write(b"\r\n")
+
+
+def trickled_chunk_size(handler):
+    chunked_headers(handler)
+    for _ in range(120):  # a chunk-size line a digit per 0.05 s for 6 s
+        handler.wfile.write(b"0")
+        time.sleep(0.05)
+    handler.wfile.write(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("route", "kept"), [(endless_trailers, b"abcd"), (trickled_chunk_size, None)]
+)
+def test_a_chunked_body_cannot_hang_a_download(server, tmp_path, route, kept):
+    server.routes["/chunked"] = route
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match="stalled or trickling"):
+        download.download(server.url("/chunked"), tmp_path / "w.bin", retries=0, timeout=0.5,
+                          progress=False)  # fmt: skip
+    assert time.monotonic() - started < 4  # twice the timeout, with room; the server takes 6 s
+    assert timers() == []
+    assert not (tmp_path / "w.bin").exists()
+    part = tmp_path / "w.bin.part"
+    assert (part.read_bytes() if part.exists() else None) == kept  # what arrived is resumed
+
+
+def test_a_normal_chunked_body_still_downloads_intact(server, tmp_path):
+    body = os.urandom(300_000)
+    sizes = [1, 1000, 70_000, 100_000]  # chunks smaller and larger than a block
+
+    def chunked(handler):
+        chunked_headers(handler)
+        start = 0
+        for size in [*sizes, len(body) - sum(sizes)]:
+            piece = body[start : start + size]
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            start += size
+        handler.wfile.write(b"0\r\nX-Checksum: none\r\n\r\n")  # a trailer, then the end
+
+    server.routes["/chunked"] = chunked
+    download.download(server.url("/chunked"), tmp_path / "w.bin", retries=0, timeout=2,
+                      progress=False)  # fmt: skip
+    assert (tmp_path / "w.bin").read_bytes() == body and timers() == []
+
+
+# ---------------------------------------------------------------------- redirect bodies
+def test_a_redirects_endless_body_is_not_read(server, tmp_path):
+    sent, finished = [0], threading.Event()
+
+    def redirect(handler):
+        try:
+            handler.send_response(302)
+            handler.send_header("Location", "/file.bin")
+            handler.end_headers()
+            block = b"A" * (1 << 16)
+            for _ in range(4000):  # 256 MiB at most, so the thread ends if the client reads
+                handler.wfile.write(block)
+                sent[0] += len(block)
+        finally:
+            finished.set()
+
+    server.routes["/moved"] = redirect
+    download.download(server.url("/moved"), tmp_path / "file.bin", retries=0, timeout=5,
+                      max_bytes=1 << 20, progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == server.files["/file.bin"]
+    assert finished.wait(10)  # the client closed the redirect: the server's writes failed
+    assert sent[0] < 32 << 20  # what the socket buffers took, not the body (old code: all)
+
+
+# -------------------------------------------------------------------- download arguments
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("timeout", math.inf), ("timeout", 1e10), ("timeout", math.nan), ("timeout", 0),
+        ("timeout", -1), ("timeout", "5"), ("timeout", True),
+        ("retries", -1), ("retries", 1.5), ("retries", 10**6),
+        ("backoff", -1), ("backoff", math.nan), ("backoff", math.inf),
+    ],
+)  # fmt: skip
+def test_download_arguments_out_of_range_are_refused_before_any_request(
+    server, tmp_path, argument, value
+):
+    with pytest.raises(WeightsError, match=f"^{argument} must be|^{argument} may be"):
+        download.download(server.url("/file.bin"), tmp_path / "file.bin", progress=False,
+                          **{argument: value})  # fmt: skip
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_no_backoff_and_no_retries_are_still_allowed(server, tmp_path):
+    server.fail_status = [503]
+    download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=1, backoff=0,
+                      timeout=validation.MAX_TIMEOUT_S, progress=False)  # fmt: skip
+    assert (tmp_path / "file.bin").read_bytes() == server.files["/file.bin"]
+
+
+# ------------------------------------------------------------- what cannot be written
+def test_the_message_names_the_weights_directory_it_cannot_create(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(WeightsError, match=r"^Cannot write the weights directory .*a-file/w"):
+        download.download_official(blocker / "w", ["2x.model"], url_for=lambda n: "http://x/")
+    with pytest.raises(WeightsError, match=r"^Cannot write the download directory .*a-file/w"):
+        download.download("http://127.0.0.1:1/x", blocker / "w" / "x", progress=False)
+
+
+def test_a_fifo_as_lock_file_is_refused_not_waited_on(server, tmp_path):
+    fifo = tmp_path / "file.bin.lock"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def fetch():
+        try:
+            download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=0,
+                              progress=False)  # fmt: skip
+        except WeightsError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # old code waits in open() for a reader: be one, to free it
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail("opening a FIFO as the lock file blocked")
+    assert len(outcome) == 1 and "is not a regular file" in str(outcome[0])
+    assert "--dir DIR" in str(outcome[0]) and server.requests == []
+    assert not (tmp_path / "file.bin").exists()
