@@ -121,56 +121,75 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-class _Deadline:
-    """Whether a `_shutdown_at` deadline cut its block short (set by the timer thread)."""
-
-    expired = False
-
-
-@contextlib.contextmanager
-def _shutdown_at(sock: socket.socket | None, limit: float) -> Iterator[_Deadline]:
-    """Shuts `sock` down if the block takes longer than `limit` seconds.
+class _Watchdog:
+    """Shuts a socket down when an armed period (`period`) runs past its limit.
 
     http.client waits on the socket's per-read timeout only, and some of its reads loop over
     lines (the status line and headers; a chunk-size line and a chunked body's trailers), so a
     server sending a line at a time keeps them coming forever. Shutting the socket down ends
     the blocked read (it then sees the end of the stream or fails). The caller checks
     ``expired`` afterwards: a read that ended because of the cut is not a real end of body.
+
+    One thread watches every period of a socket (a download arms one per 64 KiB block); it
+    leaves by itself after `IDLE_S` seconds without one, so nothing needs closing.
     """
-    deadline = _Deadline()
-    if sock is None:  # nothing to shut down (a connection that never opened)
-        yield deadline
-        return
-    lock = threading.Lock()
-    finished = False
 
-    def expire() -> None:
-        with lock:
-            if finished:
-                return
-            deadline.expired = True
-        with contextlib.suppress(OSError):  # already closed: nothing left to stop
-            # The plain socket's shutdown, also for TLS: it only ends the blocked read.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    IDLE_S = 1.0
 
-    timer = threading.Timer(limit, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield deadline
-    finally:
-        with lock:
-            finished = True
-        timer.cancel()
-        timer.join()
+    def __init__(self, sock: socket.socket | None) -> None:
+        self._sock = sock
+        self._condition = threading.Condition()
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self.expired = False
+
+    @contextlib.contextmanager
+    def period(self, limit: float) -> Iterator[_Watchdog]:
+        """Arms the watchdog for the block: past `limit` seconds the socket is shut down."""
+        if self._sock is None:  # nothing to shut down (a connection that never opened)
+            yield self
+            return
+        with self._condition:
+            self._deadline = time.monotonic() + limit
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="steve1-env download watchdog", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify()
+        try:
+            yield self
+        finally:
+            with self._condition:  # after this, a late expiry can no longer fire
+                self._deadline = None
+                self._condition.notify()
+
+    def _watch(self) -> None:
+        with self._condition:
+            while True:
+                if self._deadline is None:
+                    if not self._condition.wait_for(
+                        lambda: self._deadline is not None, timeout=self.IDLE_S
+                    ):
+                        self._thread = None  # the next period starts a new one
+                        return
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._condition.wait(remaining)
+                    continue
+                self.expired, self._deadline = True, None
+                with contextlib.suppress(OSError):  # already closed: nothing left to stop
+                    # The plain socket's shutdown, also for TLS: it only ends the blocked read.
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
 
 
 class _ResponseDeadline:
     """Bounds the response phase of a connection: from the request sent to the last header.
 
     The status line and headers must all arrive within the connection's timeout
-    (`_shutdown_at`). The response keeps the socket as ``deadline_socket`` so that each block
-    of its body can be bounded the same way (`_read_block`).
+    (`_Watchdog`). The response keeps the watchdog as ``watchdog`` so that each block of its
+    body is bounded the same way (`_read_block`).
     """
 
     timeout: Any  # the connection's own timeout (urllib passes `download`'s `timeout`)
@@ -187,7 +206,8 @@ class _ResponseDeadline:
         if limit is None:  # no timeout given (download always gives one): nothing to bound
             return super().getresponse()  # type: ignore[misc]
         response: HTTPResponse | None = None
-        with _shutdown_at(sock, limit) as deadline:
+        watchdog = _Watchdog(sock)
+        with watchdog.period(limit) as deadline:
             try:
                 response = super().getresponse()  # type: ignore[misc]
             except Exception:
@@ -201,7 +221,7 @@ class _ResponseDeadline:
                 "(a stalled or trickling connection)"
             ) from None
         assert response is not None
-        response.deadline_socket = sock  # type: ignore[attr-defined]
+        response.watchdog = watchdog  # type: ignore[attr-defined]
         return response
 
 
@@ -460,7 +480,7 @@ def _read_block(response: Any, timeout: float, wanted: int = BLOCK_BYTES) -> tup
     would keep an attempt alive forever; the block as a whole gets `timeout` seconds, checked
     before each further read (each may wait `timeout` itself). One read of a chunked body can
     itself wait on many lines (a chunk-size line, trailers without end), so the socket is also
-    shut down at twice `timeout` (`_shutdown_at`): a block ends within twice the timeout.
+    shut down at twice `timeout` (`_Watchdog`): a block ends within twice the timeout.
 
     Returns:
         What arrived, and whether the block was cut short by the time limit: the caller keeps
@@ -473,7 +493,8 @@ def _read_block(response: Any, timeout: float, wanted: int = BLOCK_BYTES) -> tup
     pieces: list[bytes] = []
     size = 0
     late = False
-    with _shutdown_at(getattr(response, "deadline_socket", None), 2 * timeout) as cut:
+    watchdog = getattr(response, "watchdog", None) or _Watchdog(None)
+    with watchdog.period(2 * timeout) as cut:
         while size < wanted:
             if pieces and time.monotonic() > deadline:
                 late = True

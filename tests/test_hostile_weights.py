@@ -1030,6 +1030,23 @@ def test_a_normal_chunked_body_still_downloads_intact(server, tmp_path):
     assert (tmp_path / "w.bin").read_bytes() == body and timers() == []
 
 
+def test_one_watchdog_thread_serves_every_block_of_a_download(server, tmp_path, monkeypatch):
+    started = []
+    real_watch = download._Watchdog._watch
+
+    def counted(self):
+        started.append(self)
+        real_watch(self)
+
+    monkeypatch.setattr(download._Watchdog, "_watch", counted)
+    body = os.urandom(40 * download.BLOCK_BYTES)  # 40 blocks, each one armed period
+    server.files["/big.bin"] = body
+    download.download(server.url("/big.bin"), tmp_path / "big.bin", retries=0, timeout=5,
+                      progress=False)  # fmt: skip
+    assert (tmp_path / "big.bin").read_bytes() == body
+    assert len(started) == 1  # not a thread per block
+
+
 # ---------------------------------------------------------------------- redirect bodies
 def test_a_redirects_endless_body_is_not_read(server, tmp_path):
     sent, finished = [0], threading.Event()
