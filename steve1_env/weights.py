@@ -143,12 +143,27 @@ def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
 
     That is `directory` if given, else ``$STEVE1_WEIGHTS_DIR``, else the user cache
     (``$XDG_CACHE_HOME/steve1_env/weights``, by default under ``~/.cache``).
+
+    Raises:
+        WeightsError: If the path cannot even be looked up (a name too long, no permission
+            to search a folder on the way); a path that does not exist yet is fine.
     """
     if directory is not None:
-        return Path(directory).expanduser()
-    if os.environ.get(WEIGHTS_DIR_ENV):
-        return Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
-    return user_cache_dir() / "weights"
+        path = Path(directory).expanduser()
+    elif os.environ.get(WEIGHTS_DIR_ENV):
+        path = Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()
+    else:
+        path = user_cache_dir() / "weights"
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not there (yet): each caller says what that means for it
+    except OSError as exc:  # checked once here, so every later lookup below it works
+        raise WeightsError(
+            f"The weights directory {str(path)[:200]!r} cannot be used ({exc.strerror}); "
+            f"give another one (--dir DIR or ${WEIGHTS_DIR_ENV})."
+        ) from None
+    return path
 
 
 def user_cache_dir() -> Path:
@@ -322,16 +337,21 @@ def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
             f"Cannot read the model file {path}: it is {describe_file(path)}, not a pickle of "
             f"plain values. {REDOWNLOAD_HINT}"
         ) from None
+    expected = (
+        f"{path} is not a VPT .model file: expected a dict with "
+        "['model']['args']['net']['args'] holding the policy's arguments by name"
+    )
     try:
         args = data["model"]["args"]
-        policy_kwargs = dict(args["net"]["args"])
-        pi_head_kwargs = dict(args.get("pi_head_opts") or {})
+        net_args, head_args = args["net"]["args"], args.get("pi_head_opts") or {}
     except (KeyError, TypeError, AttributeError) as exc:
-        raise WeightsError(
-            f"{path} is not a VPT .model file: expected a dict with "
-            "['model']['args']['net']['args'] holding the policy kwargs."
-        ) from exc
-    return ModelFile(policy_kwargs, pi_head_kwargs)
+        raise WeightsError(f"{expected}.") from exc
+    for name, value in (("['net']['args']", net_args), ("['pi_head_opts']", head_args)):
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise WeightsError(f"{expected}; its {name} is a {type(value).__name__}.")
+    if not net_args:
+        raise WeightsError(f"{expected}; they are empty.")
+    return ModelFile(dict(net_args), dict(head_args))
 
 
 _SNIFF_BYTES = 1 << 20
@@ -432,6 +452,35 @@ _TORCH_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
 """The start of torch's warning about the protocol of a pickle its safe unpickler reads."""
 
 
+_ZIP_EXPANSION_SLACK = 1 << 20  # member headers and the pickle; torch stores tensors as they are
+
+
+def _check_zip_expansion(path: Path) -> None:
+    """Refuses a zip whose members would expand past the file's own size when read.
+
+    torch writes its zip files uncompressed, so a real checkpoint's members add up to about the
+    file's size; a deflate-compressed member could instead expand a few MB into many GB inside
+    `torch.load`, past every size bound checked on disk.
+
+    Raises:
+        WeightsError: If the members' uncompressed sizes add up to more than the file holds.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format, or not a torch file: torch.load says which
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load reports an unreadable or damaged file in its own words
+    on_disk = path.stat().st_size
+    if expanded > on_disk + _ZIP_EXPANSION_SLACK:
+        raise WeightsError(
+            f"{path} is a zip archive whose members expand to {expanded:,} bytes from "
+            f"{on_disk:,} on disk; torch stores its tensors uncompressed, so this is not a "
+            f"torch checkpoint as torch.save writes it. {REDOWNLOAD_HINT}"
+        )
+
+
 def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Loads a ``torch.save``-d state dict safely and strips training-wrapper prefixes.
 
@@ -442,10 +491,12 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     Raises:
         UnsafeFileError: If the file names classes or functions beyond tensors and plain
             containers (loading it would run code).
-        WeightsError: If it is unreadable, corrupt, or not a mapping of names to tensors.
+        WeightsError: If it is unreadable, corrupt, a zip whose members would expand past the
+            file's size, or not a mapping of names to tensors.
     """
     import torch
 
+    _check_zip_expansion(Path(path))
     try:
         with warnings.catch_warnings():
             # torch warns that its safe unpickler may not support a pickle protocol above 2

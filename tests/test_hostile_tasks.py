@@ -305,3 +305,18 @@ def test_python_detector_configs_are_code_and_may_import(marker_module):
 def test_builtin_sets_need_no_imports():
     for name in spec.builtin_task_sets():
         assert load_task_set(name).tasks
+
+
+def test_world_option_keys_that_are_not_text_are_refused_at_their_line(tmp_path, capsys):
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        "tasks:\n  - name: logs\n    instruction: chop a tree\n    max_steps: 100\n"
+        "    world_options: {tree_density: {1: a, b: c}}\n"
+    )
+    with pytest.raises(
+        TaskSpecError, match=r"field 'world_options.tree_density', line 5: the key 1"
+    ):
+        load_task_set(path)
+    assert main(["eval", "--task-set", str(path), "--policy", "scripted", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    assert "is not text" in capsys.readouterr().err and not (tmp_path / "run").exists()

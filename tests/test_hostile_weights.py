@@ -1129,3 +1129,62 @@ def test_a_fifo_as_lock_file_is_refused_not_waited_on(server, tmp_path):
     assert len(outcome) == 1 and "is not a regular file" in str(outcome[0])
     assert "--dir DIR" in str(outcome[0]) and server.requests == []
     assert not (tmp_path / "file.bin").exists()
+
+
+# ------------------------------------------------------------ final red-team round
+def deflated_copy(data: bytes, grow: dict[str, bytes]) -> bytes:
+    """A torch zip re-written with deflate, some members replaced by highly compressible ones."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for member in source.infolist():
+            name = member.filename
+            body = next((v for k, v in grow.items() if name.endswith(k)), source.read(member))
+            target.writestr(name, body, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def test_a_zip_that_expands_past_its_size_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
+    genuine = torch_bytes({"w": torch.zeros(1000)})
+    bomb = tmp_path / "steve1_prior.pt"
+    bomb.write_bytes(deflated_copy(genuine, {"/data/0": bytes(50 << 20)}))  # 50 MB of zeros
+    assert bomb.stat().st_size < 1 << 20
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
+    with pytest.raises(WeightsError, match=r"expand to 52,4\d\d,\d{3} bytes from"):
+        load_state_dict(bomb)
+    assert loads == []  # refused before torch allocated anything
+    monkeypatch.undo()
+    stored = tmp_path / "ok.pt"
+    stored.write_bytes(genuine)  # as torch.save writes it: stored, not compressed
+    assert torch.equal(load_state_dict(stored)["w"], torch.zeros(1000))
+
+
+def test_a_weights_directory_that_cannot_be_looked_up_is_a_package_error(tmp_path, capsys):
+    too_long = tmp_path / ("a" * 300)
+    for argv in (["weights", "verify"], ["weights", "where"], ["doctor"]):
+        assert main([*argv, "--dir", str(too_long)]) == 2
+        assert "cannot be used (File name too long)" in capsys.readouterr().err
+    with pytest.raises(WeightsError, match="File name too long"):
+        weights.weights_dir(too_long)
+    assert weights.weights_dir(tmp_path / "not-yet") == tmp_path / "not-yet"  # may not exist
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"net": {"args": "xy"}}, r"\['net'\]\['args'\] is a str"),
+        ({"net": {"args": {"hidsize": 8}}, "pi_head_opts": "xy"}, r"\['pi_head_opts'\] is a str"),
+        ({"net": {"args": {}}}, "they are empty"),
+        ({"net": {"args": {1: 2}}}, r"\['net'\]\['args'\] is a dict"),
+    ],
+)
+def test_a_model_file_without_named_policy_arguments_is_refused(tmp_path, capsys, args, words):
+    model = tmp_path / "2x.model"
+    model.write_bytes(pickle.dumps({"model": {"args": args}, "pad": "p" * 400}))
+    with pytest.raises(WeightsError, match=words):
+        load_model_file(model)
+    assert main(["weights", "verify", "--dir", str(tmp_path)]) == 1
+    assert "2x.model" in capsys.readouterr().out

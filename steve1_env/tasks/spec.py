@@ -511,7 +511,8 @@ class _Parser:
                 )
             specs.append(spec)
         # The parsed content, not the raw text: comments and formatting do not change a set.
-        content = json.dumps(data, sort_keys=True, default=str)
+        # Keys as text first: YAML allows `{1: a, b: c}`, whose mixed keys cannot be sorted.
+        content = json.dumps(_text_keys(data), sort_keys=True, default=str)
         digest = hashlib.sha256(content.encode()).hexdigest()
         return TaskSet(name, tuple(specs), self.where, digest, description)
 
@@ -590,6 +591,14 @@ class _Parser:
                 "expected a mapping of world arguments (tree_density: 0.05), got "
                 f"{world_options!r}.",
             )
+        not_text = _first_non_text_key(world_options)
+        if not_text is not None:
+            inner, key = not_text
+            raise self.fail(
+                (*where("world_options"), *inner),
+                f"the key {key!r} is not text; world arguments are recorded as JSON, whose "
+                "keys are text: quote it.",
+            )
         success = merged.get("success")
         for instruction in instructions:
             try:
@@ -642,6 +651,37 @@ class _Parser:
         if maximum is not None and value > maximum:
             raise self.fail(path, f"expected an integer <= {maximum}, got {value!r}.")
         return value
+
+
+def _text_keys(value: Any) -> Any:
+    """Returns `value` with every mapping key as text (JSON's own conversion, done first).
+
+    Text keys stay as they are, so the digests of existing task files do not change.
+    """
+    if isinstance(value, Mapping):
+        return {
+            key if isinstance(key, str) else str(key): _text_keys(v) for key, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_text_keys(item) for item in value]
+    return value
+
+
+def _first_non_text_key(value: Any, path: FieldPath = ()) -> tuple[FieldPath, Any] | None:
+    """Returns where the first mapping key that is not text sits in `value`, and the key."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, key
+            found = _first_non_text_key(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_non_text_key(item, (*path, index))
+            if found is not None:
+                return found
+    return None
 
 
 def parse_task_set(
