@@ -671,3 +671,10 @@ def test_records_the_package_writes_read_back_for_every_outcome(tmp_path):
         episode = Episode(reason, 12, 2, detector, "dirt", {"dirt": 1}, None)
         written = trial_record(spec, episode, ["boom"], 0.0, "local")
         assert TrialRecord.from_json(json.loads(json.dumps(written.to_json()))) == written
+
+
+def test_records_accept_exactly_the_reasons_the_env_gives():
+    from steve1_env import env
+    from steve1_env.evaluation import records
+
+    assert records.REASONS == env.REASONS

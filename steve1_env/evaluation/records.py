@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from steve1_env.env import REASONS
 from steve1_env.errors import ResultsError
 from steve1_env.validation import short_repr
 
@@ -24,6 +23,10 @@ DURATION_DECIMALS = 4
 
 OUTCOMES = ("success", "failure", "crash")
 """A trial's outcome. ``crash``: the world kept crashing, so the skill was never judged."""
+
+REASONS = ("success", "budget", "world_done", "crash")
+"""Why a trial's last try ended: the env's ``REASONS`` (``info["reason"]``), spelled out here so
+that reading a results file does not import the env (a test keeps the two equal)."""
 
 
 @dataclass(frozen=True)
