@@ -60,6 +60,7 @@ from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
 from steve1_env.validation import (
     boolean,
     frame_shape,
+    keyword_arguments,
     non_empty_list,
     positive_int,
     reset_options,
@@ -219,6 +220,11 @@ class Steve1SkillEnv(gym.Env):
         self._detector_for = resolve_detectors(success)
         self._episode_detector_for = self._detector_for
         self.device = _check_device(device)
+        world_args = keyword_arguments(world_kwargs, "world_kwargs")
+        policy_args = keyword_arguments(policy_kwargs, "policy_kwargs", "{'weights': 'random'}")
+        encoder_args = keyword_arguments(
+            prompt_encoder_kwargs, "prompt_encoder_kwargs", "{'weights': 'random'}"
+        )
 
         if face == "text":
             examples = self.instructions or (
@@ -236,18 +242,18 @@ class Steve1SkillEnv(gym.Env):
         # caller's (a policy instance may serve several envs).
         self._owned: list[Any] = []
         try:
-            self.world = self._build(WORLDS, world, World, dict(world_kwargs or {}))
+            self.world = self._build(WORLDS, world, World, world_args)
             self.policy: SkillPolicy = self._build(
                 POLICIES,
                 policy,
                 SkillPolicy,
-                {"world": self.world, "device": device, **(policy_kwargs or {})},
+                {"world": self.world, "device": device, **policy_args},
             )
             self.prompt_encoder: PromptEncoder = self._build(
                 PROMPT_ENCODERS,
                 prompt_encoder,
                 PromptEncoder,
-                {"device": device, **(prompt_encoder_kwargs or {})},
+                {"device": device, **encoder_args},
             )
         except BaseException:
             self._close_owned()

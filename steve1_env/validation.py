@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +108,103 @@ def positive_int(value: Any, name: str, *, error: type[Steve1EnvError] = Configu
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise error(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def non_negative_int(
+    value: Any, name: str, *, error: type[Steve1EnvError] = ConfigurationError, example: str = "0"
+) -> int:
+    """Returns `value` as an int if it is an integral number >= 0 (numpy integers too).
+
+    Bools are refused: ``True`` as a seed or a size is a slip, not a decision.
+
+    Args:
+        value: The value to check.
+        name: What the message calls it (``"seed"``).
+        error: The error class to raise.
+        example: A valid value, for the message.
+
+    Returns:
+        `value` as a plain ``int``.
+
+    Raises:
+        Steve1EnvError: `error`, if `value` is not an integer >= 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise error(
+            f"{name} must be an integer >= 0 such as {example}, got {type(value).__name__} "
+            f"{short_repr(value)}."
+        )
+    return int(value)
+
+
+MAX_SEED = 2**64 - 1
+"""Largest seed of random weights: torch's generators take 64-bit seeds."""
+
+
+def weights_seed(value: Any, name: str = "seed") -> int:
+    """Returns the seed of random weights: an integer from 0 to `MAX_SEED` (bools excluded)."""
+    return bounded_int(value, name, 0, MAX_SEED, limit_name="MAX_SEED")
+
+
+def optional_path(value: Any, name: str, example: str = "'weights/'") -> Path | None:
+    """Returns `value` as a Path, or None for None; anything but a str or os.PathLike is refused.
+
+    Args:
+        value: The path given.
+        name: What the message calls it (``"cache_dir"``).
+        example: A valid value, for the message.
+
+    Returns:
+        None, or `value` as a ``Path`` (``~`` not expanded; the caller decides).
+
+    Raises:
+        ConfigurationError: If `value` is not None, a string or a path, or is an empty string.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or value == "":
+        raise ConfigurationError(
+            f"{name} must be None or a file path (a str or pathlib.Path) such as {example}, got "
+            f"{type(value).__name__} {short_repr(value)}."
+        )
+    try:
+        return Path(value)
+    except TypeError:  # an os.PathLike whose __fspath__ returns bytes
+        raise ConfigurationError(
+            f"{name} must be a text path such as {example}, got {short_repr(value)}."
+        ) from None
+
+
+def keyword_arguments(value: Any, name: str, example: str = "{'size': 64}") -> dict[str, Any]:
+    """Returns a copy of keyword arguments for a factory: None for none, else a str-keyed mapping.
+
+    Checked once where the user hands them over, so that ``**value`` further down cannot fail
+    with a bare TypeError naming no argument.
+
+    Args:
+        value: The keyword arguments (``world_kwargs``...).
+        name: What the message calls them (``"world_kwargs"``).
+        example: A valid value, for the message.
+
+    Returns:
+        A new dict (empty for None), so that changes leave the caller's untouched.
+
+    Raises:
+        ConfigurationError: If `value` is neither None nor a mapping whose keys are all strings.
+    """
+    if value is None:
+        return {}
+    expected = f"{name} must be a dict of keyword arguments such as {example}"
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{expected}, got {type(value).__name__} {short_repr(value)}.")
+    result = dict(value)
+    for key in result:
+        if not isinstance(key, str):
+            raise ConfigurationError(
+                f"{expected}: its keys must be argument names (strings), got the key "
+                f"{type(key).__name__} {short_repr(key)}."
+            )
+    return result
 
 
 def bounded_int(

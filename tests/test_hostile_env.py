@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 import steve1_env  # noqa: F401 (registers the env ids)
+from steve1_env.agent.native import NativeSteve1Policy
 from steve1_env.cli import main
 from steve1_env.errors import (
     ConfigurationError,
@@ -29,12 +31,14 @@ from steve1_env.errors import (
     UnknownNameError,
     WorldCrashError,
 )
+from steve1_env.prompt.steve1_encoder import Steve1PromptEncoder
 from steve1_env.success import all_of, checked_answer, custom
 from steve1_env.validation import (
     MAX_FRAME_SIDE,
     MAX_TIMEOUT_S,
     boolean,
     bounded_int,
+    keyword_arguments,
     reset_options,
     reset_seed,
 )
@@ -613,3 +617,110 @@ def test_render_before_reset_raises_for_every_render_mode_as_gymnasium_does():
     with pytest.raises(AttributeError, match="has_reset"):
         made.get_wrapper_attr("has_reset")  # OrderEnforcing's property is gone with it
     made.close()
+
+
+# ------------------------------------------ component kwargs: mappings of named, checked values
+OFFLINE_COMPONENTS = {"world": "synthetic", "policy": "scripted", "prompt_encoder": "hash"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "got"),
+    [
+        ("world_kwargs", [1, 2], "got list [1, 2]"),
+        ("policy_kwargs", "x", "got str 'x'"),
+        ("prompt_encoder_kwargs", 5, "got int 5"),
+        ("world_kwargs", {1: 64}, "keys must be argument names"),
+    ],
+)
+def test_component_kwargs_that_are_not_keyword_arguments_are_configuration_errors(name, value, got):
+    expected = rf"{name} must be a dict of keyword arguments such as \{{.*\}}"
+    expected += rf"(, |: ).*{re.escape(got)}"
+    with pytest.raises(ConfigurationError, match=expected):
+        gym.make("Steve1Skill-v0", **OFFLINE_COMPONENTS, **{name: value})
+
+
+@pytest.mark.parametrize(
+    "name", ["world_kwargs", "policy_kwargs", "prompt_encoder_kwargs", "world_process_kwargs"]
+)
+def test_vector_env_kwargs_that_are_not_mappings_are_refused_before_building(name):
+    with pytest.raises(ConfigurationError, match=rf"{name} must be a dict of keyword arguments"):
+        Steve1SkillVectorEnv(2, world_processes=False, **OFFLINE_COMPONENTS, **{name: [1, 2]})
+
+
+def test_keyword_arguments_copies_and_none_is_empty():
+    given = {"size": 64}
+    copied = keyword_arguments(given, "world_kwargs")
+    assert copied == given and copied is not given
+    assert keyword_arguments(None, "world_kwargs") == {}
+
+
+RANDOM_ENCODER = {"weights": "random"}
+
+
+def make_with_encoder(encoder: str, kwargs: dict) -> gym.Env:
+    return gym.make(
+        "Steve1Skill-v0",
+        world="synthetic",
+        policy="scripted",
+        prompt_encoder=encoder,
+        prompt_encoder_kwargs=kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cache_size": None}, r"cache_size must be an integer >= 0 such as 1024, got NoneType"),
+        ({"cache_size": "big"}, r"cache_size must be an integer >= 0 .* got str 'big'"),
+        ({"cache_size": True}, r"cache_size must be an integer >= 0 .* got bool True"),
+        ({"cache_size": -1}, r"cache_size must be an integer >= 0 .* got int -1"),
+        ({"seed": "x"}, r"seed must be an integer between 0 and \d+ \(MAX_SEED\), got str"),
+        ({"seed": True}, r"seed must be an integer between .* got bool True"),
+        ({"seed": 2**64}, r"seed must be between 0 and \d+ \(MAX_SEED\)"),
+        ({"cache_dir": 3}, r"cache_dir must be None or a file path .* got int 3"),
+        ({"mineclip": 3.5}, r"mineclip must be None or a file path"),
+    ],
+)
+def test_steve1_encoder_arguments_are_checked(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        make_with_encoder("steve1", {**RANDOM_ENCODER, **kwargs})
+
+
+def test_steve1_encoder_weights_of_the_wrong_type_are_a_configuration_error():
+    with pytest.raises(ConfigurationError, match=r"weights must be None or a file path .* int 5"):
+        Steve1PromptEncoder(weights=5)
+
+
+def test_steve1_encoder_accepts_numpy_sizes_and_seeds(recwarn):
+    encoder = Steve1PromptEncoder(weights="random", cache_size=np.int64(0), seed=np.uint64(7))
+    assert encoder.cache_size == 0 and type(encoder.cache_size) is int
+    encoder.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"path": 5}, r"path must be None or a file path .* got int 5"),
+        ({"path": ""}, r"path must be None or a file path"),
+        ({"embeddings": "abc"}, r"embeddings must be a dict mapping each instruction .* str 'abc'"),
+        ({"embeddings": [[0.0] * 512]}, r"embeddings must be a dict .* got list"),
+        ({"embeddings": {1: [0.0] * 512}}, r"embeddings must be a dict .* got the key int 1"),
+    ],
+)
+def test_precomputed_encoder_arguments_are_checked(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        make_with_encoder("precomputed", kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed": -1}, r"seed must be between 0 and \d+ \(MAX_SEED\), got -1"),
+        ({"seed": "0"}, r"seed must be an integer between .* got str '0'"),
+        ({"seed": False}, r"seed must be an integer between .* got bool False"),
+        ({"weights": 7}, r"weights must be None or a file path .* got int 7"),
+    ],
+)
+def test_native_policy_arguments_are_checked(kwargs, match):
+    with pytest.raises(ConfigurationError, match=match):
+        NativeSteve1Policy(**{"weights": "random", **kwargs})

@@ -27,11 +27,11 @@ from steve1_env.errors import (
     TaskSpecError,
 )
 from steve1_env.evaluation import results
-from steve1_env.evaluation.records import TrialRecord
+from steve1_env.evaluation.records import TrialRecord, TrialSpec
 from steve1_env.evaluation.report import summarize
 from steve1_env.evaluation.results import ResultsStore, read_config, read_records
 from steve1_env.evaluation.runner import evaluate, report
-from steve1_env.evaluation.trial import RunSettings, TrialRunner, trial_record
+from steve1_env.evaluation.trial import Episode, RunSettings, TrialRunner, trial_record
 from steve1_env.evaluation.video import VideoWriter
 from steve1_env.registry import WORLDS
 
@@ -636,3 +636,45 @@ def test_a_fifo_in_the_run_directory_is_refused_at_once(tmp_path, name):
             read_records(out / name)
         else:
             evaluate(task_file(tmp_path), out, OFFLINE, trials=2, resume=True, progress=False)
+
+
+# ------------------------------------------------- every field of a results record is checked
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("steps_to_success", -5, r"steps_to_success must be an integer from 0 to steps \(10\)"),
+        ("steps_to_success", 11, r"steps_to_success must be an integer from 0 to steps"),
+        ("steps_to_success", True, r"steps_to_success must be .* got bool True"),
+        ("detector", [1], r"detector must be a string or null, got list \[1\]"),
+        ("detector_spec", {"a": 1}, r"detector_spec must be a string or null, got dict"),
+        ("duration_s", True, r"duration_s must be a finite number of seconds >= 0, got bool"),
+        ("duration_s", -1.0, r"duration_s must be a finite number of seconds >= 0"),
+        ("high_level_steps", -1, r"high_level_steps must be an integer >= 0, got int -1"),
+        ("inventory", {"dirt": -3}, r"inventory must be an object mapping item names to"),
+        ("reason", "budget", r"outcome must be 'failure' for the reason 'budget'"),
+        ("video", 3, r"video must be a string or null, got int 3"),
+    ],
+)
+def test_a_forged_results_field_is_a_results_error_naming_the_line(tmp_path, field, value, match):
+    out = made_run(tmp_path)
+    forged = {**record(trial=5).to_json(), field: value}
+    with open(out / "results.jsonl", "a") as handle:
+        handle.write(json.dumps(forged) + "\n")
+    with pytest.raises(ResultsError, match=rf"results\.jsonl line 3: {match}"):
+        read_records(out / "results.jsonl")
+
+
+def test_records_the_package_writes_read_back_for_every_outcome(tmp_path):
+    spec_fields = {"task": "dirt", "instruction": "get dirt", "instruction_index": 0, "seed": 3}
+    spec = TrialSpec(trial=0, max_steps=300, **spec_fields)
+    for reason, detector in (("success", "dirt"), ("budget", None), ("crash", None)):
+        episode = Episode(reason, 12, 2, detector, "dirt", {"dirt": 1}, None)
+        written = trial_record(spec, episode, ["boom"], 0.0, "local")
+        assert TrialRecord.from_json(json.loads(json.dumps(written.to_json()))) == written
+
+
+def test_records_accept_exactly_the_reasons_the_env_gives():
+    from steve1_env import env
+    from steve1_env.evaluation import records
+
+    assert records.REASONS == env.REASONS

@@ -33,7 +33,7 @@ from steve1_env.errors import (
     Steve1EnvWarning,
     WeightsError,
 )
-from steve1_env.validation import boolean, real_number
+from steve1_env.validation import boolean, optional_path, real_number, weights_seed
 from steve1_env.weights import (
     OFFICIAL_FILES,
     ModelFile,
@@ -158,7 +158,7 @@ class NativeSteve1Policy:
         self.cond_scale = cond_scale
         self.deterministic = boolean(deterministic, "deterministic")
         self.share_frame_encoding = boolean(share_frame_encoding, "share_frame_encoding")
-        self.network = self._build_network(weights, model, seed)
+        self.network = self._build_network(weights, model, weights_seed(seed))
         self.network.cast(self.device, self.dtype).eval()
         self.network.requires_grad_(False)
         self._closed = False
@@ -179,11 +179,12 @@ class NativeSteve1Policy:
                 stacklevel=3,
             )
             return network
-        if weights is None or Path(weights).is_dir():
-            directory = weights_dir(weights)
+        given = optional_path(weights, "weights", "'random' or 'weights/'")
+        if given is None or given.is_dir():
+            directory = weights_dir(given)
             path = locate("policy", directory)
         else:
-            path = Path(weights)
+            path = given
             directory = path.parent
             if not path.is_file():
                 raise WeightsError(f"The weight file {path} does not exist.")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from steve1_env.errors import ResultsError
+from steve1_env.validation import short_repr
 
 RECORD_SCHEMA = 1
 """Version of the JSON layout of `TrialRecord`; bumped when fields change meaning."""
@@ -22,6 +23,10 @@ DURATION_DECIMALS = 4
 
 OUTCOMES = ("success", "failure", "crash")
 """A trial's outcome. ``crash``: the world kept crashing, so the skill was never judged."""
+
+REASONS = ("success", "budget", "world_done", "crash")
+"""Why a trial's last try ended: the env's ``REASONS`` (``info["reason"]``), spelled out here so
+that reading a results file does not import the env (a test keeps the two equal)."""
 
 
 @dataclass(frozen=True)
@@ -157,39 +162,67 @@ class TrialRecord:
         return record
 
     def _check(self, where: str) -> None:
-        def need(ok: bool, what: str) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
-                raise ResultsError(f"{where}: {what}.")
+                value = getattr(self, name)
+                raise ResultsError(
+                    f"{where}: {name} must be {expected}, got {type(value).__name__} "
+                    f"{short_repr(value)}. The file was not written by steve1-env as it is; "
+                    "evaluate again into a new directory."
+                )
 
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        def optional_text(value: Any) -> bool:
+            return value is None or isinstance(value, str)
 
         for name in ("task", "instruction", "worker", "finished_at"):
-            need(isinstance(getattr(self, name), str), f"{name} must be a string")
-        for name in ("instruction_index", "trial", "seed", "steps", "max_steps", "crashes"):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
-        need(is_int(self.high_level_steps), "high_level_steps must be an integer")
-        need(self.outcome in OUTCOMES, f"outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+            need(isinstance(getattr(self, name), str), name, "a string")
+        for name in (
+            "instruction_index", "trial", "seed", "steps", "max_steps", "crashes",
+            "high_level_steps",
+        ):  # fmt: skip
+            need(count(getattr(self, name)), name, "an integer >= 0")
+        need(self.outcome in OUTCOMES, "outcome", f"one of {', '.join(OUTCOMES)}")
+        need(self.reason in REASONS, "reason", f"one of {', '.join(REASONS)}")
+        # trial_record derives the outcome from the reason; any other pair is a forgery.
         need(
-            self.reason in ("success", "budget", "world_done", "crash"),
-            f"reason {self.reason!r} is unknown",
+            self.outcome == _outcome_of(self.reason),
+            "outcome",
+            f"{_outcome_of(self.reason)!r} for the reason {self.reason!r}",
         )
-        need(
-            (self.steps_to_success is None) == (self.outcome != "success")
-            and (self.steps_to_success is None or is_int(self.steps_to_success)),
-            "steps_to_success must be an integer exactly when the outcome is success",
-        )
+        steps_to_success: Any = self.steps_to_success
+        if self.outcome == "success":
+            need(
+                count(steps_to_success) and steps_to_success <= self.steps,
+                "steps_to_success",
+                f"an integer from 0 to steps ({self.steps}) when the outcome is success",
+            )
+        else:
+            need(steps_to_success is None, "steps_to_success", "null unless a success")
+        for name in ("detector", "detector_spec", "video"):
+            need(optional_text(getattr(self, name)), name, "a string or null")
         need(
             isinstance(self.errors, list) and all(isinstance(e, str) for e in self.errors),
-            "errors must be a list of strings",
+            "errors",
+            "a list of strings",
         )
         need(
             isinstance(self.inventory, dict)
-            and all(isinstance(k, str) and is_int(v) for k, v in self.inventory.items()),
-            "inventory must map item names to integers",
+            and all(isinstance(k, str) and count(v) for k, v in self.inventory.items()),
+            "inventory",
+            "an object mapping item names to integers >= 0",
         )
         need(
-            isinstance(self.duration_s, int | float) and math.isfinite(self.duration_s),
-            "duration_s must be a number",
+            isinstance(self.duration_s, int | float)
+            and not isinstance(self.duration_s, bool)
+            and math.isfinite(self.duration_s)
+            and self.duration_s >= 0,
+            "duration_s",
+            "a finite number of seconds >= 0",
         )
-        need(self.video is None or isinstance(self.video, str), "video must be a path or null")
+
+
+def _outcome_of(reason: str) -> str:
+    return {"success": "success", "crash": "crash"}.get(reason, "failure")

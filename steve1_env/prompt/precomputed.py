@@ -10,6 +10,7 @@ import io
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from steve1_env.errors import ConfigurationError, InvalidInstructionError
 from steve1_env.files import describe_content, parse_json, read_regular_file
 from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.tasks.prompts import normalize_instruction
+from steve1_env.validation import optional_path, short_repr
 
 MAX_NPZ_BYTES = 256 * 2**20
 """Largest ``.npz`` table read (about 100,000 float32 embeddings)."""
@@ -96,6 +98,23 @@ def _embedding(instruction: str, value: Any) -> np.ndarray:
         raise ConfigurationError(f"Embedding of {instruction!r}: {exc}") from exc
 
 
+def _embedding_table(embeddings: Any) -> dict[str, Any]:
+    expected = (
+        "embeddings must be a dict mapping each instruction (a str) to its embedding (512 "
+        "numbers), such as {'chop a tree': [0.1, ...]}"
+    )
+    if not isinstance(embeddings, Mapping):
+        raise ConfigurationError(
+            f"{expected}, got {type(embeddings).__name__} {short_repr(embeddings)}."
+        )
+    for instruction in embeddings:
+        if not isinstance(instruction, str):
+            raise ConfigurationError(
+                f"{expected}; got the key {type(instruction).__name__} {short_repr(instruction)}."
+            )
+    return dict(embeddings)
+
+
 class PrecomputedPromptEncoder:
     """Looks instructions up in a table of embeddings.
 
@@ -126,7 +145,8 @@ class PrecomputedPromptEncoder:
                 "PrecomputedPromptEncoder needs exactly one of path= (an .npz or .json file) "
                 "or embeddings= (a dict instruction -> embedding)."
             )
-        table = self._read(Path(path)) if path is not None else dict(embeddings or {})
+        file = optional_path(path, "path", "'embeddings.npz'")
+        table = self._read(file) if file is not None else _embedding_table(embeddings)
         if not table:
             raise ConfigurationError("The precomputed embedding table is empty.")
         self.device = device

@@ -39,7 +39,7 @@ from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerCo
 from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
-from steve1_env.validation import boolean
+from steve1_env.validation import boolean, non_negative_int, optional_path, weights_seed
 from steve1_env.weights import (
     check_state_dict,
     file_digest,
@@ -99,7 +99,11 @@ class Steve1PromptEncoder:
     ) -> None:
         self.device = precision.resolve_device(device)
         self.sample = boolean(sample, "sample")
-        self.cache_size = int(cache_size)
+        self.cache_size = non_negative_int(cache_size, "cache_size", example="1024")
+        seed = weights_seed(seed)
+        mineclip = optional_path(mineclip, "mineclip", "'weights/attn.pth'")
+        prior = optional_path(prior, "prior", "'weights/steve1_prior.pt'")
+        checked_cache_dir = optional_path(cache_dir, "cache_dir", "'embedding_cache/'")
         self.tokenizer = ClipTokenizer()
         config = text_config or TextTowerConfig()
         if isinstance(weights, str) and weights == "random":
@@ -119,7 +123,7 @@ class Steve1PromptEncoder:
             self._weight_files: tuple[Path, Path] | None = None
         else:
             self._tower = None  # loaded on the first instruction the disk cache lacks
-            directory = weights_dir(weights)
+            directory = weights_dir(optional_path(weights, "weights", "'random' or 'weights/'"))
             self._mineclip_path = weight_file("mineclip", mineclip, directory)
             prior_path = weight_file("prior", prior, directory)
             self.prior = self._load_prior(prior_path)
@@ -127,7 +131,7 @@ class Steve1PromptEncoder:
             self._weight_files = (self._mineclip_path, prior_path)
         self.text_config = config
         self.prior.to(self.device).eval().requires_grad_(False)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.cache_dir = checked_cache_dir
         self._lock = threading.RLock()
         self._weight_digests: tuple[str, ...] | None = None
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()

@@ -40,6 +40,7 @@ from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
     bounded_int,
+    keyword_arguments,
     positive_int,
     reset_options,
     reset_seed,
@@ -150,11 +151,18 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             if world_processes is None
             else boolean(world_processes, "world_processes")
         )
+        world_args = keyword_arguments(world_kwargs, "world_kwargs")
+        policy_args = keyword_arguments(policy_kwargs, "policy_kwargs", "{'weights': 'random'}")
+        encoder_args = keyword_arguments(
+            prompt_encoder_kwargs, "prompt_encoder_kwargs", "{'weights': 'random'}"
+        )
+        process_kwargs = keyword_arguments(
+            world_process_kwargs, "world_process_kwargs", "{'step_timeout': 60.0}"
+        )
         self.render_mode = None
         self._owned: list[Any] = []
         self._closed = False
         WORLDS.factory(world)  # an unknown name fails here, not in a child process later
-        process_kwargs = dict(world_process_kwargs or {})
         unknown = sorted(map(str, set(process_kwargs) - set(WORLD_PROCESS_OPTIONS)))
         if unknown:
             raise ConfigurationError(
@@ -163,13 +171,12 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             )
         try:
             worlds = [
-                WorldProcess(world, world_kwargs, **process_kwargs)
+                WorldProcess(world, world_args, **process_kwargs)
                 if self.world_processes
-                else WORLDS.make(world, **dict(world_kwargs or {}))
+                else WORLDS.make(world, **world_args)
                 for _ in range(self.num_envs)
             ]  # fmt: skip
             self._owned.extend(worlds)
-            encoder_args = dict(prompt_encoder_kwargs or {})
             self.encoder: PromptEncoder = PROMPT_ENCODERS.make(
                 prompt_encoder, device=device, **encoder_args
             )
@@ -182,7 +189,6 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                         PROMPT_ENCODERS.make(prompt_encoder, device=device, **encoder_args)
                     )
                     self._owned.append(encoders[-1])
-            policy_args = dict(policy_kwargs or {})
             first = POLICIES.make(policy, world=worlds[0], device=device, **policy_args)
             self._owned.append(first)
             self.batched = callable(getattr(first, "act_batch", None))
