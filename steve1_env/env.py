@@ -49,6 +49,7 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
+from steve1_env.skill_kinds import PAPER_PROMPTS, matching_kinds
 from steve1_env.success import (
     DetectorLookup,
     DetectorSpec,
@@ -56,7 +57,6 @@ from steve1_env.success import (
     fired,
     resolve_detectors,
 )
-from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
 from steve1_env.validation import (
     boolean,
     frame_shape,

@@ -1,0 +1,170 @@
+"""The package's layout: no import cycles, the layers of pyproject.toml, one home per name."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10; import-linter depends on tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "steve1_env"
+
+
+def lint_imports(cwd: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
+    """Runs import-linter's CLI on the pyproject.toml and the steve1_env package in `cwd`."""
+    script = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert script, "lint-imports is missing: pip install -e '.[dev]' installs import-linter"
+    selected = [arg for contract in contracts for arg in ("--contract", contract)]
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run(
+        [script, "--no-cache", *selected],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def contract(contract_id: str) -> dict:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (found,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == contract_id]
+    return found
+
+
+def fake_package(tmp_path: Path, modules: dict[str, str]) -> Path:
+    """Writes a package named steve1_env under `tmp_path`, beside a copy of pyproject.toml.
+
+    The copy carries the real contracts, so the tests below run exactly what CI runs, on a
+    package whose imports they choose.
+    """
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for name, source in {"__init__": "", **modules}.items():
+        path = tmp_path / "steve1_env" / (name.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return tmp_path
+
+
+def test_the_package_keeps_its_import_contracts():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("cyclic", [True, False])
+def test_the_acyclic_contract_fails_on_a_cycle_between_packages(tmp_path, cyclic):
+    # worlds/ imports agent/ and, when cyclic, agent/ imports worlds/ back: a package cycle
+    # without any module cycle, the kind that tasks/ and evaluation/ had.
+    modules = {
+        "agent.__init__": "",
+        "agent.policy": "import steve1_env.worlds.base\n" if cyclic else "",
+        "worlds.__init__": "",
+        "worlds.base": "",
+        "worlds.synthetic": "import steve1_env.agent.policy\n",
+    }
+    result = lint_imports(fake_package(tmp_path, modules), "acyclic")
+    assert result.returncode == (1 if cyclic else 0), result.stdout + result.stderr
+    if cyclic:
+        assert "No cycles are allowed in steve1_env." in result.stdout
+
+
+def test_the_acyclic_contract_looks_inside_subpackages(tmp_path):
+    modules = {
+        "worlds.__init__": "",
+        "worlds.minerl.__init__": "",
+        "worlds.minerl.launch": "from steve1_env.worlds import protocol\n",
+        "worlds.protocol": "from steve1_env.worlds.minerl import launch\n",
+    }
+    result = lint_imports(fake_package(tmp_path, modules), "acyclic")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "No cycles are allowed in steve1_env.worlds." in result.stdout
+
+
+def layer_modules() -> list[str]:
+    names = []
+    for layer in contract("layers")["layers"]:
+        for name in re.split(r"[|:]", layer):
+            name = name.strip()
+            if not name.startswith("("):  # optional layers may be absent
+                names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("upward", [True, False])
+def test_the_layers_contract_fails_on_an_upward_import(tmp_path, upward):
+    names = layer_modules()
+    assert names[0] == "cli" and names[-1] == "errors"
+    modules = {name: "" for name in names}
+    modules["env"] = "import steve1_env.errors\n"
+    if upward:
+        modules["errors"] = "import steve1_env.env\n"
+    result = lint_imports(fake_package(tmp_path, modules), "layers")
+    assert result.returncode == (1 if upward else 0), result.stdout + result.stderr
+    if upward:
+        assert "steve1_env.errors is not allowed to import steve1_env.env" in result.stdout
+
+
+def test_the_layers_contract_places_every_module(tmp_path):
+    # exhaustive: a new top-level module has to be given its layer.
+    modules = {name: "" for name in layer_modules()}
+    modules["helpers"] = ""
+    result = lint_imports(fake_package(tmp_path, modules), "layers")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "steve1_env.helpers" in result.stdout
+
+
+def test_every_module_of_the_package_is_in_a_layer():
+    declared = {
+        re.sub(r"[()]", "", n).strip()
+        for c in contract("layers")["layers"]
+        for n in re.split(r"[|:]", c)
+    }
+    present = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    present |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert present <= declared, sorted(present - declared)
+
+
+def test_moved_names_keep_their_earlier_import_paths():
+    from steve1_env import instructions, skill_kinds
+    from steve1_env.evaluation import records
+    from steve1_env.tasks import prompts, trials
+
+    assert records.TrialSpec is trials.TrialSpec
+    assert records.trial_key is trials.trial_key
+    assert prompts.skill_kind is skill_kinds.skill_kind
+    assert prompts.matching_kinds is skill_kinds.matching_kinds
+    assert prompts.PAPER_PROMPTS is skill_kinds.PAPER_PROMPTS
+    assert prompts.PAPER_COND_SCALE == skill_kinds.PAPER_COND_SCALE
+    assert prompts.normalize_instruction is instructions.normalize_instruction
+
+
+def loaded_after(statement: str, prefixes: tuple[str, ...]) -> list[str]:
+    listed = f"sorted(m for m in sys.modules if m.startswith({prefixes!r}))"
+    code = f"import sys; {statement}; print({listed})"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return ast.literal_eval(result.stdout.strip())
+
+
+def test_success_loads_no_task_module_and_task_sets_load_no_evaluation():
+    # The two cycles that were: success <-> tasks, tasks <-> evaluation.
+    assert loaded_after("import steve1_env.success", ("steve1_env.tasks",)) == []
+    assert (
+        loaded_after("import steve1_env.tasks.spec", ("steve1_env.evaluation", "steve1_env.env"))
+        == []
+    )
