@@ -27,6 +27,7 @@ from steve1_env import precision
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.closing import close_all
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     InvalidActionError,
     InvalidInstructionError,
@@ -563,7 +564,7 @@ class Steve1SkillEnv(gym.Env):
     # -------------------------------------------------------------- internals
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ResetNeededError("This env is closed; create a new one with gym.make().")
+            raise ClosedError("This env is closed; create a new one with gym.make().")
 
     def _checked_reset(
         self, seed: Any, options: Any

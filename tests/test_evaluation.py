@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     EvaluationError,
     ResultsError,
@@ -187,6 +188,8 @@ def test_store_appends_durable_lines_and_refuses_to_overwrite(tmp_path):
         ResultsStore(tmp_path, {**CONFIG, "policy": "random"}, resume=True)
     with ResultsStore(tmp_path, CONFIG, resume=True) as store:
         assert store.keys == {"t/0/0"}
+    with pytest.raises(ClosedError, match=r"store is closed.*resume=True"):
+        store.append(_record(trial=1))
 
 
 def test_store_drops_a_line_cut_short_by_a_kill(tmp_path):

@@ -168,3 +168,30 @@ def test_success_loads_no_task_module_and_task_sets_load_no_evaluation():
         loaded_after("import steve1_env.tasks.spec", ("steve1_env.evaluation", "steve1_env.env"))
         == []
     )
+
+
+def test_closed_error_is_gymnasiums_closed_error_and_not_reset_needed():
+    import gymnasium
+
+    import steve1_env
+    from steve1_env.errors import ClosedError, ResetNeededError, Steve1EnvError
+
+    assert steve1_env.ClosedError is ClosedError and "ClosedError" in steve1_env.__all__
+    assert issubclass(ClosedError, Steve1EnvError)
+    assert issubclass(ClosedError, gymnasium.error.ClosedEnvironmentError)
+    assert not issubclass(ClosedError, ResetNeededError)
+    assert not issubclass(ResetNeededError, gymnasium.error.ClosedEnvironmentError)
+
+
+def test_no_library_message_reports_a_closed_object_as_another_error():
+    # "closed" messages are raised as ClosedError; the package's other errors keep their
+    # meaning (a builtin such as OSError for a closed connection is not about our objects).
+    from steve1_env import errors
+
+    raised_as = re.compile(r"raise (\w+)\(\s*f?\"[^\"]*\bclosed\b", re.S)
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for error in raised_as.findall(path.read_text(encoding="utf-8")):
+            if hasattr(errors, error):
+                found.append((path.relative_to(ROOT).as_posix(), error))
+    assert found and {error for _, error in found} == {"ClosedError"}, found

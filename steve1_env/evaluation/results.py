@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from steve1_env.errors import ResultsError, Steve1EnvWarning
+from steve1_env.errors import ClosedError, ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.files import (
     atomic_write_text,
@@ -279,11 +279,15 @@ class ResultsStore:
         holds exactly the trials recorded before.
 
         Raises:
-            ResultsError: If the store is closed, the trial is already recorded, or the line
-                cannot be written (the message says how to continue).
+            ClosedError: If the store is closed.
+            ResultsError: If the trial is already recorded, or the line cannot be written
+                (the message says how to continue).
         """
         if self._handle is None:
-            raise ResultsError("This results store is closed.")
+            raise ClosedError(
+                "This results store is closed; open a new ResultsStore with resume=True to "
+                "record more."
+            )
         earlier = self.crashed.get(record.key)
         if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
