@@ -281,7 +281,7 @@ def test_world_crashes_are_retried_and_counted_apart_from_failures(tmp_path):
     assert retried.ran == 1 and [r.outcome for r in retried.records] == ["success"]
     assert retried.summary["tasks"][0]["success_rate"] == 1.0
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
-    with pytest.raises(ConfigurationError, match="needs resume"):
+    with pytest.raises(ConfigurationError, match="retry_crashed=True needs resume=True"):
         evaluate(tasks, tmp_path / "x", settings, retry_crashed=True, progress=False)
 
 
@@ -360,11 +360,11 @@ def test_executor_choice_is_checked(tmp_path):
         make_executor("threads", OFFLINE)
     with pytest.raises(ConfigurationError, match="one trial at a time"):
         make_executor("local", OFFLINE, workers=4)
-    with pytest.raises(ConfigurationError, match="--address, --gpus-per-actor apply to"):
+    with pytest.raises(ConfigurationError, match="address=, gpus_per_actor= apply to"):
         make_executor("processes", OFFLINE, address="auto", gpus_per_actor=1)
     assert isinstance(make_executor("local", OFFLINE), LocalExecutor)
     # Checked before the run directory is touched.
-    with pytest.raises(ConfigurationError, match="--address apply to --executor ray only"):
+    with pytest.raises(ConfigurationError, match="address= apply to executor='ray' only"):
         evaluate("quick_harvest", tmp_path / "never", OFFLINE, address="auto", progress=False)
     assert not (tmp_path / "never").exists()
 

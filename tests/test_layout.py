@@ -195,3 +195,59 @@ def test_no_library_message_reports_a_closed_object_as_another_error():
             if hasattr(errors, error):
                 found.append((path.relative_to(ROOT).as_posix(), error))
     assert found and {error for _, error in found} == {"ClosedError"}, found
+
+
+def cli_flags() -> set[str]:
+    """Every option the ``steve1-env`` parser and its subcommands define."""
+    import argparse
+
+    from steve1_env.cli import build_parser
+
+    flags, parsers = set(), [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            flags.update(s for s in action.option_strings if s.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return flags
+
+
+def flags_in_messages(source: str, flags: set[str]) -> list[tuple[int, str]]:
+    """The `flags` that `source`'s string literals spell out, docstrings left out."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.lineno, flag)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docstrings
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", node.value)
+        if flag in flags
+    ]
+
+
+def test_library_messages_name_python_arguments_not_cli_flags():
+    # Flags live in cli.py, which rewords library messages for the command line (another
+    # program's flags, such as `ray start --head`, may be quoted).
+    flags = cli_flags()
+    assert {"--resume", "--out", "--dir", "--world-option", "--executor"} <= flags
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {flag}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != PACKAGE / "cli.py"
+        for line, flag in flags_in_messages(path.read_text(encoding="utf-8"), flags)
+    ]
+    assert found == []
+
+
+def test_the_flag_scan_sees_messages_and_skips_docstrings():
+    source = (
+        '"""Run with --resume."""\n\ndef f():\n    """--out DIR."""\n'
+        '    raise E(f"pass --resume {x}, or `ray start --head`")\n'
+    )
+    assert flags_in_messages(source, {"--resume", "--out"}) == [(5, "--resume")]

@@ -177,7 +177,7 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise ResultsError(
             f"{path} not found: {directory} is not a steve1-env run directory (made by "
-            "`steve1-env eval --out DIR`)."
+            "`steve1_env.evaluation.runner.evaluate` or `steve1-env eval`)."
         ) from None
     except OSError as exc:
         raise ResultsError(f"Cannot read {path} ({exc}).") from exc
@@ -240,8 +240,8 @@ class ResultsStore:
         has_results = self.path.exists() and self.path.stat().st_size > 0
         if has_results and not resume:
             raise ResultsError(
-                f"{self.directory} already holds results; pass --resume (resume=True) to "
-                "continue that run, or choose another output directory."
+                f"{self.directory} already holds results; pass resume=True to continue that "
+                "run, or choose another output directory."
             )
         recorded: dict[str, Any] | None = None
         if resume and (self.directory / CONFIG_FILE).exists():
@@ -315,8 +315,8 @@ class ResultsStore:
                 self.path,
                 "the results file",
                 f"Trial {record.key} was not recorded; the {safe} trial(s) recorded before it "
-                "are safe there. Then run the same command with --resume (resume=True) to "
-                "finish the run.",
+                "are safe there. Then run the evaluation again with resume=True to finish the "
+                "run.",
                 error=ResultsError,
             ) from exc
         if earlier is not None:  # a crashed trial, run again

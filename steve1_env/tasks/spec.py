@@ -169,7 +169,7 @@ def _check_planned(count: int) -> None:
         raise TaskSpecError(
             f"{count} trials were planned (tasks x instructions x trials); one run may plan at "
             f"most {MAX_PLANNED_TRIALS} (MAX_PLANNED_TRIALS). Ask for fewer trials, or run "
-            "the tasks in several runs (--tasks)."
+            "the tasks in several runs (tasks=)."
         )
 
 
