@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "steve1_env"
 
-# import-linter 2.16 (the dev extra) needs Python 3.11, as its tomllib does; CI runs 3.11+.
+# import-linter 2.16 (the dev extra) needs Python 3.11 (it reads tomllib); CI runs 3.11+.
 needs_import_linter = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="import-linter 2.16 needs Python 3.11"
 )
