@@ -17,6 +17,7 @@ from gymnasium.envs.registration import register
 from gymnasium.envs.registration import registry as _gym_registry
 
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     DependencyNotInstalledError,
     DetectorError,
@@ -73,6 +74,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "ENV_IDS",
+    "ClosedError",
     "ConfigurationError",
     "DependencyNotInstalledError",
     "DetectorError",

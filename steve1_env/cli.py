@@ -476,6 +476,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Library messages name Python arguments (``resume=True``); on the command line the same advice
+# names the flags that set them. Tests keep every phrase present in the library's messages.
+CLI_WORDING: tuple[tuple[str, str], ...] = (
+    ("resume=True", "--resume"),
+    ("retry_crashed=True", "--retry-crashed"),
+    ("allow_imports=True", "--allow-imports"),
+    ("(out=)", "(--out)"),
+    ("(tasks=)", "(--tasks)"),
+    ("world (world_kwargs)", "world (--world-option)"),
+    ("pass address=None", "drop --address"),
+    ("address=", "--address"),
+    ("cpus_per_actor=", "--cpus-per-actor"),
+    ("gpus_per_actor=", "--gpus-per-actor"),
+    ("executor='processes' (or 'ray')", "--executor processes (or ray)"),
+    ("executor='ray'", "--executor ray"),
+    ("the `directory` argument", "`--dir DIR`"),
+    ("the weights argument", "--weights"),
+    (
+        "gym.make('Steve1Skill-v0', policy_kwargs={'weights': 'random'}, "
+        "prompt_encoder_kwargs={'weights': 'random'})",
+        "`--policy steve1 --weights random`",
+    ),
+    (
+        "gym.make('Steve1Skill-v0', policy='scripted', prompt_encoder='hash')",
+        "`--policy scripted --prompt-encoder hash`",
+    ),
+)
+"""Library phrase -> what a command-line user types instead, applied by `in_cli_words`."""
+
+
+def in_cli_words(message: str) -> str:
+    """Returns a library message with the Python arguments it names replaced by their flags.
+
+    Longer phrases are replaced first, so ``pass address=None`` is not read as ``address=``.
+    """
+    for phrase, words in sorted(CLI_WORDING, key=lambda pair: -len(pair[0])):
+        message = message.replace(phrase, words)
+    return message
+
+
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Prints the package's warnings as one line each, like its errors (no source line)."""
@@ -483,7 +523,7 @@ def _warnings_as_lines() -> Iterator[None]:
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, Steve1EnvWarning):
-            print(f"steve1-env: warning: {message}", file=sys.stderr)
+            print(f"steve1-env: warning: {in_cli_words(str(message))}", file=sys.stderr)
         else:
             original(message, category, *args, **kwargs)
 
@@ -499,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_lines():
             return args.run(args)
     except Steve1EnvError as exc:
-        print(f"steve1-env: error: {exc}", file=sys.stderr)
+        print(f"steve1-env: error: {in_cli_words(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("steve1-env: interrupted", file=sys.stderr)

@@ -76,7 +76,9 @@ _LOCAL_ERRORS = frozenset(
     }
 )
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # freeing space is the fix
-_WRITABLE_HINT = "Choose a writable weights directory (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+_WRITABLE_HINT = (
+    "Choose a writable weights directory (the `directory` argument or $STEVE1_WEIGHTS_DIR)."
+)
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ def _cannot_write(path: Path, exc: OSError, what: str, needed: int | None = None
     return (
         f"{message} {more}the official files take about {OFFICIAL_TOTAL_BYTES / 1e9:.2f} GB in "
         "all. Once there is room, run the same command again: it resumes (or download into "
-        "another directory: `--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+        "another directory: the `directory` argument or $STEVE1_WEIGHTS_DIR)."
     )
 
 
@@ -315,7 +317,8 @@ def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
     not_a_file = WeightsError(
         f"The lock file {lock} is not a regular file (a FIFO, a device or a socket); delete "
-        f"it, or choose another weights directory (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+        "it, or choose another weights directory (the `directory` argument or "
+        "$STEVE1_WEIGHTS_DIR)."
     )
     try:
         # Non-blocking: opening a FIFO planted under the lock's name would wait for a reader
@@ -746,7 +749,7 @@ def _require_directory(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise WeightsError(
             f"The weights directory {directory} is a file, not a directory. Choose another "
-            "one (`--dir DIR` or $STEVE1_WEIGHTS_DIR)."
+            "one (the `directory` argument or $STEVE1_WEIGHTS_DIR)."
         )
 
 

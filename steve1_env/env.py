@@ -27,6 +27,7 @@ from steve1_env import precision
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.closing import close_all
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     InvalidActionError,
     InvalidInstructionError,
@@ -49,6 +50,7 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
+from steve1_env.skill_kinds import PAPER_PROMPTS, matching_kinds
 from steve1_env.success import (
     DetectorLookup,
     DetectorSpec,
@@ -56,7 +58,6 @@ from steve1_env.success import (
     fired,
     resolve_detectors,
 )
-from steve1_env.tasks.prompts import PAPER_PROMPTS, matching_kinds
 from steve1_env.validation import (
     boolean,
     frame_shape,
@@ -563,7 +564,7 @@ class Steve1SkillEnv(gym.Env):
     # -------------------------------------------------------------- internals
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ResetNeededError("This env is closed; create a new one with gym.make().")
+            raise ClosedError("This env is closed; create a new one with gym.make().")
 
     def _checked_reset(
         self, seed: Any, options: Any

@@ -8,6 +8,7 @@ expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+from gymnasium.error import ClosedEnvironmentError as _GymnasiumClosedEnvironmentError
 from gymnasium.error import ResetNeeded as _GymnasiumResetNeeded
 
 
@@ -57,7 +58,16 @@ class ResetNeededError(Steve1EnvError, RuntimeError, _GymnasiumResetNeeded):
     """`step` or `render` was called before `reset`, or `step` after the episode ended.
 
     Also a `gymnasium.error.ResetNeeded`, which gymnasium's order enforcer raises for the same
-    mistake, so code catching that keeps working.
+    mistake, so code catching that keeps working. Use after `close` is a `ClosedError` instead.
+    """
+
+
+class ClosedError(Steve1EnvError, RuntimeError, _GymnasiumClosedEnvironmentError):
+    """An object was used after `close` (an env, a vector env, a policy, a world, an encoder).
+
+    Closing released what the object held (a world process, weights), so no reset brings it
+    back: create a new one. Also a `gymnasium.error.ClosedEnvironmentError`, the error
+    Gymnasium's own envs raise for the same mistake.
     """
 
 

@@ -1,4 +1,4 @@
-"""Instructions: what counts as a valid one, and the text face's action space."""
+"""Instructions: what counts as a valid one, how they compare, and the text face's action space."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ _CHARSET = string.ascii_letters + string.digits + string.punctuation + " "
 def _printable(text: str) -> bool:
     # Tabs and newlines are whitespace a user may paste; other control characters are not.
     return text.replace("\n", " ").replace("\t", " ").isprintable()
+
+
+def normalize_instruction(text: str) -> str:
+    """Lower-cases and collapses whitespace, as prompt lookups and caches compare text."""
+    return " ".join(text.lower().split())
 
 
 def as_text(value: Any) -> Any:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from steve1_env.errors import DetectorError, Steve1EnvWarning
-from steve1_env.tasks.prompts import normalize_instruction, skill_kind
+from steve1_env.instructions import normalize_instruction
+from steve1_env.skill_kinds import skill_kind
 from steve1_env.validation import boolean, positive_number, real_number, string_list
 
 Obs = Mapping[str, Any]

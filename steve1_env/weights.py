@@ -161,7 +161,7 @@ def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     except OSError as exc:  # checked once here, so every later lookup below it works
         raise WeightsError(
             f"The weights directory {str(path)[:200]!r} cannot be used ({exc.strerror}); "
-            f"give another one (--dir DIR or ${WEIGHTS_DIR_ENV})."
+            f"give another one (the `directory` argument or ${WEIGHTS_DIR_ENV})."
         ) from None
     return path
 
@@ -189,8 +189,8 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
             f"${WEIGHTS_DIR_ENV} or the weights argument at a directory holding them. To run "
             "offline without them: untrained networks with gym.make('Steve1Skill-v0', "
             "policy_kwargs={'weights': 'random'}, prompt_encoder_kwargs={'weights': 'random'}) "
-            "(or `steve1-env demo --policy steve1 --weights random`), or the synthetic world's "
-            "oracle with gym.make('Steve1Skill-v0', policy='scripted', prompt_encoder='hash')."
+            "or the synthetic world's oracle with gym.make('Steve1Skill-v0', "
+            "policy='scripted', prompt_encoder='hash')."
         )
     return path
 

@@ -1,9 +1,11 @@
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from steve1_env.cli import main
+from steve1_env.cli import CLI_WORDING, in_cli_words, main
 
 
 def test_demo_prints_the_result(capsys):
@@ -69,6 +71,40 @@ def test_eval_errors_name_the_problem(tmp_path, capsys):
     assert "NAME=VALUE" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "not a steve1-env run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "flags"),
+    [
+        (["--executor", "processes", "--address", "auto"], "--address apply to --executor ray"),
+        (["--executor", "local", "--workers", "2"], "use --executor processes (or ray)"),
+        (["--retry-crashed"], "--retry-crashed needs --resume."),
+        (["--world-option", "tree_densty=0.1"], "Fix the arguments of the world (--world-option)"),
+    ],
+)
+def test_eval_errors_name_the_flags_not_the_python_arguments(tmp_path, capsys, extra, flags):
+    out = tmp_path / "never"
+    argv = ["eval", "--task-set", "quick_harvest", "--out", str(out), "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flags in err and "=True" not in err and "executor='" not in err
+    assert not out.exists()
+
+
+def test_the_cli_wording_table_matches_library_messages():
+    # Every phrase the CLI rewords must still occur in a library message, or it rewords nothing.
+    package = Path(__file__).resolve().parents[1] / "steve1_env"
+    library = "".join(
+        path.read_text(encoding="utf-8") for path in package.rglob("*.py") if path.name != "cli.py"
+    )
+    joined = re.sub(r'"\s*\n\s*f?"', "", library)  # implicit concatenation across lines
+    for phrase, _ in CLI_WORDING:
+        assert phrase in joined, f"no library message says {phrase!r}"
+    # Longer phrases first: "pass address=None" is not read as "address=".
+    assert (
+        in_cli_words("pass address=None; address= is for Ray")
+        == "drop --address; --address is for Ray"
+    )
 
 
 def test_run_prints_every_step_and_writes_a_video(tmp_path, capsys):

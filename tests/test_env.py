@@ -5,6 +5,7 @@ import pytest
 import steve1_env  # noqa: F401
 from steve1_env.env import InstructionSpace, Steve1SkillEnv
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     InvalidActionError,
     InvalidInstructionError,
@@ -179,9 +180,9 @@ def test_low_level_cap_truncates():
             _, _, terminated, truncated, info = env.step("")
             steps.append(info["steps"])
             assert not terminated
-    assert steps == [30, 30, 10] and info["total_steps"] == 70
-    with pytest.raises(ResetNeededError):
-        env.step("")
+        assert steps == [30, 30, 10] and info["total_steps"] == 70
+        with pytest.raises(ResetNeededError):
+            env.step("")
 
 
 def test_terminate_on_success():
@@ -387,8 +388,11 @@ def test_step_before_reset_and_after_close():
         env.step("")
     env.close()
     env.close()
-    with pytest.raises(ResetNeededError, match="closed"):
-        env.reset()
+    for use in (env.reset, lambda: env.step("")):
+        with pytest.raises(ClosedError, match="closed") as raised:
+            use()
+        assert isinstance(raised.value, gym.error.ClosedEnvironmentError)
+        assert not isinstance(raised.value, ResetNeededError)
 
 
 def test_context_manager_closes_what_the_env_built(recording_world):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     EvaluationError,
     ResultsError,
@@ -187,6 +188,8 @@ def test_store_appends_durable_lines_and_refuses_to_overwrite(tmp_path):
         ResultsStore(tmp_path, {**CONFIG, "policy": "random"}, resume=True)
     with ResultsStore(tmp_path, CONFIG, resume=True) as store:
         assert store.keys == {"t/0/0"}
+    with pytest.raises(ClosedError, match=r"store is closed.*resume=True"):
+        store.append(_record(trial=1))
 
 
 def test_store_drops_a_line_cut_short_by_a_kill(tmp_path):
@@ -278,7 +281,7 @@ def test_world_crashes_are_retried_and_counted_apart_from_failures(tmp_path):
     assert retried.ran == 1 and [r.outcome for r in retried.records] == ["success"]
     assert retried.summary["tasks"][0]["success_rate"] == 1.0
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
-    with pytest.raises(ConfigurationError, match="needs resume"):
+    with pytest.raises(ConfigurationError, match="retry_crashed=True needs resume=True"):
         evaluate(tasks, tmp_path / "x", settings, retry_crashed=True, progress=False)
 
 
@@ -357,11 +360,11 @@ def test_executor_choice_is_checked(tmp_path):
         make_executor("threads", OFFLINE)
     with pytest.raises(ConfigurationError, match="one trial at a time"):
         make_executor("local", OFFLINE, workers=4)
-    with pytest.raises(ConfigurationError, match="--address, --gpus-per-actor apply to"):
+    with pytest.raises(ConfigurationError, match="address=, gpus_per_actor= apply to"):
         make_executor("processes", OFFLINE, address="auto", gpus_per_actor=1)
     assert isinstance(make_executor("local", OFFLINE), LocalExecutor)
     # Checked before the run directory is touched.
-    with pytest.raises(ConfigurationError, match="--address apply to --executor ray only"):
+    with pytest.raises(ConfigurationError, match="address= apply to executor='ray' only"):
         evaluate("quick_harvest", tmp_path / "never", OFFLINE, address="auto", progress=False)
     assert not (tmp_path / "never").exists()
 

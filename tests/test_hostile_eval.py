@@ -325,7 +325,7 @@ def test_full_disk_on_the_results_file_leaves_it_clean_and_says_how_to_resume(
         evaluate(tasks, out, OFFLINE, trials=4, progress=False)
     message = str(got.value)
     assert "No space left on device" in message and "full" in message
-    assert "2 trial(s) recorded before it are safe" in message and "--resume" in message
+    assert "2 trial(s) recorded before it are safe" in message and "resume=True" in message
     monkeypatch.undo()
     # The 245 bytes of the cut line were taken off again: the file is clean.
     with warnings.catch_warnings():

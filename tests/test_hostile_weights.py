@@ -505,7 +505,7 @@ def test_download_into_a_path_under_a_file_is_a_package_error(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     for directory in (blocker, blocker / "weights"):
-        with pytest.raises(WeightsError, match="--dir DIR"):
+        with pytest.raises(WeightsError, match="the `directory` argument"):
             download.download_official(directory, ["2x.model"], url_for=lambda n: "http://x/")
         assert main(["weights", "download", "--dir", str(directory), "--quiet"]) == 2
         assert "--dir DIR" in capsys.readouterr().err
@@ -536,7 +536,7 @@ def test_an_unwritable_directory_is_a_package_error_and_not_retried(
     # As root, chmod would not stop the writes: the file system's refusal is simulated.
     monkeypatch.setattr(download, "open", refusing(real_open), raising=False)
     monkeypatch.setattr(os, "open", refusing(real_os_open))  # the lock file is opened so
-    with pytest.raises(WeightsError, match=f"Cannot write {what} .*{reason}.*--dir DIR"):
+    with pytest.raises(WeightsError, match=f"Cannot write {what} .*{reason}.*`directory`"):
         download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=3,
                           backoff=0.01, progress=False)  # fmt: skip
     assert len(server.requests) <= 1
@@ -552,7 +552,9 @@ def test_an_unwritable_checksums_file_is_a_package_error(server, tmp_path, monke
 
     server.files["/2x.model"] = pickle.dumps({"model": {"args": {"net": {"args": {"h": 1}}}}})
     monkeypatch.setattr(files, "open", read_only, raising=False)
-    with pytest.raises(WeightsError, match=r"Cannot write .*checksums\.json .*read-only.*--dir"):
+    with pytest.raises(
+        WeightsError, match=r"Cannot write .*checksums\.json .*read-only.*`directory`"
+    ):
         fetch_official(server, tmp_path, ["2x.model"], specs=SMALL)
 
 
@@ -1127,7 +1129,7 @@ def test_a_fifo_as_lock_file_is_refused_not_waited_on(server, tmp_path):
         thread.join(5)
         pytest.fail("opening a FIFO as the lock file blocked")
     assert len(outcome) == 1 and "is not a regular file" in str(outcome[0])
-    assert "--dir DIR" in str(outcome[0]) and server.requests == []
+    assert "the `directory` argument" in str(outcome[0]) and server.requests == []
     assert not (tmp_path / "file.bin").exists()
 
 

@@ -10,7 +10,12 @@ from gymnasium.utils.env_checker import check_env
 
 import steve1_env  # noqa: F401
 from steve1_env.env import Steve1SkillEnv
-from steve1_env.errors import ConfigurationError, DependencyNotInstalledError, ResetNeededError
+from steve1_env.errors import (
+    ClosedError,
+    ConfigurationError,
+    DependencyNotInstalledError,
+    ResetNeededError,
+)
 from steve1_env.worlds.actions import ACTION_KEYS, noop_action
 from steve1_env.worlds.minerl import MineRLWorld, make_minerl_env
 from steve1_env.worlds.processes import child_processes
@@ -105,7 +110,7 @@ def test_close_leaves_no_child_process_and_is_idempotent():
     while child_processes() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not child_processes() - before
-    with pytest.raises(ResetNeededError):
+    with pytest.raises(ClosedError, match="MineRLWorld was closed"):
         world.reset(seed=0)
 
 

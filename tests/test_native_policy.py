@@ -13,8 +13,8 @@ from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.agent.native import NativeSteve1Policy
 from steve1_env.agent.network import RELEASED_CONFIG, NetworkConfig, Steve1Network
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
-    ResetNeededError,
     Steve1EnvWarning,
     WeightsError,
 )
@@ -263,7 +263,7 @@ def test_closed_policy_and_foreign_states_are_clear_errors(tiny_policy_files):
         plain.forward([frame], [goal], [guided.initial_state(0)])
     guided.close()
     guided.close()
-    with pytest.raises(ResetNeededError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         guided.initial_state(0)
 
 

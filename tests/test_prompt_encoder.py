@@ -10,6 +10,7 @@ import torch
 
 from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     GoalEmbeddingError,
     InvalidInstructionError,
@@ -221,6 +222,8 @@ def test_random_weights_warn(tiny_config):
     assert np.isfinite(goal).all() and goal.dtype == np.float32
     encoder.close()
     encoder.close()
+    with pytest.raises(ClosedError, match="prompt encoder was closed"):
+        encoder.encode("chop a tree")
 
 
 def test_precomputed_embeddings_from_npz_and_json(tmp_path):

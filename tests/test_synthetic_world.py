@@ -3,7 +3,12 @@ import math
 import numpy as np
 import pytest
 
-from steve1_env.errors import ConfigurationError, InvalidActionError, ResetNeededError
+from steve1_env.errors import (
+    ClosedError,
+    ConfigurationError,
+    InvalidActionError,
+    ResetNeededError,
+)
 from steve1_env.worlds.actions import ACTION_KEYS, canonical_action, noop_action
 from steve1_env.worlds.base import World
 from steve1_env.worlds.blocks import BLOCK_ID, BLOCKS
@@ -254,3 +259,11 @@ def test_observations_are_fresh_objects(world):
     first["pov"][:] = 0
     second = world.step(act()).obs
     assert second["inventory"]["dirt"] == 0 and second["pov"].any()
+
+
+def test_a_closed_world_is_a_closed_error():
+    w = SyntheticWorld(pov_shape=(96, 160))
+    w.reset(0)
+    w.close()
+    with pytest.raises(ClosedError, match="SyntheticWorld was closed"):
+        w.reset(0)

@@ -8,7 +8,7 @@ import pytest
 
 import steve1_env  # registers the env ids
 from steve1_env.env import Steve1SkillEnv
-from steve1_env.errors import ConfigurationError, InvalidActionError
+from steve1_env.errors import ClosedError, ConfigurationError, InvalidActionError
 from steve1_env.vector.env import Steve1SkillVectorEnv
 
 INSTRUCTIONS = ["chop a tree", "get dirt", "look at the sky"]
@@ -153,8 +153,10 @@ def test_reset_masks_and_per_env_instructions():
         env.reset(options={"reset_mask": [1, 0]})
     env.close()
     env.close()
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         env.reset()
+    with pytest.raises(gym.error.ClosedEnvironmentError, match="closed"):
+        env.step(["go explore"] * env.num_envs)
 
 
 @pytest.mark.slow

@@ -28,8 +28,8 @@ from steve1_env.agent.network import (
     Steve1Network,
 )
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
-    ResetNeededError,
     Steve1EnvWarning,
     WeightsError,
 )
@@ -204,7 +204,7 @@ class NativeSteve1Policy:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ResetNeededError(
+            raise ClosedError(
                 "This STEVE-1 policy was closed (its weights were released); create a new one."
             )
 

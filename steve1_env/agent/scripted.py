@@ -3,7 +3,7 @@
 It turns to the nearest matching block, walks there and attacks. It reads the world's block
 grid directly (it is an oracle, not a learned policy), so demos and tests see real successes
 offline. It understands the paper's skill kinds (see
-`steve1_env.tasks.prompts.skill_kind`) and stands still, with a warning, for anything else.
+`steve1_env.skill_kinds.skill_kind`) and stands still, with a warning, for anything else.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from steve1_env.agent.base import Goal
 from steve1_env.errors import ConfigurationError, Steve1EnvWarning
-from steve1_env.tasks.prompts import skill_kind
+from steve1_env.skill_kinds import skill_kind
 from steve1_env.worlds.actions import noop_action
 from steve1_env.worlds.angles import wrap_degrees
 from steve1_env.worlds.blocks import BLOCK_ID
@@ -100,7 +100,7 @@ class ScriptedPolicy:
                 self._warned.add(goal.instruction)
                 warnings.warn(
                     f"The scripted policy has no script for {goal.instruction!r}; it stands "
-                    "still. Scripts exist for the paper's tasks (see steve1_env.tasks.prompts).",
+                    "still. Scripts exist for the paper's tasks (see steve1_env.skill_kinds).",
                     Steve1EnvWarning,
                     stacklevel=2,
                 )

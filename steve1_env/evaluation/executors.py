@@ -96,8 +96,8 @@ def trial_failed(spec: TrialSpec, error: BaseException | str, where: str = "") -
     return (
         f"Trial {spec.key} (task {spec.task!r}, instruction {spec.instruction!r}) failed"
         f"{where}: {text.rstrip('. ')}. This is not a world crash, so the run stopped. Fix "
-        "the cause, then continue with --resume; if the fix changes the run's settings or task "
-        "file after trials were recorded, start a new run directory (--out) instead."
+        "the cause, then continue with resume=True; if the fix changes the run's settings or "
+        "task file after trials were recorded, start a new run directory (out=) instead."
     )
 
 
@@ -444,7 +444,7 @@ class RayExecutor(_WorkerPool):
         except ConnectionError as exc:
             raise ConfigurationError(
                 f"Cannot connect to the Ray cluster at {address!r} ({exc}). Start one with "
-                "`ray start --head`, or drop --address to run Ray on this machine."
+                "`ray start --head`, or pass address=None to run Ray on this machine."
             ) from exc
         finally:
             with contextlib.suppress(ValueError, TypeError):  # not the main thread
@@ -523,17 +523,17 @@ def check_executor_options(
         )
     if name == "local" and workers not in (None, 1):
         raise ConfigurationError(
-            "The local executor runs one trial at a time; use --executor processes (or ray) "
+            "The local executor runs one trial at a time; use executor='processes' (or 'ray') "
             "for parallel workers."
         )
     ray_only = {
-        "--address": address,
-        "--cpus-per-actor": cpus_per_actor,
-        "--gpus-per-actor": gpus_per_actor,
+        "address=": address,
+        "cpus_per_actor=": cpus_per_actor,
+        "gpus_per_actor=": gpus_per_actor,
     }
-    given = [flag for flag, value in ray_only.items() if value is not None]
+    given = [argument for argument, value in ray_only.items() if value is not None]
     if given and name != "ray":
-        raise ConfigurationError(f"{', '.join(given)} apply to --executor ray only.")
+        raise ConfigurationError(f"{', '.join(given)} apply to executor='ray' only.")
     if workers is not None and (isinstance(workers, bool) or workers < 1):
         raise ConfigurationError(f"workers must be a positive integer, got {workers!r}.")
     for flag, value in (("cpus_per_actor", cpus_per_actor), ("gpus_per_actor", gpus_per_actor)):

@@ -1,4 +1,4 @@
-"""What one evaluation trial is (`TrialSpec`) and what it produced (`TrialRecord`).
+"""What one evaluation trial produced (`TrialRecord`), and the trial it ran (`TrialSpec`).
 
 A trial is one episode: one instruction of one task, pursued from one seed until the success
 detector fires, the world ends or the low-level step budget runs out. Records are plain JSON,
@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from steve1_env.errors import ResultsError
+
+# TrialSpec belongs to the task plan (tasks/ makes it); re-exported here, its earlier home.
+from steve1_env.tasks.trials import TrialSpec, trial_key
 from steve1_env.validation import short_repr
+
+__all__ = [
+    "DURATION_DECIMALS",
+    "OUTCOMES",
+    "REASONS",
+    "RECORD_SCHEMA",
+    "TrialRecord",
+    "TrialSpec",
+    "trial_key",
+]
 
 RECORD_SCHEMA = 1
 """Version of the JSON layout of `TrialRecord`; bumped when fields change meaning."""
@@ -27,41 +40,6 @@ OUTCOMES = ("success", "failure", "crash")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a trial's last try ended: the env's ``REASONS`` (``info["reason"]``), spelled out here so
 that reading a results file does not import the env (a test keeps the two equal)."""
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One trial to run: everything a worker needs besides the run's shared settings.
-
-    Args:
-        task: The task's name.
-        instruction: The text the skill pursues.
-        instruction_index: Position of `instruction` among the task's instructions.
-        trial: Index of this trial among the task's trials (0-based).
-        seed: Episode seed given to ``env.reset``.
-        max_steps: Low-level step budget of the episode.
-        detector: The task's success-detector config (as in the task file).
-        world_options: Keyword arguments for the world, merged over the run's.
-    """
-
-    task: str
-    instruction: str
-    instruction_index: int
-    trial: int
-    seed: int
-    max_steps: int
-    detector: Any = None
-    world_options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """Identifies the trial in a results file: ``task/instruction_index/trial``."""
-        return trial_key(self.task, self.instruction_index, self.trial)
-
-
-def trial_key(task: str, instruction_index: int, trial: int) -> str:
-    """Returns the key that identifies a trial in a results file."""
-    return f"{task}/{instruction_index}/{trial}"
 
 
 @dataclass(frozen=True)

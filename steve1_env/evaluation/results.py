@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from steve1_env.errors import ResultsError, Steve1EnvWarning
+from steve1_env.errors import ClosedError, ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.files import (
     atomic_write_text,
@@ -177,7 +177,7 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise ResultsError(
             f"{path} not found: {directory} is not a steve1-env run directory (made by "
-            "`steve1-env eval --out DIR`)."
+            "`steve1_env.evaluation.runner.evaluate` or `steve1-env eval`)."
         ) from None
     except OSError as exc:
         raise ResultsError(f"Cannot read {path} ({exc}).") from exc
@@ -240,8 +240,8 @@ class ResultsStore:
         has_results = self.path.exists() and self.path.stat().st_size > 0
         if has_results and not resume:
             raise ResultsError(
-                f"{self.directory} already holds results; pass --resume (resume=True) to "
-                "continue that run, or choose another output directory."
+                f"{self.directory} already holds results; pass resume=True to continue that "
+                "run, or choose another output directory."
             )
         recorded: dict[str, Any] | None = None
         if resume and (self.directory / CONFIG_FILE).exists():
@@ -279,11 +279,15 @@ class ResultsStore:
         holds exactly the trials recorded before.
 
         Raises:
-            ResultsError: If the store is closed, the trial is already recorded, or the line
-                cannot be written (the message says how to continue).
+            ClosedError: If the store is closed.
+            ResultsError: If the trial is already recorded, or the line cannot be written
+                (the message says how to continue).
         """
         if self._handle is None:
-            raise ResultsError("This results store is closed.")
+            raise ClosedError(
+                "This results store is closed; open a new ResultsStore with resume=True to "
+                "record more."
+            )
         earlier = self.crashed.get(record.key)
         if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
@@ -311,8 +315,8 @@ class ResultsStore:
                 self.path,
                 "the results file",
                 f"Trial {record.key} was not recorded; the {safe} trial(s) recorded before it "
-                "are safe there. Then run the same command with --resume (resume=True) to "
-                "finish the run.",
+                "are safe there. Then run the evaluation again with resume=True to finish the "
+                "run.",
                 error=ResultsError,
             ) from exc
         if earlier is not None:  # a crashed trial, run again

@@ -219,7 +219,7 @@ def evaluate(
     progress, allow_imports = boolean(progress, "progress"), boolean(allow_imports, "allow_imports")
     check_executor_options(executor, workers, address, cpus_per_actor, gpus_per_actor)
     if retry_crashed and not resume:
-        raise ConfigurationError("retry_crashed (--retry-crashed) needs resume (--resume).")
+        raise ConfigurationError("retry_crashed=True needs resume=True.")
     loaded = (
         task_set
         if isinstance(task_set, TaskSet)

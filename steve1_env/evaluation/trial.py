@@ -145,7 +145,7 @@ def check_run_arguments(
         resolve_device(settings.device)
     checks = [
         # Partial for the world: a required argument may come from the tasks' world_options.
-        (WORLDS, settings.world, settings.world_kwargs, True, "world (--world-option)"),
+        (WORLDS, settings.world, settings.world_kwargs, True, "world (world_kwargs)"),
         (
             POLICIES,
             settings.policy,

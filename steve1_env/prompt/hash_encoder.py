@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from steve1_env.instructions import normalize_instruction
 from steve1_env.precision import GOAL_DIM
-from steve1_env.tasks.prompts import normalize_instruction
 
 
 class HashPromptEncoder:

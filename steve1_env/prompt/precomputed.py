@@ -19,8 +19,8 @@ import numpy as np
 from steve1_env import precision
 from steve1_env.errors import ConfigurationError, InvalidInstructionError
 from steve1_env.files import describe_content, parse_json, read_regular_file
+from steve1_env.instructions import normalize_instruction
 from steve1_env.prompt.npy import read_npy_bytes
-from steve1_env.tasks.prompts import normalize_instruction
 from steve1_env.validation import optional_path, short_repr
 
 MAX_NPZ_BYTES = 256 * 2**20

@@ -28,9 +28,9 @@ import torch
 
 from steve1_env import precision
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     GoalEmbeddingError,
-    ResetNeededError,
     Steve1EnvError,
     Steve1EnvWarning,
 )
@@ -172,7 +172,7 @@ class Steve1PromptEncoder:
     # ------------------------------------------------------------- encoding
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ResetNeededError("This prompt encoder was closed; create a new one.")
+            raise ClosedError("This prompt encoder was closed; create a new one.")
 
     def text_embedding(self, instruction: str) -> torch.Tensor:
         """Returns MineCLIP's float32 ``(512,)`` text embedding, from the LRU when cached.

@@ -192,8 +192,7 @@ def _check(config: Any, path: FieldPath, depth: int, allow_imports: bool) -> Non
             (*path, "function"),
             f"names the import path {config['function']!r}, and importing a module runs its "
             "code, so a task file that names import paths is as trusted as code. Pass "
-            "allow_imports=True (steve1-env eval --allow-imports) only for task files you "
-            "trust as code.",
+            "allow_imports=True only for task files you trust as code.",
         )
     if kind in ("any_of", "all_of"):
         # Counted before going down, so a cyclic or absurdly deep config stops here, not in a

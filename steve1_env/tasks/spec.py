@@ -41,10 +41,10 @@ from steve1_env.errors import (
     TaskFileError,
     TaskSpecError,
 )
-from steve1_env.evaluation.records import TrialSpec
 from steve1_env.files import read_regular_file
 from steve1_env.instructions import validate_instruction
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
+from steve1_env.tasks.trials import TrialSpec
 from steve1_env.validation import boolean, positive_int
 
 DEFAULT_TRIALS = 3
@@ -169,7 +169,7 @@ def _check_planned(count: int) -> None:
         raise TaskSpecError(
             f"{count} trials were planned (tasks x instructions x trials); one run may plan at "
             f"most {MAX_PLANNED_TRIALS} (MAX_PLANNED_TRIALS). Ask for fewer trials, or run "
-            "the tasks in several runs (--tasks)."
+            "the tasks in several runs (tasks=)."
         )
 
 

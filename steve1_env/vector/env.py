@@ -29,6 +29,7 @@ from steve1_env import precision
 from steve1_env.closing import close_all
 from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import (
+    ClosedError,
     ConfigurationError,
     InvalidActionError,
     ResetNeededError,
@@ -434,7 +435,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
     # ------------------------------------------------------------------ helpers
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ConfigurationError("This vector env is closed; create a new one.")
+            raise ClosedError("This vector env is closed; create a new one.")
 
     def _close_owned(self) -> None:
         owned, self._owned = self._owned, []

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from steve1_env.errors import ConfigurationError, ResetNeededError, WorldCrashError
+from steve1_env.errors import ClosedError, ConfigurationError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
 from steve1_env.validation import frame_side, positive_int, short_repr, timeout_seconds
 from steve1_env.worlds.actions import canonical_action
@@ -141,7 +141,7 @@ class MineRLWorld:
     def reset(self, seed: int | None = None) -> WorldObs:
         """Starts a new episode in a world seeded with `seed` (restarting it when due)."""
         if self._closed:
-            raise ResetNeededError("This MineRLWorld was closed; create a new one.")
+            raise ClosedError("This MineRLWorld was closed; create a new one.")
         due = self.restart_every is not None and self._episodes >= self.restart_every
         if self._env is None or due:
             self._restart()

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from steve1_env.errors import ResetNeededError, WorldCrashError
+from steve1_env.errors import ClosedError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep
@@ -70,7 +70,7 @@ class MineStudioWorld:
     def reset(self, seed: int | None = None) -> WorldObs:
         """Starts an episode; a seed other than the current one builds a new simulator."""
         if self._closed:
-            raise ResetNeededError("This MineStudioWorld was closed; create a new one.")
+            raise ClosedError("This MineStudioWorld was closed; create a new one.")
         if seed is not None:
             wanted = int(seed)
         elif self._sim is not None and self._seed is not None:

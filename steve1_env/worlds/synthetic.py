@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from steve1_env.errors import ConfigurationError, ResetNeededError
+from steve1_env.errors import ClosedError, ConfigurationError, ResetNeededError
 from steve1_env.validation import bounded_int, positive_int, real_number
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.angles import direction_from_angles, wrap_degrees
@@ -99,7 +99,7 @@ class SyntheticWorld:
     def reset(self, seed: int | None = None) -> WorldObs:
         """Generates a new world from `seed` and places the player at the spawn point."""
         if self._closed:
-            raise ResetNeededError("This SyntheticWorld was closed; create a new one.")
+            raise ClosedError("This SyntheticWorld was closed; create a new one.")
         self._rng = np.random.default_rng(seed)
         self._generate()
         centre = self.size // 2 + 0.5
