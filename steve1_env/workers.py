@@ -75,17 +75,27 @@ class WorkerLostError(Steve1EnvError, RuntimeError):
         pid: The child's pid.
         exit_code: Its exit code, or None if it was still running (hung).
         started: Whether it had built its object (the start handshake had come).
-        hung: True when it was still running but did not answer in time.
+        hung: True when it was still running but did not answer in time (else it died).
     """
 
     def __init__(
-        self, name: str, reason: str, pid: int | None, exit_code: int | None, started: bool
+        self,
+        name: str,
+        reason: str,
+        pid: int | None,
+        exit_code: int | None,
+        started: bool,
+        hung: bool = False,
     ) -> None:
         suffix = "" if exit_code is None else f", exit code {exit_code}"
         super().__init__(f"The {name} process {reason}{suffix}.")
         self.name, self.reason, self.pid = name, reason, pid
         self.exit_code, self.started = exit_code, started
-        self.hung = exit_code is None
+        self.hung = hung
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.name, self.reason, self.pid, self.exit_code, self.started, self.hung)
+        return (WorkerLostError, fields)
 
 
 def describe(error: BaseException) -> str:
@@ -259,7 +269,11 @@ class WorkerProcess:
         return self.wait(timeout)
 
     def terminate(self) -> None:
-        """Sends SIGTERM (the child closes its object and exits); does not wait."""
+        """Sends SIGTERM (the child closes its object and exits); does not wait.
+
+        The answer of a call in progress is given up: `close_all` does not wait for it.
+        """
+        self._waiting = False
         with contextlib.suppress(OSError, ValueError):
             if self.process.is_alive():
                 self.process.terminate()
@@ -278,7 +292,7 @@ class WorkerProcess:
         try:
             if not self.connection.poll(timeout):
                 limit = timeout if limit is None else limit
-                raise self._lost(f"did not answer a {what} within {limit:g} s (hung)")
+                raise self._lost(f"did not answer a {what} within {limit:g} s (hung)", hung=True)
             status, payload, details = self.connection.recv()
         except (EOFError, OSError) as exc:
             raise self._lost(f"died ({type(exc).__name__})") from None
@@ -299,16 +313,16 @@ class WorkerProcess:
             raise payload
         return payload
 
-    def _lost(self, reason: str) -> WorkerLostError:
+    def _lost(self, reason: str, hung: bool = False) -> WorkerLostError:
         with contextlib.suppress(EOFError, OSError, ValueError, pickle.UnpicklingError):
             while self.connection.poll():  # a handshake that came before the end counts
                 if self.connection.recv()[0] == "ready":
                     self.started = True
-        if "hung" not in reason:
+        if not hung:
             self.process.join(timeout=5)  # its pipe closed: it is exiting, wait for the code
         code = self.process.exitcode
         self.abandon()
-        return WorkerLostError(self.name, reason, self.process.pid, code, self.started)
+        return WorkerLostError(self.name, reason, self.process.pid, code, self.started, hung)
 
 
 def _left(deadline: float | None) -> float | None:
@@ -324,7 +338,6 @@ def abandon_all(workers: Iterable[WorkerProcess]) -> None:
     """
     workers = list(workers)
     for worker in workers:
-        worker._waiting = False
         worker.terminate()
     deadline = time.monotonic() + ABANDON_GRACE_S
     for worker in workers:

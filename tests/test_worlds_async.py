@@ -3,6 +3,7 @@ primitive under them (`steve1_env.workers`), and the timeouts each world kind de
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import numpy as np
@@ -27,6 +28,7 @@ from steve1_env.workers import (
 )
 from steve1_env.worlds.base import (
     DEFAULT_WORLD_TIMEOUTS,
+    WATCHDOG_MARGIN_S,
     AsyncWorld,
     InProcessWorld,
     WorldStep,
@@ -128,7 +130,7 @@ def test_a_failed_reset_is_a_world_crash():
 
 # ---------------------------------------------------------------- timeouts per world kind
 def test_each_built_in_world_kind_declares_its_timeouts():
-    assert MineRLWorld.timeouts == WorldTimeouts(step_s=120.0, reset_s=1800.0)
+    assert MineRLWorld.timeouts == WorldTimeouts(step_s=120.0, reset_s=1800.0, watchdog=True)
     assert MineStudioWorld.timeouts == WorldTimeouts(step_s=120.0, reset_s=1800.0)
     assert SyntheticWorld.timeouts == DEFAULT_WORLD_TIMEOUTS
     assert world_timeouts(lambda **kw: None) == DEFAULT_WORLD_TIMEOUTS  # declares none
@@ -136,7 +138,8 @@ def test_each_built_in_world_kind_declares_its_timeouts():
 
 def test_minerl_world_watchdog_reads_the_declared_timeouts():
     world = MineRLWorld()
-    assert (world.step_timeout, world.reset_timeout) == MineRLWorld.timeouts
+    declared = MineRLWorld.timeouts
+    assert (world.step_timeout, world.reset_timeout) == (declared.step_s, declared.reset_s)
     world.close()
 
 
@@ -147,6 +150,9 @@ def test_a_minerl_world_process_gets_minerl_timeouts_without_building_a_world(mo
     assert process.reset_timeout == 1800.0 and process.step_timeout == 120.0
     assert process.reset_timeout > DEFAULT_WORLD_TIMEOUTS.reset_s  # no shorter generic limit
     assert process.pid is None and not built  # nothing started, nothing built here
+    # MineRL's watchdog ends a hung call (and kills Java) before the process limit does.
+    assert process._reset_limit == 1800.0 + WATCHDOG_MARGIN_S
+    assert WorldProcess("minerl", reset_timeout=5)._reset_limit == 5.0
     # The world's own watchdog arguments are its process's limits too; explicit ones win.
     assert WorldProcess("minerl", {"reset_timeout": 3600}).reset_timeout == 3600.0
     assert WorldProcess("minerl", {"reset_timeout": 3600}, reset_timeout=5).reset_timeout == 5.0
@@ -287,6 +293,9 @@ def test_a_dead_worker_is_lost_with_its_exit_code():
     with pytest.raises(WorkerLostError) as caught:
         worker.call("fail", "exit", timeout=60)
     assert caught.value.exit_code == 7 and not caught.value.hung and caught.value.started
+    copy = pickle.loads(pickle.dumps(caught.value))  # crosses processes as itself
+    assert str(copy) == str(caught.value) and copy.exit_code == 7
+    assert str(pickle.loads(pickle.dumps(WorkerError("Odd", "a: b")))) == "Odd: a: b"
 
 
 def test_an_argument_that_cannot_be_pickled_sends_nothing():

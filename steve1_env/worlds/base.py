@@ -42,11 +42,20 @@ class WorldTimeouts(NamedTuple):
         step_s: Seconds one step may take.
         reset_s: Seconds a reset may take, including building the world (the first Minecraft
             launch takes minutes).
+        watchdog: The world enforces these limits itself and cleans up its simulator when one
+            passes (MineRL kills its Java processes); a world process then waits
+            `WATCHDOG_MARGIN_S` longer, so that the world, not the process kill, ends the call.
     """
 
     step_s: float
     reset_s: float
+    watchdog: bool = False
 
+
+WATCHDOG_MARGIN_S = 30.0
+"""Seconds a world process waits past the limits of a world with its own watchdog: time for the
+world to kill its simulator and answer with a `WorldCrashError` (a killed process could leave
+the simulator's processes running)."""
 
 DEFAULT_WORLD_TIMEOUTS = WorldTimeouts(step_s=60.0, reset_s=600.0)
 """The timeouts of a world kind that declares none (a user's world): a minute per step, ten
@@ -76,6 +85,7 @@ def world_timeouts(factory: Any, kwargs: Mapping[str, Any] | None = None) -> Wor
     return WorldTimeouts(
         timeout_seconds(declared.step_s if step is None else step, "step_timeout"),
         timeout_seconds(declared.reset_s if reset is None else reset, "reset_timeout"),
+        declared.watchdog,
     )
 
 

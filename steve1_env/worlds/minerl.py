@@ -108,7 +108,7 @@ class MineRLWorld:
         env_kwargs: Passed to the factory.
     """
 
-    timeouts = WorldTimeouts(step_s=120.0, reset_s=1800.0)
+    timeouts = WorldTimeouts(step_s=120.0, reset_s=1800.0, watchdog=True)
     """MineRL's limits, read by this world's watchdog and by a `WorldProcess` running it."""
 
     def __init__(

@@ -26,7 +26,13 @@ from steve1_env.workers import (
     describe,
 )
 from steve1_env.workers import abandon_all as _abandon_workers
-from steve1_env.worlds.base import NOT_CRASHES, WorldObs, WorldStep, world_timeouts
+from steve1_env.worlds.base import (
+    NOT_CRASHES,
+    WATCHDOG_MARGIN_S,
+    WorldObs,
+    WorldStep,
+    world_timeouts,
+)
 
 _CLOSE_TIMEOUT_S = 30.0  # closing a Minecraft server takes a moment
 
@@ -54,7 +60,9 @@ class WorldProcess:
 
     The child starts at the first reset. A call that fails raises `WorldCrashError` (the env
     records a crash) and the next `reset` starts a new child. Looking up the kind's timeouts
-    imports the world's factory here but builds nothing.
+    imports the world's factory here but builds nothing. For a world with its own watchdog
+    (`WorldTimeouts.watchdog`, MineRL) the process waits `WATCHDOG_MARGIN_S` past the kind's
+    limits, so the world's watchdog ends a hung call and cleans up its simulator first.
     """
 
     def __init__(
@@ -79,6 +87,11 @@ class WorldProcess:
             if reset_timeout is None
             else timeout_seconds(reset_timeout, "reset_timeout")
         )
+        # Explicit limits are the process's own; the world's watchdog gets its margin only
+        # under the limits it enforces itself.
+        margin = WATCHDOG_MARGIN_S if declared.watchdog else 0.0
+        self._step_limit = self.step_timeout + (margin if step_timeout is None else 0.0)
+        self._reset_limit = self.reset_timeout + (margin if reset_timeout is None else 0.0)
         self._worker: WorkerProcess | None = None
 
     @property
@@ -98,8 +111,8 @@ class WorldProcess:
         if worker is None or not worker.is_alive() or worker.waiting:
             worker = self._start()
         try:
-            worker.wait_started(self.reset_timeout)
-            return worker.call("reset", seed=seed, timeout=self.reset_timeout)
+            worker.wait_started(self._reset_limit)
+            return worker.call("reset", seed=seed, timeout=self._reset_limit)
         except Exception as exc:
             raise self._crash(exc, "reset") from None
 
@@ -147,7 +160,7 @@ class WorldProcess:
         if worker is None or not worker.waiting:
             raise WorldCrashError("step_wait() without step_async().")
         try:
-            result = worker.wait(self.step_timeout)
+            result = worker.wait(self._step_limit)
         except Exception as exc:
             raise self._crash(exc, "step") from None
         info = getattr(result, "info", None)
