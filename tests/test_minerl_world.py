@@ -15,6 +15,7 @@ from steve1_env.errors import (
     ConfigurationError,
     DependencyNotInstalledError,
     ResetNeededError,
+    WorldCrashError,
 )
 from steve1_env.worlds.actions import ACTION_KEYS, noop_action
 from steve1_env.worlds.minerl import MineRLWorld, make_minerl_env
@@ -72,6 +73,29 @@ def test_crash_kills_java_restarts_and_never_passes_the_bogus_observation(failur
         assert env.step("")[-1]["reason"] == "budget"
     world.close()  # passed in as an instance, so the env left it open
     assert not running(factory.built[1].process.pid)
+
+
+@pytest.mark.parametrize(
+    ("failure", "match"),
+    [("socket", "MineRL reported a crash: java.net.SocketException"), ("raise", "MineRL failed: ")],
+)
+def test_a_crash_is_raised_at_the_world_boundary_not_reported_in_info(failure, match):
+    factory = FakeMineRLFactory(failures=[failure])
+    world = MineRLWorld(env_factory=factory)
+    try:
+        world.reset(seed=0)
+        java = factory.built[0].process.pid
+        for _ in range(factory.built[0].fail_at_step - 1):
+            world.step(noop_action())
+        with pytest.raises(WorldCrashError, match=match):
+            world.step(noop_action())
+        assert world.crashes == 1 and not running(java)
+        with pytest.raises(ResetNeededError):  # the world is gone until the next reset
+            world.step(noop_action())
+        world.reset(seed=1)
+        assert len(factory.built) == 2
+    finally:
+        world.close()
 
 
 def test_a_hung_minecraft_is_a_crash_after_the_timeout():

@@ -48,10 +48,16 @@ def test_simulator_exceptions_are_crashes():
         def step(self, action):
             raise ConnectionError("engine died")
 
+    from steve1_env.errors import WorldCrashError
+
     world = MineStudioWorld(sim_factory=lambda seed, **kw: Exploding(seed=seed, **kw))
     world.reset(seed=0)
-    result = world.step({})
-    assert result.done and "engine died" in result.info["error"]
+    # One crash channel: raised at the world boundary, not reported in info["error"].
+    with pytest.raises(WorldCrashError, match="ConnectionError: engine died"):
+        world.step({})
+    with pytest.raises(ResetNeededError):  # the simulator is gone until the next reset
+        world.step({})
+    world.reset(seed=0)
     world.close()
 
 

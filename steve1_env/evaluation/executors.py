@@ -19,14 +19,12 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import time
-import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from steve1_env.errors import ConfigurationError, EvaluationError, Steve1EnvError
+from steve1_env.errors import ConfigurationError, EvaluationError
 from steve1_env.evaluation.records import TrialRecord, TrialSpec
 from steve1_env.evaluation.trial import (
     Episode,
@@ -37,7 +35,13 @@ from steve1_env.evaluation.trial import (
 )
 from steve1_env.optional import import_optional
 from steve1_env.tasks.detectors import build_detector
-from steve1_env.worlds.processes import become_worker
+from steve1_env.workers import (
+    WorkerLostError,
+    WorkerProcess,
+    close_all,
+    describe,
+    worker_traceback,
+)
 
 _STOP_TIMEOUT_S = 30.0  # for workers to close their worlds (a Minecraft server) on stop
 
@@ -225,64 +229,23 @@ def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
 # --------------------------------------------------------------------------- processes
 
 
-def _process_worker_main(connection: Any, settings: RunSettings, name: str, threads: int) -> None:
-    """Entry point of a worker process: runs the trials it receives until told to stop."""
-    # SIGTERM (the parent cancelling a trial) unwinds through `finally`: worlds close.
-    become_worker()
+def _build_trial_runner(settings: RunSettings, name: str, threads: int) -> TrialRunner:
+    """Worker process: builds the runner whose trials it runs (it closes it on the way out)."""
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
-    runner = TrialRunner(settings, worker=name)
-    try:
-        connection.send(("ready", None, ""))
-        while True:
-            message = connection.recv()
-            if message is None:
-                return
-            spec, earlier_crashes = message
-            try:
-                record = runner.run(spec, earlier_crashes=earlier_crashes)
-            except Exception as exc:
-                # Our own errors explain themselves; anything else gets its traceback.
-                details = "" if isinstance(exc, Steve1EnvError) else traceback.format_exc()
-                connection.send(("error", f"{type(exc).__name__}: {exc}", details))
-            else:
-                connection.send(("ok", record.to_json(), ""))
-    except (EOFError, OSError):  # the parent went away
-        return
-    finally:
-        runner.close()
+    return TrialRunner(settings, worker=name)
 
 
-class _ProcessWorker:
-    def __init__(self, settings: RunSettings, name: str, threads: int) -> None:
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's threads
-        self.connection, child = context.Pipe()
-        self.name = name
-        self.process = context.Process(
-            target=_process_worker_main,
-            args=(child, settings, name, threads),
-            name=f"steve1-env {name}",
-            daemon=True,
+def _lost_worker(worker: WorkerProcess, error: WorkerLostError) -> Exception:
+    """The error of a worker found dead: a lost trial, or a failed start."""
+    if not error.started:
+        return EvaluationError(
+            f"Worker {worker.name} exited (code {error.exit_code}) before it could start. If "
+            "you call evaluate(..., executor='processes') from a script, put the call under "
+            "`if __name__ == '__main__':` (each worker imports your script)."
         )
-        self.process.start()
-        child.close()
-        self.ready = False
-
-    def lost(self) -> Exception:
-        """Returns the error for a worker found dead: a lost trial, or a failed start."""
-        with contextlib.suppress(EOFError, OSError):
-            while self.connection.poll():
-                if self.connection.recv()[0] == "ready":
-                    self.ready = True
-        self.process.join(timeout=5)
-        code = self.process.exitcode
-        if not self.ready:
-            return EvaluationError(
-                f"Worker {self.name} exited (code {code}) before it could start. If you call "
-                "evaluate(..., executor='processes') from a script, put the call under "
-                "`if __name__ == '__main__':` (each worker imports your script)."
-            )
-        pid = self.process.pid
-        return _WorkerLost(f"worker {self.name} (pid {pid}) died with exit code {code}")
+    return _WorkerLost(
+        f"worker {worker.name} (pid {error.pid}) died with exit code {error.exit_code}"
+    )
 
 
 class ProcessExecutor(_WorkerPool):
@@ -300,54 +263,41 @@ class ProcessExecutor(_WorkerPool):
         super().__init__(settings, workers)
         self._threads = max(1, (os.cpu_count() or 1) // workers)
 
-    def _start(self, index: int) -> _ProcessWorker:
-        return _ProcessWorker(self.settings, f"process-{index}", self._threads)
+    def _start(self, index: int) -> WorkerProcess:
+        name = f"process-{index}"
+        return WorkerProcess(_build_trial_runner, (self.settings, name, self._threads), name)
 
-    def _submit(self, worker: _ProcessWorker, spec: TrialSpec, earlier_crashes: int) -> Any:
+    def _submit(self, worker: WorkerProcess, spec: TrialSpec, earlier_crashes: int) -> Any:
         try:
-            worker.connection.send((spec, earlier_crashes))
-        except OSError:
-            raise worker.lost() from None
+            worker.send("run", spec, earlier_crashes=earlier_crashes)
+        except WorkerLostError as exc:
+            raise _lost_worker(worker, exc) from None
         return worker.connection
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         return list(multiprocessing.connection.wait(pending))
 
-    def _result(self, worker: _ProcessWorker, pending: Any, spec: TrialSpec) -> dict[str, Any]:
-        while True:
-            try:
-                status, payload, details = worker.connection.recv()
-            except (EOFError, OSError):
-                raise worker.lost() from None
-            if status != "ready":
-                break
-            worker.ready = True
-        if status != "ok":
-            trace = f"\nWorker traceback:\n{details}" if details else ""
-            raise EvaluationError(trial_failed(spec, payload, f" in worker {worker.name}") + trace)
-        return payload
+    def _result(self, worker: WorkerProcess, pending: Any, spec: TrialSpec) -> dict[str, Any]:
+        try:
+            record: TrialRecord = worker.wait()
+        except WorkerLostError as exc:
+            raise _lost_worker(worker, exc) from None
+        except Exception as exc:
+            trace = worker_traceback(exc)
+            trace = f"\nWorker traceback:\n{trace}" if trace else ""
+            where = f" in worker {worker.name}"
+            raise EvaluationError(trial_failed(spec, describe(exc), where) + trace) from None
+        return record.to_json()
 
-    def _cancel(self, worker: _ProcessWorker, pending: Any) -> None:
-        if worker.process.is_alive():
-            worker.process.terminate()  # SIGTERM: the worker closes its world and exits
+    def _cancel(self, worker: WorkerProcess, pending: Any) -> None:
+        worker.terminate()  # SIGTERM: the worker closes its world and exits
 
-    def _stop(self, worker: _ProcessWorker) -> None:
+    def _stop(self, worker: WorkerProcess) -> None:
         self._stop_all([worker])
 
-    def _stop_all(self, workers: list[_ProcessWorker]) -> None:
-        for worker in workers:
-            with contextlib.suppress(OSError, ValueError):
-                if worker.process.is_alive():
-                    worker.connection.send(None)
+    def _stop_all(self, workers: list[WorkerProcess]) -> None:
         # One shared deadline: closing simulators runs in parallel, not one after another.
-        deadline = time.monotonic() + _STOP_TIMEOUT_S
-        for worker in workers:
-            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for worker in workers:
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            worker.connection.close()
+        close_all(workers, _STOP_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------------- Ray

@@ -10,10 +10,83 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from steve1_env.errors import InvalidActionError, WorldCrashError
+from steve1_env.errors import (
+    ConfigurationError,
+    DependencyNotInstalledError,
+    InvalidActionError,
+    WorldCrashError,
+)
+from steve1_env.validation import timeout_seconds
 
 WorldObs = dict[str, Any]
 """A MineRL-shaped observation dict."""
+
+
+NOT_CRASHES: tuple[type[Exception], ...] = (
+    InvalidActionError,
+    ConfigurationError,
+    DependencyNotInstalledError,
+)
+"""Errors a world raises that are the caller's mistake, not the simulator's: they pass the world
+boundary as they are (a bad action, a bad argument, a backend that is not installed)."""
+
+
+class WorldTimeouts(NamedTuple):
+    """How long one kind of world may take before it counts as hung (a crash).
+
+    A world class declares them once, as its ``timeouts`` class attribute; its own watchdog (if
+    it has one) and `steve1_env.worlds.world_process.WorldProcess` both read them, so a world
+    process never kills a world its own watchdog still lets run.
+
+    Attributes:
+        step_s: Seconds one step may take.
+        reset_s: Seconds a reset may take, including building the world (the first Minecraft
+            launch takes minutes).
+        watchdog: The world enforces these limits itself and cleans up its simulator when one
+            passes (MineRL kills its Java processes); a world process then waits
+            `WATCHDOG_MARGIN_S` longer, so that the world, not the process kill, ends the call.
+    """
+
+    step_s: float
+    reset_s: float
+    watchdog: bool = False
+
+
+WATCHDOG_MARGIN_S = 30.0
+"""Seconds a world process waits past the limits of a world with its own watchdog: time for the
+world to kill its simulator and answer with a `WorldCrashError` (a killed process could leave
+the simulator's processes running)."""
+
+DEFAULT_WORLD_TIMEOUTS = WorldTimeouts(step_s=60.0, reset_s=600.0)
+"""The timeouts of a world kind that declares none (a user's world): a minute per step, ten
+minutes per reset."""
+
+
+def world_timeouts(factory: Any, kwargs: Mapping[str, Any] | None = None) -> WorldTimeouts:
+    """Returns the timeouts a world kind declares, without building a world.
+
+    Args:
+        factory: The world's registered factory (a class with a ``timeouts`` attribute, or
+            anything else: `DEFAULT_WORLD_TIMEOUTS`).
+        kwargs: The factory's arguments: a ``step_timeout`` or ``reset_timeout`` among them
+            (the world's own watchdog, as `steve1_env.worlds.minerl.MineRLWorld` takes) replaces
+            the declared value, so the world and its process agree.
+
+    Raises:
+        ConfigurationError: If the declared or given timeouts are not positive numbers of
+            seconds (at most `steve1_env.validation.MAX_TIMEOUT_S`).
+    """
+    declared = getattr(factory, "timeouts", None)
+    if not isinstance(declared, WorldTimeouts):
+        declared = DEFAULT_WORLD_TIMEOUTS
+    given = kwargs or {}
+    step = given.get("step_timeout", declared.step_s)
+    reset = given.get("reset_timeout", declared.reset_s)
+    return WorldTimeouts(
+        timeout_seconds(declared.step_s if step is None else step, "step_timeout"),
+        timeout_seconds(declared.reset_s if reset is None else reset, "reset_timeout"),
+        declared.watchdog,
+    )
 
 
 class WorldStep(NamedTuple):
@@ -33,7 +106,13 @@ class WorldStep(NamedTuple):
 
 @runtime_checkable
 class World(Protocol):
-    """A low-level Minecraft world (synthetic, MineRL, MineStudio, ...)."""
+    """A low-level Minecraft world (synthetic, MineRL, MineStudio, ...).
+
+    A world reports a crash of its simulator by raising `steve1_env.errors.WorldCrashError`
+    (the built-in worlds do). A ``WorldStep`` whose ``info`` carries an ``"error"`` counts as a
+    crash too, for worlds written that way. A class may declare its `WorldTimeouts` as a
+    ``timeouts`` class attribute (default `DEFAULT_WORLD_TIMEOUTS`).
+    """
 
     def reset(self, seed: int | None = None) -> WorldObs:
         """Starts a new world episode; `seed` is the world seed."""
@@ -55,8 +134,9 @@ class AsyncWorld(Protocol):
     `step_async` hands the action over and returns at once; `step_wait` returns its result.
     Every failure of the simulator comes out of `step_wait` (or `reset`) as
     `steve1_env.errors.WorldCrashError`; a malformed action is an
-    `steve1_env.errors.InvalidActionError` from `step_async`. This is the one crash channel
-    the skill engine reads.
+    `steve1_env.errors.InvalidActionError` from `step_async` (or from `step_wait`, when only
+    the world in its process can tell). The errors of `NOT_CRASHES` pass as they are. This is
+    the one crash channel the skill engine reads.
     """
 
     def reset(self, seed: int | None = None) -> WorldObs:
@@ -80,9 +160,10 @@ class InProcessWorld:
     """An `AsyncWorld` over a `World` that steps in this process.
 
     The step runs inside `step_async`; `step_wait` hands over its result. This adapter is the
-    world boundary for in-process worlds: any exception of the world other than an invalid
-    action, and a step whose ``info`` carries an ``"error"`` (MineRL's way of reporting a lost
-    simulator, with a random observation), becomes a `WorldCrashError`.
+    world boundary for in-process worlds: any exception of the world other than those of
+    `NOT_CRASHES`, and a step whose ``info`` carries an ``"error"`` (how a world written for
+    MineRL's conventions reports a lost simulator, with a random observation), becomes a
+    `WorldCrashError`.
 
     Args:
         world: The world to step.
@@ -95,11 +176,13 @@ class InProcessWorld:
         self._waiting = False
 
     def reset(self, seed: int | None = None) -> WorldObs:
-        """Resets the world; any failure is a `WorldCrashError`."""
+        """Resets the world; any failure but those of `NOT_CRASHES` is a `WorldCrashError`."""
         self._waiting, self._result, self._error = False, None, None
         try:
             return self.world.reset(seed=seed)
         except WorldCrashError:
+            raise
+        except NOT_CRASHES:
             raise
         except Exception as exc:
             raise WorldCrashError(
@@ -113,7 +196,7 @@ class InProcessWorld:
             raise WorldCrashError("step_async() twice without step_wait().")
         try:
             result = self.world.step(action)
-        except InvalidActionError:
+        except NOT_CRASHES:
             raise
         except Exception as exc:  # a simulator failure ends the episode, not the program
             self._error = (

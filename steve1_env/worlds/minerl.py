@@ -5,8 +5,9 @@ MineRL speaks the old gym API and has quirks this adapter absorbs:
 - the world seed must be set before every ``reset()`` (reset clears it);
 - on a socket failure ``step`` returns a *random* observation with ``done=True`` and
   ``info["error"]``, and stepping after done raises; Minecraft may also hang. All of these are
-  crashes: the Java process tree is killed, a new world is made at the next reset, and the
-  bogus observation is never passed on;
+  crashes, raised as `WorldCrashError` (the one crash channel of `steve1_env.worlds.base`): the
+  Java process tree is killed, a new world is made at the next reset, and the bogus observation
+  is never passed on;
 - Java leaks memory, so the world can be restarted every N episodes;
 - actions must carry all 24 keys (``ESC``, ``pickItem``, ``swapHands`` included).
 
@@ -26,9 +27,9 @@ import numpy as np
 
 from steve1_env.errors import ClosedError, ConfigurationError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
-from steve1_env.validation import frame_side, positive_int, short_repr, timeout_seconds
+from steve1_env.validation import frame_side, positive_int, short_repr
 from steve1_env.worlds.actions import canonical_action
-from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts, world_timeouts
 from steve1_env.worlds.processes import child_processes, command_line, kill_processes
 
 STEVE1_ENV_KWARGS: dict[str, Any] = {
@@ -99,19 +100,24 @@ class MineRLWorld:
             crash or a scheduled restart.
         restart_every: Make a new world (new Java process) every this many episodes; None for
             only after crashes.
-        step_timeout: Seconds a step may take before Minecraft counts as hung (a crash).
+        step_timeout: Seconds a step may take before Minecraft counts as hung (a crash); None
+            for ``timeouts.step_s`` (120 s).
         reset_timeout: Seconds creating the env or a reset may take (Minecraft starts at the
-            first reset, which takes minutes, more on a first install).
+            first reset, which takes minutes, more on a first install); None for
+            ``timeouts.reset_s`` (1800 s).
         env_kwargs: Passed to the factory.
     """
+
+    timeouts = WorldTimeouts(step_s=120.0, reset_s=1800.0, watchdog=True)
+    """MineRL's limits, read by this world's watchdog and by a `WorldProcess` running it."""
 
     def __init__(
         self,
         env_id: str = "HumanSurvival",
         env_factory: Callable[..., Any] | None = None,
         restart_every: int | None = None,
-        step_timeout: float = 120.0,
-        reset_timeout: float = 1800.0,
+        step_timeout: float | None = None,
+        reset_timeout: float | None = None,
         **env_kwargs: Any,
     ) -> None:
         if not isinstance(env_id, str) or not env_id:
@@ -122,8 +128,10 @@ class MineRLWorld:
         self.restart_every = (
             None if restart_every is None else positive_int(restart_every, "restart_every")
         )
-        self.step_timeout = timeout_seconds(step_timeout, "step_timeout")
-        self.reset_timeout = timeout_seconds(reset_timeout, "reset_timeout")
+        limits = world_timeouts(
+            type(self), {"step_timeout": step_timeout, "reset_timeout": reset_timeout}
+        )
+        self.step_timeout, self.reset_timeout = limits.step_s, limits.reset_s
         if "resolution" in env_kwargs:
             _check_resolution(env_kwargs["resolution"])
         self._factory = env_factory or make_minerl_env
@@ -156,7 +164,13 @@ class MineRLWorld:
         return minerl_observation(obs)
 
     def step(self, action: Mapping[str, Any]) -> WorldStep:
-        """Applies one 24-key action; a crash comes back as ``info["error"]`` and ``done``."""
+        """Applies one 24-key action.
+
+        Raises:
+            WorldCrashError: If Minecraft failed, hung or reported a socket error
+                (``info["error"]``); the world is shut down and the next reset makes a new one.
+            ResetNeededError: If the episode is over or never started.
+        """
         if self._done or self._env is None:
             raise ResetNeededError("The MineRL episode is over (or never started); reset().")
         full = canonical_action(action)
@@ -166,10 +180,13 @@ class MineRLWorld:
         }
         try:
             obs, _reward, done, info = self._call(self._env.step, minerl_action)
-        except WorldCrashError as exc:
-            return self._crashed(str(exc))
+        except WorldCrashError:
+            self._crashed()
+            raise
         if info.get("error"):
-            return self._crashed(str(info["error"]))
+            # The observation that came with the error is MineRL's random filler: dropped.
+            self._crashed()
+            raise WorldCrashError(f"MineRL reported a crash: {info['error']}")
         self._done = bool(done)
         return WorldStep(minerl_observation(obs), self._done, dict(info))
 
@@ -203,12 +220,10 @@ class MineRLWorld:
         finally:
             self._world_processes |= _java(child_processes() - before)
 
-    def _crashed(self, error: str) -> WorldStep:
+    def _crashed(self) -> None:
         self.crashes += 1
         self._shutdown()
         self._done = True
-        # The observation that came with the error is MineRL's random filler: never passed on.
-        return WorldStep({}, True, {"error": error})
 
     def _restart(self) -> None:
         self._shutdown()

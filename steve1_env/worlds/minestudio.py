@@ -23,7 +23,7 @@ import numpy as np
 from steve1_env.errors import ClosedError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
 from steve1_env.worlds.actions import canonical_action
-from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts
 from steve1_env.worlds.minerl import minerl_observation
 
 _STATISTICS = (
@@ -59,6 +59,9 @@ class MineStudioWorld:
         sim_kwargs: Passed to the factory (``obs_size``, ``preferred_spawn_biome``, ...).
     """
 
+    timeouts = WorldTimeouts(step_s=120.0, reset_s=1800.0)
+    """Minecraft's limits (a new seed is a new launch), read by a `WorldProcess` running it."""
+
     def __init__(self, sim_factory: Callable[..., Any] | None = None, **sim_kwargs: Any) -> None:
         self._factory = sim_factory or make_minecraft_sim
         self._kwargs = sim_kwargs
@@ -93,7 +96,13 @@ class MineStudioWorld:
         return minestudio_observation(obs, info)
 
     def step(self, action: Mapping[str, Any]) -> WorldStep:
-        """Applies one action (copied: MineStudio mutates what it is given)."""
+        """Applies one action (copied: MineStudio mutates what it is given).
+
+        Raises:
+            WorldCrashError: If the simulator failed; it is closed and the next reset builds a
+                new one.
+            ResetNeededError: If the episode is over or never started.
+        """
         if self._done or self._sim is None:
             raise ResetNeededError("The MineStudio episode is over (or never started); reset().")
         full = copy.deepcopy(canonical_action(action))
@@ -103,7 +112,9 @@ class MineStudioWorld:
         except Exception as exc:
             self._close_sim()
             self._done = True
-            return WorldStep({}, True, {"error": f"{type(exc).__name__}: {exc}"})
+            raise WorldCrashError(
+                f"MineStudio failed to step: {type(exc).__name__}: {exc}"
+            ) from exc
         self._done = bool(terminated) or bool(truncated)  # the same flag in MineStudio
         return WorldStep(minestudio_observation(obs, info), self._done, {})
 

@@ -1,23 +1,17 @@
-"""Processes around worlds: finding and killing simulators, and well-behaved child processes.
+"""Processes around worlds: finding and killing simulators.
 
 MineRL launches Minecraft as a Java child process; after a crash or a hang it must be killed,
-with everything it started, before a new world is made, or it keeps its memory and ports. The
-processes this package spawns (evaluation workers, world processes) close their worlds on
-SIGTERM and die with their parent, so no simulator outlives a run.
+with everything it started, before a new world is made, or it keeps its memory and ports. (The
+processes this package spawns itself are `steve1_env.workers.WorkerProcess` children: they close
+their worlds on SIGTERM and die with their parent, so no simulator outlives a run.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import Any
-
-_PR_SET_PDEATHSIG = 1
 
 
 def child_processes(parent: int | None = None) -> set[int]:
@@ -84,21 +78,3 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def exit_on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM handler raising `SystemExit`, so `finally` blocks close worlds on the way out."""
-    raise SystemExit(128 + signum)
-
-
-def become_worker() -> None:
-    """Prepares a child process: Ctrl-C is the parent's, SIGTERM unwinds, parent death ends it.
-
-    Ctrl-C reaches the whole process group; the parent handles it and stops its children.
-    On Linux the kernel sends SIGTERM when the parent dies, even when it was killed with -9.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

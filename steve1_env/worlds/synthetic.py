@@ -22,7 +22,7 @@ from steve1_env.errors import ClosedError, ConfigurationError, ResetNeededError
 from steve1_env.validation import bounded_int, positive_int, real_number
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.angles import direction_from_angles, wrap_degrees
-from steve1_env.worlds.base import WorldObs, WorldStep
+from steve1_env.worlds.base import DEFAULT_WORLD_TIMEOUTS, WorldObs, WorldStep
 from steve1_env.worlds.blocks import BLOCK_ID, BLOCKS, ITEMS
 from steve1_env.worlds.render import FrameRenderer, sprite_row
 
@@ -68,6 +68,9 @@ class SyntheticWorld:
         tree_density: Probability that a column grows a tree.
         max_steps: End the world episode (``done``) after this many ticks; None for never.
     """
+
+    timeouts = DEFAULT_WORLD_TIMEOUTS
+    """The generic limits: a tick renders in milliseconds, but a loaded machine may be slow."""
 
     def __init__(
         self,
