@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from steve1_env.errors import InvalidActionError, WorldCrashError
+from steve1_env.errors import (
+    ConfigurationError,
+    DependencyNotInstalledError,
+    InvalidActionError,
+    WorldCrashError,
+)
 
 WorldObs = dict[str, Any]
 """A MineRL-shaped observation dict."""
@@ -95,11 +100,15 @@ class InProcessWorld:
         self._waiting = False
 
     def reset(self, seed: int | None = None) -> WorldObs:
-        """Resets the world; any failure is a `WorldCrashError`."""
+        """Resets the world; any failure but a configuration error is a `WorldCrashError`.
+
+        A missing backend or a bad argument is not a crash: no retry would fix it, so it
+        stays what it is.
+        """
         self._waiting, self._result, self._error = False, None, None
         try:
             return self.world.reset(seed=seed)
-        except WorldCrashError:
+        except (WorldCrashError, ConfigurationError, DependencyNotInstalledError):
             raise
         except Exception as exc:
             raise WorldCrashError(
