@@ -31,7 +31,12 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.agent.base import Goal, SkillPolicy
-from steve1_env.errors import InvalidActionError, ResetNeededError, Steve1EnvWarning
+from steve1_env.errors import (
+    InvalidActionError,
+    ResetNeededError,
+    Steve1EnvWarning,
+    WorldCrashError,
+)
 from steve1_env.prompt.goals import GoalEncoder
 from steve1_env.success import DetectorLookup, SuccessDetector, fired
 from steve1_env.tasks.prompts import matching_kinds
@@ -276,7 +281,13 @@ class SkillEngine:
         if current is None or slot.attempt_start is None:
             raise ResetNeededError("No high-level step is in progress; call begin().")
         if isinstance(result, BaseException):
-            current.finish("crash", error=f"{type(result).__name__}: {result}")
+            # A crash's own message says what happened; anything else is named by its type.
+            error = (
+                str(result)
+                if isinstance(result, WorldCrashError)
+                else f"{type(result).__name__}: {result}"
+            )
+            current.finish("crash", error=error)
             _compact(slot)
             return
         slot.obs = result.obs
