@@ -131,6 +131,7 @@ def _eval(args: argparse.Namespace) -> int:
             address=args.address,
             cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor,
+            envs_per_worker=args.envs_per_worker,
             progress=not args.quiet,
             allow_imports=args.allow_imports,
         )
@@ -422,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--workers", type=_positive, help="parallel workers (processes: 2; ray: one per CPU)"
+    )
+    evaluate.add_argument(
+        "--envs-per-worker",
+        type=_positive,
+        help="worlds each worker (local, process or Ray actor) hosts with ONE policy, batched "
+        "into one policy call per tick; records do not depend on it (default: 1)",
     )
     evaluate.add_argument(
         "--retry-crashed",

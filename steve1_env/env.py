@@ -12,11 +12,7 @@ its baseline while asking for the same skill again after a success starts afresh
 
 from __future__ import annotations
 
-import copy
-import warnings
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -24,16 +20,15 @@ import numpy as np
 from gymnasium import spaces
 
 from steve1_env import precision
-from steve1_env.agent.base import Goal, SkillPolicy
+from steve1_env.agent.base import SkillPolicy
 from steve1_env.closing import close_all
+from steve1_env.engine import SkillEngine, Slot, StepOutcome
 from steve1_env.errors import (
     ClosedError,
     ConfigurationError,
     InvalidActionError,
     InvalidInstructionError,
     ResetNeededError,
-    Steve1EnvWarning,
-    WorldCrashError,
 )
 from steve1_env.instructions import (
     MAX_INSTRUCTION_LENGTH,
@@ -49,13 +44,12 @@ from steve1_env.observations import (
     validate_items,
 )
 from steve1_env.prompt.base import PromptEncoder
+from steve1_env.prompt.goals import GoalEncoder
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
-from steve1_env.skill_kinds import PAPER_PROMPTS, matching_kinds
+from steve1_env.skill_kinds import PAPER_PROMPTS
 from steve1_env.success import (
     DetectorLookup,
     DetectorSpec,
-    SuccessDetector,
-    fired,
     resolve_detectors,
 )
 from steve1_env.validation import (
@@ -67,9 +61,8 @@ from steve1_env.validation import (
     reset_options,
     reset_seed,
 )
-from steve1_env.worlds.base import World, WorldObs
+from steve1_env.worlds.base import World
 
-EMBEDDING_CACHE_SIZE = 1024
 RESET_OPTIONS = ("instruction", "success")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a high-level step ended (``info["reason"]``; None after `reset`)."""
@@ -99,32 +92,6 @@ def _check_device(device: Any) -> Any:
             f"({exc})."
         ) from exc
     return device
-
-
-_KEEP: Any = object()  # advance(): keep the policy state `step` set
-_STEP: Any = object()  # advance(): step the world here
-
-
-@dataclass
-class _HighLevelStep:
-    """The high-level step in progress: its budget and, once finished, why it ended."""
-
-    budget: int
-    steps: int = 0
-    finished: bool = False
-    reason: str = "budget"
-    detector: str | None = None
-    error: str | None = None
-    world_done: bool = False
-
-    def finish(self, reason: str, detector: str | None = None, error: str | None = None) -> None:
-        self.finished, self.reason, self.detector, self.error = True, reason, detector, error
-
-
-def _baseline(obs: WorldObs) -> WorldObs:
-    # A deep copy without the frame: detectors compare against it for the whole attempt, and a
-    # world may reuse its observation buffers.
-    return {key: copy.deepcopy(value) for key, value in obs.items() if key != "pov"}
 
 
 class Steve1SkillEnv(gym.Env):
@@ -219,7 +186,6 @@ class Steve1SkillEnv(gym.Env):
             limit = self.max_instruction_length
             self.skills = [s for s in PAPER_PROMPTS.values() if len(s) <= limit]
         self._detector_for = resolve_detectors(success)
-        self._episode_detector_for = self._detector_for
         self.device = _check_device(device)
         world_args = keyword_arguments(world_kwargs, "world_kwargs")
         policy_args = keyword_arguments(policy_kwargs, "policy_kwargs", "{'weights': 'random'}")
@@ -260,19 +226,12 @@ class Steve1SkillEnv(gym.Env):
             self._close_owned()
             raise
 
-        self._embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
         self._warned_undetectable: set[str] = set()
+        self._goals = GoalEncoder(self.prompt_encoder, device)
+        # The engine with one slot: this env's world, policy and goals, and its episode.
+        self._slot = Slot(self.world, self.policy, self._goals)
+        self._engine = SkillEngine([self._slot], self._warned_undetectable)
         self._needs_reset = True
-        self._world_obs: WorldObs | None = None
-        self._policy_state: Any = None
-        self._goal: Goal | None = None
-        self._detector: SuccessDetector | None = None
-        self._attempt_start: WorldObs | None = None
-        self._attempt_steps = 0
-        self._attempt_succeeded = False
-        self._total_steps = 0
-        self._high_level_steps = 0
-        self._current: _HighLevelStep | None = None
 
     # ------------------------------------------------------------------ setup
     def _build(self, registry: Registry, spec: Any, protocol: type, kwargs: dict[str, Any]) -> Any:
@@ -302,22 +261,12 @@ class Steve1SkillEnv(gym.Env):
         The encoder runs with autocast disabled; whatever it returns is converted to finite
         float32 by `steve1_env.precision.as_goal_embedding`. The result is read-only.
         """
-        cached = self._embeddings.get(instruction)
-        if cached is not None:
-            self._embeddings.move_to_end(instruction)
-            return cached
-        with precision.autocast_disabled(self.device):
-            embedding = precision.as_goal_embedding(self.prompt_encoder.encode(instruction))
-        embedding.flags.writeable = False
-        self._embeddings[instruction] = embedding
-        if len(self._embeddings) > EMBEDDING_CACHE_SIZE:
-            self._embeddings.popitem(last=False)
-        return embedding
+        return self._goals.embedding(instruction)
 
     @property
     def current_instruction(self) -> str | None:
         """The instruction being pursued, or None before the first skill is chosen."""
-        return None if self._goal is None else self._goal.instruction
+        return self._slot.instruction
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -348,34 +297,12 @@ class Steve1SkillEnv(gym.Env):
         seed, given, detector_for = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
-        self._episode_detector_for = detector_for
         super().reset(seed=seed)
         instruction = self._initial_instruction(given)
-        world_seed = int(self.np_random.integers(2**31 - 1))
-        policy_seed = int(self.np_random.integers(2**31 - 1))
-        prompt_seed = int(self.np_random.integers(2**31 - 1))
-        start_episode = getattr(self.prompt_encoder, "start_episode", None)
-        if start_episode is not None:
-            start_episode(prompt_seed)
-            if getattr(self.prompt_encoder, "varies_per_episode", False):
-                self._embeddings.clear()  # this episode's latent gives new goal embeddings
-        try:
-            self._world_obs = self.world.reset(seed=world_seed)
-        except Exception as exc:
-            raise WorldCrashError(
-                f"The world failed to reset ({type(exc).__name__}: {exc}). Check that its "
-                "backend is installed and working, then reset again."
-            ) from exc
-        self._policy_state = self.policy.initial_state(policy_seed)
-        self._current = None
-        self._goal, self._detector, self._attempt_start = None, None, None
-        self._attempt_succeeded = False
-        self._attempt_steps = self._total_steps = self._high_level_steps = 0
-        if instruction is not None:
-            self._start_attempt(instruction)
+        self._engine.reset(0, self.np_random, instruction, detector_for)
         observation = self._observation()
         self._needs_reset = False
-        return observation, self._info(steps=0, reason=None, detector=None, world_done=False)
+        return observation, self._info(None)
 
     def step(
         self, action: str | int | np.integer
@@ -388,13 +315,9 @@ class Steve1SkillEnv(gym.Env):
             (or the skill succeeded, with ``terminate_on_success``). ``truncated``: the
             low-level cap was reached or the world crashed.
         """
-        self.begin_step(action)
-        with precision.autocast_disabled(self.policy.device):
-            while self.wants_low_level_action():
-                world_obs, goal, state = self.policy_inputs()
-                low_action, self._policy_state = self.policy.act(world_obs, goal, state)
-                self.advance(low_action)
-        return self.end_step()
+        self._begin_step(action)
+        self._engine.run()
+        return self._end_step()
 
     def check_reset(self, *, seed: Any = None, options: Any = None) -> None:
         """Raises what `reset` would raise for these arguments, without changing anything.
@@ -404,134 +327,38 @@ class Steve1SkillEnv(gym.Env):
         self._ensure_open()
         self._checked_reset(seed, options)
 
-    # The four methods below are one high-level step taken apart, so that a vector env can
-    # interleave many envs' low-level ticks and batch their policy calls. `step` is their
-    # composition; use them only in that order: begin, (inputs, advance)*, end.
-    def check_action(self, action: str | int | np.integer) -> None:
-        """Raises what `step` would raise for `action`, without changing anything."""
+    # A high-level step in halves, for callers that tick many envs' slots in one engine (the
+    # vector env, an evaluation worker): begin, then the engine's ticks, then end.
+    def _check_action(self, action: str | int | np.integer) -> str:
         self._ensure_open()
         if self._needs_reset:
             raise ResetNeededError(
                 "Call reset() before step(): the episode has not started or has ended."
             )
-        self._instruction_from_action(action)
+        return self._instruction_from_action(action)
 
-    @property
-    def policy_state(self) -> Any:
-        """This env's recurrent policy state (a vector env may swap in a compact copy)."""
-        return self._policy_state
-
-    @policy_state.setter
-    def policy_state(self, state: Any) -> None:
-        self._policy_state = state
-
-    def begin_step(self, action: str | int | np.integer) -> None:
-        """Starts a high-level step pursuing `action` (see `step`); low-level ticks follow.
-
-        Raises:
-            ResetNeededError: If the episode has not started or has ended.
-            InvalidActionError: If the action is malformed.
-        """
-        self._ensure_open()
-        if self._needs_reset:
-            raise ResetNeededError(
-                "Call reset() before step(): the episode has not started or has ended."
-            )
-        instruction = self._instruction_from_action(action)
-        if self._goal is None or instruction != self._goal.instruction or self._attempt_succeeded:
-            self._start_attempt(instruction)
-        if self._goal is None or self._attempt_start is None or self._world_obs is None:
-            raise ResetNeededError("The episode state is incomplete; call reset().")
+    def _begin_step(self, action: str | int | np.integer) -> None:
+        instruction = self._check_action(action)
         budget = self.k
         if self.max_low_level_steps is not None:
-            budget = min(budget, self.max_low_level_steps - self._total_steps)
+            budget = min(budget, self.max_low_level_steps - self._slot.total_steps)
         # A policy exception leaves the episode half-stepped: it then needs a reset.
         self._needs_reset = True
-        self._current = _HighLevelStep(budget=budget, finished=budget <= 0)
+        self._engine.begin(0, instruction, budget)
 
-    def wants_low_level_action(self) -> bool:
-        """True while the current high-level step needs another low-level action."""
-        return self._current is not None and not self._current.finished
-
-    def policy_inputs(self) -> tuple[WorldObs, Goal, Any]:
-        """Returns ``(world_obs, goal, policy_state)``: the next low-level action's inputs."""
-        if self._current is None or self._goal is None or self._world_obs is None:
-            raise ResetNeededError("No high-level step is in progress; call begin_step().")
-        return self._world_obs, self._goal, self._policy_state
-
-    def advance(self, low_action: Any, policy_state: Any = _KEEP, result: Any = _STEP) -> None:
-        """Applies one low-level action and checks for success and the world's end.
-
-        Args:
-            low_action: The MineRL action.
-            policy_state: The policy's new state for this env (default: as set by `step`).
-            result: The world's `WorldStep` for this action when the caller stepped the world
-                itself (a vector env stepping worlds in parallel), or the exception it raised;
-                by default the world is stepped here.
-        """
-        current = self._current
-        if current is None or current.finished or self._attempt_start is None:
-            raise ResetNeededError("No high-level step wants an action; call begin_step().")
-        if policy_state is not _KEEP:
-            self._policy_state = policy_state
-        if result is _STEP:
-            try:
-                result = self.world.step(low_action)
-            except InvalidActionError:
-                raise
-            except Exception as exc:  # a world failure ends the episode, not the program
-                result = exc
-        if isinstance(result, InvalidActionError):
-            raise result
-        if isinstance(result, BaseException):
-            current.finish("crash", error=f"{type(result).__name__}: {result}")
-            return
-        if result.info.get("error"):
-            # MineRL returns a random observation with a socket error: never pass it on.
-            current.finish("crash", error=str(result.info["error"]))
-            return
-        self._world_obs = result.obs
-        current.steps += 1
-        self._attempt_steps += 1
-        self._total_steps += 1
-        current.world_done = bool(result.done)
-        if self._detector is not None:
-            detector = fired(self._detector, self._attempt_start, result.obs, self._attempt_steps)
-            if detector is not None:
-                current.finish("success", detector=detector)
-                return
-        if current.world_done:
-            current.finish("world_done")
-        elif current.steps >= current.budget:
-            current.finish("budget")
-
-    def end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Ends the high-level step and returns what `step` returns."""
-        current = self._current
-        if current is None or not current.finished:
-            raise ResetNeededError(
-                "No finished high-level step to end: call begin_step() and advance() until "
-                "wants_low_level_action() is False."
-            )
-        self._current = None
-        reason = current.reason
-        self._high_level_steps += 1
-        success = reason == "success"
-        self._attempt_succeeded = self._attempt_succeeded or success
-        terminated = current.world_done or (success and self.terminate_on_success)
+    def _end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        outcome = self._engine.end(0)
+        success = outcome.reason == "success"
+        terminated = outcome.world_done or (success and self.terminate_on_success)
         capped = (
-            self.max_low_level_steps is not None and self._total_steps >= self.max_low_level_steps
+            self.max_low_level_steps is not None
+            and self._slot.total_steps >= self.max_low_level_steps
         )
-        truncated = not terminated and (reason == "crash" or capped)
+        truncated = not terminated and (outcome.reason == "crash" or capped)
         self._needs_reset = terminated or truncated
-        info = self._info(
-            steps=current.steps,
-            reason=reason,
-            detector=current.detector,
-            world_done=current.world_done,
-        )
-        if current.error is not None:
-            info["error"] = current.error
+        info = self._info(outcome)
+        if outcome.error is not None:
+            info["error"] = outcome.error
         return self._observation(), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
@@ -540,11 +367,12 @@ class Steve1SkillEnv(gym.Env):
         Raises:
             ResetNeededError: Before the first `reset` (as gymnasium's order enforcer would).
         """
-        if self._world_obs is None:
+        obs = self._slot.obs
+        if obs is None:
             raise ResetNeededError("Call reset() before render(): there is no frame yet.")
         if self.render_mode != "rgb_array":
             return None
-        return np.array(self._world_obs["pov"], dtype=np.uint8)
+        return np.array(obs["pov"], dtype=np.uint8)
 
     def close(self) -> None:
         """Closes the world, policy and prompt encoder this env built from names.
@@ -614,57 +442,37 @@ class Steve1SkillEnv(gym.Env):
             return self.skills[index]
         action = as_text(action)
         if isinstance(action, str) and action == "":
-            if self._goal is None:
+            current = self._slot.instruction
+            if current is None:
                 raise InvalidInstructionError(
                     "The action '' keeps the current instruction, but there is none yet; "
                     "send an instruction such as 'chop a tree'."
                 )
-            return self._goal.instruction
+            return current
         return self._checked(action)
 
-    def _start_attempt(self, instruction: str) -> None:
-        if self._world_obs is None:
-            raise ResetNeededError("Call reset() before pursuing an instruction.")
-        self._goal = Goal(instruction, self.goal_embedding(instruction))
-        self._detector = self._episode_detector_for(instruction)
-        if self._detector is None and instruction not in self._warned_undetectable:
-            self._warned_undetectable.add(instruction)
-            kinds = matching_kinds(instruction)
-            why = (
-                f"it mentions several skills ({', '.join(kinds)})"
-                if kinds
-                else "it matches none of the known skills"
-            )
-            warnings.warn(
-                f"No success detector is known for {instruction!r}: {why}, so is_success stays "
-                "False for it. Pass success={instruction: detector} (see steve1_env.success).",
-                Steve1EnvWarning,
-                stacklevel=3,
-            )
-        self._attempt_start = _baseline(self._world_obs)
-        self._attempt_steps = 0
-        self._attempt_succeeded = False
-
     def _observation(self) -> dict[str, np.ndarray]:
-        if self._world_obs is None:
+        slot = self._slot
+        if slot.obs is None:
             raise ResetNeededError("Call reset() first.")
-        goal = self._goal.embedding if self._goal is not None else np.zeros(precision.GOAL_DIM)
-        return env_observation(self._world_obs, goal, self.pov_shape, self.inventory_items)
+        goal = slot.goal.embedding if slot.goal is not None else np.zeros(precision.GOAL_DIM)
+        return env_observation(slot.obs, goal, self.pov_shape, self.inventory_items)
 
-    def _info(
-        self, *, steps: int, reason: str | None, detector: str | None, world_done: bool
-    ) -> dict[str, Any]:
-        inventory = {} if self._world_obs is None else self._world_obs.get("inventory", {})
+    def _info(self, outcome: StepOutcome | None) -> dict[str, Any]:
+        # After reset there is no outcome: reason None, no steps.
+        slot = self._slot
+        inventory = {} if slot.obs is None else slot.obs.get("inventory", {})
+        reason = None if outcome is None else outcome.reason
         return {
             "is_success": reason == "success",
-            "steps": steps,
+            "steps": 0 if outcome is None else outcome.steps,
             "reason": reason,
-            "detector": detector,
-            "detector_spec": None if self._detector is None else self._detector.name,
-            "instruction": self.current_instruction,
+            "detector": None if outcome is None else outcome.detector,
+            "detector_spec": None if slot.detector is None else slot.detector.name,
+            "instruction": slot.instruction,
             "inventory": inventory_counts(inventory),
-            "world_done": world_done,
-            "attempt_steps": self._attempt_steps,
-            "total_steps": self._total_steps,
-            "high_level_steps": self._high_level_steps,
+            "world_done": False if outcome is None else outcome.world_done,
+            "attempt_steps": slot.attempt_steps,
+            "total_steps": slot.total_steps,
+            "high_level_steps": slot.high_level_steps,
         }

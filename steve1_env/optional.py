@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from steve1_env.errors import DependencyNotInstalledError
+
+
+def _missing(module: str, extra: str, purpose: str, hint: str, why: str) -> str:
+    message = (
+        f"{purpose} needs the optional dependency {module!r}, which failed to import "
+        f'({why}). Install it with: pip install "steve1-env[{extra}]".'
+    )
+    return f"{message} {hint}".strip()
+
+
+def require_installed(module: str, extra: str, purpose: str, hint: str = "") -> None:
+    """Raises `DependencyNotInstalledError` unless `module` can be found, without importing it.
+
+    For checks before a run starts: finding a package is instant, importing one (MineRL,
+    MineStudio) takes seconds. A package found but broken still fails at its import.
+
+    Args:
+        module: The top-level module (``"minerl"``).
+        extra: The ``steve1-env`` extra that brings it.
+        purpose: What needs it, for the message.
+        hint: Further setup the extra cannot do, appended to the message.
+    """
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise DependencyNotInstalledError(
+            _missing(module, extra, purpose, hint, f"No module named {module!r}")
+        )
 
 
 def import_optional(module: str, extra: str, purpose: str, hint: str = "") -> ModuleType:
@@ -23,8 +54,4 @@ def import_optional(module: str, extra: str, purpose: str, hint: str = "") -> Mo
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        message = (
-            f"{purpose} needs the optional dependency {module!r}, which failed to import "
-            f'({exc}). Install it with: pip install "steve1-env[{extra}]".'
-        )
-        raise DependencyNotInstalledError(f"{message} {hint}".strip()) from exc
+        raise DependencyNotInstalledError(_missing(module, extra, purpose, hint, str(exc))) from exc

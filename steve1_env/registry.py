@@ -122,6 +122,20 @@ class Registry:
         """
         self._bind(name, self.factory(name), dict(arguments), partial)
 
+    def check_backend(self, name: str, arguments: Mapping[str, Any], /) -> None:
+        """Checks that what the component of `name` needs is installed, without building it.
+
+        A factory may offer ``check_backend(arguments)`` (the MineRL and MineStudio worlds
+        do); others need nothing checked.
+
+        Raises:
+            UnknownNameError: If the name is not registered.
+            DependencyNotInstalledError: If a backend the component needs is missing.
+        """
+        check = getattr(self.factory(name), "check_backend", None)
+        if callable(check):
+            check(dict(arguments))
+
     def make(self, name: str, /, **kwargs: Any) -> Any:
         """Builds the component registered under `name` with `kwargs`.
 

@@ -323,7 +323,7 @@ def _vector(n=3):
 
 def _snapshot(envs):
     return [
-        (env.current_instruction, env._needs_reset, env._total_steps, str(env.np_random_seed))
+        (env.current_instruction, env._needs_reset, env._slot.total_steps, str(env.np_random_seed))
         for env in envs.envs
     ] + [list(envs._autoreset), str(envs.np_random_seed)]
 
@@ -453,7 +453,7 @@ def test_world_process_options_are_checked_when_the_vector_env_is_built(process_
 def test_a_step_interrupted_between_envs_leaves_the_vector_env_usable(monkeypatch):
     with _vector() as envs:
         envs.reset(seed=0, options={"instruction": "chop a tree"})
-        monkeypatch.setattr(envs.envs[2], "begin_step", _raise_keyboard_interrupt)
+        monkeypatch.setattr(envs.envs[2], "_begin_step", _raise_keyboard_interrupt)
         with pytest.raises(KeyboardInterrupt):
             envs.step(["", "", ""])  # envs 0 and 1 began their step, env 2 never did
         monkeypatch.undo()

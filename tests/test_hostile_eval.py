@@ -557,16 +557,16 @@ def test_failed_and_interrupted_calls_are_recorded_as_such(tmp_path, monkeypatch
         evaluate(tasks, out, bad_value, trials=1, progress=False)
     history = json.loads((out / "run.json").read_text())["invocations"]
     assert [(h["status"], h["ran"]) for h in history] == [("failed", 0)]
-    real = TrialRunner.run
+    real = TrialRunner.advance
     calls = []
 
-    def run_then_interrupt(self, spec, *args, **kwargs):
-        calls.append(spec.key)
+    def run_then_interrupt(self, new=(), *args, **kwargs):
+        calls.extend(spec.key for spec, _ in new)
         if len(calls) > 1:
             raise KeyboardInterrupt
-        return real(self, spec, *args, **kwargs)
+        return real(self, new, *args, **kwargs)
 
-    monkeypatch.setattr(TrialRunner, "run", run_then_interrupt)
+    monkeypatch.setattr(TrialRunner, "advance", run_then_interrupt)
     # No results were recorded, so another run may start there afresh (without history).
     result = evaluate(tasks, out, OFFLINE, trials=3, progress=False)
     assert result.interrupted

@@ -366,7 +366,7 @@ def test_default_stack_uses_the_weights_directory(tiny_policy_files, golden, tmp
         obs, _, _, _, info = env.step("")
         assert info["steps"] == 5
         env.reset(seed=1)  # a new episode starts from an empty memory
-        assert not env.unwrapped._policy_state.memory[0].valid.any()
+        assert not env.unwrapped._slot.state.memory[0].valid.any()
 
 
 def test_demo_runs_the_native_stack_offline(capsys):

@@ -24,13 +24,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
-from steve1_env.errors import ConfigurationError, EvaluationError
+from steve1_env.errors import ConfigurationError, EvaluationError, Steve1EnvError
 from steve1_env.evaluation.records import TrialRecord, TrialSpec
 from steve1_env.evaluation.trial import (
+    DEFAULT_ENVS_PER_WORKER,
     Episode,
     RunSettings,
     StepsCallback,
+    TrialFailedError,
     TrialRunner,
+    check_envs_per_worker,
     trial_record,
 )
 from steve1_env.optional import import_optional
@@ -69,28 +72,33 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs trials one after another in this process.
+    """Runs trials in this process, on one worker hosting `envs_per_worker` worlds.
 
     Args:
         settings: The run's settings.
+        envs_per_worker: Worlds (trials in flight) sharing the one policy.
     """
 
-    def __init__(self, settings: RunSettings) -> None:
-        self.runner = TrialRunner(settings, worker="local")
+    def __init__(
+        self, settings: RunSettings, envs_per_worker: int = DEFAULT_ENVS_PER_WORKER
+    ) -> None:
+        self.runner = TrialRunner(settings, worker="local", envs=envs_per_worker)
 
     def run(
         self, specs: Sequence[TrialSpec], on_steps: StepsCallback | None = None
     ) -> Iterator[TrialRecord]:
-        """Yields each trial's record after running it here."""
-        for spec in specs:
+        """Yields each trial's record as it finishes here."""
+        queue = deque(specs)
+        while queue or self.runner.busy:
+            new = [(queue.popleft(), 0) for _ in range(min(self.runner.free, len(queue)))]
             try:
-                record = self.runner.run(spec, on_steps)
-            except Exception as exc:
-                raise EvaluationError(trial_failed(spec, exc)) from exc
-            yield record
+                records = self.runner.advance(new, on_steps)
+            except TrialFailedError as exc:
+                raise EvaluationError(trial_failed(exc.spec, exc.cause)) from exc.cause
+            yield from records
 
     def close(self) -> None:
-        """Closes the worlds, policies and encoder."""
+        """Closes the worlds, policy and encoder."""
         self.runner.close()
 
 
@@ -114,30 +122,38 @@ class _Cancelled(Exception):
 
 
 class _WorkerPool:
-    """Hands trials to workers one at a time; replaces dead workers and retries their trials.
+    """Keeps every worker's worlds busy; replaces dead workers and retries their trials.
 
-    Subclasses say how to start, feed, wait on and stop one kind of worker.
+    A worker hosts `envs_per_worker` worlds and answers one call at a time: "start these
+    trials on free worlds, then run until at least one ends" (`TrialRunner.advance`), with
+    the records of the trials that ended. Subclasses say how to start, call, wait on and stop
+    one kind of worker.
     """
 
-    def __init__(self, settings: RunSettings, workers: int) -> None:
+    def __init__(
+        self, settings: RunSettings, workers: int, envs_per_worker: int = DEFAULT_ENVS_PER_WORKER
+    ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigurationError(f"workers must be a positive integer, got {workers!r}.")
         self.settings = settings
         self.workers = workers
+        self.envs_per_worker = envs_per_worker
         self._active: list[Any] = []
-        self._in_flight: dict[Any, tuple[int, TrialSpec]] = {}
+        self._in_flight: dict[Any, int] = {}
 
     # ---- what a kind of worker must provide
     def _start(self, index: int) -> Any:
         raise NotImplementedError
 
-    def _submit(self, worker: Any, spec: TrialSpec, earlier_crashes: int) -> Any:
+    def _submit(self, worker: Any, new: list[tuple[TrialSpec, int]]) -> Any:
         raise NotImplementedError
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         raise NotImplementedError
 
-    def _result(self, worker: Any, pending: Any, spec: TrialSpec) -> dict[str, Any]:
+    def _result(
+        self, worker: Any, pending: Any, running: dict[str, TrialSpec]
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def _stop(self, worker: Any) -> None:
@@ -148,7 +164,7 @@ class _WorkerPool:
             self._stop(worker)
 
     def _cancel(self, worker: Any, pending: Any) -> None:
-        """Interrupts the trial `worker` is running, so that it can close promptly."""
+        """Interrupts the call `worker` is running, so that it can close promptly."""
 
     # ---- the scheduling shared by all kinds
     def run(
@@ -158,66 +174,94 @@ class _WorkerPool:
         queue = deque(specs)
         if not queue:
             return
-        count = min(self.workers, len(queue))
+        capacity = self.envs_per_worker
+        count = min(self.workers, -(-len(queue) // capacity))
         self._active = [self._start(i) for i in range(count)]
-        idle = deque(range(count))
-        in_flight: dict[Any, tuple[int, TrialSpec]] = {}
+        running: list[dict[str, TrialSpec]] = [{} for _ in range(count)]  # per worker
+        in_flight: dict[Any, int] = {}  # a pending call -> its worker
         self._in_flight = in_flight  # for close() after an interrupt
         lost: dict[str, list[str]] = {}
         restarts = 0
+
+        def lose(index: int, error: str) -> Iterator[TrialRecord]:
+            # The worker died: each of its trials lost a try; retried first, or recorded.
+            for spec in reversed(list(running[index].values())):
+                errors = lost.setdefault(spec.key, [])
+                errors.append(error)
+                if len(errors) > self.settings.crash_retries:
+                    yield _lost_record(spec, errors)
+                else:
+                    queue.appendleft(spec)
+            running[index] = {}
+            self._stop(self._active[index])
+            self._active[index] = self._start(index)
+
         while queue or in_flight:
-            while idle and queue:
-                index = idle.pop()
-                spec = queue.popleft()
-                # Tries lost with dead workers count against the trial's crash retries.
-                earlier = len(lost.get(spec.key, ()))
+            for index in range(count):
+                if index in in_flight.values():
+                    continue
+                new: list[tuple[TrialSpec, int]] = []
+                while queue and len(running[index]) + len(new) < capacity:
+                    spec = queue.popleft()
+                    # Tries lost with dead workers count against the trial's crash retries.
+                    new.append((spec, len(lost.get(spec.key, ()))))
+                if not new and not running[index]:
+                    continue
                 try:
-                    in_flight[self._submit(self._active[index], spec, earlier)] = (index, spec)
-                except _WorkerLost:  # died while idle: replace it; the trial never ran
+                    pending = self._submit(self._active[index], new)
+                except _WorkerLost as exc:  # died between calls: its new trials never ran
+                    queue.extendleft(spec for spec, _ in reversed(new))
                     restarts += 1
                     if restarts > 2 * self.workers + self.settings.crash_retries:
                         raise EvaluationError(
                             "Workers keep dying before they run a trial; see their output "
                             "above for the cause."
                         ) from None
-                    self._stop(self._active[index])
-                    self._active[index] = self._start(index)
-                    idle.appendleft(index)
-                    queue.appendleft(spec)
-            for pending in self._wait(list(in_flight)):
-                index, spec = in_flight.pop(pending)
-                try:
-                    data = self._result(self._active[index], pending, spec)
-                except _WorkerLost as exc:
-                    self._stop(self._active[index])
-                    self._active[index] = self._start(index)
-                    idle.appendleft(index)  # taken last: the retry goes to another worker
-                    errors = lost.setdefault(spec.key, [])
-                    errors.append(str(exc))
-                    if len(errors) > self.settings.crash_retries:
-                        yield _lost_record(spec, errors)
-                    else:
-                        queue.appendleft(spec)
+                    yield from lose(index, str(exc))
                     continue
-                idle.append(index)
-                record = TrialRecord.from_json(data, f"the record of trial {spec.key}")
-                if spec.key in lost:
-                    lost_tries = lost.pop(spec.key)
-                    record = replace(
-                        record,
-                        crashes=record.crashes + len(lost_tries),
-                        errors=[*lost_tries, *record.errors],
-                    )
-                yield record
+                running[index].update((spec.key, spec) for spec, _ in new)
+                in_flight[pending] = index
+            if not in_flight:
+                continue
+            for pending in self._wait(list(in_flight)):
+                index = in_flight.pop(pending)
+                try:
+                    answers = self._result(self._active[index], pending, running[index])
+                except _WorkerLost as exc:
+                    yield from lose(index, str(exc))
+                    continue
+                for data in answers:
+                    key = str(data.get("key")) if isinstance(data, dict) else "?"
+                    ran: TrialSpec | None = running[index].pop(key, None)
+                    where = f"trial {key}"
+                    record = TrialRecord.from_json(data.get("record"), f"the record of {where}")
+                    if ran is None or record.key != ran.key:
+                        raise EvaluationError(
+                            f"Worker {index} answered for {where}, which it was not running; "
+                            "the run stopped so that no record is misfiled."
+                        )
+                    if ran.key in lost:
+                        lost_tries = lost.pop(ran.key)
+                        record = replace(
+                            record,
+                            crashes=record.crashes + len(lost_tries),
+                            errors=[*lost_tries, *record.errors],
+                        )
+                    yield record
 
     def close(self) -> None:
-        """Stops every worker, interrupting the trials still running (after a Ctrl-C)."""
+        """Stops every worker, interrupting the calls still running (after a Ctrl-C)."""
         workers, self._active = self._active, []
         in_flight, self._in_flight = self._in_flight, {}
-        for pending, (index, _) in in_flight.items():
+        for pending, index in in_flight.items():
             if index < len(workers):
                 self._cancel(workers[index], pending)
         self._stop_all(workers)
+
+
+def _answers(records: list[TrialRecord]) -> list[dict[str, Any]]:
+    """A worker's answer: each ended trial's key with its record as JSON data."""
+    return [{"key": record.key, "record": record.to_json()} for record in records]
 
 
 def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
@@ -229,10 +273,29 @@ def _lost_record(spec: TrialSpec, errors: list[str]) -> TrialRecord:
 # --------------------------------------------------------------------------- processes
 
 
-def _build_trial_runner(settings: RunSettings, name: str, threads: int) -> TrialRunner:
-    """Worker process: builds the runner whose trials it runs (it closes it on the way out)."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
-    return TrialRunner(settings, worker=name)
+class _TrialWorker:
+    """Worker process side: a `TrialRunner` answering calls with JSON-ready data.
+
+    A trial that fails is answered, not raised, so that its key and the cause's traceback
+    reach the parent whatever the cause is (an exception of user code may not unpickle).
+    """
+
+    def __init__(self, settings: RunSettings, name: str, threads: int, envs: int) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before torch is imported
+        self.runner = TrialRunner(settings, worker=name, envs=envs)
+
+    def advance(self, new: list[tuple[TrialSpec, int]]) -> dict[str, Any]:
+        """Runs `TrialRunner.advance`; returns ``{"records": ...}`` or ``{"failed": ...}``."""
+        try:
+            return {"records": _answers(self.runner.advance(new))}
+        except TrialFailedError as exc:
+            cause = exc.cause
+            details = "" if isinstance(cause, Steve1EnvError) else worker_traceback(cause)
+            return {"failed": {"key": exc.spec.key, "text": describe(cause), "details": details}}
+
+    def close(self) -> None:
+        """Closes the runner's worlds, policy and encoder."""
+        self.runner.close()
 
 
 def _lost_worker(worker: WorkerProcess, error: WorkerLostError) -> Exception:
@@ -251,25 +314,32 @@ def _lost_worker(worker: WorkerProcess, error: WorkerLostError) -> Exception:
 class ProcessExecutor(_WorkerPool):
     """Runs trials in parallel worker processes on this machine.
 
-    Each worker builds its own world, policy and encoder (started with ``spawn``), so a
-    worker's crash never takes the run down: it is replaced and its trial retried.
+    Each worker builds its own worlds, policy and encoder (started with ``spawn``), so a
+    worker's crash never takes the run down: it is replaced and its trials retried.
 
     Args:
         settings: The run's settings.
         workers: Number of worker processes.
+        envs_per_worker: Worlds each worker hosts, sharing its one policy.
     """
 
-    def __init__(self, settings: RunSettings, workers: int = 2) -> None:
-        super().__init__(settings, workers)
+    def __init__(
+        self,
+        settings: RunSettings,
+        workers: int = 2,
+        envs_per_worker: int = DEFAULT_ENVS_PER_WORKER,
+    ) -> None:
+        super().__init__(settings, workers, envs_per_worker)
         self._threads = max(1, (os.cpu_count() or 1) // workers)
 
     def _start(self, index: int) -> WorkerProcess:
         name = f"process-{index}"
-        return WorkerProcess(_build_trial_runner, (self.settings, name, self._threads), name)
+        arguments = (self.settings, name, self._threads, self.envs_per_worker)
+        return WorkerProcess(_TrialWorker, arguments, name)
 
-    def _submit(self, worker: WorkerProcess, spec: TrialSpec, earlier_crashes: int) -> Any:
+    def _submit(self, worker: WorkerProcess, new: list[tuple[TrialSpec, int]]) -> Any:
         try:
-            worker.send("run", spec, earlier_crashes=earlier_crashes)
+            worker.send("advance", new)
         except WorkerLostError as exc:
             raise _lost_worker(worker, exc) from None
         return worker.connection
@@ -277,17 +347,25 @@ class ProcessExecutor(_WorkerPool):
     def _wait(self, pending: list[Any]) -> list[Any]:
         return list(multiprocessing.connection.wait(pending))
 
-    def _result(self, worker: WorkerProcess, pending: Any, spec: TrialSpec) -> dict[str, Any]:
+    def _result(
+        self, worker: WorkerProcess, pending: Any, running: dict[str, TrialSpec]
+    ) -> list[dict[str, Any]]:
+        where = f" in worker {worker.name}"
         try:
-            record: TrialRecord = worker.wait()
+            answer: dict[str, Any] = worker.wait()
         except WorkerLostError as exc:
             raise _lost_worker(worker, exc) from None
-        except Exception as exc:
+        except Exception as exc:  # the worker itself failed, not one of its trials
             trace = worker_traceback(exc)
             trace = f"\nWorker traceback:\n{trace}" if trace else ""
-            where = f" in worker {worker.name}"
+            spec = next(iter(running.values()))
             raise EvaluationError(trial_failed(spec, describe(exc), where) + trace) from None
-        return record.to_json()
+        failed = answer.get("failed")
+        if failed is not None:
+            spec = running.get(failed["key"]) or next(iter(running.values()))
+            trace = f"\nWorker traceback:\n{failed['details']}" if failed["details"] else ""
+            raise EvaluationError(trial_failed(spec, failed["text"], where) + trace)
+        return list(answer["records"])
 
     def _cancel(self, worker: WorkerProcess, pending: Any) -> None:
         worker.terminate()  # SIGTERM: the worker closes its world and exits
@@ -304,13 +382,15 @@ class ProcessExecutor(_WorkerPool):
 
 
 class RayTrialActor:
-    """A Ray actor holding one world and policy; runs the trials it is sent."""
+    """A Ray actor hosting `envs_per_worker` worlds and one policy; runs the trials it is sent."""
 
-    def __init__(self, settings: RunSettings, name: str) -> None:
-        self.runner = TrialRunner(settings, worker=name)
+    def __init__(
+        self, settings: RunSettings, name: str, envs_per_worker: int = DEFAULT_ENVS_PER_WORKER
+    ) -> None:
+        self.runner = TrialRunner(settings, worker=name, envs=envs_per_worker)
 
-    def run(self, spec: TrialSpec, earlier_crashes: int = 0) -> dict[str, Any] | None:
-        """Runs one trial and returns its record as JSON data (None once cancelled).
+    def advance(self, new: list[tuple[TrialSpec, int]]) -> list[dict[str, Any]] | None:
+        """Starts `new` trials, runs until one ends; returns the ended ones (None if cancelled).
 
         A cancelled call stops at the next high-level step: Ray flags, but does not interrupt,
         a running task of a regular actor.
@@ -324,12 +404,16 @@ class RayTrialActor:
                 raise _Cancelled(f"trial {spec.key} was cancelled")
 
         try:
-            return self.runner.run(spec, stop_if_cancelled, earlier_crashes).to_json()
+            return _answers(self.runner.advance(new, stop_if_cancelled))
         except _Cancelled:  # the driver is stopping and reads no result
             return None
+        except TrialFailedError as exc:
+            if isinstance(exc.cause, _Cancelled):
+                return None
+            raise
 
     def close(self) -> None:
-        """Closes the world, policy and encoder."""
+        """Closes the worlds, policy and encoder."""
         self.runner.close()
 
 
@@ -360,6 +444,7 @@ class RayExecutor(_WorkerPool):
         num_cpus: int | None = None,
         cpus_per_actor: float = 1.0,
         gpus_per_actor: float = 0.0,
+        envs_per_worker: int = DEFAULT_ENVS_PER_WORKER,
     ) -> None:
         ray = import_optional("ray", "ray", "The Ray executor")
         self._ray = ray
@@ -378,7 +463,7 @@ class RayExecutor(_WorkerPool):
                 f"{gpus_per_actor:g} GPU each ({ray.cluster_resources()}), but {workers} were "
                 "asked for; the rest would wait forever. Ask for fewer workers or less per actor."
             )
-        super().__init__(settings, workers)
+        super().__init__(settings, workers, envs_per_worker)
         self._actor = ray.remote(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)(RayTrialActor)
 
     def _init_ray(self, address: str | None, num_cpus: int | None) -> None:
@@ -403,10 +488,10 @@ class RayExecutor(_WorkerPool):
         self._owns_ray = True
 
     def _start(self, index: int) -> Any:
-        return self._actor.remote(self.settings, f"ray-{index}")
+        return self._actor.remote(self.settings, f"ray-{index}", self.envs_per_worker)
 
-    def _submit(self, worker: Any, spec: TrialSpec, earlier_crashes: int) -> Any:
-        return worker.run.remote(spec, earlier_crashes)
+    def _submit(self, worker: Any, new: list[tuple[TrialSpec, int]]) -> Any:
+        return worker.advance.remote(new)
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         while True:  # short waits keep Ctrl-C responsive
@@ -414,10 +499,12 @@ class RayExecutor(_WorkerPool):
             if ready:
                 return list(ready)
 
-    def _result(self, worker: Any, pending: Any, spec: TrialSpec) -> dict[str, Any]:
+    def _result(
+        self, worker: Any, pending: Any, running: dict[str, TrialSpec]
+    ) -> list[dict[str, Any]]:
         exceptions = self._ray.exceptions
         try:
-            return self._ray.get(pending)
+            answers = self._ray.get(pending)
         except (exceptions.RayActorError, exceptions.WorkerCrashedError) as exc:
             if "creation task" in str(exc):  # it never started: every retry would fail too
                 raise EvaluationError(
@@ -427,7 +514,12 @@ class RayExecutor(_WorkerPool):
             raise _WorkerLost(f"Ray actor died ({type(exc).__name__})") from None
         except exceptions.RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
+            if isinstance(cause, TrialFailedError):
+                spec, cause = cause.spec, cause.cause
+            else:
+                spec = next(iter(running.values()))
             raise EvaluationError(trial_failed(spec, cause, " in a Ray actor")) from exc
+        return list(answers or [])
 
     def _cancel(self, worker: Any, pending: Any) -> None:
         with contextlib.suppress(Exception):
@@ -461,6 +553,7 @@ def check_executor_options(
     address: str | None = None,
     cpus_per_actor: float | None = None,
     gpus_per_actor: float | None = None,
+    envs_per_worker: int | None = None,
 ) -> None:
     """Checks executor options before anything runs.
 
@@ -489,6 +582,8 @@ def check_executor_options(
     for flag, value in (("cpus_per_actor", cpus_per_actor), ("gpus_per_actor", gpus_per_actor)):
         if value is not None and not value >= 0:
             raise ConfigurationError(f"{flag} must be >= 0, got {value!r}.")
+    if envs_per_worker is not None:
+        check_envs_per_worker(envs_per_worker)
 
 
 def make_executor(
@@ -499,6 +594,7 @@ def make_executor(
     address: str | None = None,
     cpus_per_actor: float | None = None,
     gpus_per_actor: float | None = None,
+    envs_per_worker: int | None = None,
 ) -> Executor:
     """Builds an executor by name (see `EXECUTORS`).
 
@@ -509,19 +605,23 @@ def make_executor(
         address: The Ray cluster address (``ray`` only).
         cpus_per_actor: CPUs each Ray actor reserves (default 1).
         gpus_per_actor: GPUs each Ray actor reserves (default 0).
+        envs_per_worker: Worlds each worker hosts with its one policy (default
+            `DEFAULT_ENVS_PER_WORKER`); with ``gpus_per_actor``, one GPU serves them all.
 
     Raises:
         ConfigurationError: If the name is unknown or an option does not apply.
     """
-    check_executor_options(name, workers, address, cpus_per_actor, gpus_per_actor)
+    check_executor_options(name, workers, address, cpus_per_actor, gpus_per_actor, envs_per_worker)
+    envs = DEFAULT_ENVS_PER_WORKER if envs_per_worker is None else envs_per_worker
     if name == "local":
-        return LocalExecutor(settings)
+        return LocalExecutor(settings, envs)
     if name == "processes":
-        return ProcessExecutor(settings, 2 if workers is None else workers)
+        return ProcessExecutor(settings, 2 if workers is None else workers, envs)
     return RayExecutor(
         settings,
         workers,
         address=address,
         cpus_per_actor=1.0 if cpus_per_actor is None else cpus_per_actor,
         gpus_per_actor=0.0 if gpus_per_actor is None else gpus_per_actor,
+        envs_per_worker=envs,
     )

@@ -178,6 +178,7 @@ def evaluate(
     address: str | None = None,
     cpus_per_actor: float | None = None,
     gpus_per_actor: float | None = None,
+    envs_per_worker: int | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
     allow_imports: bool = False,
@@ -198,6 +199,10 @@ def evaluate(
         address: Ray cluster address (``"auto"``).
         cpus_per_actor: CPUs each Ray actor reserves (default 1).
         gpus_per_actor: GPUs each Ray actor reserves (default 0).
+        envs_per_worker: Worlds each worker (local, process or Ray actor) hosts with ONE
+            policy, whose ticks share one batched policy call (default 1, see
+            `steve1_env.evaluation.trial.DEFAULT_ENVS_PER_WORKER`). Records do not depend on
+            it; memory grows by one world per env, not by one policy.
         progress: Show live progress on `stream`.
         stream: Where progress goes (default: standard error).
         allow_imports: Let a task file given by path name import paths (``custom``
@@ -217,7 +222,9 @@ def evaluate(
     settings = settings or RunSettings()
     resume, retry_crashed = boolean(resume, "resume"), boolean(retry_crashed, "retry_crashed")
     progress, allow_imports = boolean(progress, "progress"), boolean(allow_imports, "allow_imports")
-    check_executor_options(executor, workers, address, cpus_per_actor, gpus_per_actor)
+    check_executor_options(
+        executor, workers, address, cpus_per_actor, gpus_per_actor, envs_per_worker
+    )
     if retry_crashed and not resume:
         raise ConfigurationError("retry_crashed=True needs resume=True.")
     loaded = (
@@ -234,6 +241,7 @@ def evaluate(
         "resume": resume,
         "retry_crashed": retry_crashed,
         "workers": workers,
+        "envs_per_worker": envs_per_worker,
         "planned": len(plan),
     }
     config = run_config(
@@ -267,6 +275,7 @@ def evaluate(
                 address=address,
                 cpus_per_actor=cpus_per_actor,
                 gpus_per_actor=gpus_per_actor,
+                envs_per_worker=envs_per_worker,
             )
             try:
                 for record in runner.run(pending, on_steps=bar.steps_update):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env.closing import close_all
+from steve1_env.engine import SkillEngine
 from steve1_env.errors import (
     ConfigurationError,
     TaskSpecError,
@@ -26,12 +27,17 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.evaluation.records import DURATION_DECIMALS, TrialRecord, TrialSpec
-from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
+from steve1_env.evaluation.video import VideoWriter
 from steve1_env.files import MAX_JSON_DEPTH, json_depth_exceeds
 from steve1_env.precision import resolve_device
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.tasks.detectors import build_detector
-from steve1_env.validation import positive_int
+from steve1_env.validation import bounded_int, positive_int
+
+MAX_ENVS_PER_WORKER = 64
+"""Most worlds one evaluation worker hosts (they share its one policy)."""
+DEFAULT_ENVS_PER_WORKER = 1
+"""Worlds per worker unless asked: the same as a worker with one world, policy and encoder."""
 
 StepsCallback = Callable[[TrialSpec, int], None]
 """Called after every high-level step with the trial and its low-level steps so far."""
@@ -137,6 +143,7 @@ def check_run_arguments(
         UnknownNameError: If a component's name is not registered.
         ConfigurationError: If the run's arguments are not accepted, or its device is not
             usable here.
+        DependencyNotInstalledError: If the world's backend (MineRL, MineStudio) is missing.
         TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
     """
     if importable_here and settings.device != "cpu":
@@ -174,6 +181,9 @@ def check_run_arguments(
                 f"{exc} Fix the arguments of the {whose}; nothing was run."
             ) from exc
     checked: set[str] = set()
+    if world_known and importable_here:
+        # A missing simulator is a setup error, not a world crash to retry and record.
+        WORLDS.check_backend(settings.world, settings.world_kwargs)
     for spec in specs if world_known else ():
         key = TrialRunner._key(spec.world_options)
         if key in checked:
@@ -187,42 +197,6 @@ def check_run_arguments(
                 f"Task {spec.task!r}{of}: its world_options {dict(spec.world_options)!r} do not "
                 f"fit the world. {exc} Fix the task's world_options; nothing was run."
             ) from exc
-
-
-class _WorldBundle:
-    """A world, the policy built for it, and the env composing them with the shared encoder."""
-
-    def __init__(self, settings: RunSettings, world_kwargs: dict[str, Any], encoder: Any) -> None:
-        from steve1_env.env import Steve1SkillEnv
-
-        self.world = WORLDS.make(settings.world, **world_kwargs)
-        policy = None
-        try:
-            policy = POLICIES.make(
-                settings.policy,
-                world=self.world,
-                device=settings.device,
-                **settings.policy_kwargs,
-            )
-            self.policy = FrameRecordingPolicy(policy)
-            self.env = Steve1SkillEnv(
-                world=self.world,
-                policy=self.policy,
-                prompt_encoder=encoder,
-                k=settings.k,
-                terminate_on_success=True,
-                render_mode="rgb_array",
-                pov_shape=(64, 64),
-                device=settings.device,
-            )
-        except BaseException:
-            if policy is not None:
-                policy.close()
-            self.world.close()
-            raise
-
-    def close(self) -> None:
-        close_all([self.env.close, self.policy.close, self.world.close])
 
 
 @dataclass
@@ -292,25 +266,102 @@ def trial_record(
     )
 
 
+def check_envs_per_worker(envs: Any) -> int:
+    """Returns `envs` if it is a valid number of worlds per worker.
+
+    Raises:
+        ConfigurationError: If it is not an integer from 1 to `MAX_ENVS_PER_WORKER`.
+    """
+    return bounded_int(
+        envs,
+        "envs_per_worker",
+        1,
+        MAX_ENVS_PER_WORKER,
+        limit_name="MAX_ENVS_PER_WORKER",
+        hint="use more workers instead",
+    )
+
+
+class TrialFailedError(Exception):
+    """A trial raised an error that is not a world crash (a configuration error, a bug).
+
+    Not a `Steve1EnvError` itself: the executors turn it into an `EvaluationError` that names
+    the trial, where it ran and the cause.
+
+    Attributes:
+        spec: The trial.
+        cause: What it raised.
+    """
+
+    def __init__(self, spec: TrialSpec, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.spec = spec
+        self.cause = cause
+
+
+class _WorldSlot:
+    """One world of a worker: its env (on the worker's engine) and the trial it runs."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.env: Any = None  # a Steve1SkillEnv, built for `key`
+        self.world: Any = None
+        self.policy: Any = None  # set when the policy is per world (it reads its world)
+        self.key: str | None = None
+        self.spec: TrialSpec | None = None
+        self.detector: Any = None
+        self.started = 0.0
+        self.tries_left = 0
+        self.errors: list[str] = []
+        self.writer: VideoWriter | None = None
+        self.target: tuple[Path, str] | None = None
+
+    def close(self) -> None:
+        env, world, policy = self.env, self.world, self.policy
+        self.env = self.world = self.policy = None
+        self.key = None
+        close_all(c.close for c in (env, policy, world) if c is not None)
+
+
 class TrialRunner:
-    """Runs trials one after another with the components `settings` names.
+    """Runs trials on the skill engine over `envs` worlds with ONE policy and encoder.
+
+    Each world runs one trial at a time; all worlds' ticks share one batched policy call
+    (a STEVE-1 network serves the worlds in one forward pass). A world is rebuilt when its
+    next trial asks for other world options, or after it crashed. Crashed trials are retried
+    while the run's ``crash_retries`` allow. A trial plays the same episode whichever world
+    and batch it runs in, so records do not depend on `envs`.
 
     Args:
         settings: The run's settings.
         worker: Name stored in each record's ``worker`` field.
+        envs: Worlds hosted (trials in flight at once), 1 to `MAX_ENVS_PER_WORKER`.
     """
 
-    def __init__(self, settings: RunSettings, worker: str = "local") -> None:
+    def __init__(self, settings: RunSettings, worker: str = "local", envs: int = 1) -> None:
         self.settings = settings
         self.worker = worker
+        self.envs = check_envs_per_worker(envs)
         self._encoder: Any = None
-        self._bundle_now: _WorldBundle | None = None  # the live world, for `_bundle_key`
-        self._bundle_key: str | None = None
+        self._policy: Any = None  # shared by every world when it batches
+        self._shared: bool | None = None
+        self._slots = [_WorldSlot(i) for i in range(self.envs)]
+        self._warned: set[str] = set()
+
+    @property
+    def free(self) -> int:
+        """Worlds without a trial."""
+        return sum(slot.spec is None for slot in self._slots)
+
+    @property
+    def busy(self) -> bool:
+        """True while a trial is in flight."""
+        return any(slot.spec is not None for slot in self._slots)
 
     def run(
         self, spec: TrialSpec, on_steps: StepsCallback | None = None, earlier_crashes: int = 0
     ) -> TrialRecord:
-        """Runs one trial, retrying it while its world crashes and retries are left.
+        """Runs one trial to its end, retrying it while its world crashes and retries are left.
 
         Args:
             spec: The trial.
@@ -319,104 +370,133 @@ class TrialRunner:
                 they use up the run's ``crash_retries`` too.
 
         Raises:
-            TaskSpecError: If the trial's detector config cannot be built here.
-            Steve1EnvError: For configuration errors (unknown names, bad arguments), which no
-                retry would fix.
+            TrialFailedError: If the trial raised anything but a world crash (a detector
+                config that cannot be built here, a bad world argument), which no retry fixes.
         """
-        detector = build_detector(spec.detector, spec.instruction)
-        started = time.perf_counter()
-        errors: list[str] = []
-        episode: Episode | None = None
-        video: str | None = None
-        for _ in range(max(1, self.settings.crash_retries + 1 - earlier_crashes)):
-            try:
-                episode, video = self._attempt(spec, detector, on_steps)
-            except WorldCrashError as exc:  # the world did not even reset
-                episode = Episode("crash", 0, 0, None, detector.name, {}, str(exc))
-            if episode.reason != "crash":
-                break
-            errors.append(episode.error or "the world crashed")
-            self._discard()  # a crashed world is replaced, not reused
-        if episode is None:  # unreachable: the loop runs at least once
-            raise RuntimeError("no attempt was made")
-        duration = time.perf_counter() - started
-        return trial_record(spec, episode, errors, duration, self.worker, video)
+        if self.busy:
+            raise ConfigurationError("run() needs an idle runner; use advance() for several.")
+        records = self.advance([(spec, earlier_crashes)], on_steps)
+        while not records:
+            records = self.advance([], on_steps)
+        return records[0]
+
+    def advance(
+        self,
+        new: Sequence[tuple[TrialSpec, int]] = (),
+        on_steps: StepsCallback | None = None,
+    ) -> list[TrialRecord]:
+        """Starts `new` trials on free worlds, then ticks until at least one trial ends.
+
+        Args:
+            new: ``(trial, tries already lost elsewhere)`` pairs, at most `free` of them.
+            on_steps: Called after every high-level step of a trial with its steps so far.
+
+        Returns:
+            The records of the trials that ended (empty only when none was in flight).
+
+        Raises:
+            TrialFailedError: If a trial raised anything but a world crash; the worlds'
+                unfinished videos are discarded.
+        """
+        if len(new) > self.free:
+            raise ConfigurationError(
+                f"advance() got {len(new)} trials but only {self.free} of {self.envs} worlds "
+                "are free."
+            )
+        finished: list[TrialRecord] = []
+        try:
+            free = (slot for slot in self._slots if slot.spec is None)
+            for (spec, earlier), slot in zip(new, free, strict=False):
+                self._start_trial(slot, spec, earlier, finished, on_steps)
+            while not finished and self.busy:
+                running = [slot for slot in self._slots if slot.spec is not None]
+                engine = SkillEngine([slot.env._slot for slot in running], self._warned)
+                try:
+                    engine.tick()
+                except Exception as exc:  # a policy error: blamed on the first trial
+                    raise TrialFailedError(running[0].spec, exc) from exc  # type: ignore[arg-type]
+                for slot in running:
+                    if not slot.env._slot.stepping:
+                        self._after_step(slot, finished, on_steps)
+        except BaseException:
+            for slot in self._slots:
+                self._abandon_trial(slot)
+            raise
+        return finished
 
     def close(self) -> None:
-        """Closes the world, policy and encoder this runner built."""
-        bundle, encoder = self._bundle_now, self._encoder
-        self._bundle_now, self._bundle_key, self._encoder = None, None, None
-        close_all(c.close for c in (bundle, encoder) if c is not None)
+        """Closes the worlds, policy and encoder this runner built."""
+        for slot in self._slots:
+            self._abandon_trial(slot)
+        policy, encoder = self._policy, self._encoder
+        self._policy = self._encoder = None
+        closers = [slot.close for slot in self._slots]
+        closers += [c.close for c in (policy, encoder) if c is not None]
+        close_all(closers)
 
-    # ------------------------------------------------------------------ internals
-    @staticmethod
-    def _key(world_options: Mapping[str, Any]) -> str:
-        return json.dumps(dict(world_options), sort_keys=True, default=repr)
-
-    def _bundle(self, world_options: Mapping[str, Any]) -> _WorldBundle:
-        key = self._key(world_options)
-        if self._bundle_now is not None and self._bundle_key == key:
-            return self._bundle_now
-        # Trials run task by task, so one live world suffices: a real one (a Minecraft
-        # server) is too heavy to keep idle while another task runs.
-        self._discard()
-        if self._encoder is None:
-            self._encoder = PROMPT_ENCODERS.make(
-                self.settings.prompt_encoder,
-                device=self.settings.device,
-                **self.settings.prompt_encoder_kwargs,
-            )
-        self._bundle_now = _WorldBundle(
-            self.settings, {**self.settings.world_kwargs, **world_options}, self._encoder
-        )
-        self._bundle_key = key
-        return self._bundle_now
-
-    def _discard(self) -> None:
-        bundle, self._bundle_now, self._bundle_key = self._bundle_now, None, None
-        if bundle is not None:
-            with contextlib.suppress(Exception):  # it already crashed; closing is best effort
-                bundle.close()
-
-    def _video_path(self, spec: TrialSpec) -> tuple[Path, str] | None:
-        if self.settings.video_dir is None:
-            return None
-        # Recorded relative to the folder holding video_dir (the run's output directory), so
-        # the record stays valid wherever the directory is moved.
-        folder = Path(self.settings.video_dir)
-        name = f"{spec.task}/{spec.instruction_index}-{spec.trial}.mp4"
-        return folder / name, f"{folder.name}/{name}"
-
-    def _attempt(
-        self, spec: TrialSpec, detector: Any, on_steps: StepsCallback | None
-    ) -> tuple[Episode, str | None]:
-        bundle = self._bundle(spec.world_options)
-        env = bundle.env
-        # Read by the env at every step: the task's budget applies from this reset on.
-        env.max_low_level_steps = spec.max_steps
-        target = self._video_path(spec)
-        writer = None if target is None else VideoWriter(target[0])
-        bundle.policy.writer = writer
+    # ------------------------------------------------------------------ trials
+    def _start_trial(
+        self,
+        slot: _WorldSlot,
+        spec: TrialSpec,
+        earlier: int,
+        finished: list[TrialRecord],
+        on_steps: StepsCallback | None,
+    ) -> None:
         try:
-            _, info = env.reset(
-                seed=spec.seed, options={"instruction": spec.instruction, "success": detector}
+            slot.detector = build_detector(spec.detector, spec.instruction)
+        except Exception as exc:
+            raise TrialFailedError(spec, exc) from exc
+        slot.spec = spec
+        slot.started = time.perf_counter()
+        slot.errors = []
+        slot.tries_left = max(1, self.settings.crash_retries + 1 - earlier)
+        self._start_try(slot, finished, on_steps)
+
+    def _start_try(
+        self, slot: _WorldSlot, finished: list[TrialRecord], on_steps: StepsCallback | None
+    ) -> None:
+        spec = slot.spec
+        assert spec is not None
+        slot.tries_left -= 1
+        try:
+            self._world_for(slot, spec.world_options)
+            env = slot.env
+            # Read by the env at every step: the task's budget applies from this reset on.
+            env.max_low_level_steps = spec.max_steps
+            slot.target = self._video_path(spec)
+            slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
+            env._slot.on_frame = None if slot.writer is None else slot.writer.write
+            env.reset(
+                seed=spec.seed,
+                options={"instruction": spec.instruction, "success": slot.detector},
             )
-            while True:
-                _, _, terminated, truncated, info = env.step(spec.instruction)
-                if on_steps is not None:
-                    on_steps(spec, int(info["total_steps"]))
-                if info["is_success"] or terminated or truncated:
-                    break
-            if writer is not None:
+            env._begin_step(spec.instruction)
+            return
+        except WorldCrashError as exc:  # the world did not even reset
+            crash = Episode("crash", 0, 0, None, slot.detector.name, {}, str(exc))
+        except Exception as exc:
+            raise TrialFailedError(spec, exc) from exc
+        self._end_try(slot, crash, finished, on_steps)
+
+    def _after_step(
+        self, slot: _WorldSlot, finished: list[TrialRecord], on_steps: StepsCallback | None
+    ) -> None:
+        spec, env = slot.spec, slot.env
+        assert spec is not None
+        try:
+            _, _, terminated, truncated, info = env._end_step()
+            if on_steps is not None:
+                on_steps(spec, int(info["total_steps"]))
+            if not (info["is_success"] or terminated or truncated):
+                env._begin_step(spec.instruction)
+                return
+            if slot.writer is not None and info["reason"] != "crash":
                 last = env.render()
                 if last is not None:
-                    writer.write(np.asarray(last))
-        except BaseException:
-            if writer is not None:
-                writer.discard()
-            raise
-        finally:
-            bundle.policy.writer = None
+                    slot.writer.write(np.asarray(last))
+        except Exception as exc:
+            raise TrialFailedError(spec, exc) from exc
         episode = Episode(
             reason=str(info["reason"]),
             steps=int(info["total_steps"]),
@@ -426,11 +506,113 @@ class TrialRunner:
             inventory={str(k): int(v) for k, v in info["inventory"].items()},
             error=info.get("error"),
         )
+        self._end_try(slot, episode, finished, on_steps)
+
+    def _end_try(
+        self,
+        slot: _WorldSlot,
+        episode: Episode,
+        finished: list[TrialRecord],
+        on_steps: StepsCallback | None,
+    ) -> None:
+        spec = slot.spec
+        assert spec is not None
         video = None
-        if writer is not None and target is not None:
+        writer, slot.writer = slot.writer, None
+        if slot.env is not None:
+            slot.env._slot.on_frame = None
+        if writer is not None and slot.target is not None:
             if episode.reason == "crash":
                 writer.discard()
             else:
-                writer.close()
-                video = target[1]
-        return episode, video
+                try:
+                    writer.close()
+                except Exception as exc:
+                    raise TrialFailedError(spec, exc) from exc
+                video = slot.target[1]
+        if episode.reason == "crash":
+            slot.errors.append(episode.error or "the world crashed")
+            self._discard(slot)  # a crashed world is replaced, not reused
+            if slot.tries_left > 0:
+                self._start_try(slot, finished, on_steps)
+                return
+        duration = time.perf_counter() - slot.started
+        finished.append(trial_record(spec, episode, slot.errors, duration, self.worker, video))
+        slot.spec = None
+
+    def _abandon_trial(self, slot: _WorldSlot) -> None:
+        # An interrupt or an error: the trial is not recorded, its video not kept.
+        writer, slot.writer = slot.writer, None
+        if writer is not None:
+            writer.discard()
+        if slot.env is not None:
+            slot.env._slot.on_frame = None
+            slot.env._engine.abort([0])
+        slot.spec = None
+
+    # ------------------------------------------------------------------ worlds
+    @staticmethod
+    def _key(world_options: Mapping[str, Any]) -> str:
+        return json.dumps(dict(world_options), sort_keys=True, default=repr)
+
+    def _world_for(self, slot: _WorldSlot, world_options: Mapping[str, Any]) -> None:
+        key = self._key(world_options)
+        if slot.env is not None and slot.key == key:
+            return
+        # Trials run task by task, so each world is rebuilt only when the task changes: a
+        # real one (a Minecraft server) is too heavy to keep idle while another task runs.
+        self._discard(slot)
+        from steve1_env.env import Steve1SkillEnv
+
+        settings = self.settings
+        if self._encoder is None:
+            self._encoder = PROMPT_ENCODERS.make(
+                settings.prompt_encoder, device=settings.device, **settings.prompt_encoder_kwargs
+            )
+        world = WORLDS.make(settings.world, **{**settings.world_kwargs, **world_options})
+        policy = None
+        try:
+            policy = self._policy_for(world)
+            slot.env = Steve1SkillEnv(
+                world=world,
+                policy=policy,
+                prompt_encoder=self._encoder,
+                k=settings.k,
+                terminate_on_success=True,
+                render_mode="rgb_array",
+                pov_shape=(64, 64),
+                device=settings.device,
+            )
+        except BaseException:
+            if policy is not None and policy is not self._policy:
+                policy.close()
+            world.close()
+            raise
+        slot.world, slot.key = world, key
+        slot.policy = None if policy is self._policy else policy
+
+    def _policy_for(self, world: Any) -> Any:
+        # One policy for all worlds when it batches (STEVE-1); one per world otherwise (the
+        # scripted oracle reads the world it was built for).
+        if self._policy is not None:
+            return self._policy
+        settings = self.settings
+        policy = POLICIES.make(
+            settings.policy, world=world, device=settings.device, **settings.policy_kwargs
+        )
+        if callable(getattr(policy, "act_batch", None)):
+            self._policy = policy
+        return policy
+
+    def _discard(self, slot: _WorldSlot) -> None:
+        with contextlib.suppress(Exception):  # it may have crashed; closing is best effort
+            slot.close()
+
+    def _video_path(self, spec: TrialSpec) -> tuple[Path, str] | None:
+        if self.settings.video_dir is None:
+            return None
+        # Recorded relative to the folder holding video_dir (the run's output directory), so
+        # the record stays valid wherever the directory is moved.
+        folder = Path(self.settings.video_dir)
+        name = f"{spec.task}/{spec.instruction_index}-{spec.trial}.mp4"
+        return folder / name, f"{folder.name}/{name}"

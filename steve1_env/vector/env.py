@@ -25,8 +25,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from steve1_env import precision
 from steve1_env.closing import close_all
+from steve1_env.engine import SkillEngine
 from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import (
     ClosedError,
@@ -47,7 +47,7 @@ from steve1_env.validation import (
     reset_seed,
     short_repr,
 )
-from steve1_env.vector.world_process import WorldProcess, abandon_all
+from steve1_env.worlds.world_process import WorldProcess
 
 MAX_NUM_ENVS = 1024
 """Most envs one vector env holds: each has its own world (and process, for real Minecraft)."""
@@ -164,6 +164,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         self._owned: list[Any] = []
         self._closed = False
         WORLDS.factory(world)  # an unknown name fails here, not in a child process later
+        WORLDS.check_backend(world, world_args)  # so does a missing simulator
         unknown = sorted(map(str, set(process_kwargs) - set(WORLD_PROCESS_OPTIONS)))
         if unknown:
             raise ConfigurationError(
@@ -214,6 +215,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             self._close_owned()
             raise
         self.policy = first
+        # One engine over every env's slot: one batched policy call per tick for all of them.
+        self._engine = SkillEngine([env._slot for env in self.envs])
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -320,7 +323,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         actions = self._actions(actions)
         for i, env in enumerate(self.envs):
             if not self._autoreset[i]:
-                env.check_action(actions[i])  # a bad action raises before any env moves
+                env._check_action(actions[i])  # a bad action raises before any env moves
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
@@ -342,17 +345,18 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                         self._episode_steps[i] = 0
                     infos = self._add_info(infos, info, i)
                 else:
-                    env.begin_step(actions[i])
+                    env._begin_step(actions[i])
                     running.append(i)
-            self._run_ticks(running)
+            self._engine.run(running)
         except BaseException:
             # Envs whose step began are half-stepped (a later env's begin or reset failed, a
             # policy raised, Ctrl-C): they start new episodes at the next step, so the vector
             # env stays usable.
+            self._engine.abort(running)
             self._autoreset[running] = True
             raise
         for i in running:
-            observations[i], reward, term, trunc, info = self.envs[i].end_step()
+            observations[i], reward, term, trunc, info = self.envs[i]._end_step()
             self._episode_steps[i] += 1
             if self.max_episode_steps is not None:
                 # As gymnasium's TimeLimit: the limit truncates even an episode that terminated.
@@ -367,70 +371,6 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         if not self._closed:
             self._closed = True
             self._close_owned()
-
-    # ------------------------------------------------------------------ the tick loop
-    def _run_ticks(self, running: list[int]) -> None:
-        with precision.autocast_disabled(self.policy.device):
-            while True:
-                active = [i for i in running if self.envs[i].wants_low_level_action()]
-                if not active:
-                    return
-                inputs = [self.envs[i].policy_inputs() for i in active]
-                if self.batched:
-                    low_actions, states = self.policy.act_batch(
-                        [obs for obs, _, _ in inputs],
-                        [goal for _, goal, _ in inputs],
-                        [state for _, _, state in inputs],
-                    )
-                else:
-                    pairs = [
-                        self.policies[i].act(obs, goal, state)
-                        for i, (obs, goal, state) in zip(active, inputs, strict=True)
-                    ]
-                    low_actions = [action for action, _ in pairs]
-                    states = [state for _, state in pairs]
-                results = self._step_worlds(active, low_actions)
-                compact = getattr(self.policy, "compact_state", None) if self.batched else None
-                for slot, i in enumerate(active):
-                    env = self.envs[i]
-                    env.advance(low_actions[slot], policy_state=states[slot], result=results[slot])
-                    if compact is not None and not env.wants_low_level_action():
-                        # Leaving the batch: its state must not keep the batch's tensors alive.
-                        env.policy_state = compact(env.policy_state)
-
-    def _step_worlds(self, active: list[int], actions: list[Any]) -> list[Any]:
-        # Worlds in processes all receive their action before any answer is awaited.
-        results: list[Any] = [None] * len(active)
-        waiting = []
-        try:
-            for slot, (i, action) in enumerate(zip(active, actions, strict=True)):
-                world = self.envs[i].world
-                if isinstance(world, WorldProcess):
-                    try:
-                        world.step_async(action)
-                        waiting.append(slot)
-                    except Exception as exc:
-                        results[slot] = exc
-                else:
-                    try:
-                        results[slot] = world.step(action)
-                    except InvalidActionError:
-                        raise
-                    except Exception as exc:  # the env turns it into a crash of that env only
-                        results[slot] = exc
-            for slot in waiting:
-                try:
-                    results[slot] = self.envs[active[slot]].world.step_wait()
-                except Exception as exc:
-                    results[slot] = exc
-        except BaseException:
-            # An interrupt (or an invalid action) between sending and reading: the answers
-            # still on their way are never read, so those children are dropped now instead of
-            # making close() wait for them.
-            worlds = (self.envs[i].world for i in active)
-            abandon_all(w for w in worlds if isinstance(w, WorldProcess) and w.waiting)
-            raise
-        return results
 
     # ------------------------------------------------------------------ helpers
     def _ensure_open(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ClosedError, ConfigurationError, ResetNeededError, WorldCrashError
-from steve1_env.optional import import_optional
+from steve1_env.optional import import_optional, require_installed
 from steve1_env.validation import frame_side, positive_int, short_repr
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts, world_timeouts
@@ -144,6 +144,16 @@ class MineRLWorld:
         self._worker = _Worker()
         self.crashes = 0
         """Crashes seen so far (for monitoring)."""
+
+    @staticmethod
+    def check_backend(arguments: Mapping[str, Any]) -> None:
+        """Raises `DependencyNotInstalledError` if MineRL is missing where it will be needed.
+
+        Called before a run starts (nothing is imported); a custom ``env_factory`` needs no
+        MineRL.
+        """
+        if arguments.get("env_factory") is None:
+            require_installed("minerl", "minerl", "world='minerl'", INSTALL_HINT)
 
     # --------------------------------------------------------------- World
     def reset(self, seed: int | None = None) -> WorldObs:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ClosedError, ResetNeededError, WorldCrashError
-from steve1_env.optional import import_optional
+from steve1_env.optional import import_optional, require_installed
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts
 from steve1_env.worlds.minerl import minerl_observation
@@ -32,12 +32,14 @@ _STATISTICS = (
 )  # fmt: skip
 
 
+_SETUP_HINT = "MineStudio also downloads its Minecraft engine at first use (run it once by hand)."
+
+
 def make_minecraft_sim(seed: int, **kwargs: Any) -> Any:
     """Builds MineStudio's ``MinecraftSim`` with env-format actions."""
     simulator = import_optional(
-        "minestudio.simulator", "minestudio", "world='minestudio'",
-        "MineStudio also downloads its Minecraft engine at first use (run it once by hand).",
-    )  # fmt: skip
+        "minestudio.simulator", "minestudio", "world='minestudio'", _SETUP_HINT
+    )
     settings = {"action_type": "env", "obs_size": (640, 360), "render_size": (640, 360)}
     return simulator.MinecraftSim(seed=seed, **{**settings, **kwargs})
 
@@ -69,6 +71,16 @@ class MineStudioWorld:
         self._seed: int | None = None
         self._done = True
         self._closed = False
+
+    @staticmethod
+    def check_backend(arguments: Mapping[str, Any]) -> None:
+        """Raises `DependencyNotInstalledError` if MineStudio is missing where it will be needed.
+
+        Called before a run starts (nothing is imported); a custom ``sim_factory`` needs no
+        MineStudio.
+        """
+        if arguments.get("sim_factory") is None:
+            require_installed("minestudio", "minestudio", "world='minestudio'", _SETUP_HINT)
 
     def reset(self, seed: int | None = None) -> WorldObs:
         """Starts an episode; a seed other than the current one builds a new simulator."""
