@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from steve1_env.agent.native import NativeSteve1Policy
-from steve1_env.agent.network import Linear
 
 
 def steps_per_second(policy, frames, goals, states, repeats):
@@ -91,7 +90,6 @@ def main():
         policy.share_frame_encoding = share
         _, state = steps_per_second(policy, frames[:1], goals[:1], state, 1)
     shared, upstream, upstream_linear = [], [], []
-    fast_rows = Linear.small_batch_rows
     for _ in range(2):
         policy.share_frame_encoding = True
         rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
@@ -99,10 +97,10 @@ def main():
         policy.share_frame_encoding = False
         rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
         upstream.append(rate)
-        Linear.small_batch_rows = 0
+        policy.network.use_cpu_kernels(small_batch_matmul=False, batch_invariant_norm=True)
         rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
         upstream_linear.append(rate)
-        Linear.small_batch_rows = fast_rows
+        policy.network.use_cpu_kernels(small_batch_matmul=True, batch_invariant_norm=True)
     policy.share_frame_encoding = True
     results["batch1_guided_shared_steps_per_s"] = max(shared)
     results["batch1_guided_upstream_way_steps_per_s"] = max(upstream)

@@ -73,6 +73,21 @@ def as_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> np.ndarray:
     return embedding
 
 
+def is_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> bool:
+    """Returns True if `value` already is what `as_goal_embedding` returns.
+
+    That is a C-contiguous float32 numpy array of shape ``(dim,)`` with finite values; such a
+    value needs no conversion (a cheap check: no copy is made).
+    """
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype == np.float32
+        and value.shape == (dim,)
+        and value.flags.c_contiguous
+        and bool(np.isfinite(value).all())
+    )
+
+
 def goal_tensor(embedding: np.ndarray, device: Any, dtype: Any = None) -> Any:
     """Returns a goal embedding as a torch tensor of shape ``(1, dim)`` for a policy.
 

@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from steve1_env.agent.base import Goal, SkillPolicy
+from steve1_env.agent.conversion import agent_frame
 from steve1_env.agent.native import NativeSteve1Policy
-from steve1_env.agent.network import RELEASED_CONFIG, NetworkConfig, Steve1Network
+from steve1_env.agent.network import (
+    RELEASED_CONFIG,
+    Linear,
+    NetworkConfig,
+    SampleGroupNorm,
+    Steve1Network,
+    env_memory,
+    stack_memories,
+)
 from steve1_env.errors import (
     ClosedError,
     ConfigurationError,
@@ -283,6 +292,140 @@ def test_no_guidance_runs_one_branch(tiny_policy_files):
     assert state.memory[0].keys.shape[0] == 1
     out, _ = policy.forward([np.zeros((128, 128, 3), np.uint8)], [np.zeros(512)], [state])
     assert out.unconditional is None and torch.equal(out.buttons, out.conditional.buttons)
+
+
+def _network_inputs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = torch.from_numpy(rng.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8))
+    goals = torch.from_numpy(rng.standard_normal((n, 512)).astype(np.float32))
+    return frames, goals
+
+
+def test_network_forward_interleaves_the_guidance_rows_per_env(tiny):
+    network, n = tiny.network, 3
+    frames, goals = _network_inputs(n)
+    no_first = torch.zeros(n, dtype=torch.bool)
+    with torch.inference_mode():
+        out, memory = network(frames, goals, no_first, network.initial_state(2 * n),
+                              cond_scale=6.0)  # fmt: skip
+        # By hand: rows (env 0 cond, env 0 uncond, env 1 cond, ...), zero goals unconditional.
+        features = network.encode_frames(frames).repeat_interleave(2, dim=0)
+        rows = torch.stack([goals, torch.zeros_like(goals)], dim=1).flatten(0, 1)
+        latent, expected_memory = network.trunk(
+            features[:, None], rows[:, None], torch.zeros(2 * n, 1, dtype=torch.bool),
+            network.initial_state(2 * n),
+        )  # fmt: skip
+        heads = network.heads(latent[:, 0])
+        plain, _ = network(frames, goals, no_first, network.initial_state(n))
+    assert torch.equal(out.conditional.buttons, heads.buttons[0::2])
+    assert torch.equal(out.unconditional.value, heads.value[1::2])
+    assert torch.equal(out.buttons, 7.0 * heads.buttons[0::2] - 6.0 * heads.buttons[1::2])
+    assert plain.unconditional is None and torch.equal(plain.buttons, plain.conditional.buttons)
+    torch.testing.assert_close(plain.conditional.buttons, out.conditional.buttons, **TOL)
+    for block, expected in zip(memory, expected_memory, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(block, expected, strict=True))
+    # Each env's memory is one contiguous slice, and stacking the slices gives the batch back.
+    slices = [env_memory(memory, i, 2) for i in range(n)]
+    assert slices[1][0].keys.shape[0] == 2
+    assert torch.equal(slices[1][0].keys, memory[0].keys[2:4])
+    restacked = stack_memories(slices)
+    assert all(torch.equal(a.keys, b.keys) for a, b in zip(restacked, memory, strict=True))
+
+
+def test_network_forward_first_forgets_that_envs_memory_only(tiny):
+    network, n = tiny.network, 2
+    frames, goals = _network_inputs(n, seed=1)
+    later, _ = _network_inputs(n, seed=2)
+    no_first = torch.zeros(n, dtype=torch.bool)
+    with torch.inference_mode():
+        memory = network.initial_state(2 * n)
+        for _ in range(3):
+            _, memory = network(frames, goals, no_first, memory, cond_scale=6.0)
+        kept, _ = network(later, goals, no_first, memory, cond_scale=6.0)
+        reset, new_memory = network(later, goals, torch.tensor([True, False]), memory,
+                                    cond_scale=6.0)  # fmt: skip
+        fresh, _ = network(later, goals, no_first, network.initial_state(2 * n), cond_scale=6.0)
+    torch.testing.assert_close(reset.buttons[0], fresh.buttons[0], **TOL)
+    assert not torch.allclose(reset.buttons[0], kept.buttons[0], **TOL)
+    torch.testing.assert_close(reset.buttons[1], kept.buttons[1], **TOL)
+    # Both branch rows of env 0 forgot; env 1's remember the three earlier frames too.
+    assert new_memory[0].valid[:2].sum(dim=1).tolist() == [1, 1]
+    assert new_memory[0].valid[2:].sum(dim=1).tolist() == [4, 4]
+
+
+def test_network_forward_refuses_a_memory_with_other_rows(tiny):
+    frames, goals = _network_inputs(2)
+    with pytest.raises(ConfigurationError, match="need 4"):
+        tiny.network(frames, goals, torch.zeros(2, dtype=torch.bool),
+                     tiny.network.initial_state(2), cond_scale=6.0)  # fmt: skip
+
+
+def test_the_policy_is_the_network_call_bit_for_bit(tiny):
+    rng = np.random.default_rng(3)
+    frames = list(rng.integers(0, 256, (2, 360, 640, 3), dtype=np.uint8))
+    goals = list(rng.standard_normal((2, 512)).astype(np.float32))
+    states = [tiny.initial_state(i) for i in range(2)]
+    out, new_states = tiny.forward(frames, goals, states)
+    network = tiny.network
+    with torch.inference_mode():
+        direct, memory = network(
+            torch.from_numpy(np.stack([agent_frame(f) for f in frames])),
+            torch.from_numpy(np.stack(goals)),
+            torch.zeros(2, dtype=torch.bool),
+            stack_memories([state.memory for state in states]),
+            cond_scale=tiny.cond_scale,
+        )
+    assert torch.equal(out.buttons, direct.buttons) and torch.equal(out.camera, direct.camera)
+    assert torch.equal(out.unconditional.value, direct.unconditional.value)
+    assert torch.equal(new_states[1].memory[2].values, env_memory(memory, 1, 2)[2].values)
+
+
+def test_act_batch_inside_a_callers_autocast_region_is_unchanged(tiny):
+    rng = np.random.default_rng(4)
+    observations = [{"pov": rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)} for _ in "ab"]
+    goals = [Goal("x", rng.standard_normal(512).astype(np.float32)) for _ in "ab"]
+
+    def run():
+        states = [tiny.initial_state(i) for i in range(2)]
+        actions, states = tiny.act_batch(observations, goals, states)
+        output, _ = tiny.forward([o["pov"] for o in observations],
+                                 [g.embedding for g in goals], states)  # fmt: skip
+        return actions, output
+
+    plain_actions, plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actions, guarded = run()
+        assert torch.is_autocast_enabled("cpu")  # the caller's region is left as it was
+    assert torch.equal(guarded.buttons, plain.buttons)
+    assert torch.equal(guarded.conditional.value, plain.conditional.value)
+    assert [{k: np.asarray(v).tolist() for k, v in a.items()} for a in actions] == [
+        {k: np.asarray(v).tolist() for k, v in a.items()} for a in plain_actions
+    ]
+
+
+def test_cpu_kernel_paths_are_opt_in_and_change_only_rounding(tiny_policy_files, tiny):
+    def paths(network):
+        return (
+            {m.small_batch_rows for m in network.modules() if isinstance(m, Linear)},
+            {m.batch_invariant for m in network.modules() if isinstance(m, SampleGroupNorm)},
+        )
+
+    config = NetworkConfig.from_policy_kwargs(
+        load_model_file(tiny_policy_files["model"]).policy_kwargs
+    )
+    assert paths(Steve1Network(config)) == ({0}, {False})  # a bare network: stock kernels
+    assert paths(tiny.network) == ({Linear.SMALL_BATCH_ROWS}, {True})  # the policy opts in
+    stock = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], cpu_kernels=False
+    )
+    assert paths(stock.network) == ({0}, {False})
+    frame, goal = np.full((128, 128, 3), 70, np.uint8), np.ones(512, np.float32)
+    a, _ = tiny.forward([frame], [goal], [tiny.initial_state(0)])
+    b, _ = stock.forward([frame], [goal], [stock.initial_state(0)])
+    torch.testing.assert_close(a.buttons, b.buttons, **TOL)
+    with pytest.raises(ConfigurationError, match="cpu_kernels must be True or False"):
+        NativeSteve1Policy(weights=tiny_policy_files["weights"],
+                           model=tiny_policy_files["model"], cpu_kernels="yes")  # fmt: skip
 
 
 def test_bad_arguments(tiny_policy_files):

@@ -142,3 +142,24 @@ def test_without_the_guard_the_same_policy_sees_float16():
     with torch.autocast("cpu", dtype=torch.float16):
         policy.act({}, Goal("get dirt", goal_embedding), None)
     assert policy.seen_dtypes == [torch.float16]  # the leak the env prevents
+
+
+def test_a_goal_converts_its_embedding_once_to_read_only_float32():
+    from steve1_env.agent.base import Goal
+
+    ready = precision.as_goal_embedding(np.linspace(-1, 1, 512))
+    ready.flags.writeable = False
+    assert Goal("x", ready).embedding is ready  # already what policies need: no copy
+    writable = np.ones(512, np.float32)
+    goal = Goal("x", writable)
+    assert goal.embedding is not writable and not goal.embedding.flags.writeable
+    writable[0] = 5.0  # the caller's array stays theirs
+    assert goal.embedding[0] == 1.0
+    for raw in (prompt_embedding_like_upstream(), np.ones((1, 512), np.float16), [0.5] * 512):
+        embedding = Goal("x", raw).embedding
+        assert embedding.dtype == np.float32 and embedding.shape == (512,)
+        assert not embedding.flags.writeable
+    with pytest.raises(GoalEmbeddingError, match="non-finite"):
+        Goal("x", np.full(512, np.nan, np.float32))
+    with pytest.raises(GoalEmbeddingError, match=r"shape \(512,\)"):
+        Goal("x", np.zeros(511, np.float32))

@@ -13,18 +13,38 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from steve1_env import precision
+
 
 @dataclass(frozen=True)
 class Goal:
     """What the policy is asked to do.
 
+    The embedding is checked once, here: policies use it as is, every tick.
+
     Attributes:
         instruction: The text instruction, for policies that read text (scripted ones).
-        embedding: STEVE-1's float32 ``(512,)`` goal embedding for it (see `precision`).
+        embedding: STEVE-1's goal embedding for it: a read-only, finite float32 ``(512,)``
+            array. Anything `precision.as_goal_embedding` accepts may be given (a tensor,
+            float16, shape ``(1, 512)``); it is converted to a read-only copy. An array that
+            already is one is kept, not copied.
+
+    Raises:
+        GoalEmbeddingError: If the embedding cannot be converted (see
+            `precision.as_goal_embedding`).
     """
 
     instruction: str
     embedding: np.ndarray
+
+    def __post_init__(self) -> None:
+        """Converts the embedding to a read-only float32 ``(512,)`` array unless it is one."""
+        embedding = self.embedding
+        if not (precision.is_goal_embedding(embedding) and not embedding.flags.writeable):
+            # A copy: the caller's array stays theirs (writable), the Goal's cannot change.
+            embedding = precision.as_goal_embedding(embedding)
+            embedding.flags.writeable = False
+            object.__setattr__(self, "embedding", embedding)
 
 
 @runtime_checkable

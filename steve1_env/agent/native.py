@@ -2,7 +2,9 @@
 
 It loads the official files (``2x.model`` for the architecture, ``steve1.weights``), runs any
 number of envs in one batch with classifier-free guidance, and encodes each frame once for both
-guidance branches (the official agent encodes it twice and supports one env only).
+guidance branches (the official agent encodes it twice and supports one env only). The network
+(`steve1_env.agent.network.Steve1Network.forward`) does the guidance; the policy converts
+observations and goals to tensors, keeps autocast off, samples and converts actions.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +25,12 @@ from steve1_env.agent.conversion import agent_frame, agent_to_minerl
 from steve1_env.agent.network import (
     RELEASED_CONFIG,
     AttentionMemory,
-    HeadOutput,
     NetworkConfig,
+    PolicyOutput,
     Steve1Network,
+    env_memory,
+    guidance_rows,
+    stack_memories,
 )
 from steve1_env.errors import (
     ClosedError,
@@ -49,24 +54,6 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-
-class PolicyOutput(NamedTuple):
-    """What one batched forward pass gives, per env.
-
-    Attributes:
-        buttons: ``(N, 8641)`` log-probabilities actions are sampled from: guided
-            ``(1 + s) * conditional - s * unconditional`` with a ``cond_scale`` s (not
-            renormalised, as upstream), else the conditional ones.
-        camera: ``(N, 121)``, likewise.
-        conditional: Heads of the goal-conditioned branch (values included).
-        unconditional: Heads of the zero-goal branch, or None without guidance.
-    """
-
-    buttons: torch.Tensor
-    camera: torch.Tensor
-    conditional: HeadOutput
-    unconditional: HeadOutput | None
 
 
 @dataclass
@@ -135,6 +122,10 @@ class NativeSteve1Policy:
         share_frame_encoding: Encode each frame once for both guidance branches. False runs
             the image encoder on both, as upstream does (for comparisons only).
         seed: Seed of the random weights (``weights="random"``).
+        cpu_kernels: Turn on the network's CPU kernel paths (``small_batch_matmul`` and
+            ``batch_invariant_norm``, see `steve1_env.agent.network`): faster small batches, and
+            a frame's numbers independent of how many envs share the batch. False runs stock
+            PyTorch kernels. Nothing changes on other devices.
     """
 
     def __init__(
@@ -148,6 +139,7 @@ class NativeSteve1Policy:
         deterministic: bool = False,
         share_frame_encoding: bool = True,
         seed: int = 0,
+        cpu_kernels: bool = True,
     ) -> None:
         self.device = precision.resolve_device(device)
         self.dtype = _resolve_dtype(dtype)
@@ -158,7 +150,11 @@ class NativeSteve1Policy:
         self.cond_scale = cond_scale
         self.deterministic = boolean(deterministic, "deterministic")
         self.share_frame_encoding = boolean(share_frame_encoding, "share_frame_encoding")
+        cpu_kernels = boolean(cpu_kernels, "cpu_kernels")
         self.network = self._build_network(weights, model, weights_seed(seed))
+        self.network.use_cpu_kernels(
+            small_batch_matmul=cpu_kernels, batch_invariant_norm=cpu_kernels
+        )
         self.network.cast(self.device, self.dtype).eval()
         self.network.requires_grad_(False)
         self._closed = False
@@ -200,7 +196,7 @@ class NativeSteve1Policy:
     @property
     def rows(self) -> int:
         """Batch rows per env: two guidance branches, or one without guidance."""
-        return 1 if self.cond_scale is None else 2
+        return guidance_rows(self.cond_scale)
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -229,7 +225,10 @@ class NativeSteve1Policy:
         goals: Sequence[Goal],
         states: Sequence[Steve1State],
     ) -> tuple[list[dict[str, Any]], list[Steve1State]]:
-        """Returns one MineRL action per env from a single batched forward pass."""
+        """Returns one MineRL action per env from a single batched forward pass.
+
+        Autocast stays off inside whatever region the caller opened (see `forward`).
+        """
         output, new_states = self.forward(
             [obs["pov"] for obs in observations], [goal.embedding for goal in goals], states
         )
@@ -245,9 +244,13 @@ class NativeSteve1Policy:
     ) -> tuple[PolicyOutput, list[Steve1State]]:
         """Runs the network for N envs, one time step each.
 
+        Autocast is disabled for the call, whatever region the caller opened, and on CUDA
+        float32 matmuls stay out of TF32 (`steve1_env.precision`).
+
         Args:
             frames: N ``pov`` frames (any size; resized as the official agent does).
-            goals: N goal embeddings of shape ``(512,)`` (any float dtype; cast here).
+            goals: N goal embeddings of shape ``(512,)``: a `Goal`'s embedding is used as is;
+                anything else (another dtype, a tensor) is converted here.
             states: N env states from `initial_state` or a previous call.
 
         Returns:
@@ -268,44 +271,25 @@ class NativeSteve1Policy:
                     "this policy's initial_state()."
                 )
         pixels = torch.from_numpy(np.stack([agent_frame(frame) for frame in frames]))
-        goal = torch.stack([torch.from_numpy(precision.as_goal_embedding(g)) for g in goals])
+        # np.stack copies, so read-only Goal embeddings become one writable batch array.
+        goal = torch.from_numpy(np.stack([_goal_array(g) for g in goals]))
         with (
             torch.inference_mode(),
             precision.autocast_disabled(self.device),
             precision.no_tf32(self.device, enabled=self.dtype == torch.float32),
         ):
-            pixels, goal = pixels.to(self.device), goal.to(self.device, self.dtype)
-            # Rows are interleaved per env (cond, uncond, cond, ...), so each env's memory
-            # stays one contiguous slice.
-            if self.share_frame_encoding:
-                features = self.network.encode_frames(pixels).repeat_interleave(rows, dim=0)
-            else:
-                features = self.network.encode_frames(pixels.repeat_interleave(rows, dim=0))
-            if rows == 2:
-                goal = torch.stack([goal, torch.zeros_like(goal)], dim=1).flatten(0, 1)
-            memory = _stack_memory([state.memory for state in states])
-            first = torch.zeros(rows * n, 1, dtype=torch.bool, device=self.device)
-            latent, memory = self.network.trunk(features[:, None], goal[:, None], first, memory)
-            heads = self.network.heads(latent[:, 0])
-        conditional = HeadOutput(*(head[0::rows] for head in heads))
-        if self.cond_scale is None:
-            output = PolicyOutput(conditional.buttons, conditional.camera, conditional, None)
-        else:
-            unconditional = HeadOutput(*(head[1::2] for head in heads))
-            s = self.cond_scale
-            output = PolicyOutput(
-                (1 + s) * conditional.buttons - s * unconditional.buttons,
-                (1 + s) * conditional.camera - s * unconditional.camera,
-                conditional,
-                unconditional,
+            output, memory = self.network(
+                pixels.to(self.device),
+                goal.to(self.device, self.dtype),
+                torch.zeros(n, dtype=torch.bool, device=self.device),  # new episodes: new states
+                stack_memories([state.memory for state in states]),
+                cond_scale=self.cond_scale,
+                share_frame_encoding=self.share_frame_encoding,
             )
         # Each new state owns a copy of its generator, so an old state can be reused (branched)
         # and sample the same again. Its memory is a view into this batch's tensors.
         new_states = [
-            Steve1State(
-                [_slice_memory(block, i * rows, (i + 1) * rows) for block in memory],
-                _clone_generator(state.generator),
-            )
+            Steve1State(env_memory(memory, i, rows), _clone_generator(state.generator))
             for i, state in enumerate(states)
         ]
         return output, new_states
@@ -351,14 +335,9 @@ def _clone_generator(generator: torch.Generator) -> torch.Generator:
     return clone
 
 
-def _stack_memory(memories: Sequence[list[AttentionMemory]]) -> list[AttentionMemory]:
-    if len(memories) == 1:
-        return list(memories[0])
-    return [
-        AttentionMemory(*(torch.cat(parts, dim=0) for parts in zip(*blocks, strict=True)))
-        for blocks in zip(*memories, strict=True)
-    ]
-
-
-def _slice_memory(memory: AttentionMemory, start: int, stop: int) -> AttentionMemory:
-    return AttentionMemory(*(part[start:stop] for part in memory))
+def _goal_array(goal: Any) -> np.ndarray:
+    # A Goal's embedding is already finite float32 (512,) (checked once, when it was made);
+    # only raw values given to forward() need converting.
+    if precision.is_goal_embedding(goal):
+        return goal
+    return precision.as_goal_embedding(goal)

@@ -1,12 +1,26 @@
 """The STEVE-1 network: VPT's "2x" policy with goal conditioning, in our own PyTorch code.
 
 Module and parameter names follow the official state dict (``net.*``, ``pi_head.*``,
-``value_head.*``) so released weights load with ``strict=True``. The forward pass is split in
-three so callers can share work: `Steve1Network.encode_frames` (the ImpalaCNN, nearly all of
-the arithmetic), `Steve1Network.trunk` (goal, transformer memory, output layers) and
-`Steve1Network.heads` (action log-probabilities and the value).
+``value_head.*``) so released weights load with ``strict=True``. `Steve1Network.forward` runs
+one time step for N envs, classifier-free guidance included; it is built from three parts that
+callers (tests, benchmarks) may also run alone: `Steve1Network.encode_frames` (the ImpalaCNN,
+nearly all of the arithmetic), `Steve1Network.trunk` (goal, transformer memory, output layers)
+and `Steve1Network.heads` (action log-probabilities and the value).
 
-Shapes: ``B`` batch, ``T`` time steps per call, ``H`` = ``hidsize`` (2048 when released).
+With guidance each env has two batch rows, interleaved per env (conditional, unconditional,
+conditional, ...), so one env's memory is one contiguous slice of the batch memory:
+`stack_memories` joins per-env memories, `env_memory` takes one env's rows back.
+
+CPU kernel paths (both off unless the network is built with them; `NativeSteve1Policy` turns
+them on, see its ``cpu_kernels`` argument, and docs/performance.md):
+
+- ``small_batch_matmul``: `Linear` computes CPU batches of up to `Linear.SMALL_BATCH_ROWS`
+  rows as ``W @ x.T``, which streams each weight matrix once (faster at inference batches).
+- ``batch_invariant_norm``: `SampleGroupNorm` runs on one CPU thread when PyTorch would split
+  a reduction across threads, so a frame's features do not depend on the batch it is in.
+
+Shapes: ``N`` envs, ``B`` batch rows, ``T`` time steps per call, ``H`` = ``hidsize`` (2048
+when released).
 """
 
 from __future__ import annotations
@@ -150,19 +164,22 @@ RELEASED_CONFIG = NetworkConfig()
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` that computes small CPU batches as ``W @ x.T``.
+    """`nn.Linear` that can compute small CPU batches as ``W @ x.T`` (opt-in).
 
     With the weight as the left operand, BLAS streams it once for all rows; ``x @ W.T``, what
     `F.linear` does, costs about one weight pass per row here. The layers are large (up to
-    2048 x 8192), so at the batch sizes of inference this halves the transformer's time. The
-    arithmetic is the same fp32 dot products.
+    2048 x 8192), so at the batch sizes of inference this can halve the transformer's time.
+    The arithmetic is the same fp32 dot products, summed in BLAS's order for that form.
 
     Attributes:
-        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used; 0 turns it off
-            (benchmarks compare with it off).
+        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used; 0 (the default)
+            is plain `F.linear`. `Steve1Network.use_cpu_kernels` sets it.
     """
 
-    small_batch_rows = 16
+    SMALL_BATCH_ROWS = 16
+    """The batch size up to which the ``W @ x.T`` form is used when it is turned on."""
+
+    small_batch_rows = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the layer."""
@@ -178,20 +195,31 @@ class Linear(nn.Linear):
 
 
 class SampleGroupNorm(nn.GroupNorm):
-    """`nn.GroupNorm` whose result for a sample does not depend on the batch it is in.
+    """`nn.GroupNorm` whose result for a sample can be made independent of its batch (opt-in).
 
     PyTorch's CPU kernel gives each (sample, group) to one thread when their number is a
     multiple of the thread count, and otherwise splits reductions across threads, which rounds
-    differently. Other batches therefore run on one thread, so a frame encoded alone (shared by
-    the guidance branches) or with other envs gets the numbers it gets in a two-row batch, what
-    the official agent runs (on two threads or fewer). Note that `torch.set_num_threads` is
-    process-wide: another thread running torch at that moment also runs single-threaded.
+    differently. With `batch_invariant` set, other batches run on one thread, so a frame
+    encoded alone (shared by the guidance branches) or with other envs gets the numbers it gets
+    in a two-row batch, what the official agent runs (on two threads or fewer). Note that
+    `torch.set_num_threads` is process-wide: another thread running torch at that moment also
+    runs single-threaded.
+
+    Attributes:
+        batch_invariant: Whether CPU batches that PyTorch would split run on one thread; off
+            by default. `Steve1Network.use_cpu_kernels` sets it.
     """
+
+    batch_invariant = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalises `x` as `nn.GroupNorm` does."""
         threads = torch.get_num_threads()
-        if x.device.type != "cpu" or (x.shape[0] * self.num_groups) % threads == 0:
+        if (
+            not self.batch_invariant
+            or x.device.type != "cpu"
+            or (x.shape[0] * self.num_groups) % threads == 0
+        ):
             return super().forward(x)
         torch.set_num_threads(1)
         try:
@@ -531,14 +559,66 @@ class HeadOutput(NamedTuple):
     value: torch.Tensor
 
 
+class PolicyOutput(NamedTuple):
+    """What one time step of `Steve1Network.forward` gives, per env.
+
+    Attributes:
+        buttons: ``(N, 8641)`` log-probabilities actions are sampled from: guided
+            ``(1 + s) * conditional - s * unconditional`` with a ``cond_scale`` s (not
+            renormalised, as upstream), else the conditional ones.
+        camera: ``(N, 121)``, likewise.
+        conditional: Heads of the goal-conditioned branch (values included).
+        unconditional: Heads of the zero-goal branch, or None without guidance.
+    """
+
+    buttons: torch.Tensor
+    camera: torch.Tensor
+    conditional: HeadOutput
+    unconditional: HeadOutput | None
+
+
+def guidance_rows(cond_scale: float | None) -> int:
+    """Batch rows per env: two guidance branches (conditional, unconditional), or one."""
+    return 1 if cond_scale is None else 2
+
+
+def stack_memories(memories: Sequence[Sequence[AttentionMemory]]) -> list[AttentionMemory]:
+    """Joins per-env memories (per block, each env's rows) into one batch memory, env by env."""
+    if len(memories) == 1:
+        return list(memories[0])
+    return [
+        AttentionMemory(*(torch.cat(parts, dim=0) for parts in zip(*blocks, strict=True)))
+        for blocks in zip(*memories, strict=True)
+    ]
+
+
+def env_memory(memory: Sequence[AttentionMemory], env: int, rows: int) -> list[AttentionMemory]:
+    """Env `env`'s `rows` rows of a batch memory, per block (views, not copies)."""
+    start, stop = env * rows, (env + 1) * rows
+    return [AttentionMemory(*(part[start:stop] for part in block)) for block in memory]
+
+
 class Steve1Network(nn.Module):
     """The whole STEVE-1 policy network; its state dict is the official one.
 
+    Built plain, it runs stock PyTorch kernels; the two CPU kernel paths of this module (see
+    its docstring) are opt-in, at construction or later with `use_cpu_kernels`.
+
     Args:
         config: The architecture (`RELEASED_CONFIG` for the official weights).
+        small_batch_matmul: Compute CPU batches of up to `Linear.SMALL_BATCH_ROWS` rows as
+            ``W @ x.T`` (faster at inference batch sizes).
+        batch_invariant_norm: Run the image encoder's GroupNorms so that a frame's features do
+            not depend on the batch it is encoded in (single-threaded where PyTorch would split).
     """
 
-    def __init__(self, config: NetworkConfig = RELEASED_CONFIG) -> None:
+    def __init__(
+        self,
+        config: NetworkConfig = RELEASED_CONFIG,
+        *,
+        small_batch_matmul: bool = False,
+        batch_invariant_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.config = config
         self.net = PolicyNet(config)
@@ -549,6 +629,17 @@ class Steve1Network(nn.Module):
             }
         )
         self.value_head = ValueHead(config.hidsize)
+        self.use_cpu_kernels(
+            small_batch_matmul=small_batch_matmul, batch_invariant_norm=batch_invariant_norm
+        )
+
+    def use_cpu_kernels(self, *, small_batch_matmul: bool, batch_invariant_norm: bool) -> None:
+        """Turns the CPU kernel paths on or off (they change nothing on other devices)."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.small_batch_rows = Linear.SMALL_BATCH_ROWS if small_batch_matmul else 0
+            elif isinstance(module, SampleGroupNorm):
+                module.batch_invariant = batch_invariant_norm
 
     def cast(self, device: torch.device, dtype: torch.dtype) -> Steve1Network:
         """Moves the network and casts its weights to `dtype`, except the value statistics."""
@@ -616,3 +707,70 @@ class Steve1Network(nn.Module):
             self.pi_head["camera"](latent, temperature),
             self.value_head(latent),
         )
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        goals: torch.Tensor,
+        first: torch.Tensor,
+        state: Sequence[AttentionMemory],
+        *,
+        cond_scale: float | None = None,
+        share_frame_encoding: bool = True,
+    ) -> tuple[PolicyOutput, list[AttentionMemory]]:
+        """Runs one time step for N envs, with classifier-free guidance when `cond_scale` is set.
+
+        Guidance is a property of the call, not of the weights: with a `cond_scale` each env
+        has two batch rows (`guidance_rows`), the conditional one with its goal and the
+        unconditional one with a zero goal, and `state` must hold both.
+
+        Args:
+            frames: ``(N, S, S, 3)`` uint8 agent frames (already resized, see
+                `steve1_env.agent.conversion.agent_frame`).
+            goals: ``(N, 512)`` goal embeddings (cast to the weights' dtype).
+            first: ``(N,)`` bool: True starts a new episode for that env (its memory is
+                forgotten).
+            state: The memory per block, ``N * guidance_rows(cond_scale)`` rows, interleaved
+                per env (see `stack_memories`).
+            cond_scale: The guidance scale s, or None for the conditional branch alone.
+            share_frame_encoding: Encode each frame once for both branches. False encodes it
+                per branch, as upstream does (for comparisons only).
+
+        Returns:
+            The per-env outputs and the new memory (same layout as `state`).
+
+        Raises:
+            ConfigurationError: If `state` has another number of rows.
+        """
+        n, rows = frames.shape[0], guidance_rows(cond_scale)
+        if state[0].keys.shape[0] != n * rows:
+            raise ConfigurationError(
+                f"The memory has {state[0].keys.shape[0]} batch rows, but {n} env(s) with "
+                f"cond_scale={cond_scale} need {n * rows}; stack one memory per env from "
+                f"initial_state({rows})."
+            )
+        # Rows are interleaved per env (cond, uncond, cond, ...), so each env's memory stays
+        # one contiguous slice.
+        if share_frame_encoding:
+            features = self.encode_frames(frames).repeat_interleave(rows, dim=0)
+        else:
+            features = self.encode_frames(frames.repeat_interleave(rows, dim=0))
+        if rows == 2:
+            goals = torch.stack([goals, torch.zeros_like(goals)], dim=1).flatten(0, 1)
+        first = first.repeat_interleave(rows)
+
+        latent, state = self.trunk(features[:, None], goals[:, None], first[:, None], state)
+        heads = self.heads(latent[:, 0])
+
+        conditional = HeadOutput(*(head[0::rows] for head in heads))
+        if cond_scale is None:
+            return PolicyOutput(conditional.buttons, conditional.camera, conditional, None), state
+        unconditional = HeadOutput(*(head[1::2] for head in heads))
+        s = cond_scale
+        guided = PolicyOutput(
+            (1 + s) * conditional.buttons - s * unconditional.buttons,
+            (1 + s) * conditional.camera - s * unconditional.camera,
+            conditional,
+            unconditional,
+        )
+        return guided, state

@@ -179,7 +179,9 @@ class OfficialSteve1Policy:
                 "OfficialSteve1Policy serves one env (and only its current episode). Create a "
                 "policy per env, or use policy='steve1' (per-env state, batched)."
             )
-        embedding = precision.as_goal_embedding(goal.embedding)[None]  # (1, 512) float32
+        # (1, 512) float32, as `Goal` guarantees; copied because it is read-only and the agent
+        # hands it to torch.
+        embedding = np.array(goal.embedding[None], dtype=np.float32)
         with precision.autocast_disabled(self.device), self._rng.borrowed():
             raw = self.agent.get_action(obs, embedding)
         action: dict[str, Any] = {
