@@ -16,6 +16,7 @@ from steve1_env.evaluation.runner import evaluate
 from steve1_env.evaluation.trial import MAX_ENVS_PER_WORKER, RunSettings, TrialRunner
 from steve1_env.prompt.goals import GoalEncoder
 from steve1_env.prompt.hash_encoder import HashPromptEncoder
+from steve1_env.success import resolve_detectors
 from steve1_env.tasks.spec import parse_task_set
 from steve1_env.worlds.base import InProcessWorld, WorldStep, as_async
 from steve1_env.worlds.synthetic import SyntheticWorld
@@ -115,9 +116,9 @@ def test_one_worker_makes_one_policy_call_per_tick_for_all_its_worlds(tmp_path, 
     engine = SkillEngine([Slot(world, counting, goals) for world in worlds])
     rng = [np.random.default_rng(i) for i in range(3)]
     for i in range(3):
-        engine.reset(i, rng[i], "chop a tree", lambda instruction: None)
+        engine.reset(i, rng[i], "get dirt", resolve_detectors(None))
     for i, budget in enumerate((4, 2, 3)):
-        engine.begin(i, "chop a tree", budget)
+        engine.begin(i, "get dirt", budget)
     engine.run()
     # Slots leave the batch as their budgets run out: 3 rows, then 3, then 2, then 1.
     assert counting.batches == [3, 3, 2, 1]

@@ -62,7 +62,7 @@ class GoalEncoder:
             return cached
         with precision.autocast_disabled(self.device):
             raw = self.encoder.encode(instruction)
-        goal = Goal(instruction, _read_only(precision.as_goal_embedding(raw)))
+        goal = Goal(instruction, raw)  # converted once, to a read-only float32 array
         self._goals[instruction] = goal
         if len(self._goals) > self.cache_size:
             self._goals.popitem(last=False)
@@ -71,8 +71,3 @@ class GoalEncoder:
     def embedding(self, instruction: str) -> np.ndarray:
         """Returns the float32 ``(512,)`` read-only goal embedding of `instruction`."""
         return self.goal(instruction).embedding
-
-
-def _read_only(embedding: np.ndarray) -> np.ndarray:
-    embedding.flags.writeable = False
-    return embedding
