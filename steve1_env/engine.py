@@ -264,11 +264,16 @@ class SkillEngine:
                     results[position] = exc
                 else:
                     sent.append(position)
+            refused: InvalidActionError | None = None
             for position in sent:
                 try:
                     results[position] = self.slots[active[position]].world.step_wait()
+                except InvalidActionError as exc:  # only the world in its process could tell
+                    refused = refused or exc
                 except Exception as exc:
                     results[position] = exc
+            if refused is not None:  # raised once every answer is read: no world waits
+                raise refused
         except BaseException:
             # An interrupt (or an invalid action) between sending and reading: answers still
             # on their way are never read, so those worlds drop them now (a world process is
