@@ -196,7 +196,8 @@ class _WorkerPool:
             self._stop(self._active[index])
             self._active[index] = self._start(index)
 
-        while queue or in_flight:
+        # A worker may hold trials between calls (it answered when one of its worlds ended).
+        while queue or in_flight or any(running):
             for index in range(count):
                 if index in in_flight.values():
                     continue
@@ -230,6 +231,12 @@ class _WorkerPool:
                 except _WorkerLost as exc:
                     yield from lose(index, str(exc))
                     continue
+                if not answers:  # a call ends when a trial ends: asking again would never end
+                    raise EvaluationError(
+                        f"Worker {index} answered without a record while it ran "
+                        f"{len(running[index])} trial(s); the run stopped instead of waiting "
+                        "forever."
+                    )
                 for data in answers:
                     key = str(data.get("key")) if isinstance(data, dict) else "?"
                     ran: TrialSpec | None = running[index].pop(key, None)
