@@ -298,6 +298,10 @@ class TrialFailedError(Exception):
         self.spec = spec
         self.cause = cause
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields: a Ray actor's failed trial reaches the driver as itself.
+        return (TrialFailedError, (self.spec, self.cause))
+
 
 class _WorldSlot:
     """One world of a worker: its env (on the worker's engine) and the trial it runs."""
