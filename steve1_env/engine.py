@@ -254,17 +254,19 @@ class SkillEngine:
     def _step_worlds(self, active: list[int], actions: list[Any]) -> list[Any]:
         results: list[Any] = [None] * len(active)
         sent: list[int] = []
+        # A refused action is the caller's mistake, raised once every answer is read: the
+        # other worlds (a Minecraft server each) keep running instead of being killed.
+        refused: InvalidActionError | None = None
         try:
             for position, (i, action) in enumerate(zip(active, actions, strict=True)):
                 try:
                     self.slots[i].world.step_async(action)
-                except InvalidActionError:
-                    raise
+                except InvalidActionError as exc:
+                    refused = refused or exc
                 except Exception as exc:  # the world is gone: that slot crashed
                     results[position] = exc
                 else:
                     sent.append(position)
-            refused: InvalidActionError | None = None
             for position in sent:
                 try:
                     results[position] = self.slots[active[position]].world.step_wait()
@@ -272,14 +274,14 @@ class SkillEngine:
                     refused = refused or exc
                 except Exception as exc:
                     results[position] = exc
-            if refused is not None:  # raised once every answer is read: no world waits
-                raise refused
         except BaseException:
-            # An interrupt (or an invalid action) between sending and reading: answers still
-            # on their way are never read, so those worlds drop them now (a world process is
-            # killed) instead of making close() wait.
+            # An interrupt between sending and reading: answers still on their way are never
+            # read, so those worlds drop them now (a world process is killed) instead of
+            # making close() wait.
             _abandon_waiting(self.slots[i].world for i in active)
             raise
+        if refused is not None:
+            raise refused
         return results
 
     def _apply(self, slot: Slot, result: WorldStep | Exception) -> None:

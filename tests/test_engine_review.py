@@ -77,20 +77,33 @@ def test_an_instruction_the_encoder_refuses_does_not_wedge_a_vector_env():
 
 
 # ------------------------------------------------ a world process refusing an action
-def test_an_action_refused_inside_a_world_process_is_an_error_not_a_crash():
+def test_an_action_a_world_process_refuses_is_an_error_and_spares_the_other_worlds():
     # The in-process adapter raises InvalidActionError from step_async; a world in its process
-    # can only tell at step_wait. Both are the caller's mistake, as they were before.
-    world = WorldProcess("synthetic", SMALL)
-    policy = FunctionPolicy(lambda call: {"attack": 7})
-    engine = SkillEngine([Slot(world, policy, GoalEncoder(HashPromptEncoder()))])
+    # may only tell at step_wait. Either way it is the caller's mistake, as before the engine:
+    # no crash is recorded, and the other worlds (a Minecraft server each) are not killed.
+    worlds = [WorldProcess("synthetic", SMALL) for _ in range(2)]
+    healthy = {"forward": 1}
+    refused_in_child = FunctionPolicy(lambda call: {"attack": 7} if call == 1 else healthy)
+    refused_here = FunctionPolicy(lambda call: ["forward"] if call == 2 else healthy)
+    goals = GoalEncoder(HashPromptEncoder())
+    engine = SkillEngine(
+        [Slot(worlds[0], refused_in_child, goals), Slot(worlds[1], refused_here, goals)]
+    )
     try:
-        engine.reset(0, np.random.default_rng(0), "get dirt", resolve_detectors(None))
-        engine.begin(0, "get dirt", 3)
-        with pytest.raises(InvalidActionError, match="attack"):
-            engine.run()
-        assert not world.waiting  # every answer was read
+        for i in range(2):
+            engine.reset(i, np.random.default_rng(i), "get dirt", resolve_detectors(None))
+        pids = [world.pid for world in worlds]
+        for match in ("attack", "must be a dict"):
+            for i in range(2):
+                engine.begin(i, "get dirt", 5)
+            with pytest.raises(InvalidActionError, match=match):
+                engine.run()
+            engine.abort(range(2))
+            assert [world.pid for world in worlds] == pids
+            assert not any(world.waiting for world in worlds)  # every answer was read
     finally:
-        world.close()
+        for world in worlds:
+            world.close()
 
 
 # ------------------------------------------------ the worker pool with several worlds
