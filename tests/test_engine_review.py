@@ -93,11 +93,12 @@ def test_an_action_a_world_process_refuses_is_an_error_and_spares_the_other_worl
         for i in range(2):
             engine.reset(i, np.random.default_rng(i), "get dirt", resolve_detectors(None))
         pids = [world.pid for world in worlds]
-        for match in ("attack", "must be a dict"):
+        for refusing, match in ((0, "attack"), (1, "must be a dict")):
             for i in range(2):
                 engine.begin(i, "get dirt", 5)
             with pytest.raises(InvalidActionError, match=match):
                 engine.run()
+            assert engine.failed_slot == refusing
             engine.abort(range(2))
             assert [world.pid for world in worlds] == pids
             assert not any(world.waiting for world in worlds)  # every answer was read
@@ -203,3 +204,34 @@ def test_a_worker_dying_with_several_trials_costs_each_of_them_one_try(retries):
             assert record.outcome != "crash" and record.worker == "inline-0"
         else:  # no try left: recorded as lost
             assert record.outcome == "crash" and record.worker == "lost"
+
+
+# ------------------------------------------------ a detector error names its own trial
+def exploding_detector(start, obs, steps):
+    """A user's detector that breaks after a few ticks."""
+    if steps >= 3:
+        raise ZeroDivisionError("the detector divided by zero")
+    return False
+
+
+BROKEN_SECOND = """
+name: broken
+tasks:
+  - {name: fine, instruction: get dirt, max_steps: 250}
+  - name: broken
+    instruction: get dirt
+    max_steps: 250
+    success: {type: custom, function: "tests.test_engine_review:exploding_detector"}
+"""
+
+
+def test_a_detector_error_among_several_worlds_is_blamed_on_its_own_trial():
+    specs = parse_task_set(BROKEN_SECOND, allow_imports=True).trial_specs(1)
+    runner = TrialRunner(OFFLINE, envs=2)
+    try:
+        with pytest.raises(TrialFailedError) as caught:
+            runner.advance([(spec, 0) for spec in specs])
+    finally:
+        runner.close()
+    assert caught.value.spec.task == "broken"
+    assert isinstance(caught.value.cause, ZeroDivisionError)

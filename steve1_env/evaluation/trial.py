@@ -417,8 +417,11 @@ class TrialRunner:
                 engine = SkillEngine([slot.env._slot for slot in running], self._warned)
                 try:
                     engine.tick()
-                except Exception as exc:  # a policy error: blamed on the first trial
-                    raise TrialFailedError(running[0].spec, exc) from exc  # type: ignore[arg-type]
+                except Exception as exc:
+                    # A trial's own detector (or policy) failed, or the batched policy call:
+                    # blamed on the first trial then.
+                    failed = running[engine.failed_slot or 0]
+                    raise TrialFailedError(failed.spec, exc) from exc  # type: ignore[arg-type]
                 for slot in running:
                     if not slot.env._slot.stepping:
                         self._after_step(slot, finished, on_steps)
