@@ -1,15 +1,14 @@
 """Executors run trials and yield their records as they finish.
 
-- `LocalExecutor`: one after another in this process (progress at every high-level step).
-- `ProcessExecutor`: parallel worker processes on this machine, each with its own world and
-  policy.
-- `RayExecutor`: one Ray actor per world, each with its own policy, on a local or remote Ray
-  cluster.
+- `LocalExecutor`: in this process (progress at every high-level step).
+- `ProcessExecutor`: parallel worker processes on this machine.
+- `RayExecutor`: Ray actors on a local or remote Ray cluster.
 
-Every executor hands each worker one trial at a time. When a worker dies (a segfaulting
-simulator, an out-of-memory kill, a lost Ray node), it is replaced and its trial runs again on
-another worker, up to the run's ``crash_retries``; the lost tries are counted as crashes of
-that trial. An exception raised inside a trial (a configuration error) stops the run.
+Every worker hosts ``envs_per_worker`` worlds with ONE policy and runs one trial per world at a
+time. When a worker dies (a segfaulting simulator, an out-of-memory kill, a lost Ray node), it
+is replaced, and each trial it was running loses one try and runs again, up to the run's
+``crash_retries``; the lost tries are counted as crashes of that trial. An exception raised
+inside a trial (a configuration error) stops the run.
 """
 
 from __future__ import annotations
