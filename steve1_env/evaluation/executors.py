@@ -424,7 +424,7 @@ class RayTrialActor:
 
 
 class RayExecutor(_WorkerPool):
-    """Runs trials on Ray: one actor per world, each with its own policy.
+    """Runs trials on Ray actors, each hosting `envs_per_worker` worlds and one policy.
 
     Args:
         settings: The run's settings. Videos are written by the actors, so on a multi-node
@@ -434,7 +434,9 @@ class RayExecutor(_WorkerPool):
             local Ray unless this process already connected one.
         num_cpus: CPUs of a local Ray started here (None: all).
         cpus_per_actor: CPUs each actor reserves.
-        gpus_per_actor: GPUs each actor reserves (use with ``device="cuda"``).
+        gpus_per_actor: GPUs each actor reserves (use with ``device="cuda"``); one GPU then
+            serves all the worlds of its actor.
+        envs_per_worker: Worlds each actor hosts, sharing its one policy.
 
     Raises:
         ConfigurationError: If the cluster cannot be reached, or cannot hold `workers` actors
