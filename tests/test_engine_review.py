@@ -235,3 +235,28 @@ def test_a_detector_error_among_several_worlds_is_blamed_on_its_own_trial():
         runner.close()
     assert caught.value.spec.task == "broken"
     assert isinstance(caught.value.cause, ZeroDivisionError)
+
+
+# ------------------------------------------------ world crashes among several worlds
+def test_a_world_crash_among_several_worlds_retries_that_trial_alone_on_a_fresh_world(tmp_path):
+    from dataclasses import replace
+
+    from steve1_env.evaluation.runner import evaluate
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    crashing = replace(
+        OFFLINE,
+        world="tests.fakes.crashing_worlds:SocketErrorWorld",
+        world_kwargs={**SMALL, "marker_dir": str(markers), "after": 5},
+    )
+    tasks = parse_task_set(UNEVEN)
+    clean = evaluate(tasks, tmp_path / "clean", OFFLINE, trials=2, progress=False)
+    run = evaluate(tasks, tmp_path / "crash", crashing, trials=2, envs_per_worker=3, progress=False)
+
+    def played(records):
+        return {r.key: (r.outcome, r.reason, r.steps, r.inventory) for r in records}
+
+    assert played(run.records) == played(clean.records)
+    crashed = [r for r in run.records if r.crashes]
+    assert len(crashed) == 1 and crashed[0].errors == ["SocketException"]
