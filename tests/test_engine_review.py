@@ -19,6 +19,7 @@ from steve1_env.prompt.hash_encoder import HashPromptEncoder
 from steve1_env.prompt.precomputed import PrecomputedPromptEncoder
 from steve1_env.success import resolve_detectors
 from steve1_env.tasks.spec import parse_task_set
+from steve1_env.worlds.synthetic import SyntheticWorld
 from steve1_env.worlds.world_process import WorldProcess
 
 from .conftest import FunctionPolicy
@@ -260,3 +261,51 @@ def test_a_world_crash_among_several_worlds_retries_that_trial_alone_on_a_fresh_
     assert played(run.records) == played(clean.records)
     crashed = [r for r in run.records if r.crashes]
     assert len(crashed) == 1 and crashed[0].errors == ["SocketException"]
+
+
+# ------------------------------------------------ Ctrl-C in the middle of a tick
+class InterruptingWorld(SyntheticWorld):
+    """Raises KeyboardInterrupt at the `at`-th step of all such worlds, once (Ctrl-C)."""
+
+    steps = 0
+    at: int | None = None
+
+    def step(self, action):
+        InterruptingWorld.steps += 1
+        if InterruptingWorld.steps == InterruptingWorld.at:
+            raise KeyboardInterrupt
+        return super().step(action)
+
+
+def test_ctrl_c_mid_tick_drops_every_trial_and_video_and_the_runner_goes_on(tmp_path):
+    from dataclasses import replace
+
+    world = "tests.test_engine_review:InterruptingWorld"
+    settings = replace(OFFLINE, world=world, video_dir=str(tmp_path / "videos"))
+    specs = parse_task_set(UNEVEN).trial_specs(1)
+
+    def run_all(runner):
+        records = runner.advance([(spec, 0) for spec in specs])
+        while runner.busy:
+            records += runner.advance()
+        return {r.key: (r.outcome, r.steps, r.inventory) for r in records}
+
+    runner = TrialRunner(settings, envs=2)
+    try:
+        # The 8th world step is the second world's in the fourth tick: the first world has
+        # stepped in that tick (its answer never read), the second never answers.
+        InterruptingWorld.steps, InterruptingWorld.at = 0, 8
+        with pytest.raises(KeyboardInterrupt):
+            runner.advance([(spec, 0) for spec in specs])
+        assert not runner.busy and runner.free == 2
+        assert not list((tmp_path / "videos").rglob("*.mp4"))  # partial videos are deleted
+        InterruptingWorld.at = None
+        again = run_all(runner)
+    finally:
+        runner.close()
+    fresh = TrialRunner(settings, envs=2)
+    try:
+        assert again == run_all(fresh)
+    finally:
+        fresh.close()
+    assert len(list((tmp_path / "videos").rglob("*.mp4"))) == 2
