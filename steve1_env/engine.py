@@ -137,11 +137,17 @@ class SkillEngine:
         slots: The slots, each with its world, policy and goal encoder.
         warned: Instructions already warned about as undetectable (shared with the caller, so
             each is warned about once per env).
+
+    Attributes:
+        failed_slot: After a tick raised, the slot whose own code failed (its detector, its
+            frame observer, a policy or world serving it alone); None when the failure was
+            the batch's (a batched policy call).
     """
 
     def __init__(self, slots: Sequence[Slot], warned: set[str] | None = None) -> None:
         self.slots = list(slots)
         self._warned = set() if warned is None else warned
+        self.failed_slot: int | None = None
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -225,12 +231,15 @@ class SkillEngine:
         """
         chosen = range(len(self.slots)) if slots is None else slots
         active = [i for i in chosen if self.slots[i].stepping]
+        self.failed_slot = None
         if not active:
             return []
         actions = self._act(active)
         results = self._step_worlds(active, actions)
         for i, result in zip(active, results, strict=True):
+            self.failed_slot = i
             self._apply(self.slots[i], result)
+        self.failed_slot = None
         return active
 
     def _act(self, active: list[int]) -> list[Any]:
@@ -241,11 +250,13 @@ class SkillEngine:
         actions: dict[int, Any] = {}
         for members in groups.values():
             slots = [self.slots[i] for i in members]
-            for slot in slots:
+            for i, slot in zip(members, slots, strict=True):
                 if slot.on_frame is not None:
+                    self.failed_slot = i
                     slot.on_frame(slot.obs["pov"])  # type: ignore[index]
-            policy = slots[0].policy
-            low, states = _call_policy(policy, slots)
+            self.failed_slot = members[0] if len(members) == 1 else None
+            low, states = _call_policy(slots[0].policy, slots)
+            self.failed_slot = None
             for i, slot, action, state in zip(members, slots, low, states, strict=True):
                 slot.state = state
                 actions[i] = action
@@ -254,12 +265,15 @@ class SkillEngine:
     def _step_worlds(self, active: list[int], actions: list[Any]) -> list[Any]:
         results: list[Any] = [None] * len(active)
         sent: list[int] = []
+        # A refused action is the caller's mistake, raised once every answer is read: the
+        # other worlds (a Minecraft server each) keep running instead of being killed.
+        refused: list[tuple[int, InvalidActionError]] = []
         try:
             for position, (i, action) in enumerate(zip(active, actions, strict=True)):
                 try:
                     self.slots[i].world.step_async(action)
-                except InvalidActionError:
-                    raise
+                except InvalidActionError as exc:
+                    refused.append((i, exc))
                 except Exception as exc:  # the world is gone: that slot crashed
                     results[position] = exc
                 else:
@@ -267,14 +281,19 @@ class SkillEngine:
             for position in sent:
                 try:
                     results[position] = self.slots[active[position]].world.step_wait()
+                except InvalidActionError as exc:  # only the world in its process could tell
+                    refused.append((active[position], exc))
                 except Exception as exc:
                     results[position] = exc
         except BaseException:
-            # An interrupt (or an invalid action) between sending and reading: answers still
-            # on their way are never read, so those worlds drop them now (a world process is
-            # killed) instead of making close() wait.
+            # An interrupt between sending and reading: answers still on their way are never
+            # read, so those worlds drop them now (a world process is killed) instead of
+            # making close() wait.
             _abandon_waiting(self.slots[i].world for i in active)
             raise
+        if refused:
+            self.failed_slot, error = refused[0]
+            raise error
         return results
 
     def _apply(self, slot: Slot, result: WorldStep | Exception) -> None:

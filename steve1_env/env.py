@@ -342,9 +342,10 @@ class Steve1SkillEnv(gym.Env):
         budget = self.k
         if self.max_low_level_steps is not None:
             budget = min(budget, self.max_low_level_steps - self._slot.total_steps)
-        # A policy exception leaves the episode half-stepped: it then needs a reset.
-        self._needs_reset = True
+        # An encoder error in begin() changes nothing; from here on, a policy exception leaves
+        # the episode half-stepped: it then needs a reset.
         self._engine.begin(0, instruction, budget)
+        self._needs_reset = True
 
     def _end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         outcome = self._engine.end(0)

@@ -1,15 +1,14 @@
 """Executors run trials and yield their records as they finish.
 
-- `LocalExecutor`: one after another in this process (progress at every high-level step).
-- `ProcessExecutor`: parallel worker processes on this machine, each with its own world and
-  policy.
-- `RayExecutor`: one Ray actor per world, each with its own policy, on a local or remote Ray
-  cluster.
+- `LocalExecutor`: in this process (progress at every high-level step).
+- `ProcessExecutor`: parallel worker processes on this machine.
+- `RayExecutor`: Ray actors on a local or remote Ray cluster.
 
-Every executor hands each worker one trial at a time. When a worker dies (a segfaulting
-simulator, an out-of-memory kill, a lost Ray node), it is replaced and its trial runs again on
-another worker, up to the run's ``crash_retries``; the lost tries are counted as crashes of
-that trial. An exception raised inside a trial (a configuration error) stops the run.
+Every worker hosts ``envs_per_worker`` worlds with ONE policy and runs one trial per world at a
+time. When a worker dies (a segfaulting simulator, an out-of-memory kill, a lost Ray node), it
+is replaced, and each trial it was running loses one try and runs again, up to the run's
+``crash_retries``; the lost tries are counted as crashes of that trial. An exception raised
+inside a trial (a configuration error) stops the run.
 """
 
 from __future__ import annotations
@@ -196,7 +195,8 @@ class _WorkerPool:
             self._stop(self._active[index])
             self._active[index] = self._start(index)
 
-        while queue or in_flight:
+        # A worker may hold trials between calls (it answered when one of its worlds ended).
+        while queue or in_flight or any(running):
             for index in range(count):
                 if index in in_flight.values():
                     continue
@@ -230,6 +230,12 @@ class _WorkerPool:
                 except _WorkerLost as exc:
                     yield from lose(index, str(exc))
                     continue
+                if not answers:  # a call ends when a trial ends: asking again would never end
+                    raise EvaluationError(
+                        f"Worker {index} answered without a record while it ran "
+                        f"{len(running[index])} trial(s); the run stopped instead of waiting "
+                        "forever."
+                    )
                 for data in answers:
                     key = str(data.get("key")) if isinstance(data, dict) else "?"
                     ran: TrialSpec | None = running[index].pop(key, None)
@@ -418,7 +424,7 @@ class RayTrialActor:
 
 
 class RayExecutor(_WorkerPool):
-    """Runs trials on Ray: one actor per world, each with its own policy.
+    """Runs trials on Ray actors, each hosting `envs_per_worker` worlds and one policy.
 
     Args:
         settings: The run's settings. Videos are written by the actors, so on a multi-node
@@ -428,7 +434,9 @@ class RayExecutor(_WorkerPool):
             local Ray unless this process already connected one.
         num_cpus: CPUs of a local Ray started here (None: all).
         cpus_per_actor: CPUs each actor reserves.
-        gpus_per_actor: GPUs each actor reserves (use with ``device="cuda"``).
+        gpus_per_actor: GPUs each actor reserves (use with ``device="cuda"``); one GPU then
+            serves all the worlds of its actor.
+        envs_per_worker: Worlds each actor hosts, sharing its one policy.
 
     Raises:
         ConfigurationError: If the cluster cannot be reached, or cannot hold `workers` actors

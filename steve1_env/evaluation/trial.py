@@ -298,6 +298,10 @@ class TrialFailedError(Exception):
         self.spec = spec
         self.cause = cause
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields: a Ray actor's failed trial reaches the driver as itself.
+        return (TrialFailedError, (self.spec, self.cause))
+
 
 class _WorldSlot:
     """One world of a worker: its env (on the worker's engine) and the trial it runs."""
@@ -413,8 +417,11 @@ class TrialRunner:
                 engine = SkillEngine([slot.env._slot for slot in running], self._warned)
                 try:
                     engine.tick()
-                except Exception as exc:  # a policy error: blamed on the first trial
-                    raise TrialFailedError(running[0].spec, exc) from exc  # type: ignore[arg-type]
+                except Exception as exc:
+                    # A trial's own detector (or policy) failed, or the batched policy call:
+                    # blamed on the first trial then.
+                    failed = running[engine.failed_slot or 0]
+                    raise TrialFailedError(failed.spec, exc) from exc  # type: ignore[arg-type]
                 for slot in running:
                     if not slot.env._slot.stepping:
                         self._after_step(slot, finished, on_steps)
