@@ -55,3 +55,17 @@ def test_suite_writes_every_figure(tmp_path, golden):
     assert results["prompt"]["cold_ms"] > results["prompt"]["cached_ms"] > 0
     assert results["memory_peak"]["max_rss_mb"] > 0
     assert "env overhead per low-level step" in printed
+
+
+def test_evaluation_benchmark_measures_the_worlds_per_worker_axis(tmp_path):
+    out = tmp_path / "evaluation.json"
+    printed = run(
+        "bench_evaluation.py", "--axis", "envs", "--trials", "1", "--envs-per-worker", "1,2",
+        "--json", str(out),
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["envs_per_worker"]
+    assert set(rows) == {"1", "2"}
+    for row in rows.values():
+        assert row["trials"] == 2 and row["trials_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["same_records_as_first"] is True
+    assert rows["1"]["speedup_vs_first"] == 1.0 and "M=2" in printed

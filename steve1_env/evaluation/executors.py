@@ -194,10 +194,14 @@ class _WorkerPool:
             running[index] = {}
             self._stop(self._active[index])
             self._active[index] = self._start(index)
+            # Served last, so a lost trial's retry goes to another worker when one is free.
+            order.remove(index)
+            order.append(index)
 
         # A worker may hold trials between calls (it answered when one of its worlds ended).
+        order = list(range(count))  # which worker is offered trials first
         while queue or in_flight or any(running):
-            for index in range(count):
+            for index in list(order):
                 if index in in_flight.values():
                     continue
                 new: list[tuple[TrialSpec, int]] = []

@@ -350,7 +350,6 @@ class TrialRunner:
         self._policy: Any = None  # shared by every world when it batches
         self._shared: bool | None = None
         self._slots = [_WorldSlot(i) for i in range(self.envs)]
-        self._warned: set[str] = set()
 
     @property
     def free(self) -> int:
@@ -414,7 +413,7 @@ class TrialRunner:
                 self._start_trial(slot, spec, earlier, finished, on_steps)
             while not finished and self.busy:
                 running = [slot for slot in self._slots if slot.spec is not None]
-                engine = SkillEngine([slot.env._slot for slot in running], self._warned)
+                engine = SkillEngine([slot.env._slot for slot in running])
                 try:
                     engine.tick()
                 except Exception as exc:
