@@ -45,11 +45,15 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
+from steve1_env.prompt.mineclip_score import MineCLIPScorer, build_mineclip_scorer
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.skill_kinds import PAPER_PROMPTS
 from steve1_env.success import (
     DetectorLookup,
     DetectorSpec,
+    MineCLIPScore,
+    SuccessDetector,
+    as_detector,
     resolve_detectors,
 )
 from steve1_env.validation import (
@@ -94,6 +98,31 @@ def _check_device(device: Any) -> Any:
     return device
 
 
+def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
+    if spec is None:
+        if threshold is not None:
+            raise ConfigurationError(
+                "mineclip_threshold applies to fallback_detector='mineclip' only; pass both."
+            )
+        return None
+    if isinstance(spec, str) and spec == "mineclip":
+        if threshold is None:
+            raise ConfigurationError(
+                "fallback_detector='mineclip' needs mineclip_threshold=: no threshold is shipped "
+                "as tuned. Calibrate one on labelled clips (steve1_env.evaluation.calibration)."
+            )
+        return MineCLIPScore(threshold, name="mineclip")
+    return as_detector(spec)
+
+
+def _with_fallback(lookup: DetectorLookup, fallback: SuccessDetector) -> DetectorLookup:
+    def detector_for(instruction: str) -> SuccessDetector | None:
+        found = lookup(instruction)
+        return fallback if found is None else found
+
+    return detector_for
+
+
 class Steve1SkillEnv(gym.Env):
     """STEVE-1 (or another skill policy) as a goal-conditioned Gymnasium environment.
 
@@ -128,6 +157,20 @@ class Steve1SkillEnv(gym.Env):
         policy_kwargs: Keyword arguments for the policy factory.
         prompt_encoder_kwargs: Keyword arguments for the encoder factory.
         max_instruction_length: Longest accepted instruction in characters.
+        mineclip_score: Score every tick with MineCLIP (`steve1_env.prompt.mineclip_score`):
+            True builds a scorer from `mineclip_kwargs`; a `MineCLIPScorer` is used as given
+            (one scorer may serve many envs). ``info["mineclip"]`` then holds the score at the
+            end of the high-level step and its maximum over it. Turned on by ``reward=
+            "mineclip"`` and ``fallback_detector="mineclip"``.
+        mineclip_kwargs: Arguments of the scorer (``weights``, ``negatives``, ``dtype``).
+        reward: ``"success"`` (1.0 when the attempt succeeded in the step) or ``"mineclip"``
+            (MineDojo's dense reward, ``max(score - 1/prompts, 0)`` per tick, summed over the
+            high-level step).
+        fallback_detector: The detector of instructions no other detector covers: a detector,
+            or ``"mineclip"`` for a `steve1_env.success.MineCLIPScore` at
+            `mineclip_threshold`. ``info["detector"]`` names it when it fires.
+        mineclip_threshold: The threshold of ``fallback_detector="mineclip"``; no default is
+            shipped, since a threshold must be calibrated on real weights.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 (gym.Env API)
@@ -154,6 +197,11 @@ class Steve1SkillEnv(gym.Env):
         policy_kwargs: Mapping[str, Any] | None = None,
         prompt_encoder_kwargs: Mapping[str, Any] | None = None,
         max_instruction_length: int = MAX_INSTRUCTION_LENGTH,
+        mineclip_score: bool | MineCLIPScorer = False,
+        mineclip_kwargs: Mapping[str, Any] | None = None,
+        reward: Literal["success", "mineclip"] = "success",
+        fallback_detector: Any = None,
+        mineclip_threshold: float | None = None,
     ) -> None:
         if face not in ("text", "discrete"):
             raise ConfigurationError(f"face must be 'text' or 'discrete', got {face!r}.")
@@ -185,7 +233,18 @@ class Steve1SkillEnv(gym.Env):
         else:  # only sampling examples: drop what the length limit forbids
             limit = self.max_instruction_length
             self.skills = [s for s in PAPER_PROMPTS.values() if len(s) <= limit]
-        self._detector_for = resolve_detectors(success)
+        if reward not in ("success", "mineclip"):
+            raise ConfigurationError(f"reward must be 'success' or 'mineclip', got {reward!r}.")
+        self.reward = reward
+        fallback = _fallback_detector(fallback_detector, mineclip_threshold)
+        own = resolve_detectors(success)
+        self._detector_for = own if fallback is None else _with_fallback(own, fallback)
+        wants_score = reward == "mineclip" or fallback_detector == "mineclip"
+        if not isinstance(mineclip_score, MineCLIPScorer):
+            mineclip_score = boolean(mineclip_score, "mineclip_score") or wants_score
+        mineclip_args = keyword_arguments(
+            mineclip_kwargs, "mineclip_kwargs", "{'weights': 'weights/'}"
+        )
         self.device = _check_device(device)
         world_args = keyword_arguments(world_kwargs, "world_kwargs")
         policy_args = keyword_arguments(policy_kwargs, "policy_kwargs", "{'weights': 'random'}")
@@ -222,6 +281,12 @@ class Steve1SkillEnv(gym.Env):
                 PromptEncoder,
                 {"device": device, **encoder_args},
             )
+            self.scorer: MineCLIPScorer | None = None
+            if isinstance(mineclip_score, MineCLIPScorer):
+                self.scorer = mineclip_score
+            elif mineclip_score:
+                self.scorer = build_mineclip_scorer(device=device, **mineclip_args)
+                self._owned.append(self.scorer)
         except BaseException:
             self._close_owned()
             raise
@@ -229,7 +294,7 @@ class Steve1SkillEnv(gym.Env):
         self._warned_undetectable: set[str] = set()
         self._goals = GoalEncoder(self.prompt_encoder, device)
         # The engine with one slot: this env's world, policy and goals, and its episode.
-        self._slot = Slot(self.world, self.policy, self._goals)
+        self._slot = Slot(self.world, self.policy, self._goals, self.scorer)
         self._engine = SkillEngine([self._slot], self._warned_undetectable)
         self._needs_reset = True
 
@@ -350,6 +415,7 @@ class Steve1SkillEnv(gym.Env):
     def _end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         outcome = self._engine.end(0)
         success = outcome.reason == "success"
+        reward = outcome.mineclip_reward if self.reward == "mineclip" else float(success)
         terminated = outcome.world_done or (success and self.terminate_on_success)
         capped = (
             self.max_low_level_steps is not None
@@ -360,7 +426,7 @@ class Steve1SkillEnv(gym.Env):
         info = self._info(outcome)
         if outcome.error is not None:
             info["error"] = outcome.error
-        return self._observation(), float(success), terminated, truncated, info
+        return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """Returns the last full-resolution frame for ``render_mode="rgb_array"``, else None.
@@ -464,7 +530,7 @@ class Steve1SkillEnv(gym.Env):
         slot = self._slot
         inventory = {} if slot.obs is None else slot.obs.get("inventory", {})
         reason = None if outcome is None else outcome.reason
-        return {
+        info: dict[str, Any] = {
             "is_success": reason == "success",
             "steps": 0 if outcome is None else outcome.steps,
             "reason": reason,
@@ -477,3 +543,9 @@ class Steve1SkillEnv(gym.Env):
             "total_steps": slot.total_steps,
             "high_level_steps": slot.high_level_steps,
         }
+        if self.scorer is not None:
+            info["mineclip"] = {
+                "score": None if outcome is None else outcome.mineclip_score,
+                "max": None if outcome is None else outcome.mineclip_max,
+            }
+        return info

@@ -37,6 +37,7 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.prompt.base import PromptEncoder
+from steve1_env.prompt.mineclip_score import scorer_for
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
@@ -183,6 +184,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 prompt_encoder, device=device, **encoder_args
             )
             self._owned.append(self.encoder)
+            # One MineCLIP scorer for every env: each tick's new frames are encoded in one batch.
+            scorer = scorer_for(env_kwargs, device)
+            if scorer is not None:
+                self._owned.append(scorer)
+                env_kwargs = {**env_kwargs, "mineclip_score": scorer}
             encoders = [self.encoder]
             if getattr(self.encoder, "varies_per_episode", False):
                 # A sampling encoder holds one episode's latent: each env needs its own.

@@ -1,0 +1,204 @@
+"""The MineCLIP score inside the engine: per tick, batched, each frame encoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steve1_env.engine import SkillEngine, Slot
+from steve1_env.env import Steve1SkillEnv
+from steve1_env.errors import ConfigurationError, DetectorError
+from steve1_env.prompt.goals import GoalEncoder
+from steve1_env.prompt.hash_encoder import HashPromptEncoder
+from steve1_env.prompt.mineclip_score import (
+    DEFAULT_NEGATIVE_PROMPTS,
+    MineCLIPScorer,
+    dense_reward,
+)
+from steve1_env.success import MineCLIPScore, resolve_detectors
+from steve1_env.tasks.detectors import build_detector
+from steve1_env.worlds.synthetic import SyntheticWorld
+
+SMALL = {"pov_shape": (32, 32)}
+
+
+class ColourTower:
+    """A stand-in for MineCLIP's towers with the same interface: a frame's feature is its mean
+    colour, a clip's the mean over time, text features are seeded by the prompt's letters."""
+
+    def __init__(self):
+        self.encoded = []  # batch sizes of encode_frames
+
+    def encode_frames(self, frames):
+        self.encoded.append(len(frames))
+        return torch.from_numpy(frames.reshape(len(frames), -1, 3).mean(axis=1) / 255.0).float()
+
+    def pool(self, features):
+        return features.mean(dim=1)
+
+    def logits_per_video(self, video, text):
+        video = torch.nn.functional.normalize(video, dim=-1)
+        text = torch.nn.functional.normalize(text, dim=-1)
+        return 10.0 * video @ text.T
+
+    def encode_text(self, prompts):
+        rows = [np.random.default_rng(sum(map(ord, p))).random(3) for p in prompts]
+        return torch.tensor(np.stack(rows), dtype=torch.float32)
+
+
+def make_scorer(**kwargs):
+    tower = ColourTower()
+    return tower, MineCLIPScorer(tower, tower.encode_text, **kwargs)
+
+
+def env(scorer, **kwargs):
+    settings = {"policy": "random", "prompt_encoder": "hash", "instruction": "get dirt", "k": 6}
+    return Steve1SkillEnv(world_kwargs=SMALL, mineclip_score=scorer, **{**settings, **kwargs})
+
+
+def test_the_score_is_the_softmax_over_the_instruction_and_the_negatives():
+    tower, scorer = make_scorer()
+    window = scorer.window()
+    frame = np.full((8, 8, 3), [200, 30, 40], dtype=np.uint8)
+    scorer.push([window], [frame])
+    [score] = scorer.scores([window], ["get dirt"])
+    prompts = ["get dirt", *DEFAULT_NEGATIVE_PROMPTS]
+    logits = tower.logits_per_video(
+        tower.pool(tower.encode_frames(frame[None])[None]), tower.encode_text(prompts)
+    )
+    assert score == pytest.approx(float(torch.softmax(logits[0], dim=0)[0]), abs=1e-6)
+    assert 0.0 < score < 1.0
+
+
+def test_an_instruction_among_the_negatives_competes_with_the_others_only():
+    _, scorer = make_scorer(negatives=["look at the sky", "stand still"])
+    window = scorer.window()
+    scorer.push([window], [np.zeros((4, 4, 3), np.uint8) + 9])
+    [alone] = scorer.scores([window], ["look at the sky"])
+    _, pair = make_scorer(negatives=["stand still"])
+    other = pair.window()
+    pair.push([other], [np.zeros((4, 4, 3), np.uint8) + 9])
+    assert alone == pytest.approx(pair.scores([other], ["look at the sky"])[0])
+
+
+def test_info_reports_the_last_and_highest_score_of_the_step_and_the_dense_reward():
+    _, scorer = make_scorer()
+    with env(scorer, reward="mineclip") as e:
+        _, info = e.reset(seed=0)
+        assert info["mineclip"] == {"score": None, "max": None}
+        _, reward, *_, info = e.step("")
+    scores = list(e._slot.attempt_scores)
+    assert len(scores) == 6
+    assert info["mineclip"] == {"score": scores[-1], "max": max(scores)}
+    prompts = 1 + len(DEFAULT_NEGATIVE_PROMPTS)
+    assert reward == pytest.approx(sum(dense_reward(s, prompts) for s in scores))
+
+
+def test_vector_scores_equal_one_by_one_runs_and_each_frame_is_encoded_once():
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    seeds, steps = [3, 4, 5], 3
+    single = []
+    for seed in seeds:
+        _, scorer = make_scorer()
+        with env(scorer) as e:
+            e.reset(seed=seed)
+            single.append([e.step("")[-1]["mineclip"] for _ in range(steps)])
+    tower, shared = make_scorer()
+    vector = Steve1SkillVectorEnv(
+        3,
+        policy="random",
+        prompt_encoder="hash",
+        instruction="get dirt",
+        k=6,
+        world_kwargs=SMALL,
+        mineclip_score=shared,
+    )
+    try:
+        vector.reset(seed=seeds)
+        batched = [vector.step([""] * 3)[-1]["mineclip"] for _ in range(steps)]
+    finally:
+        vector.close()
+    # Equal up to float32 rounding: a batched matmul may sum in another order than a single one.
+    for i in range(3):
+        for key in ("score", "max"):
+            np.testing.assert_allclose(
+                [step[key][i] for step in batched], [s[key] for s in single[i]], rtol=1e-5
+            )
+    # Reset frames one by one, then one batch of three per tick: 3 + 3 * 6 * steps frames.
+    assert shared.frames_encoded == 3 + 3 * 6 * steps
+    assert tower.encoded == [1, 1, 1] + [3] * (6 * steps)
+
+
+def test_the_mineclip_detector_fires_once_the_score_stays_above_its_threshold():
+    _, scorer = make_scorer()
+    with env(scorer, k=30) as e:
+        e.reset(seed=1)
+        e.step("")
+        scores = list(e._slot.attempt_scores)
+    threshold = float(np.quantile(scores, 0.3))
+    with env(scorer, k=30, success=MineCLIPScore(threshold, sustain=3)) as e:
+        e.reset(seed=1)
+        *_, info = e.step("")
+    run = 0
+    fired_at = None
+    for tick, score in enumerate(scores, start=1):
+        run = run + 1 if score >= threshold else 0
+        if run == 3 and fired_at is None:
+            fired_at = tick
+    assert fired_at is not None
+    assert info["is_success"] and info["steps"] == fired_at
+    assert info["detector"] == f"mineclip>={threshold:g}x3"
+
+
+def test_fallback_detector_mineclip_covers_undetectable_instructions_only():
+    _, scorer = make_scorer()
+    with env(scorer, fallback_detector="mineclip", mineclip_threshold=0.01) as e:
+        e.reset(seed=0, options={"instruction": "kill a cow"})
+        *_, info = e.step("")
+        assert info["is_success"] and info["detector"] == "mineclip"
+        e.reset(seed=0, options={"instruction": "get dirt"})
+        *_, info = e.step("")
+        assert info["detector_spec"] != "mineclip"  # the programmatic detector stays
+
+
+def test_mineclip_options_are_checked():
+    with pytest.raises(ConfigurationError, match="mineclip_threshold"):
+        env(None, fallback_detector="mineclip")
+    with pytest.raises(ConfigurationError, match="reward"):
+        env(None, reward="score")
+    with pytest.raises(ConfigurationError, match="negatives"):
+        make_scorer(negatives=[])
+    for bad in ({"threshold": 0}, {"threshold": 1.5}, {"threshold": 0.5, "sustain": 0}):
+        with pytest.raises(DetectorError):
+            MineCLIPScore(**bad)
+
+
+def test_a_mineclip_detector_without_a_scorer_says_how_to_turn_it_on():
+    with env(False, success=MineCLIPScore(0.5)) as e:
+        e.reset(seed=0)
+        with pytest.raises(DetectorError, match="mineclip_score=True"):
+            e.step("")
+
+
+def test_task_files_configure_the_mineclip_detector():
+    detector = build_detector({"type": "mineclip", "threshold": 0.4, "sustain": 5}, "kill a cow")
+    assert detector == MineCLIPScore(0.4, 5)
+    with pytest.raises(Exception, match="threshold"):
+        build_detector({"type": "mineclip", "threshold": 2}, "kill a cow")
+
+
+def test_an_engine_groups_slots_by_scorer():
+    tower, scorer = make_scorer()
+    goals = GoalEncoder(HashPromptEncoder())
+    from steve1_env.agent.random_policy import RandomPolicy
+
+    slots = [Slot(SyntheticWorld(**SMALL), RandomPolicy(), goals, scorer) for _ in range(2)]
+    engine = SkillEngine(slots)
+    for i in range(2):
+        engine.reset(i, np.random.default_rng(i), "get dirt", resolve_detectors(None))
+        engine.begin(i, "get dirt", 4)
+    engine.run()
+    assert tower.encoded == [1, 1, 2, 2, 2, 2]
+    assert all(engine.end(i).mineclip_max is not None for i in range(2))
