@@ -228,7 +228,10 @@ def write_calibration_report(
     """
     data: dict[str, Any] = report.to_json()
     texts = {
-        "json": ("calibration.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n"),
+        "json": (
+            "calibration.json",
+            json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+        ),
         "markdown": ("calibration.md", render_markdown(report)),
         "html": ("calibration.html", render_html(report)),
     }
