@@ -553,6 +553,8 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("executor='ray'", "--executor ray"),
     ("the `directory` argument", "`--dir DIR`"),
     ("the weights argument", "--weights"),
+    ("(instruction=)", "(--instruction)"),
+    ("recorded (video_dir)", "recorded (eval --video)"),
     (
         "gym.make('Steve1Skill-v0', policy_kwargs={'weights': 'random'}, "
         "prompt_encoder_kwargs={'weights': 'random'})",

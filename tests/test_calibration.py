@@ -316,6 +316,8 @@ def test_calibrate_an_evaluation_run(tmp_path):
     # "get dirt" scored dark but succeeded: with it, no threshold is perfect.
     assert report.best.f1 < 1.0
 
+    with pytest.raises(ConfigurationError, match="None of the 5 example"):
+        calibrate(run, brightness_score([]), instruction="chop a tre")
     only = calibrate(run, brightness_score([]), instruction="chop a tree")
     assert only.excluded == {"crash": 1, "instruction": 1}
     assert only.instruction == "chop a tree"
@@ -390,7 +392,7 @@ def test_cli_scores_mode_end_to_end(tmp_path, capsys):
     assert "<svg" in (out / "calibration.html").read_text()
 
     assert main(["calibrate", "--scores", str(scores), "--instruction", "other"]) == 2
-    assert "both positive and negative" in capsys.readouterr().err
+    assert "None of the 8 example(s)" in capsys.readouterr().err
 
 
 def test_cli_clip_modes_say_the_scorer_is_missing(tmp_path, capsys):

@@ -679,6 +679,7 @@ def calibrate(
         read = read_scores(path)
         kept = [e for e in read if instruction is None or e.instruction == instruction]
         excluded = {"instruction": len(read) - len(kept)} if instruction is not None else {}
+        _check_instruction_found(path, instruction, kept, excluded)
         return CalibrationReport.from_examples(
             kept, source=str(path), kind="scores", instruction=instruction, excluded=excluded
         )
@@ -695,6 +696,7 @@ def calibrate(
         )
     if is_run:
         trials, excluded = run_examples(path, instruction)
+        _check_instruction_found(path, instruction, trials, excluded)
         examples = [
             _scored(score, video, positive, record.instruction, record.key, frames)
             for video, positive, record in trials
@@ -714,6 +716,16 @@ def calibrate(
     return CalibrationReport.from_examples(
         examples, source=str(path), kind="clips", instruction=instruction
     )
+
+
+def _check_instruction_found(
+    path: Path, instruction: str | None, kept: Sequence[Any], excluded: Mapping[str, int]
+) -> None:
+    if instruction is not None and not kept and excluded.get("instruction"):
+        raise ConfigurationError(
+            f"None of the {excluded['instruction']} example(s) of {path} is of the instruction "
+            f"{instruction!r}; check its spelling, or leave the instruction out to use all."
+        )
 
 
 def _scored(
