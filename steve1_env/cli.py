@@ -176,6 +176,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clip_scorer(args: argparse.Namespace) -> Any:
+    """The scorer of clips and run videos: MineCLIP's score of the instruction."""
+    raise ConfigurationError(
+        f"Scoring the videos of {args.source} needs MineCLIP's video tower, which this "
+        "steve1-env does not have yet. Give precomputed scores with --scores FILE.jsonl, or "
+        "call steve1_env.evaluation.calibration.calibrate(source, score) with your own scorer."
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from steve1_env.evaluation.calibration import calibrate
+    from steve1_env.evaluation.calibration_report import write_calibration_report
+
+    scorer = None if args.scores else _clip_scorer(args)
+    report = calibrate(args.scores or args.source, scorer, instruction=args.instruction)
+    paths = write_calibration_report(args.out, report)
+    best = report.best
+    print(
+        f"threshold {best.threshold:.6g} (score >= threshold): F1 {best.f1:.3f}, precision "
+        f"{best.precision:.3f}, recall {best.recall:.3f}; ROC AUC {report.roc.auc:.3f}"
+    )
+    for kind, path in paths.items():
+        print(f"{kind} report: {path}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from steve1_env.env import Steve1SkillEnv
     from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
@@ -458,6 +484,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("directory", help="the run directory given to eval --out")
     report.set_defaults(run=_report)
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="find the score threshold that best separates labelled examples",
+        description=(
+            "Score labelled examples and report the score distribution per label, the ROC "
+            "curve and the threshold maximising F1. SOURCE is a clips folder (positive/*.mp4, "
+            "negative/*.mp4; needs --instruction) or an eval run directory recorded with "
+            "--video (successes positive, failures negative, crashes left out). Thresholds "
+            "hold only for the weights that produced the scores."
+        ),
+    )
+    source = calibrate.add_mutually_exclusive_group(required=True)
+    source.add_argument("source", nargs="?", help="clips folder or eval run directory")
+    source.add_argument(
+        "--scores",
+        metavar="FILE",
+        help='precomputed scores, JSON lines {"label": "positive"|"negative", "score": x}',
+    )
+    calibrate.add_argument(
+        "--instruction",
+        help="the instruction clips are scored for; for a run or scores file, keep only it",
+    )
+    calibrate.add_argument(
+        "--out", default="calibration", help="report folder (default: ./calibration)"
+    )
+    calibrate.set_defaults(run=_calibrate)
+
     run = commands.add_parser(
         "run",
         help="pursue one instruction for one episode, printing every step",
@@ -500,6 +553,8 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("executor='ray'", "--executor ray"),
     ("the `directory` argument", "`--dir DIR`"),
     ("the weights argument", "--weights"),
+    ("(instruction=)", "(--instruction)"),
+    ("recorded (video_dir)", "recorded (eval --video)"),
     (
         "gym.make('Steve1Skill-v0', policy_kwargs={'weights': 'random'}, "
         "prompt_encoder_kwargs={'weights': 'random'})",
