@@ -1,6 +1,7 @@
 """MineCLIP's video side (vision tower, temporal pooling, reward head) against the fixtures."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -21,7 +22,7 @@ from steve1_env.prompt.mineclip_video import (
 )
 from steve1_env.prompt.steve1_encoder import text_tower_state
 from steve1_env.prompt.tokenizer import ClipTokenizer
-from steve1_env.weights import load_state_dict
+from steve1_env.weights import MINECLIP_PARAMETERS, MINECLIP_STORED_VALUES, load_state_dict
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -122,6 +123,9 @@ def test_the_released_layout_is_exactly_attn_pths_788_keys(golden):
     assert set(state) == set(shapes)
     result = model.load_state_dict(state, strict=True, assign=True)
     assert not result.missing_keys and not result.unexpected_keys
+    # The distinct parameters are the ones the size bounds of attn.pth count.
+    assert sum(value.numel() for value in shapes.values()) == MINECLIP_PARAMETERS
+    assert sum(math.prod(shape) for shape in manifest.values()) == MINECLIP_STORED_VALUES
     assert model.image_encoder.pos_embed.shape == (161, 768)
     assert model.image_encoder.projection.shape == (768, 512)
 

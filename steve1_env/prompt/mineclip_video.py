@@ -541,11 +541,22 @@ _VISION_COPIES = (
 )
 _TEXT_COPIES = ("clip_model.text_model.", "reward_head.clip_model.text_model.")
 _TEMPORAL = "temporal_encoder.attn.model."
-_TEMPORAL_BLOCK = re.compile(r"temporal_encoder\.blocks\.(\d+)\.(attn_norm|attn|ff_norm|ff)\.(.+)")
+# Each of our temporal blocks is two x-transformers layers in the checkpoint, attention (2i)
+# and feed-forward (2i + 1); a layer holds its pre-norm at ``.0.0`` and its branch at ``.1``.
+_TEMPORAL_PARTS = {
+    "attn_norm": (0, "0.0"),
+    "attn": (0, "1"),
+    "ff_norm": (1, "0.0"),
+    "ff.proj": (1, "1.net.0.proj"),
+    "ff.out": (1, "1.net.3"),
+}
+_TEMPORAL_BLOCK = re.compile(
+    r"temporal_encoder\.blocks\.(\d+)\.(attn_norm|attn|ff_norm|ff\.proj|ff\.out)\.(.+)"
+)
 
 
 def _temporal_key(key: str) -> str:
-    """Our temporal-pooling key -> the checkpoint's (x-transformers' layer layout)."""
+    """Our temporal-pooling key -> the checkpoint's (x-transformers' layout)."""
     rest = key[len("temporal_encoder.") :]
     if rest == "pos_embed.weight":
         return f"{_TEMPORAL}pos_emb.emb.weight"
@@ -554,19 +565,8 @@ def _temporal_key(key: str) -> str:
     match = _TEMPORAL_BLOCK.fullmatch(key)
     if match is None:
         raise AssertionError(f"no checkpoint key for {key}")  # a module this table lacks
-    block, part, name = int(match[1]), match[2], match[3]
-    # Each block is two layers in the checkpoint: attention (2i), feed-forward (2i + 1);
-    # a layer holds its pre-norm at ``.0.0`` and its branch at ``.1``.
-    layer = 2 * block + (part.startswith("ff"))
-    if part.endswith("norm"):
-        inner = f"0.0.{name}"
-    elif part == "attn":
-        inner = f"1.{name}"
-    else:
-        inner = (
-            "1.net." + {"proj": "0.proj", "out": "3"}[name.split(".")[0]] + name[name.index(".") :]
-        )
-    return f"{_TEMPORAL}attn_layers.layers.{layer}.{inner}"
+    offset, inner = _TEMPORAL_PARTS[match[2]]
+    return f"{_TEMPORAL}attn_layers.layers.{2 * int(match[1]) + offset}.{inner}.{match[3]}"
 
 
 def checkpoint_copies(model_key: str) -> tuple[str, ...]:
