@@ -189,6 +189,8 @@ def test_missing_and_unexpected_keys_are_listed(golden, tmp_path, tiny_configs):
 def test_the_loader_finds_attn_pth_in_the_weights_directory(golden, tmp_path, tiny_configs):
     with pytest.raises(WeightsError, match=r"attn\.pth not found"):
         load_mineclip_video(tmp_path)
+    with pytest.raises(WeightsError, match="no such file or directory"):
+        load_mineclip_video(tmp_path / "nothing.pth")
     # The tiny file under the official name is found, then refused by the published md5.
     shutil.copy(golden / "mineclip_video_tiny.pth", tmp_path / "attn.pth")
     with pytest.raises(WeightsError, match="md5"):
@@ -278,3 +280,14 @@ def test_sizes_that_cannot_be_built_are_refused():
     assert VideoTowerConfig().grid == (10, 16)
     with pytest.raises(ConfigurationError, match="embed_dim"):
         MineCLIPVideo(VideoTowerConfig(embed_dim=64), TextTowerConfig(), device="meta")
+
+
+def test_an_untrained_model_is_random_but_not_degenerate(tiny_configs, io):
+    torch.manual_seed(0)
+    model = MineCLIPVideo(*tiny_configs)
+    assert model.dtype == torch.float32 and not model.logit_scale.requires_grad
+    video = model.encode_video(io["videos"])
+    text = model.encode_text(["chop a tree", "swim"])
+    logits = model.logits_per_video(video, text)
+    assert logits.shape == (3, 2) and bool(torch.isfinite(logits).all())
+    assert float(text.norm(dim=-1).min()) > 0 and float(logits.std()) > 0

@@ -35,9 +35,8 @@ from steve1_env.prompt.mineclip import ResidualAttentionBlock, TextTower, TextTo
 from steve1_env.weights import (
     check_state_dict,
     load_state_dict,
+    locate,
     verify_known_digest,
-    weight_file,
-    weights_dir,
 )
 
 FRAME_SIZE = (160, 256)
@@ -286,6 +285,9 @@ class TemporalPooling(nn.Module):
 class MineCLIPVideo(nn.Module):
     """MineCLIP's video tower, reward head and (optionally) text tower, in one module.
 
+    Built directly, the weights are random (seed torch's generator first for repeatable
+    ones); `load_mineclip_video` loads the checkpoint's.
+
     Every public method runs without autograd, with autocast off and (on CUDA) without TF32,
     so float32 results are exact; inputs are moved to the model's device and dtype, and
     results come back as tensors of that device and dtype.
@@ -336,9 +338,12 @@ class MineCLIPVideo(nn.Module):
             )
             self.video_residual_weight = nn.Parameter(torch.tensor(4.0))  # upstream's init
             self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-            self.text_model: TextTower | None = (
-                TextTower(text_config) if text_config is not None else None
-            )
+            self.text_model: TextTower | None = None
+            if text_config is not None:
+                self.text_model = TextTower(text_config)
+                # These start at zero; noise keeps an untrained tower from being degenerate.
+                for parameter in (self.text_model.pos_embed, self.text_model.projection):
+                    nn.init.normal_(parameter, std=0.02)
         self.to(dtype=dtype).eval().requires_grad_(False)
         self._tokenizer: Any = None
 
@@ -683,10 +688,16 @@ def load_mineclip_video(
         UnsafeFileError: If loading the file would run code.
     """
     given = None if path_or_weights_dir is None else Path(path_or_weights_dir).expanduser()
-    if given is not None and given.is_file():
+    if given is None or given.is_dir():
+        path = locate("mineclip", given)
+    elif given.is_file():
         path = given
     else:
-        path = weight_file("mineclip", None, weights_dir(given))
+        raise WeightsError(
+            f"{str(given)[:200]!r}: no such file or directory. Give MineCLIP's checkpoint "
+            "(attn.pth), a directory holding it, or None for the weights directory (get the "
+            "official files with `steve1-env weights download`)."
+        )
     verify_known_digest(path)
     config = config or VideoTowerConfig()
     # The text tower's keys are checked even when it is dropped, so it is always built.
