@@ -205,6 +205,19 @@ def no_tf32(device: Any, enabled: bool = True) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = matmul
 
 
+@contextlib.contextmanager
+def exact_inference(device: Any) -> Iterator[None]:
+    """Inference mode with autocast off and (on CUDA) no TF32: float32 stays float32.
+
+    What the MineCLIP towers and the prior run in, so their float32 outputs match the official
+    ones.
+    """
+    import torch
+
+    with torch.inference_mode(), autocast_disabled(device), no_tf32(device):
+        yield
+
+
 def autocast_active() -> bool:
     """Returns True if any autocast region is active in this thread (for checks and tests)."""
     torch = sys.modules.get("torch")

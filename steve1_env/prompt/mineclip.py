@@ -1,7 +1,8 @@
 """MineCLIP's text tower: a causal GPT over CLIP tokens, projected to 512 dimensions.
 
 Module names follow the MineCLIP checkpoint (``model.clip_model.text_model.*``) so ``attn.pth``
-loads; its other keys (vision tower, temporal pooling, reward head) are not needed here.
+loads; its other keys (vision tower, temporal pooling, reward head) are the video side's
+(`steve1_env.prompt.mineclip_video`), which reuses this module's residual block.
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ class FeedForward(nn.Module):
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
-class TextBlock(nn.Module):
-    """Pre-norm residual block: causal self-attention, then the feed-forward layer."""
+class ResidualAttentionBlock(nn.Module):
+    """CLIP's pre-norm residual block: self-attention, then the feed-forward layer.
+
+    The text tower masks the attention causally; the vision tower (`mineclip_video`) does not.
+    Parameter names follow ``nn.MultiheadAttention`` as the checkpoint does.
+    """
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -64,11 +69,15 @@ class TextBlock(nn.Module):
         self.mlp = FeedForward(width)
         self.ln_2 = nn.LayerNorm(width)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Applies the block; `mask` is the additive causal mask."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Applies the block to ``(B, L, width)``; `mask` is an additive attention mask or None."""
         h = self.ln_1(x)
         x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
         return x + self.mlp(self.ln_2(x))
+
+
+TextBlock = ResidualAttentionBlock
+"""The block's earlier name (the text tower was its only user)."""
 
 
 class TextTower(nn.Module):
@@ -84,7 +93,7 @@ class TextTower(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
         self.pos_embed = nn.Parameter(torch.zeros(config.context_length, config.width))
         self.blocks = nn.ModuleList(
-            [TextBlock(config.width, config.heads) for _ in range(config.layers)]
+            [ResidualAttentionBlock(config.width, config.heads) for _ in range(config.layers)]
         )
         self.ln_final = nn.LayerNorm(config.width)
         self.projection = nn.Parameter(torch.zeros(config.width, config.embed_dim))

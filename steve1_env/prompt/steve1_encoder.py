@@ -19,7 +19,6 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +258,8 @@ class Steve1PromptEncoder:
             self.prior.to("meta")
             self._text_cache.clear()
 
-    @contextlib.contextmanager
-    def _exact(self) -> Iterator[None]:
-        with (
-            torch.inference_mode(),
-            precision.autocast_disabled(self.device),
-            precision.no_tf32(self.device),
-        ):
-            yield
+    def _exact(self) -> contextlib.AbstractContextManager[None]:
+        return precision.exact_inference(self.device)
 
     # ------------------------------------------------------------- disk cache
     def _disk_key(self, instruction: str) -> str | None:
