@@ -202,3 +202,70 @@ def test_an_engine_groups_slots_by_scorer():
     engine.run()
     assert tower.encoded == [1, 1, 2, 2, 2, 2]
     assert all(engine.end(i).mineclip_max is not None for i in range(2))
+
+
+# ------------------------------------------------------------ on the real (tiny) MineCLIP
+@pytest.fixture(scope="module")
+def tiny_scorer_args(golden, tiny_configs):
+    video, text = tiny_configs
+    return {"weights": str(golden / "mineclip_video_tiny.pth"), "config": video,
+            "text_config": text}  # fmt: skip
+
+
+class CountingTower:
+    """Counts the frames the real tower encodes."""
+
+    def __init__(self, model):
+        self.model, self.encoded = model, []
+
+    def encode_frames(self, frames):
+        self.encoded.append(len(frames))
+        return self.model.encode_frames(frames)
+
+    def pool(self, features):
+        return self.model.pool(features)
+
+    def logits_per_video(self, video, text):
+        return self.model.logits_per_video(video, text)
+
+
+def test_a_full_window_scores_what_mineclip_gives_its_clip(golden, tiny_scorer_args):
+    from steve1_env.prompt.mineclip_score import build_mineclip_scorer
+
+    scorer = build_mineclip_scorer(**tiny_scorer_args)
+    model = scorer.video
+    clip = np.load(golden / "mineclip_video_io.npz")["videos"][0]
+    window = scorer.window()
+    for frame in clip:  # one tick at a time, as the engine pushes them
+        scorer.push([window], [frame])
+    [score] = scorer.scores([window], ["chop a tree"])
+    prompts = ["chop a tree", *DEFAULT_NEGATIVE_PROMPTS]
+    logits = model.logits_per_video(model.encode_video(clip), model.encode_text(prompts))
+    assert score == pytest.approx(float(torch.softmax(logits[0], dim=0)[0]), abs=1e-5)
+    assert scorer.frames_encoded == 16
+
+
+def test_real_scores_in_a_vector_env_equal_one_by_one_runs(tiny_scorer_args):
+    from steve1_env.prompt.mineclip_score import build_mineclip_scorer
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    model = build_mineclip_scorer(**tiny_scorer_args).video
+    seeds, steps = [7, 8], 2
+    single = []
+    for seed in seeds:
+        with env(MineCLIPScorer(model, model.encode_text), k=4) as e:
+            e.reset(seed=seed)
+            single.append([e.step("")[-1]["mineclip"]["score"] for _ in range(steps)])
+    counting = CountingTower(model)
+    vector = Steve1SkillVectorEnv(
+        2, policy="random", prompt_encoder="hash", instruction="get dirt", k=4,
+        world_kwargs=SMALL, mineclip_score=MineCLIPScorer(counting, model.encode_text),
+    )  # fmt: skip
+    try:
+        vector.reset(seed=seeds)
+        batched = [vector.step([""] * 2)[-1]["mineclip"]["score"] for _ in range(steps)]
+    finally:
+        vector.close()
+    for i in range(2):
+        np.testing.assert_allclose([b[i] for b in batched], single[i], rtol=1e-5, atol=1e-6)
+    assert counting.encoded == [1, 1] + [2] * (4 * steps)  # each frame once, batched per tick

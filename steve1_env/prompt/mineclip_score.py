@@ -184,6 +184,8 @@ def build_mineclip_scorer(
     device: Any = "cpu",
     dtype: Any = None,
     negatives: Sequence[str] = DEFAULT_NEGATIVE_PROMPTS,
+    config: Any = None,
+    text_config: Any = None,
 ) -> MineCLIPScorer:
     """Builds a scorer on MineCLIP's towers loaded from ``attn.pth``.
 
@@ -193,10 +195,14 @@ def build_mineclip_scorer(
         device: Torch device of the towers.
         dtype: Their dtype (default float32).
         negatives: The softmax's negative prompts.
+        config: The video tower's sizes (default: the released MineCLIP).
+        text_config: The text tower's sizes (default: the released MineCLIP).
     """
     from steve1_env.prompt.mineclip_video import load_mineclip_video
 
-    model = load_mineclip_video(weights, device=device, dtype=dtype)
+    model = load_mineclip_video(
+        weights, device=device, dtype=dtype, config=config, text_config=text_config
+    )
     return MineCLIPScorer(model, model.encode_text, negatives)
 
 
