@@ -179,7 +179,10 @@ def test_member_names_leading_outside_the_archive_are_refused(tmp_path, member):
         (np.zeros(511, np.float32), "shape"),
         (np.zeros(512, np.int64), "floating point"),
         (np.full(512, np.nan, np.float32), "NaN"),
-        ([0.0] * 512, "holds a list"),
+        ([0.0] * 511, "shape"),
+        ([[0.0] * 512, [0.0] * 512], "holds a list"),
+        (["0.0"] * 512, "holds a list"),
+        ({"embed": np.zeros(512)}, "holds a dict"),
     ],
 )
 def test_embeddings_that_are_not_512_finite_floats_are_refused(tmp_path, value, words):
@@ -189,6 +192,18 @@ def test_embeddings_that_are_not_512_finite_floats_are_refused(tmp_path, value, 
     path.write_bytes(zip_bytes(pickles(values)))
     with pytest.raises(WeightsError, match=words):
         read_visual_prompt_zip(path)
+
+
+def test_plain_lists_of_512_numbers_are_read_as_embeddings(tmp_path):
+    # Upstream saved some embeddings as lists; a list pickle names no global at all.
+    values = embeddings()
+    values["sky"] = values["sky"][0].tolist()
+    values["dig"] = values["dig"].tolist()  # [[...512 numbers]]
+    path = tmp_path / "prompts.zip"
+    path.write_bytes(zip_bytes(pickles(values)))
+    read = read_visual_prompt_zip(path)
+    np.testing.assert_array_equal(read["sky"], values["sky"])
+    np.testing.assert_array_equal(read["dig"], values["dig"][0])
 
 
 def test_bombs_missing_and_extra_members_are_refused(tmp_path):

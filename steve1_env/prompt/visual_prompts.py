@@ -213,7 +213,8 @@ def load_numpy_pickle(data: bytes, what: str = "the pickle") -> np.ndarray:
         what: Names the pickle in error messages.
 
     Returns:
-        The array.
+        The array. A pickled list of numbers (or a list holding one such list), a form upstream
+        also saved embeddings in, comes back as a float64 array of shape ``(1, n)``.
 
     Raises:
         UnsafeFileError: If the pickle names any other global (its name is in the message) or
@@ -237,11 +238,27 @@ def load_numpy_pickle(data: bytes, what: str = "the pickle") -> np.ndarray:
             f"Cannot read {what}: it is {describe_content(data[:64])}, not a pickle of a numpy "
             f"array ({type(exc).__name__})."
         ) from None
-    if type(loaded) is not np.ndarray:
+    if type(loaded) is np.ndarray:
+        return loaded
+    numbers = _plain_numbers(loaded)
+    if numbers is None:
         raise WeightsError(
             f"{what} holds a {type(loaded).__name__}, expected a numpy array of 512 values."
         )
-    return loaded
+    return numbers
+
+
+def _is_real(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _plain_numbers(value: Any) -> np.ndarray | None:
+    """A list of numbers (or a list holding one), as upstream also saved embeddings, as floats."""
+    if type(value) is list and len(value) == 1 and type(value[0]) is list:
+        value = value[0]
+    if type(value) is not list or not all(_is_real(item) for item in value):
+        return None
+    return np.array(value, dtype=np.float64).reshape(1, -1)
 
 
 def _embedding(array: np.ndarray, what: str) -> np.ndarray:
