@@ -99,6 +99,9 @@ def test_download_stores_the_eleven_prompts_and_records_checksums(server, tmp_pa
     # The stored file holds no pickle: numpy reads it with pickles refused.
     with np.load(path, allow_pickle=False) as stored:
         assert sorted(stored.files) == sorted(NAMES)
+    # Callers get their own arrays: changing one does not change what the next call returns.
+    loaded["dirt"][:] = 0
+    np.testing.assert_array_equal(load_visual_prompts(tmp_path)["dirt"], values["dirt"][0])
     # The precomputed encoder reads the same file, keyed by name.
     encoder = PrecomputedPromptEncoder(path=path)
     np.testing.assert_array_equal(encoder.encode("dirt"), values["dirt"][0])
@@ -261,6 +264,8 @@ def test_verify_and_doctor_treat_the_file_as_optional_and_report_damage(server, 
     path.write_bytes(buffer.getvalue())
     status = check_visual_prompts(tmp_path)
     assert status.present and not status.ok and "checksum mismatch" in status.detail
+    # A rewritten file is read again, not served from memory.
+    np.testing.assert_array_equal(load_visual_prompts(tmp_path)["dirt"], other["dirt"][0])
     assert _weight_checks(tmp_path, None)[-1].broken
     assert main(["weights", "verify", "--dir", str(tmp_path)]) == 1
     assert "visual_prompts.npz sha256" in capsys.readouterr().out

@@ -457,6 +457,9 @@ def load_visual_prompts(
 ) -> dict[str, np.ndarray]:
     """Returns the paper's visual prompts: name -> ``(512,)`` float32 goal embedding.
 
+    The file is read once per process while its size, modification time and inode stay the
+    same (every reset with ``paper:<name>`` asks for it); each call returns new arrays.
+
     Args:
         weights_dir: The weights directory (default: ``$STEVE1_WEIGHTS_DIR``, else the user
             cache).
@@ -468,7 +471,18 @@ def load_visual_prompts(
     path = visual_prompts_path(weights_dir)
     if not path.is_file():
         raise WeightsError(f"The paper's visual prompts are not in {path.parent}. {_DOWNLOAD_HINT}")
-    return _read_stored(path)
+    stat = path.stat()
+    stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    key = str(path.resolve())
+    cached = _READ.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, _read_stored(path))
+        _READ[key] = cached
+    return {name: embedding.copy() for name, embedding in cached[1].items()}
+
+
+# Resolved path -> (size, mtime, inode) and what was read: one read per unchanged file.
+_READ: dict[str, tuple[tuple[int, int, int], dict[str, np.ndarray]]] = {}
 
 
 def is_paper_spec(spec: Any) -> bool:
