@@ -284,15 +284,20 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _weights(args: argparse.Namespace) -> int:
     from steve1_env import download
+    from steve1_env.prompt import visual_prompts
     from steve1_env.weights import OFFICIAL_FILES, weights_dir
 
     directory = weights_dir(args.dir)
     if args.action == "where":
         print(directory)
-        for name in OFFICIAL_FILES.values():
+        for name in [*OFFICIAL_FILES.values(), visual_prompts.VISUAL_PROMPTS_FILE]:
             path = directory / name
             state = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
             print(f"  {name:18} {state}")
+        return 0
+    if args.action == "download" and args.visual_prompts:
+        path = visual_prompts.download_visual_prompts(directory, progress=not args.quiet)
+        print(f"the paper's visual prompts are in {path}")
         return 0
     if args.action == "download":
         fetched = download.download_official(directory, args.only, progress=not args.quiet)
@@ -301,9 +306,12 @@ def _weights(args: argparse.Namespace) -> int:
         print(f"all official files are in {directory}")
         return 0
     statuses = download.verify(directory)
-    for status in statuses:
+    prompts = visual_prompts.check_visual_prompts(directory)  # optional: missing is fine
+    for status in [*statuses, prompts]:
         print(f"  {status.name:18} {status.detail}")
-    bad = [s for s in statuses if not s.ok]
+    bad = [s for s in statuses if not s.ok] + (
+        [prompts] if prompts.present and not prompts.ok else []
+    )
     print("all files verified" if not bad else f"{len(bad)} file(s) missing or corrupt")
     return 0 if not bad else 1
 
@@ -312,7 +320,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from steve1_env.doctor import report, run_checks
 
     checks = run_checks(args.dir)
-    print(report(checks))
+    print(in_cli_words(report(checks)))
     return 1 if any(check.broken for check in checks) else 0
 
 
@@ -388,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         "weights",
         help="download, verify or locate the official weight files",
         description="Manage the official STEVE-1 files (2x.model, steve1.weights, "
-        "steve1_prior.pt, attn.pth) in the weights directory.",
+        "steve1_prior.pt, attn.pth) and, optionally, the paper's visual prompts "
+        "(visual_prompts.npz) in the weights directory.",
     )
     weights.add_argument("action", choices=["download", "verify", "where"])
     weights.add_argument(
@@ -397,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("--only", nargs="+", help="download only these file names")
     weights.add_argument("--quiet", action="store_true", help="no progress output")
+    weights.add_argument(
+        "--visual-prompts",
+        action="store_true",
+        help="download: fetch the paper's 11 visual prompts (visual_prompts.npz) instead of "
+        "the official files",
+    )
     weights.set_defaults(run=_weights)
 
     evaluate = commands.add_parser(
@@ -555,6 +570,10 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("the weights argument", "--weights"),
     ("(instruction=)", "(--instruction)"),
     ("recorded (video_dir)", "recorded (eval --video)"),
+    (
+        "steve1_env.prompt.visual_prompts.download_visual_prompts()",
+        "`steve1-env weights download --visual-prompts`",
+    ),
     (
         "gym.make('Steve1Skill-v0', policy_kwargs={'weights': 'random'}, "
         "prompt_encoder_kwargs={'weights': 'random'})",

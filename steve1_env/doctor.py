@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steve1_env.download import CHECKSUMS_FILE, check_file, read_checksums
 from steve1_env.errors import WeightsError
+from steve1_env.prompt.visual_prompts import check_visual_prompts
 from steve1_env.weights import OFFICIAL_FILES, FileSpec, file_digests, weights_dir
 
 
@@ -124,7 +125,21 @@ def _weight_checks(folder: Path, specs: Mapping[str, FileSpec] | None) -> list[C
         else:
             fix = f"delete {path} and run `steve1-env weights download`"
             checks.append(Check(f"weights: {name}", False, status.detail, fix, broken=True))
+    checks.append(_visual_prompts_check(folder))
     return checks
+
+
+def _visual_prompts_check(folder: Path) -> Check:
+    """The paper's visual prompts: optional, so only a damaged file is broken."""
+    status = check_visual_prompts(folder, memoised=True)
+    name = f"weights: {status.name}"
+    fetch = "steve1_env.prompt.visual_prompts.download_visual_prompts()"  # the CLI rewords it
+    if not status.present:
+        return Check(name, False, f"missing from {folder} (optional: paper:<name> goals)", fetch)
+    if status.ok:
+        return Check(name, True, f"{folder / status.name}: {status.detail}")
+    fix = f"delete {folder / status.name} and run {fetch}"
+    return Check(name, False, status.detail, fix, broken=True)
 
 
 def _import_problem(module: str) -> str | None:

@@ -1,7 +1,9 @@
 """Goal embeddings from a file instead of an encoder (``prompt_encoder="precomputed"``).
 
 For embeddings computed elsewhere, such as the paper's visual prompts (a MineCLIP embedding of a
-video clip), which no text encoder can produce.
+video clip), which no text encoder can produce. Once downloaded
+(`steve1_env.prompt.visual_prompts.download_visual_prompts`), those are such a table, keyed by
+name: ``path=visual_prompts_path()`` makes the instruction ``"dirt"`` give the visual prompt.
 """
 
 from __future__ import annotations
