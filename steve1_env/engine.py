@@ -199,8 +199,11 @@ class SkillEngine:
         rng: np.random.Generator,
         instruction: str | None,
         detector_for: DetectorLookup,
+        goal: Goal | None = None,
     ) -> WorldObs:
         """Starts a new episode in slot `i`, its seeds drawn from `rng`.
+
+        A `goal` given (a visual goal) is the goal of its instruction for this episode.
 
         The world, policy and prompt seeds are drawn in that order, so a seeded env, vector
         env and evaluation trial play the same episode.
@@ -217,6 +220,8 @@ class SkillEngine:
         slot.obs = None
         slot.detector_for = detector_for
         slot.goals.start_episode(prompt_seed)
+        if goal is not None:
+            slot.goals.pin(goal)
         slot.obs = slot.world.reset(seed=world_seed)
         slot.score = None
         if slot.scorer is not None and slot.window is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from steve1_env import precision
-from steve1_env.agent.base import SkillPolicy
+from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.closing import close_all
 from steve1_env.engine import SkillEngine, Slot, StepOutcome
 from steve1_env.errors import (
@@ -46,6 +46,7 @@ from steve1_env.observations import (
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
 from steve1_env.prompt.mineclip_score import MineCLIPScorer, build_mineclip_scorer
+from steve1_env.prompt.visual_goals import visual_goal
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.skill_kinds import PAPER_PROMPTS
 from steve1_env.success import (
@@ -67,7 +68,7 @@ from steve1_env.validation import (
 )
 from steve1_env.worlds.base import World
 
-RESET_OPTIONS = ("instruction", "success")
+RESET_OPTIONS = ("instruction", "success", "visual_goal", "cond_scale")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a high-level step ended (``info["reason"]``; None after `reset`)."""
 
@@ -291,6 +292,8 @@ class Steve1SkillEnv(gym.Env):
             self._close_owned()
             raise
 
+        self._mineclip_args = mineclip_args
+        self._video: Any = None
         self._warned_undetectable: set[str] = set()
         self._goals = GoalEncoder(self.prompt_encoder, device)
         # The engine with one slot: this env's world, policy and goals, and its episode.
@@ -345,6 +348,10 @@ class Steve1SkillEnv(gym.Env):
                 success detectors for this episode only, in any form the ``success=``
                 argument takes (one detector for every instruction, or a mapping instruction
                 -> detector); instructions it does not cover keep the env's detectors.
+                ``"visual_goal"``: a clip to pursue instead of text (16 uint8 RGB frames, a
+                video file, or ``"paper:<name>"``; see `steve1_env.prompt.visual_goals`),
+                with ``"cond_scale"`` (default 7.0, the paper's); an ``"instruction"`` given
+                with it is its label, which picks its detector.
 
         Returns:
             The first observation and an info dict with the same keys `step` reports.
@@ -359,12 +366,12 @@ class Steve1SkillEnv(gym.Env):
         """
         self._ensure_open()
         # Everything is checked before anything changes: a bad argument leaves the env as it was.
-        seed, given, detector_for = self._checked_reset(seed, options)
+        seed, given, detector_for, visual = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
         super().reset(seed=seed)
-        instruction = self._initial_instruction(given)
-        self._engine.reset(0, self.np_random, instruction, detector_for)
+        instruction = visual.instruction if visual else self._initial_instruction(given)
+        self._engine.reset(0, self.np_random, instruction, detector_for, goal=visual)
         observation = self._observation()
         self._needs_reset = False
         return observation, self._info(None)
@@ -463,9 +470,10 @@ class Steve1SkillEnv(gym.Env):
 
     def _checked_reset(
         self, seed: Any, options: Any
-    ) -> tuple[int | None, str | None, DetectorLookup]:
-        # Returns the seed, the given instruction and this episode's detectors: the option's
-        # first, then the env's own.
+    ) -> tuple[int | None, str | None, DetectorLookup, Goal | None]:
+        # Returns the seed, the given instruction, this episode's detectors (the option's first,
+        # then the env's own) and the visual goal, computed here so that a bad clip changes
+        # nothing.
         seed = reset_seed(seed)
         options = reset_options(options)
         unknown = sorted(map(str, set(options) - set(RESET_OPTIONS)))
@@ -475,13 +483,47 @@ class Steve1SkillEnv(gym.Env):
             )
         given = options.get("instruction")
         given = None if given is None else self._checked(given)
-        unset = given is None and self.instruction is None and not self.instructions
+        visual = None
+        if options.get("visual_goal") is not None:
+            visual = visual_goal(
+                options["visual_goal"],
+                self._video_tower,
+                label=given,
+                cond_scale=options.get("cond_scale"),
+                weights_dir=self._mineclip_args.get("weights_dir"),
+            )
+        elif options.get("cond_scale") is not None:
+            raise ConfigurationError(
+                "The reset option cond_scale applies to a visual_goal only; a text goal uses the "
+                "policy's cond_scale."
+            )
+        unset = given is None and visual is None and self.instruction is None
+        unset = unset and not self.instructions
         if unset and self.face == "text":
             raise InvalidInstructionError(
                 "No instruction to pursue: pass reset(options={'instruction': 'chop a tree'}), "
                 "or create the env with instruction='...' or instructions=[...]."
             )
-        return seed, given, resolve_detectors(options.get("success"), self._detector_for)
+        detectors = resolve_detectors(options.get("success"), self._detector_for)
+        return seed, given, detectors, visual
+
+    def _video_tower(self) -> Any:
+        # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.
+        if self.scorer is not None:
+            return self.scorer.video
+        if self._video is None:
+            from steve1_env.prompt.mineclip_video import load_mineclip_video
+
+            args = self._mineclip_args
+            self._video = load_mineclip_video(
+                args.get("weights"),
+                device=self.device,
+                dtype=args.get("dtype"),
+                config=args.get("config"),
+                text_config=args.get("text_config"),
+                with_text=False,
+            )
+        return self._video
 
     def _initial_instruction(self, given: str | None) -> str | None:
         if given is not None:

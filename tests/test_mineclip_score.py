@@ -269,3 +269,136 @@ def test_real_scores_in_a_vector_env_equal_one_by_one_runs(tiny_scorer_args):
     for i in range(2):
         np.testing.assert_allclose([b[i] for b in batched], single[i], rtol=1e-5, atol=1e-6)
     assert counting.encoded == [1, 1] + [2] * (4 * steps)  # each frame once, batched per tick
+
+
+# ------------------------------------------------------------ visual goals
+def _clip(golden):
+    return np.load(golden / "mineclip_video_io.npz")["videos"][0]
+
+
+@pytest.fixture(scope="module")
+def goal_tower_args(tmp_path_factory):
+    """A small MineCLIP with 512-wide embeddings, as the (tiny) policy's goals are, saved in
+    attn.pth's layout with seeded random weights (the golden tiny MineCLIP embeds in 64)."""
+    from steve1_env.prompt.mineclip import TextTowerConfig
+    from steve1_env.prompt.mineclip_video import (
+        MineCLIPVideo,
+        VideoTowerConfig,
+        checkpoint_layout,
+    )
+
+    video = VideoTowerConfig(width=64, layers=1, heads=1, embed_dim=512)
+    text = TextTowerConfig(width=32, layers=1, heads=2, embed_dim=512)
+    torch.manual_seed(0)
+    model = MineCLIPVideo(video, text)
+    state = model.state_dict()
+    checkpoint = {
+        "state_dict": {key: state[name] for key, name in checkpoint_layout(model).items()}
+    }
+    path = tmp_path_factory.mktemp("mineclip") / "small.pth"
+    torch.save(checkpoint, path)
+    return {"weights": str(path), "config": video, "text_config": text}
+
+
+def _visual_env(goal_tower_args, tiny_policy_files, **kwargs):
+    settings = {"policy": "steve1", "prompt_encoder": "hash", "k": 5, **kwargs}
+    return Steve1SkillEnv(
+        world_kwargs=SMALL,
+        policy_kwargs={
+            "weights": str(tiny_policy_files["weights"]),
+            "model": str(tiny_policy_files["model"]),
+        },
+        mineclip_kwargs=goal_tower_args,
+        **settings,
+    )
+
+
+def test_a_recorded_clip_is_a_visual_goal_the_native_policy_pursues(
+    golden, tmp_path, goal_tower_args, tiny_policy_files
+):
+    from steve1_env.evaluation.video import VideoWriter
+    from steve1_env.prompt.mineclip_video import load_mineclip_video
+
+    clip = _clip(golden)
+    writer = VideoWriter(tmp_path / "goal.mp4")
+    for frame in clip:
+        writer.write(frame)
+    writer.close()
+    model = load_mineclip_video(goal_tower_args["weights"], config=goal_tower_args["config"],
+                                text_config=goal_tower_args["text_config"])  # fmt: skip
+    with _visual_env(goal_tower_args, tiny_policy_files) as e:
+        obs, info = e.reset(seed=0, options={"visual_goal": clip})
+        assert info["instruction"] == "visual:clip"
+        expected = model.encode_video(clip)[0].numpy()
+        np.testing.assert_allclose(obs["goal"], expected, rtol=1e-6, atol=1e-6)
+        assert e._slot.goal.cond_scale == 7.0
+        obs, *_, info = e.step("")  # "" keeps the visual goal
+        np.testing.assert_array_equal(obs["goal"], e._slot.goal.embedding)
+        assert info["steps"] == 5
+        # The same clip from the recorded file (lossy mp4): close, not equal.
+        options = {"visual_goal": tmp_path / "goal.mp4", "instruction": "chop a tree"}
+        obs, info = e.reset(seed=0, options={**options, "cond_scale": 5})
+        assert info["instruction"] == "chop a tree" and e._slot.goal.cond_scale == 5.0
+        cosine = float(
+            obs["goal"] @ expected / np.linalg.norm(obs["goal"]) / np.linalg.norm(expected)
+        )
+        assert cosine > 0.9
+        # A text instruction afterwards is a text goal again.
+        obs, *_ = e.step("get dirt")
+        assert e._slot.goal.cond_scale is None
+
+
+def test_the_visual_goal_changes_the_native_policys_actions(
+    golden, goal_tower_args, tiny_policy_files
+):
+    def actions(options):
+        with _visual_env(goal_tower_args, tiny_policy_files, k=20) as e:
+            e.reset(seed=3, options=options)
+            e.step("")
+            return [e._slot.state.memory[0].keys.sum().item()]
+
+    clip = _clip(golden)
+    assert actions({"visual_goal": clip}) != actions({"visual_goal": clip[::-1].copy()})
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (np.zeros((15, 8, 8, 3), np.uint8), "16 uint8 RGB frames"),
+        (np.zeros((16, 8, 8, 3), np.float32), "16 uint8 RGB frames"),
+        (np.zeros((16, 8, 8), np.uint8), "16 uint8 RGB frames"),
+        ("goal.txt", "paper:<name>"),
+        ("paper:nonsense", "dig"),
+        (12, "16 uint8 RGB frames"),
+    ],
+)
+def test_a_visual_goal_that_does_not_fit_is_a_clear_error_and_changes_nothing(
+    spec, match, goal_tower_args, tiny_policy_files, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("STEVE1_WEIGHTS_DIR", str(tmp_path))
+    with _visual_env(goal_tower_args, tiny_policy_files, instruction="get dirt") as e:
+        e.reset(seed=0)
+        with pytest.raises(ConfigurationError, match=match):
+            e.reset(seed=1, options={"visual_goal": spec})
+        assert e.current_instruction == "get dirt"
+        with pytest.raises(ConfigurationError, match="visual_goal only"):
+            e.reset(seed=1, options={"cond_scale": 7})
+
+
+def test_the_vector_env_takes_one_visual_goal_per_env(golden, goal_tower_args, tiny_policy_files):
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    clip = _clip(golden)
+    vector = Steve1SkillVectorEnv(
+        2, policy="steve1", prompt_encoder="hash", k=4, world_kwargs=SMALL,
+        policy_kwargs={"weights": str(tiny_policy_files["weights"]),
+                       "model": str(tiny_policy_files["model"])},
+        mineclip_kwargs=goal_tower_args, instruction="get dirt",
+    )  # fmt: skip
+    try:
+        obs, info = vector.reset(seed=0, options={"visual_goal": [clip, None]})
+        assert list(info["instruction"]) == ["visual:clip", "get dirt"]
+        assert not np.array_equal(obs["goal"][0], obs["goal"][1])
+        vector.step(["", ""])
+    finally:
+        vector.close()

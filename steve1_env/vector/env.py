@@ -246,6 +246,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         Args:
             seed: One int (env i gets ``seed + i``), a list with one seed per env, or None.
             options: ``"instruction"``: one text for all envs or a list with one per env;
+                ``"visual_goal"``: one clip, video file or ``"paper:<name>"`` for all envs, or a
+                list with one per env (None for a text goal), with ``"cond_scale"``;
                 ``"success"``: detectors for this episode, as `Steve1SkillEnv.reset` takes;
                 ``"reset_mask"``: a boolean array choosing the envs to reset.
 
@@ -265,8 +267,15 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         seeds = self._seeds(seed)
         instruction = options.pop("instruction", None)
         instructions = self._per_env(instruction, "instruction")
+        visual = options.pop("visual_goal", None)
+        # A list or tuple holds one visual goal per env; anything else (a clip array, a file,
+        # "paper:<name>") is every env's.
+        visual_per_env = isinstance(visual, list | tuple)
+        visuals = (
+            self._per_env(visual, "visual_goal") if visual_per_env else [visual] * self.num_envs
+        )
         # Every other argument is the same for all envs (the seeds are checked above).
-        per_env = not (instruction is None or isinstance(instruction, str))
+        per_env = not (instruction is None or isinstance(instruction, str)) or visual_per_env
         plans = []
         failures: list[tuple[int, Steve1EnvError]] = []
         for index in np.flatnonzero(mask):
@@ -274,6 +283,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             env_options = dict(options)
             if instructions[i] is not None:
                 env_options["instruction"] = instructions[i]
+            if visuals[i] is not None:
+                env_options["visual_goal"] = visuals[i]
             try:
                 self.envs[i].check_reset(seed=seeds[i], options=env_options)
             except Steve1EnvError as exc:
