@@ -228,7 +228,7 @@ def test_read_clip_refuses_short_unreadable_and_missing_videos(tmp_path):
 
 
 def test_read_clip_refuses_too_many_frames_before_decoding_them_all(tmp_path, monkeypatch):
-    import steve1_env.evaluation.calibration as calibration
+    import steve1_env.prompt.visual_goals as calibration  # where the clip reader lives
 
     path = write_video(tmp_path / "v.mp4", [100] * 40)
     monkeypatch.setattr(calibration, "MAX_VIDEO_FRAMES", 20)
