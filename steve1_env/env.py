@@ -12,6 +12,7 @@ its baseline while asking for the same skill again after a success starts afresh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -114,6 +115,11 @@ def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
             )
         return MineCLIPScore(threshold, name="mineclip")
     return as_detector(spec)
+
+
+def _folder(weights: Any) -> Any:
+    # The paper's visual prompts sit in the weights directory; a checkpoint file names none.
+    return weights if weights is not None and os.path.isdir(weights) else None
 
 
 def _with_fallback(lookup: DetectorLookup, fallback: SuccessDetector) -> DetectorLookup:
@@ -490,7 +496,7 @@ class Steve1SkillEnv(gym.Env):
                 self._video_tower,
                 label=given,
                 cond_scale=options.get("cond_scale"),
-                weights_dir=self._mineclip_args.get("weights_dir"),
+                weights_dir=_folder(self._mineclip_args.get("weights")),
             )
         elif options.get("cond_scale") is not None:
             raise ConfigurationError(

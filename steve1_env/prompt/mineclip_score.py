@@ -156,6 +156,26 @@ class MineCLIPScorer:
                     results[position] = float(torch.softmax(chosen, dim=0)[0])
         return results
 
+    def score_clip(self, clip: np.ndarray, instruction: str) -> float:
+        """Returns the score of one clip (its frames encoded in one batch), e.g. to calibrate.
+
+        Args:
+            clip: uint8 RGB frames ``(T, H, W, 3)``, the last `frames` of which are scored.
+            instruction: The text it is scored for.
+        """
+        array = np.asarray(clip)
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or not len(array):
+            raise ConfigurationError(
+                f"A clip must be uint8 RGB frames (T, H, W, 3), got shape {array.shape} dtype "
+                f"{array.dtype}."
+            )
+        window = self.window()
+        frames = array[-self.frames :]
+        features = self.video.encode_frames(frames)
+        self.frames_encoded += len(frames)
+        window.features.extend(features[i] for i in range(len(frames)))
+        return self.scores([window], [instruction])[0]
+
     def close(self) -> None:
         """Releases the video tower (and its weights); safe to call twice."""
         close = getattr(self.video, "close", None)
