@@ -402,3 +402,40 @@ def test_the_vector_env_takes_one_visual_goal_per_env(golden, goal_tower_args, t
         vector.step(["", ""])
     finally:
         vector.close()
+
+
+def test_task_files_give_visual_goals_and_evaluation_pursues_them(tmp_path, monkeypatch):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+    from steve1_env.prompt.visual_prompts import PAPER_VISUAL_PROMPT_NAMES, VISUAL_PROMPTS_FILE
+    from steve1_env.tasks.spec import load_task_set, parse_task_set
+
+    rng = np.random.default_rng(1)
+    names = PAPER_VISUAL_PROMPT_NAMES
+    np.savez(tmp_path / VISUAL_PROMPTS_FILE, **{n: rng.random(512, np.float32) for n in names})
+    monkeypatch.setenv("STEVE1_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "goal.mp4").write_bytes(b"")
+    text = (
+        "tasks:\n"
+        "  - {name: dirt, instruction: get dirt, max_steps: 300, visual_goal: 'paper:dirt'}\n"
+        "  - {name: logs, instruction: chop a tree, max_steps: 300, visual_goal: goal.mp4,"
+        " cond_scale: 5}\n"
+    )
+    (tmp_path / "tasks.yaml").write_text(text)
+    specs = load_task_set(tmp_path / "tasks.yaml").trial_specs(1)
+    assert specs[0].visual_goal == "paper:dirt" and specs[0].cond_scale is None
+    assert specs[1].visual_goal == str((tmp_path / "goal.mp4").resolve())
+    assert specs[1].cond_scale == 5.0
+    for bad, match in [
+        ("visual_goal: 'paper:nope'", "no visual prompt"),
+        ("visual_goal: goal.txt", "video file"),
+        ("visual_goal: missing.mp4", "does not exist"),
+        ("cond_scale: 7", "visual_goal only"),
+    ]:
+        with pytest.raises(Exception, match=match):
+            parse_task_set(f"tasks:\n  - {{name: t, instruction: get dirt, max_steps: 5, {bad}}}\n")
+    # The scripted oracle reads the instruction; the goal is the paper's dirt prompt.
+    one = parse_task_set(text.splitlines()[0] + "\n" + text.splitlines()[1] + "\n")
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=50)
+    result = evaluate(one, tmp_path / "run", settings, trials=2, progress=False)
+    assert [record.outcome for record in result.records] == ["success", "success"]

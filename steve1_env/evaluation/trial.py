@@ -473,10 +473,10 @@ class TrialRunner:
             slot.target = self._video_path(spec)
             slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
             env._slot.on_frame = None if slot.writer is None else slot.writer.write
-            env.reset(
-                seed=spec.seed,
-                options={"instruction": spec.instruction, "success": slot.detector},
-            )
+            options: dict[str, Any] = {"instruction": spec.instruction, "success": slot.detector}
+            if spec.visual_goal is not None:
+                options.update(visual_goal=spec.visual_goal, cond_scale=spec.cond_scale)
+            env.reset(seed=spec.seed, options=options)
             env._begin_step(spec.instruction)
             return
         except WorldCrashError as exc:  # the world did not even reset
