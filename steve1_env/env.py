@@ -513,6 +513,12 @@ class Steve1SkillEnv(gym.Env):
         detectors = resolve_detectors(options.get("success"), self._detector_for)
         return seed, given, detectors, visual
 
+    def _use_scorer(self, scorer: MineCLIPScorer) -> None:
+        # From the next reset on, ticks are scored (an evaluation worker whose task needs it).
+        if self.scorer is not scorer:
+            self.scorer = scorer
+            self._slot.scorer, self._slot.window = scorer, scorer.window()
+
     def _video_tower(self) -> Any:
         # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.
         if self.scorer is not None:

@@ -309,6 +309,13 @@ class MineCLIPScore:
         return len(recent) == self.sustain and all(score >= self.threshold for score in recent)
 
 
+def needs_mineclip(detector: Any) -> bool:
+    """Whether `detector` (or a part of a composite) reads the MineCLIP score."""
+    if isinstance(detector, MineCLIPScore):
+        return True
+    return any(needs_mineclip(part) for part in getattr(detector, "parts", ()))
+
+
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,

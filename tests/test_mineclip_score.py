@@ -439,3 +439,33 @@ def test_task_files_give_visual_goals_and_evaluation_pursues_them(tmp_path, monk
     settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=50)
     result = evaluate(one, tmp_path / "run", settings, trials=2, progress=False)
     assert [record.outcome for record in result.records] == ["success", "success"]
+
+
+def test_an_evaluation_task_judged_by_mineclip_scores_its_trials(tmp_path, monkeypatch):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings, TrialRunner
+    from steve1_env.tasks.spec import parse_task_set
+
+    built = []
+
+    def colour_scorer(self):
+        if self._scorer is None:
+            _, self._scorer = make_scorer()
+            built.append(self._scorer)
+        return self._scorer
+
+    monkeypatch.setattr(TrialRunner, "_mineclip_scorer", colour_scorer)
+    tasks = parse_task_set(
+        "tasks:\n"
+        "  - {name: cow, instruction: kill a cow, max_steps: 40,"
+        " success: {type: mineclip, threshold: 0.001, sustain: 2}}\n"
+        "  - {name: dirt, instruction: get dirt, max_steps: 300}\n"
+    )
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=10)
+    result = evaluate(tasks, tmp_path / "run", settings, trials=2, envs_per_worker=2,
+                      progress=False)  # fmt: skip
+    by_task = {record.task: record for record in result.records}
+    assert by_task["cow"].outcome == "success" and by_task["cow"].steps == 2
+    assert by_task["cow"].detector == "mineclip>=0.001x2"
+    assert by_task["dirt"].outcome == "success"
+    assert len(built) == 1  # one scorer for the worker's worlds
