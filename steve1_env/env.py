@@ -56,6 +56,7 @@ from steve1_env.success import (
     MineCLIPScore,
     SuccessDetector,
     as_detector,
+    needs_mineclip,
     resolve_detectors,
 )
 from steve1_env.validation import (
@@ -115,6 +116,12 @@ def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
             )
         return MineCLIPScore(threshold, name="mineclip")
     return as_detector(spec)
+
+
+def _reads_mineclip(spec: Any) -> bool:
+    # A detector spec (one detector, or instruction -> detector) with a MineCLIP detector.
+    parts = spec.values() if isinstance(spec, Mapping) else [spec]
+    return any(needs_mineclip(part) for part in parts)
 
 
 def _folder(weights: Any) -> Any:
@@ -246,7 +253,12 @@ class Steve1SkillEnv(gym.Env):
         fallback = _fallback_detector(fallback_detector, mineclip_threshold)
         own = resolve_detectors(success)
         self._detector_for = own if fallback is None else _with_fallback(own, fallback)
-        wants_score = reward == "mineclip" or fallback_detector == "mineclip"
+        wants_score = (
+            reward == "mineclip"
+            or fallback_detector == "mineclip"
+            or _reads_mineclip(success)
+            or needs_mineclip(fallback)
+        )
         if not isinstance(mineclip_score, MineCLIPScorer):
             mineclip_score = boolean(mineclip_score, "mineclip_score") or wants_score
         mineclip_args = keyword_arguments(
@@ -375,6 +387,11 @@ class Steve1SkillEnv(gym.Env):
         seed, given, detector_for, visual = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
+        if self.scorer is None and _reads_mineclip((options or {}).get("success")):
+            # This episode's detectors judge by the MineCLIP score: score from now on.
+            scorer = build_mineclip_scorer(device=self.device, **self._mineclip_args)
+            self._owned.append(scorer)
+            self._use_scorer(scorer)
         super().reset(seed=seed)
         instruction = visual.instruction if visual else self._initial_instruction(given)
         self._engine.reset(0, self.np_random, instruction, detector_for, goal=visual)

@@ -175,11 +175,28 @@ def test_mineclip_options_are_checked():
             MineCLIPScore(**bad)
 
 
-def test_a_mineclip_detector_without_a_scorer_says_how_to_turn_it_on():
-    with env(False, success=MineCLIPScore(0.5)) as e:
-        e.reset(seed=0)
-        with pytest.raises(DetectorError, match="mineclip_score=True"):
-            e.step("")
+def test_a_mineclip_detector_turns_scoring_on(monkeypatch):
+    import steve1_env.env as env_module
+
+    built = []
+
+    def build(**kwargs):
+        built.append(kwargs)
+        return make_scorer()[1]
+
+    monkeypatch.setattr(env_module, "build_mineclip_scorer", build)
+    with env(False, success=MineCLIPScore(0.001), mineclip_kwargs={"weights": "w/"}) as e:
+        assert e.scorer is not None and built == [{"device": "cpu", "weights": "w/"}]
+    with env(False) as e:  # a detector given for one episode only
+        e.reset(seed=0, options={"success": MineCLIPScore(0.001)})
+        *_, info = e.step("")
+        assert e.scorer is not None and info["is_success"] and len(built) == 2
+
+
+def test_a_mineclip_detector_on_a_world_without_scores_says_how_to_turn_them_on():
+    detector = MineCLIPScore(0.5)
+    with pytest.raises(DetectorError, match="mineclip_score=True"):
+        detector({}, {"inventory": {}}, 1)
 
 
 def test_task_files_configure_the_mineclip_detector():
