@@ -178,11 +178,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _clip_scorer(args: argparse.Namespace) -> Any:
     """The scorer of clips and run videos: MineCLIP's score of the instruction."""
-    raise ConfigurationError(
-        f"Scoring the videos of {args.source} needs MineCLIP's video tower, which this "
-        "steve1-env does not have yet. Give precomputed scores with --scores FILE.jsonl, or "
-        "call steve1_env.evaluation.calibration.calibrate(source, score) with your own scorer."
-    )
+    from steve1_env.prompt.mineclip_score import build_mineclip_scorer
+
+    return build_mineclip_scorer(weights=args.weights, device=args.device).score_clip
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -230,8 +228,14 @@ def _run(args: argparse.Namespace) -> int:
             terminate_on_success=True,
             render_mode="rgb_array",
             device=args.device,
+            mineclip_kwargs={"weights": args.weights} if args.weights != "random" else None,
         ) as env:
-            _, info = env.reset(seed=args.seed)
+            options: dict[str, Any] = {}
+            if args.visual_goal:
+                options = {"visual_goal": args.visual_goal, "instruction": args.instruction}
+                if args.cond_scale is not None:
+                    options["cond_scale"] = args.cond_scale
+            _, info = env.reset(seed=args.seed, options=options)
             print(
                 f"steve1-env run: {args.instruction!r} world={args.world} policy={args.policy} "
                 f"prompt_encoder={encoder} seed={args.seed} k={args.k} max_steps={args.max_steps}"
@@ -239,7 +243,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  detector: {info['detector_spec'] or 'none (success is not judged)'}")
             done = False
             while not done:
-                _, _, terminated, truncated, info = env.step(args.instruction)
+                # "" keeps the current goal, the visual one included.
+                _, _, terminated, truncated, info = env.step("")
                 done = terminated or truncated
                 inventory = ", ".join(f"{k}={v}" for k, v in sorted(info["inventory"].items()))
                 fired = f" ({info['detector']})" if info["detector"] else ""
@@ -524,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--out", default="calibration", help="report folder (default: ./calibration)"
     )
+    calibrate.add_argument(
+        "--weights",
+        help="MineCLIP's attn.pth, or the folder holding it (default: the weights directory)",
+    )
+    calibrate.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     calibrate.set_defaults(run=_calibrate)
 
     run = commands.add_parser(
@@ -541,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps", type=_positive, default=3000, help="low-level step budget (default: 3000)"
     )
     run.add_argument("--video", help="write the low-level frames to this mp4 file")
+    run.add_argument(
+        "--visual-goal",
+        metavar="CLIP",
+        help="pursue a clip instead of the text: a video file (its last 16 frames) or "
+        "paper:<name>; INSTRUCTION then names it and picks its detector",
+    )
+    run.add_argument(
+        "--cond-scale", type=float, help="guidance scale of the visual goal (default: 7.0)"
+    )
     run.set_defaults(run=_run)
 
     doctor = commands.add_parser(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,9 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.prompt.goals import GoalEncoder
+from steve1_env.prompt.mineclip_score import FrameWindow, MineCLIPScorer, dense_reward
 from steve1_env.skill_kinds import matching_kinds
-from steve1_env.success import DetectorLookup, SuccessDetector, fired
+from steve1_env.success import MAX_SUSTAIN, DetectorLookup, SuccessDetector, fired
 from steve1_env.worlds.base import AsyncWorld, World, WorldObs, WorldStep, as_async
 from steve1_env.worlds.world_process import WorldProcess, abandon_all
 
@@ -60,6 +62,10 @@ class StepOutcome:
         detector: The detector that fired, on success.
         error: The crash's message, on a crash.
         world_done: The world's episode ended.
+        mineclip_score: The MineCLIP score at its end (None without a scorer, or before a
+            tick was scored).
+        mineclip_max: The highest MineCLIP score of its ticks.
+        mineclip_reward: MineDojo's dense reward summed over its ticks (0 without a scorer).
     """
 
     reason: str
@@ -67,6 +73,9 @@ class StepOutcome:
     detector: str | None = None
     error: str | None = None
     world_done: bool = False
+    mineclip_score: float | None = None
+    mineclip_max: float | None = None
+    mineclip_reward: float = 0.0
 
 
 @dataclass
@@ -74,9 +83,25 @@ class _HighLevelStep:
     budget: int
     steps: int = 0
     outcome: StepOutcome | None = None
+    world_done: bool = False
+    score: float | None = None
+    max_score: float | None = None
+    reward: float = 0.0
 
     def finish(self, reason: str, **details: Any) -> None:
-        self.outcome = StepOutcome(reason, self.steps, **details)
+        self.outcome = StepOutcome(
+            reason,
+            self.steps,
+            mineclip_score=self.score,
+            mineclip_max=self.max_score,
+            mineclip_reward=self.reward,
+            **details,
+        )
+
+    def scored(self, score: float, reward: float) -> None:
+        self.score = score
+        self.max_score = score if self.max_score is None else max(self.max_score, score)
+        self.reward += reward
 
 
 class Slot:
@@ -96,10 +121,25 @@ class Slot:
         total_steps: Ticks of the episode.
         high_level_steps: High-level steps of the episode.
         on_frame: Shown every frame the policy sees, if set.
+        scorer: The MineCLIP scorer judging its frames, or None.
+        window: Its last MineCLIP frame features (with a scorer).
+        score: The MineCLIP score of the last tick (None before the first scored tick).
+        attempt_scores: The current attempt's latest scores, oldest first (what the MineCLIP
+            detector reads, as ``obs["mineclip_scores"]``).
     """
 
-    def __init__(self, world: World | AsyncWorld, policy: SkillPolicy, goals: GoalEncoder) -> None:
+    def __init__(
+        self,
+        world: World | AsyncWorld,
+        policy: SkillPolicy,
+        goals: GoalEncoder,
+        scorer: MineCLIPScorer | None = None,
+    ) -> None:
         self.world: AsyncWorld = as_async(world)
+        self.scorer = scorer
+        self.window: FrameWindow | None = None if scorer is None else scorer.window()
+        self.score: float | None = None
+        self.attempt_scores: deque[float] = deque(maxlen=MAX_SUSTAIN)
         self.policy = policy
         self.goals = goals
         self.obs: WorldObs | None = None
@@ -159,8 +199,11 @@ class SkillEngine:
         rng: np.random.Generator,
         instruction: str | None,
         detector_for: DetectorLookup,
+        goal: Goal | None = None,
     ) -> WorldObs:
         """Starts a new episode in slot `i`, its seeds drawn from `rng`.
+
+        A `goal` given (a visual goal) is the goal of its instruction for this episode.
 
         The world, policy and prompt seeds are drawn in that order, so a seeded env, vector
         env and evaluation trial play the same episode.
@@ -177,7 +220,13 @@ class SkillEngine:
         slot.obs = None
         slot.detector_for = detector_for
         slot.goals.start_episode(prompt_seed)
+        if goal is not None:
+            slot.goals.pin(goal)
         slot.obs = slot.world.reset(seed=world_seed)
+        slot.score = None
+        if slot.scorer is not None and slot.window is not None:
+            slot.window.clear()
+            slot.scorer.push([slot.window], [slot.obs["pov"]])
         slot.state = slot.policy.initial_state(policy_seed)
         slot.attempt_steps = slot.total_steps = slot.high_level_steps = 0
         slot.attempt_succeeded = False
@@ -236,9 +285,16 @@ class SkillEngine:
             return []
         actions = self._act(active)
         results = self._step_worlds(active, actions)
+        observed = []
         for i, result in zip(active, results, strict=True):
             self.failed_slot = i
-            self._apply(self.slots[i], result)
+            if self._observe(self.slots[i], result):
+                observed.append(i)
+        self.failed_slot = None
+        self._score(observed)
+        for i in observed:
+            self.failed_slot = i
+            self._judge(self.slots[i])
         self.failed_slot = None
         return active
 
@@ -296,7 +352,8 @@ class SkillEngine:
             raise error
         return results
 
-    def _apply(self, slot: Slot, result: WorldStep | Exception) -> None:
+    def _observe(self, slot: Slot, result: WorldStep | Exception) -> bool:
+        # Takes in a world's answer; False when the world crashed (its step is over).
         current = slot._step
         if current is None or slot.attempt_start is None:
             raise ResetNeededError("No high-level step is in progress; call begin().")
@@ -309,18 +366,50 @@ class SkillEngine:
             )
             current.finish("crash", error=error)
             _compact(slot)
-            return
+            return False
         slot.obs = result.obs
         current.steps += 1
         slot.attempt_steps += 1
         slot.total_steps += 1
-        world_done = bool(result.done)
+        current.world_done = bool(result.done)
+        return True
+
+    def _score(self, observed: list[int]) -> None:
+        # Each scorer encodes its slots' new frames in one batch, then scores all windows.
+        groups: dict[int, list[Slot]] = {}
+        for i in observed:
+            slot = self.slots[i]
+            if slot.scorer is not None:
+                groups.setdefault(id(slot.scorer), []).append(slot)
+        for slots in groups.values():
+            scorer = slots[0].scorer
+            assert scorer is not None
+            windows = [slot.window for slot in slots]
+            scorer.push(windows, [slot.obs["pov"] for slot in slots])  # type: ignore[arg-type,index]
+            instructions = [slot.instruction or "" for slot in slots]
+            for slot, score in zip(slots, scorer.scores(windows, instructions), strict=True):  # type: ignore[arg-type]
+                slot.score = score
+                slot.attempt_scores.append(score)
+                prompts = 1 + sum(n != slot.instruction for n in scorer.negatives)
+                slot._step.scored(score, dense_reward(score, prompts))  # type: ignore[union-attr]
+
+    def _judge(self, slot: Slot) -> None:
+        current = slot._step
+        assert current is not None and slot.attempt_start is not None and slot.obs is not None
         if slot.detector is not None:
-            detector = fired(slot.detector, slot.attempt_start, result.obs, slot.attempt_steps)
+            obs = slot.obs
+            if slot.scorer is not None:
+                # Derived observations for the MineCLIP detector; the world's dict is untouched.
+                obs = {
+                    **obs,
+                    "mineclip_score": slot.score,
+                    "mineclip_scores": tuple(slot.attempt_scores),
+                }
+            detector = fired(slot.detector, slot.attempt_start, obs, slot.attempt_steps)
             if detector is not None:
-                current.finish("success", detector=detector, world_done=world_done)
+                current.finish("success", detector=detector, world_done=current.world_done)
         if current.outcome is None:
-            if world_done:
+            if current.world_done:
                 current.finish("world_done", world_done=True)
             elif current.steps >= current.budget:
                 current.finish("budget")
@@ -348,6 +437,7 @@ class SkillEngine:
                 stacklevel=4,
             )
         slot.attempt_start = _baseline(slot.obs)
+        slot.attempt_scores.clear()
         slot.attempt_steps = 0
         slot.attempt_succeeded = False
 

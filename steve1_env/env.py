@@ -12,6 +12,7 @@ its baseline while asking for the same skill again after a success starts afresh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from steve1_env import precision
-from steve1_env.agent.base import SkillPolicy
+from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.closing import close_all
 from steve1_env.engine import SkillEngine, Slot, StepOutcome
 from steve1_env.errors import (
@@ -45,11 +46,17 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
+from steve1_env.prompt.mineclip_score import MineCLIPScorer, build_mineclip_scorer
+from steve1_env.prompt.visual_goals import visual_goal
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.skill_kinds import PAPER_PROMPTS
 from steve1_env.success import (
     DetectorLookup,
     DetectorSpec,
+    MineCLIPScore,
+    SuccessDetector,
+    as_detector,
+    needs_mineclip,
     resolve_detectors,
 )
 from steve1_env.validation import (
@@ -63,7 +70,7 @@ from steve1_env.validation import (
 )
 from steve1_env.worlds.base import World
 
-RESET_OPTIONS = ("instruction", "success")
+RESET_OPTIONS = ("instruction", "success", "visual_goal", "cond_scale")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a high-level step ended (``info["reason"]``; None after `reset`)."""
 
@@ -92,6 +99,42 @@ def _check_device(device: Any) -> Any:
             f"({exc})."
         ) from exc
     return device
+
+
+def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
+    if spec is None:
+        if threshold is not None:
+            raise ConfigurationError(
+                "mineclip_threshold applies to fallback_detector='mineclip' only; pass both."
+            )
+        return None
+    if isinstance(spec, str) and spec == "mineclip":
+        if threshold is None:
+            raise ConfigurationError(
+                "fallback_detector='mineclip' needs mineclip_threshold=: no threshold is shipped "
+                "as tuned. Calibrate one on labelled clips (steve1_env.evaluation.calibration)."
+            )
+        return MineCLIPScore(threshold, name="mineclip")
+    return as_detector(spec)
+
+
+def _reads_mineclip(spec: Any) -> bool:
+    # A detector spec (one detector, or instruction -> detector) with a MineCLIP detector.
+    parts = spec.values() if isinstance(spec, Mapping) else [spec]
+    return any(needs_mineclip(part) for part in parts)
+
+
+def _folder(weights: Any) -> Any:
+    # The paper's visual prompts sit in the weights directory; a checkpoint file names none.
+    return weights if weights is not None and os.path.isdir(weights) else None
+
+
+def _with_fallback(lookup: DetectorLookup, fallback: SuccessDetector) -> DetectorLookup:
+    def detector_for(instruction: str) -> SuccessDetector | None:
+        found = lookup(instruction)
+        return fallback if found is None else found
+
+    return detector_for
 
 
 class Steve1SkillEnv(gym.Env):
@@ -128,6 +171,20 @@ class Steve1SkillEnv(gym.Env):
         policy_kwargs: Keyword arguments for the policy factory.
         prompt_encoder_kwargs: Keyword arguments for the encoder factory.
         max_instruction_length: Longest accepted instruction in characters.
+        mineclip_score: Score every tick with MineCLIP (`steve1_env.prompt.mineclip_score`):
+            True builds a scorer from `mineclip_kwargs`; a `MineCLIPScorer` is used as given
+            (one scorer may serve many envs). ``info["mineclip"]`` then holds the score at the
+            end of the high-level step and its maximum over it. Turned on by ``reward=
+            "mineclip"`` and ``fallback_detector="mineclip"``.
+        mineclip_kwargs: Arguments of the scorer (``weights``, ``negatives``, ``dtype``).
+        reward: ``"success"`` (1.0 when the attempt succeeded in the step) or ``"mineclip"``
+            (MineDojo's dense reward, ``max(score - 1/prompts, 0)`` per tick, summed over the
+            high-level step).
+        fallback_detector: The detector of instructions no other detector covers: a detector,
+            or ``"mineclip"`` for a `steve1_env.success.MineCLIPScore` at
+            `mineclip_threshold`. ``info["detector"]`` names it when it fires.
+        mineclip_threshold: The threshold of ``fallback_detector="mineclip"``; no default is
+            shipped, since a threshold must be calibrated on real weights.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 (gym.Env API)
@@ -154,6 +211,11 @@ class Steve1SkillEnv(gym.Env):
         policy_kwargs: Mapping[str, Any] | None = None,
         prompt_encoder_kwargs: Mapping[str, Any] | None = None,
         max_instruction_length: int = MAX_INSTRUCTION_LENGTH,
+        mineclip_score: bool | MineCLIPScorer = False,
+        mineclip_kwargs: Mapping[str, Any] | None = None,
+        reward: Literal["success", "mineclip"] = "success",
+        fallback_detector: Any = None,
+        mineclip_threshold: float | None = None,
     ) -> None:
         if face not in ("text", "discrete"):
             raise ConfigurationError(f"face must be 'text' or 'discrete', got {face!r}.")
@@ -185,7 +247,23 @@ class Steve1SkillEnv(gym.Env):
         else:  # only sampling examples: drop what the length limit forbids
             limit = self.max_instruction_length
             self.skills = [s for s in PAPER_PROMPTS.values() if len(s) <= limit]
-        self._detector_for = resolve_detectors(success)
+        if reward not in ("success", "mineclip"):
+            raise ConfigurationError(f"reward must be 'success' or 'mineclip', got {reward!r}.")
+        self.reward = reward
+        fallback = _fallback_detector(fallback_detector, mineclip_threshold)
+        own = resolve_detectors(success)
+        self._detector_for = own if fallback is None else _with_fallback(own, fallback)
+        wants_score = (
+            reward == "mineclip"
+            or fallback_detector == "mineclip"
+            or _reads_mineclip(success)
+            or needs_mineclip(fallback)
+        )
+        if not isinstance(mineclip_score, MineCLIPScorer):
+            mineclip_score = boolean(mineclip_score, "mineclip_score") or wants_score
+        mineclip_args = keyword_arguments(
+            mineclip_kwargs, "mineclip_kwargs", "{'weights': 'weights/'}"
+        )
         self.device = _check_device(device)
         world_args = keyword_arguments(world_kwargs, "world_kwargs")
         policy_args = keyword_arguments(policy_kwargs, "policy_kwargs", "{'weights': 'random'}")
@@ -222,14 +300,22 @@ class Steve1SkillEnv(gym.Env):
                 PromptEncoder,
                 {"device": device, **encoder_args},
             )
+            self.scorer: MineCLIPScorer | None = None
+            if isinstance(mineclip_score, MineCLIPScorer):
+                self.scorer = mineclip_score
+            elif mineclip_score:
+                self.scorer = build_mineclip_scorer(device=device, **mineclip_args)
+                self._owned.append(self.scorer)
         except BaseException:
             self._close_owned()
             raise
 
+        self._mineclip_args = mineclip_args
+        self._video: Any = None
         self._warned_undetectable: set[str] = set()
         self._goals = GoalEncoder(self.prompt_encoder, device)
         # The engine with one slot: this env's world, policy and goals, and its episode.
-        self._slot = Slot(self.world, self.policy, self._goals)
+        self._slot = Slot(self.world, self.policy, self._goals, self.scorer)
         self._engine = SkillEngine([self._slot], self._warned_undetectable)
         self._needs_reset = True
 
@@ -280,6 +366,10 @@ class Steve1SkillEnv(gym.Env):
                 success detectors for this episode only, in any form the ``success=``
                 argument takes (one detector for every instruction, or a mapping instruction
                 -> detector); instructions it does not cover keep the env's detectors.
+                ``"visual_goal"``: a clip to pursue instead of text (16 uint8 RGB frames, a
+                video file, or ``"paper:<name>"``; see `steve1_env.prompt.visual_goals`),
+                with ``"cond_scale"`` (default 7.0, the paper's); an ``"instruction"`` given
+                with it is its label, which picks its detector.
 
         Returns:
             The first observation and an info dict with the same keys `step` reports.
@@ -294,12 +384,17 @@ class Steve1SkillEnv(gym.Env):
         """
         self._ensure_open()
         # Everything is checked before anything changes: a bad argument leaves the env as it was.
-        seed, given, detector_for = self._checked_reset(seed, options)
+        seed, given, detector_for, visual = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
+        if self.scorer is None and _reads_mineclip((options or {}).get("success")):
+            # This episode's detectors judge by the MineCLIP score: score from now on.
+            scorer = build_mineclip_scorer(device=self.device, **self._mineclip_args)
+            self._owned.append(scorer)
+            self._use_scorer(scorer)
         super().reset(seed=seed)
-        instruction = self._initial_instruction(given)
-        self._engine.reset(0, self.np_random, instruction, detector_for)
+        instruction = visual.instruction if visual else self._initial_instruction(given)
+        self._engine.reset(0, self.np_random, instruction, detector_for, goal=visual)
         observation = self._observation()
         self._needs_reset = False
         return observation, self._info(None)
@@ -350,6 +445,7 @@ class Steve1SkillEnv(gym.Env):
     def _end_step(self) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         outcome = self._engine.end(0)
         success = outcome.reason == "success"
+        reward = outcome.mineclip_reward if self.reward == "mineclip" else float(success)
         terminated = outcome.world_done or (success and self.terminate_on_success)
         capped = (
             self.max_low_level_steps is not None
@@ -360,7 +456,7 @@ class Steve1SkillEnv(gym.Env):
         info = self._info(outcome)
         if outcome.error is not None:
             info["error"] = outcome.error
-        return self._observation(), float(success), terminated, truncated, info
+        return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """Returns the last full-resolution frame for ``render_mode="rgb_array"``, else None.
@@ -397,9 +493,10 @@ class Steve1SkillEnv(gym.Env):
 
     def _checked_reset(
         self, seed: Any, options: Any
-    ) -> tuple[int | None, str | None, DetectorLookup]:
-        # Returns the seed, the given instruction and this episode's detectors: the option's
-        # first, then the env's own.
+    ) -> tuple[int | None, str | None, DetectorLookup, Goal | None]:
+        # Returns the seed, the given instruction, this episode's detectors (the option's first,
+        # then the env's own) and the visual goal, computed here so that a bad clip changes
+        # nothing.
         seed = reset_seed(seed)
         options = reset_options(options)
         unknown = sorted(map(str, set(options) - set(RESET_OPTIONS)))
@@ -409,13 +506,53 @@ class Steve1SkillEnv(gym.Env):
             )
         given = options.get("instruction")
         given = None if given is None else self._checked(given)
-        unset = given is None and self.instruction is None and not self.instructions
+        visual = None
+        if options.get("visual_goal") is not None:
+            visual = visual_goal(
+                options["visual_goal"],
+                self._video_tower,
+                label=given,
+                cond_scale=options.get("cond_scale"),
+                weights_dir=_folder(self._mineclip_args.get("weights")),
+            )
+        elif options.get("cond_scale") is not None:
+            raise ConfigurationError(
+                "The reset option cond_scale applies to a visual_goal only; a text goal uses the "
+                "policy's cond_scale."
+            )
+        unset = given is None and visual is None and self.instruction is None
+        unset = unset and not self.instructions
         if unset and self.face == "text":
             raise InvalidInstructionError(
                 "No instruction to pursue: pass reset(options={'instruction': 'chop a tree'}), "
                 "or create the env with instruction='...' or instructions=[...]."
             )
-        return seed, given, resolve_detectors(options.get("success"), self._detector_for)
+        detectors = resolve_detectors(options.get("success"), self._detector_for)
+        return seed, given, detectors, visual
+
+    def _use_scorer(self, scorer: MineCLIPScorer) -> None:
+        # From the next reset on, ticks are scored (an evaluation worker whose task needs it).
+        if self.scorer is not scorer:
+            self.scorer = scorer
+            self._slot.scorer, self._slot.window = scorer, scorer.window()
+
+    def _video_tower(self) -> Any:
+        # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.
+        if self.scorer is not None:
+            return self.scorer.video
+        if self._video is None:
+            from steve1_env.prompt.mineclip_video import load_mineclip_video
+
+            args = self._mineclip_args
+            self._video = load_mineclip_video(
+                args.get("weights"),
+                device=self.device,
+                dtype=args.get("dtype"),
+                config=args.get("config"),
+                text_config=args.get("text_config"),
+                with_text=False,
+            )
+        return self._video
 
     def _initial_instruction(self, given: str | None) -> str | None:
         if given is not None:
@@ -464,7 +601,7 @@ class Steve1SkillEnv(gym.Env):
         slot = self._slot
         inventory = {} if slot.obs is None else slot.obs.get("inventory", {})
         reason = None if outcome is None else outcome.reason
-        return {
+        info: dict[str, Any] = {
             "is_success": reason == "success",
             "steps": 0 if outcome is None else outcome.steps,
             "reason": reason,
@@ -477,3 +614,9 @@ class Steve1SkillEnv(gym.Env):
             "total_steps": slot.total_steps,
             "high_level_steps": slot.high_level_steps,
         }
+        if self.scorer is not None:
+            info["mineclip"] = {
+                "score": None if outcome is None else outcome.mineclip_score,
+                "max": None if outcome is None else outcome.mineclip_max,
+            }
+        return info

@@ -253,6 +253,69 @@ class LookingUp:
         return not self.require_sky or bool(_location(obs, "can_see_sky", self.name))
 
 
+MAX_SUSTAIN = 256
+"""Longest ``sustain`` of a `MineCLIPScore` detector, in ticks (the engine keeps that many)."""
+
+
+@dataclass(frozen=True)
+class MineCLIPScore:
+    """Succeeds when the MineCLIP score stays at or above `threshold` for `sustain` ticks.
+
+    Reads ``obs["mineclip_scores"]``, the attempt's latest scores, which the engine adds to
+    what detectors see when the env scores frames (``mineclip_score=True``). The score is
+    MineCLIP's similarity of the last 16 frames to the instruction, not a fact about the world:
+    calibrate the threshold on real weights (`steve1_env.evaluation.calibration`).
+
+    Args:
+        threshold: Score in ``(0, 1)`` to reach.
+        sustain: Consecutive ticks at or above it, 1 to `MAX_SUSTAIN`.
+        name: Shown in ``info["detector"]``.
+    """
+
+    threshold: float
+    sustain: int = 1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        threshold = real_number(self.threshold, "MineCLIPScore threshold", error=DetectorError)
+        if not 0.0 < threshold < 1.0:
+            raise DetectorError(
+                f"MineCLIPScore threshold must be a score strictly between 0 and 1, got "
+                f"{threshold!r}; calibrate one on labelled clips."
+            )
+        sustain = self.sustain
+        if (
+            isinstance(sustain, bool)
+            or not isinstance(sustain, int)
+            or not 1 <= sustain <= MAX_SUSTAIN
+        ):
+            raise DetectorError(
+                f"MineCLIPScore sustain must be a whole number of ticks from 1 to {MAX_SUSTAIN}, "
+                f"got {sustain!r}."
+            )
+        object.__setattr__(self, "threshold", threshold)
+        if not self.name:
+            object.__setattr__(self, "name", f"mineclip>={threshold:g}x{sustain}")
+
+    def __call__(self, start_obs: Obs, obs: Obs, steps: int) -> bool:
+        """Returns True once the last `sustain` scores all reach the threshold."""
+        scores = obs.get("mineclip_scores")
+        if scores is None:
+            raise DetectorError(
+                f"The detector {self.name!r} needs the MineCLIP score, which this env does not "
+                "compute: create it with mineclip_score=True."
+            )
+        recent = list(scores)[-self.sustain :]
+        return len(recent) == self.sustain and all(score >= self.threshold for score in recent)
+
+
+def needs_mineclip(detector: Any) -> bool:
+    """Whether `detector` (or a part of a composite) reads the MineCLIP score."""
+    if isinstance(detector, MineCLIPScore):
+        return True
+    return any(needs_mineclip(part) for part in getattr(detector, "parts", ()))
+
+
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -150,3 +151,27 @@ def isolated_user_cache(tmp_path_factory, monkeypatch):
     """Keeps tests out of the real user cache and independent of the caller's weights."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "user-cache"))
     monkeypatch.delenv("STEVE1_WEIGHTS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(golden):
+    """The golden tiny MineCLIP model's video and text tower configs."""
+    from steve1_env.prompt.mineclip import TextTowerConfig
+    from steve1_env.prompt.mineclip_video import VideoTowerConfig
+
+    spec = json.loads((golden / "mineclip_video_tiny.json").read_text())
+    clip = spec["clip_config"]
+    video = VideoTowerConfig(
+        width=clip["vision_width"],
+        layers=clip["vision_layers"],
+        heads=spec["vision_heads"],
+        patch_size=clip["vision_patch_size"],
+        frame_size=tuple(spec["resolution"]),
+        embed_dim=clip["embed_dim"],
+        max_frames=spec["video_seq_len_max"],
+        frames_per_clip=spec["frames_per_clip"],
+    )
+    text = TextTowerConfig(
+        clip["text_width"], clip["text_layers"], clip["text_heads"], clip["embed_dim"]
+    )
+    return video, text

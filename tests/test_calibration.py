@@ -228,7 +228,7 @@ def test_read_clip_refuses_short_unreadable_and_missing_videos(tmp_path):
 
 
 def test_read_clip_refuses_too_many_frames_before_decoding_them_all(tmp_path, monkeypatch):
-    import steve1_env.evaluation.calibration as calibration
+    import steve1_env.prompt.visual_goals as calibration  # where the clip reader lives
 
     path = write_video(tmp_path / "v.mp4", [100] * 40)
     monkeypatch.setattr(calibration, "MAX_VIDEO_FRAMES", 20)
@@ -395,7 +395,28 @@ def test_cli_scores_mode_end_to_end(tmp_path, capsys):
     assert "None of the 8 example(s)" in capsys.readouterr().err
 
 
-def test_cli_clip_modes_say_the_scorer_is_missing(tmp_path, capsys):
+def test_cli_clip_modes_load_mineclip_from_the_weights(tmp_path, capsys):
     run = make_run(tmp_path / "run")
-    assert main(["calibrate", str(run), "--out", str(tmp_path / "out")]) == 2
-    assert "--scores" in capsys.readouterr().err
+    missing = tmp_path / "no-weights"
+    missing.mkdir()
+    code = main(["calibrate", str(run), "--out", str(tmp_path / "out"), "--weights", str(missing)])
+    assert code == 2
+    assert "attn.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_clips_calibrate_with_the_mineclip_scorer(tmp_path, golden, tiny_configs):
+    from steve1_env.prompt.mineclip_score import build_mineclip_scorer
+
+    video, text = tiny_configs
+    scorer = build_mineclip_scorer(
+        weights=golden / "mineclip_video_tiny.pth", config=video, text_config=text
+    )
+    for i, value in enumerate([180, 200]):
+        write_video(tmp_path / "clips" / "positive" / f"{i}.mp4", [value] * CLIP_FRAMES)
+    for i, value in enumerate([20, 60]):
+        write_video(tmp_path / "clips" / "negative" / f"{i}.mp4", [value] * CLIP_FRAMES)
+    report = calibrate(tmp_path / "clips", scorer.score_clip, instruction="get dirt")
+    scores = [example.score for example in report.examples]
+    assert len(scores) == 4 and all(0.0 < score < 1.0 for score in scores)
+    assert scorer.frames_encoded == 4 * CLIP_FRAMES

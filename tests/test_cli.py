@@ -3,6 +3,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steve1_env.cli import CLI_WORDING, in_cli_words, main
@@ -117,3 +118,20 @@ def test_run_prints_every_step_and_writes_a_video(tmp_path, capsys):
     assert video.stat().st_size > 0
     assert main(["run", "get dirt", "--max-steps", "3", *OFFLINE_ARGS]) == 1
     assert "did not succeed (budget) after 3 steps" in capsys.readouterr().out
+
+
+def test_run_pursues_a_visual_goal_from_the_papers_prompts(tmp_path, capsys):
+    from steve1_env.prompt.visual_prompts import PAPER_VISUAL_PROMPT_NAMES, VISUAL_PROMPTS_FILE
+
+    rng = np.random.default_rng(0)
+    table = {
+        name: rng.standard_normal(512).astype(np.float32) for name in PAPER_VISUAL_PROMPT_NAMES
+    }
+    argv = ["run", "get dirt", "--visual-goal", "paper:dirt", "--weights", str(tmp_path),
+            "--max-steps", "400", *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 2  # not downloaded yet: the error says how to get them
+    assert "steve1-env weights download --visual-prompts" in capsys.readouterr().err
+    np.savez(tmp_path / VISUAL_PROMPTS_FILE, **table)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "detector: dirt" in out and "result: 'get dirt' succeeded" in out

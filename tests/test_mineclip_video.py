@@ -28,26 +28,6 @@ TOL = {"atol": 1e-4, "rtol": 1e-4}
 
 
 @pytest.fixture(scope="module")
-def tiny_configs(golden):
-    spec = json.loads((golden / "mineclip_video_tiny.json").read_text())
-    clip = spec["clip_config"]
-    video = VideoTowerConfig(
-        width=clip["vision_width"],
-        layers=clip["vision_layers"],
-        heads=spec["vision_heads"],
-        patch_size=clip["vision_patch_size"],
-        frame_size=tuple(spec["resolution"]),
-        embed_dim=clip["embed_dim"],
-        max_frames=spec["video_seq_len_max"],
-        frames_per_clip=spec["frames_per_clip"],
-    )
-    text = TextTowerConfig(
-        clip["text_width"], clip["text_layers"], clip["text_heads"], clip["embed_dim"]
-    )
-    return video, text
-
-
-@pytest.fixture(scope="module")
 def tiny_model(golden, tiny_configs):
     video, text = tiny_configs
     return load_mineclip_video(golden / "mineclip_video_tiny.pth", config=video, text_config=text)

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from steve1_env import precision
+from steve1_env.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Goal:
             array. Anything `precision.as_goal_embedding` accepts may be given (a tensor,
             float16, shape ``(1, 512)``); it is converted to a read-only copy. An array that
             already is one is kept, not copied.
+        cond_scale: The guidance scale this goal asks for (visual goals: the paper's 7.0), or
+            None for the policy's own. A policy built without guidance stays without.
 
     Raises:
         GoalEmbeddingError: If the embedding cannot be converted (see
@@ -36,9 +39,18 @@ class Goal:
 
     instruction: str
     embedding: np.ndarray
+    cond_scale: float | None = None
 
     def __post_init__(self) -> None:
         """Converts the embedding to a read-only float32 ``(512,)`` array unless it is one."""
+        if self.cond_scale is not None:
+            scale = self.cond_scale
+            if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale >= 0:
+                raise ConfigurationError(
+                    f"A goal's cond_scale must be a number >= 0 (the paper: 6.0 for text, 7.0 "
+                    f"for visual goals) or None, got {scale!r}."
+                )
+            object.__setattr__(self, "cond_scale", float(scale))
         embedding = self.embedding
         if not (precision.is_goal_embedding(embedding) and not embedding.flags.writeable):
             # A copy: the caller's array stays theirs (writable), the Goal's cannot change.

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -229,11 +229,26 @@ class NativeSteve1Policy:
 
         Autocast stays off inside whatever region the caller opened (see `forward`).
         """
-        output, new_states = self.forward(
-            [obs["pov"] for obs in observations], [goal.embedding for goal in goals], states
-        )
-        picks = self.sample(output, new_states)
-        return [agent_to_minerl(buttons, camera) for buttons, camera in picks], new_states
+        # Envs whose goals ask for another guidance scale (visual goals) run as their own batch.
+        groups: dict[float | None, list[int]] = {}
+        for i, goal in enumerate(goals):
+            own = getattr(goal, "cond_scale", None)
+            scale = self.cond_scale if self.cond_scale is None or own is None else own
+            groups.setdefault(scale, []).append(i)
+        actions: list[Any] = [None] * len(goals)
+        new_states: list[Any] = [None] * len(goals)
+        for scale, members in groups.items():
+            output, group_states = self.forward(
+                [observations[i]["pov"] for i in members],
+                [goals[i].embedding for i in members],
+                [states[i] for i in members],
+                cond_scale=scale,
+            )
+            picks = self.sample(output, group_states)
+            for i, (buttons, camera), state in zip(members, picks, group_states, strict=True):
+                actions[i] = agent_to_minerl(buttons, camera)
+                new_states[i] = state
+        return actions, new_states
 
     # ------------------------------------------------------------- inference
     def forward(
@@ -241,6 +256,7 @@ class NativeSteve1Policy:
         frames: Sequence[np.ndarray],
         goals: Sequence[np.ndarray],
         states: Sequence[Steve1State],
+        cond_scale: float | Literal["policy"] | None = "policy",
     ) -> tuple[PolicyOutput, list[Steve1State]]:
         """Runs the network for N envs, one time step each.
 
@@ -252,11 +268,20 @@ class NativeSteve1Policy:
             goals: N goal embeddings of shape ``(512,)``: a `Goal`'s embedding is used as is;
                 anything else (another dtype, a tensor) is converted here.
             states: N env states from `initial_state` or a previous call.
+            cond_scale: The guidance scale of this call (default: the policy's). Only a guided
+                policy takes one; its states have two branch rows.
 
         Returns:
             The per-env outputs and the new states.
         """
         self._ensure_open()
+        if cond_scale == "policy":
+            cond_scale = self.cond_scale
+        elif self.cond_scale is None and cond_scale is not None:
+            raise ConfigurationError(
+                "This policy was built without guidance (cond_scale=None): its states have one "
+                "branch row, so a call cannot ask for a guidance scale."
+            )
         n, rows = len(states), self.rows
         if not n == len(frames) == len(goals):
             raise ConfigurationError(
@@ -283,7 +308,7 @@ class NativeSteve1Policy:
                 goal.to(self.device, self.dtype),
                 torch.zeros(n, dtype=torch.bool, device=self.device),  # new episodes: new states
                 stack_memories([state.memory for state in states]),
-                cond_scale=self.cond_scale,
+                cond_scale=cond_scale,
                 share_frame_encoding=self.share_frame_encoding,
             )
         # Each new state owns a copy of its generator, so an old state can be reused (branched)

@@ -25,7 +25,6 @@ Everywhere, a score *passes* a threshold when ``score >= threshold``.
 
 from __future__ import annotations
 
-import collections
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,14 @@ import numpy as np
 from steve1_env.errors import ConfigurationError, ResultsError
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.evaluation.results import CONFIG_FILE, RESULTS_FILE, read_records
-from steve1_env.files import open_regular_file, parse_json, read_regular_file
+from steve1_env.files import parse_json, read_regular_file
+from steve1_env.prompt.visual_goals import (
+    CLIP_FRAMES,
+    MAX_CLIP_BYTES,
+    MAX_CLIP_PIXELS,
+    MAX_VIDEO_FRAMES,
+    read_clip,
+)
 from steve1_env.validation import short_repr
 
 __all__ = [
@@ -67,20 +73,8 @@ __all__ = [
 CALIBRATION_SCHEMA = 1
 """Version of the layout of `CalibrationReport.to_json` (``calibration.json``)."""
 
-CLIP_FRAMES = 16
-"""Frames MineCLIP's video tower judges at once: the clip is a video's last 16 frames."""
-
 LABELS = ("positive", "negative")
 """The two labels: the instruction was achieved (``positive``) or not (``negative``)."""
-
-MAX_CLIP_BYTES = 1 << 30
-"""Largest video file read (1 GiB): a 3000-step trial at 640x360 is a few MiB."""
-
-MAX_VIDEO_FRAMES = 100_000
-"""Most frames decoded from one video (83 minutes of Minecraft at 20 frames a second)."""
-
-MAX_CLIP_PIXELS = 4096 * 4096
-"""Most pixels per frame accepted; Minecraft frames are at most a few hundred thousand."""
 
 MAX_SCORES_BYTES = 256 << 20
 """Largest scores file read (256 MiB: millions of lines)."""
@@ -422,76 +416,6 @@ class CalibrationReport:
 
 # --------------------------------------------------------------------------------------------
 # Sources
-
-
-def read_clip(path: str | os.PathLike[str], frames: int = CLIP_FRAMES) -> np.ndarray:
-    """Decodes a video's last `frames` frames as uint8 RGB ``(frames, height, width, 3)``.
-
-    The video is read front to back (seeking in mp4 is not frame-exact), keeping only the
-    last `frames` frames, so memory stays bounded whatever its length.
-
-    Args:
-        path: The video file (any format OpenCV reads; the evaluation writes mp4).
-        frames: How many frames to keep.
-
-    Raises:
-        ConfigurationError: If the file is missing, not a regular file, larger than
-            `MAX_CLIP_BYTES`, not a video OpenCV can decode, has frames larger than
-            `MAX_CLIP_PIXELS` or more than `MAX_VIDEO_FRAMES` frames, or has fewer than
-            `frames` frames.
-    """
-    import cv2
-
-    path = Path(path)
-    try:
-        os.close(open_regular_file(path, "video"))
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the video {path} ({exc}).") from exc
-    if size > MAX_CLIP_BYTES:
-        raise ConfigurationError(
-            f"The video {path} is {size:,} bytes, more than the {MAX_CLIP_BYTES:,} accepted "
-            "(MAX_CLIP_BYTES); cut the clip to its last seconds."
-        )
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise ConfigurationError(
-                f"OpenCV cannot decode {path}; it must be a video file (mp4 as the evaluation "
-                "writes), not damaged or truncated."
-            )
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if width * height > MAX_CLIP_PIXELS:
-            raise ConfigurationError(
-                f"The video {path} is {width}x{height}, more than the {MAX_CLIP_PIXELS:,} "
-                "pixels per frame accepted (MAX_CLIP_PIXELS); scale it down."
-            )
-        too_long = (
-            f"The video {path} has more than {MAX_VIDEO_FRAMES:,} frames (MAX_VIDEO_FRAMES); "
-            "cut it to its last seconds, which are what is scored."
-        )
-        if declared > MAX_VIDEO_FRAMES:
-            raise ConfigurationError(too_long)
-        kept: collections.deque[np.ndarray] = collections.deque(maxlen=frames)
-        count = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            count += 1
-            if count > MAX_VIDEO_FRAMES:  # the declared count can be wrong
-                raise ConfigurationError(too_long)
-            kept.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    finally:
-        capture.release()
-    if count < frames:
-        raise ConfigurationError(
-            f"The video {path} has {count} decodable frame(s), fewer than the {frames} a clip "
-            "needs; give a longer video."
-        )
-    return np.stack(kept).astype(np.uint8, copy=False)
 
 
 def clip_folder_examples(folder: str | os.PathLike[str]) -> list[tuple[Path, bool]]:

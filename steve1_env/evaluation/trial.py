@@ -31,6 +31,7 @@ from steve1_env.evaluation.video import VideoWriter
 from steve1_env.files import MAX_JSON_DEPTH, json_depth_exceeds
 from steve1_env.precision import resolve_device
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
+from steve1_env.success import needs_mineclip
 from steve1_env.tasks.detectors import build_detector
 from steve1_env.validation import bounded_int, positive_int
 
@@ -350,6 +351,7 @@ class TrialRunner:
         self._policy: Any = None  # shared by every world when it batches
         self._shared: bool | None = None
         self._slots = [_WorldSlot(i) for i in range(self.envs)]
+        self._scorer: Any = None
 
     @property
     def free(self) -> int:
@@ -434,10 +436,10 @@ class TrialRunner:
         """Closes the worlds, policy and encoder this runner built."""
         for slot in self._slots:
             self._abandon_trial(slot)
-        policy, encoder = self._policy, self._encoder
-        self._policy = self._encoder = None
+        policy, encoder, scorer = self._policy, self._encoder, self._scorer
+        self._policy = self._encoder = self._scorer = None
         closers = [slot.close for slot in self._slots]
-        closers += [c.close for c in (policy, encoder) if c is not None]
+        closers += [c.close for c in (policy, encoder, scorer) if c is not None]
         close_all(closers)
 
     # ------------------------------------------------------------------ trials
@@ -473,10 +475,12 @@ class TrialRunner:
             slot.target = self._video_path(spec)
             slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
             env._slot.on_frame = None if slot.writer is None else slot.writer.write
-            env.reset(
-                seed=spec.seed,
-                options={"instruction": spec.instruction, "success": slot.detector},
-            )
+            if needs_mineclip(slot.detector):
+                env._use_scorer(self._mineclip_scorer())
+            options: dict[str, Any] = {"instruction": spec.instruction, "success": slot.detector}
+            if spec.visual_goal is not None:
+                options.update(visual_goal=spec.visual_goal, cond_scale=spec.cond_scale)
+            env.reset(seed=spec.seed, options=options)
             env._begin_step(spec.instruction)
             return
         except WorldCrashError as exc:  # the world did not even reset
@@ -596,6 +600,20 @@ class TrialRunner:
             raise
         slot.world, slot.key = world, key
         slot.policy = None if policy is self._policy else policy
+
+    def _mineclip_scorer(self) -> Any:
+        # One scorer for all the worker's worlds, built when a task's detector first needs it,
+        # from the steve1 stack's weights directory (attn.pth sits beside the other files).
+        if self._scorer is None:
+            from steve1_env.prompt.mineclip_score import build_mineclip_scorer
+
+            settings = self.settings
+            weights = settings.prompt_encoder_kwargs.get("weights")
+            weights = weights or settings.policy_kwargs.get("weights")
+            if weights == "random" or (weights is not None and not Path(weights).is_dir()):
+                weights = None
+            self._scorer = build_mineclip_scorer(weights=weights, device=settings.device)
+        return self._scorer
 
     def _policy_for(self, world: Any) -> Any:
         # One policy for all worlds when it batches (STEVE-1); one per world otherwise (the

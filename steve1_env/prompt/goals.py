@@ -39,14 +39,23 @@ class GoalEncoder:
         self.device = device
         self.cache_size = cache_size
         self._goals: OrderedDict[str, Goal] = OrderedDict()
+        self._pinned: dict[str, Goal] = {}
 
     @property
     def varies_per_episode(self) -> bool:
         """True when the encoder draws new embeddings for every episode."""
         return bool(getattr(self.encoder, "varies_per_episode", False))
 
+    def pin(self, goal: Goal) -> None:
+        """Makes `goal` its instruction's goal until the next `start_episode` (a visual goal)."""
+        self._pinned[goal.instruction] = goal
+
     def start_episode(self, seed: int) -> None:
-        """Gives the encoder this episode's seed; a varying encoder's goals are recomputed."""
+        """Gives the encoder this episode's seed; a varying encoder's goals are recomputed.
+
+        Goals pinned for the previous episode are dropped.
+        """
+        self._pinned.clear()
         start = getattr(self.encoder, "start_episode", None)
         if start is None:
             return
@@ -56,6 +65,9 @@ class GoalEncoder:
 
     def goal(self, instruction: str) -> Goal:
         """Returns the goal of `instruction`, computing its embedding on first use."""
+        pinned = self._pinned.get(instruction)
+        if pinned is not None:
+            return pinned
         cached = self._goals.get(instruction)
         if cached is not None:
             self._goals.move_to_end(instruction)

@@ -56,6 +56,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _positive(value: Any) -> bool:
     return _number(value) and math.isfinite(value) and value > 0
 
@@ -103,6 +107,20 @@ _FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
         "op": (True, lambda v: isinstance(v, str), "one of < <= > >= == !="),
         "value": (True, lambda v: v is None or isinstance(v, str | int | float | bool), "a value"),
         "required": (False, lambda v: isinstance(v, bool), "true or false"),
+    },
+    "mineclip": {
+        "threshold": (
+            True,
+            lambda v: _number(v) and 0 < v < 1,
+            "a MineCLIP score between 0 and 1 (calibrate it: steve1_env.evaluation.calibration)",
+        ),
+        "sustain": (
+            False,
+            lambda v: (
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= success.MAX_SUSTAIN
+            ),
+            f"a whole number of ticks from 1 to {success.MAX_SUSTAIN}",
+        ),
     },
     "any_of": {"parts": (True, lambda v: isinstance(v, list) and bool(v), "a list of detectors")},
     "all_of": {"parts": (True, lambda v: isinstance(v, list) and bool(v), "a list of detectors")},
@@ -292,6 +310,8 @@ def _build(
         return success.ObservationValue(
             options["path"], options["op"], options["value"], options.get("required", True), name
         )
+    if kind == "mineclip":
+        return success.MineCLIPScore(options["threshold"], options.get("sustain", 1), name)
     if kind in ("any_of", "all_of"):
         parts = [
             _build_checked(part, instruction, (*path, "parts", index))

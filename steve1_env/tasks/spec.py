@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,12 @@ from steve1_env.errors import (
 )
 from steve1_env.files import read_regular_file
 from steve1_env.instructions import validate_instruction
+from steve1_env.prompt.visual_goals import VIDEO_SUFFIXES
+from steve1_env.prompt.visual_prompts import (
+    PAPER_SPEC_PREFIX,
+    PAPER_VISUAL_PROMPT_NAMES,
+    is_paper_spec,
+)
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
 from steve1_env.tasks.trials import TrialSpec
 from steve1_env.validation import boolean, positive_int
@@ -73,6 +80,8 @@ _TASK_FIELDS = (
     "seed",
     "trials",
     "world_options",
+    "visual_goal",
+    "cond_scale",
 )
 _DEFAULT_FIELDS = tuple(f for f in _TASK_FIELDS if f not in ("name", "instruction", "instructions"))
 
@@ -91,6 +100,10 @@ class TaskSpec:
         trials: Default number of trials, or None for the run's default.
         world_options: Keyword arguments for the world.
         description: Free text for reports.
+        visual_goal: A clip pursued instead of the text: ``paper:<name>`` or a video file
+            (relative paths are read from the task file's folder); the instructions name it
+            and pick its detector.
+        cond_scale: The visual goal's guidance scale (default: the paper's 7.0).
     """
 
     name: str
@@ -102,6 +115,8 @@ class TaskSpec:
     trials: int | None = None
     world_options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    visual_goal: str | None = None
+    cond_scale: float | None = None
 
     def trial_specs(
         self, trials: int | None = None, max_steps: int | None = None
@@ -134,6 +149,8 @@ class TaskSpec:
                 max_steps=budget,
                 detector=self.success,
                 world_options=dict(self.world_options),
+                visual_goal=self.visual_goal,
+                cond_scale=self.cond_scale,
             )
             for index, instruction in enumerate(self.instructions)
             for trial, seed in enumerate(seeds)
@@ -599,6 +616,19 @@ class _Parser:
                 f"the key {key!r} is not text; world arguments are recorded as JSON, whose "
                 "keys are text: quote it.",
             )
+        visual_goal = self._visual_goal(merged.get("visual_goal"), where("visual_goal"))
+        cond_scale = merged.get("cond_scale")
+        if cond_scale is not None:
+            if visual_goal is None:
+                raise self.fail(
+                    where("cond_scale"),
+                    "applies to a visual_goal only; a text goal uses the policy's cond_scale.",
+                )
+            if isinstance(cond_scale, bool) or not isinstance(cond_scale, int | float):
+                raise self.fail(where("cond_scale"), f"expected a number, got {cond_scale!r}.")
+            if not math.isfinite(cond_scale) or cond_scale < 0:
+                raise self.fail(where("cond_scale"), f"expected a number >= 0, got {cond_scale}.")
+            cond_scale = float(cond_scale)
         success = merged.get("success")
         for instruction in instructions:
             try:
@@ -617,7 +647,40 @@ class _Parser:
             trials=trials,
             world_options=dict(world_options),
             description=self._text(entry, "description", path),
+            visual_goal=visual_goal,
+            cond_scale=cond_scale,
         )
+
+    def _visual_goal(self, value: Any, path: FieldPath) -> str | None:
+        # "paper:<name>" as it is; a video file resolved against the task file's folder.
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(
+                path, f"expected 'paper:<name>' or a video file such as goal.mp4, got {value!r}."
+            )
+        if is_paper_spec(value):
+            name = value[len(PAPER_SPEC_PREFIX) :]
+            if name not in PAPER_VISUAL_PROMPT_NAMES:
+                raise self.fail(
+                    path,
+                    f"the paper has no visual prompt {name!r}; choose one of "
+                    f"{', '.join(PAPER_VISUAL_PROMPT_NAMES)}.",
+                )
+            return value
+        video = Path(value).expanduser()
+        if video.suffix.lower() not in VIDEO_SUFFIXES:
+            raise self.fail(
+                path,
+                f"expected 'paper:<name>' or a video file ({', '.join(VIDEO_SUFFIXES)}), got "
+                f"{value!r}.",
+            )
+        if not video.is_absolute():
+            source = Path(self.where)
+            video = (source.parent if source.is_file() else Path.cwd()) / video
+        if not video.is_file():
+            raise self.fail(path, f"the video {video} does not exist.")
+        return str(video.resolve())
 
     def _instructions(self, entry: Mapping[str, Any], path: FieldPath) -> tuple[str, ...]:
         if ("instruction" in entry) == ("instructions" in entry):

@@ -26,6 +26,9 @@ class TrialSpec:
         max_steps: Low-level step budget of the episode.
         detector: The task's success-detector config (as in the task file).
         world_options: Keyword arguments for the world, merged over the run's.
+        visual_goal: A visual goal pursued instead of the text (``paper:<name>`` or a video
+            file's absolute path), the instruction naming it; None for the text.
+        cond_scale: The visual goal's guidance scale (None: the paper's 7.0).
     """
 
     task: str
@@ -36,6 +39,8 @@ class TrialSpec:
     max_steps: int
     detector: Any = None
     world_options: Mapping[str, Any] = field(default_factory=dict)
+    visual_goal: str | None = None
+    cond_scale: float | None = None
 
     @property
     def key(self) -> str:

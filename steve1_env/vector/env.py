@@ -37,6 +37,7 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.prompt.base import PromptEncoder
+from steve1_env.prompt.mineclip_score import scorer_for
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
@@ -183,6 +184,11 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 prompt_encoder, device=device, **encoder_args
             )
             self._owned.append(self.encoder)
+            # One MineCLIP scorer for every env: each tick's new frames are encoded in one batch.
+            scorer = scorer_for(env_kwargs, device)
+            if scorer is not None:
+                self._owned.append(scorer)
+                env_kwargs = {**env_kwargs, "mineclip_score": scorer}
             encoders = [self.encoder]
             if getattr(self.encoder, "varies_per_episode", False):
                 # A sampling encoder holds one episode's latent: each env needs its own.
@@ -240,6 +246,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         Args:
             seed: One int (env i gets ``seed + i``), a list with one seed per env, or None.
             options: ``"instruction"``: one text for all envs or a list with one per env;
+                ``"visual_goal"``: one clip, video file or ``"paper:<name>"`` for all envs, or a
+                list with one per env (None for a text goal), with ``"cond_scale"``;
                 ``"success"``: detectors for this episode, as `Steve1SkillEnv.reset` takes;
                 ``"reset_mask"``: a boolean array choosing the envs to reset.
 
@@ -259,8 +267,15 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         seeds = self._seeds(seed)
         instruction = options.pop("instruction", None)
         instructions = self._per_env(instruction, "instruction")
+        visual = options.pop("visual_goal", None)
+        # A list or tuple holds one visual goal per env; anything else (a clip array, a file,
+        # "paper:<name>") is every env's.
+        visual_per_env = isinstance(visual, list | tuple)
+        visuals = (
+            self._per_env(visual, "visual_goal") if visual_per_env else [visual] * self.num_envs
+        )
         # Every other argument is the same for all envs (the seeds are checked above).
-        per_env = not (instruction is None or isinstance(instruction, str))
+        per_env = not (instruction is None or isinstance(instruction, str)) or visual_per_env
         plans = []
         failures: list[tuple[int, Steve1EnvError]] = []
         for index in np.flatnonzero(mask):
@@ -268,6 +283,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             env_options = dict(options)
             if instructions[i] is not None:
                 env_options["instruction"] = instructions[i]
+            if visuals[i] is not None:
+                env_options["visual_goal"] = visuals[i]
             try:
                 self.envs[i].check_reset(seed=seeds[i], options=env_options)
             except Steve1EnvError as exc:
