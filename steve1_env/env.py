@@ -46,7 +46,11 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
-from steve1_env.prompt.mineclip_score import MineCLIPScorer, build_mineclip_scorer
+from steve1_env.prompt.mineclip_score import (
+    MineCLIPScorer,
+    build_mineclip_scorer,
+    reads_mineclip,
+)
 from steve1_env.prompt.visual_goals import visual_goal
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.skill_kinds import PAPER_PROMPTS
@@ -116,12 +120,6 @@ def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
             )
         return MineCLIPScore(threshold, name="mineclip")
     return as_detector(spec)
-
-
-def _reads_mineclip(spec: Any) -> bool:
-    # A detector spec (one detector, or instruction -> detector) with a MineCLIP detector.
-    parts = spec.values() if isinstance(spec, Mapping) else [spec]
-    return any(needs_mineclip(part) for part in parts)
 
 
 def _folder(weights: Any) -> Any:
@@ -256,7 +254,7 @@ class Steve1SkillEnv(gym.Env):
         wants_score = (
             reward == "mineclip"
             or fallback_detector == "mineclip"
-            or _reads_mineclip(success)
+            or reads_mineclip(success)
             or needs_mineclip(fallback)
         )
         if not isinstance(mineclip_score, MineCLIPScorer):
@@ -387,7 +385,7 @@ class Steve1SkillEnv(gym.Env):
         seed, given, detector_for, visual = self._checked_reset(seed, options)
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
-        if self.scorer is None and _reads_mineclip((options or {}).get("success")):
+        if self.scorer is None and reads_mineclip((options or {}).get("success")):
             # This episode's detectors judge by the MineCLIP score: score from now on.
             scorer = build_mineclip_scorer(device=self.device, **self._mineclip_args)
             self._owned.append(scorer)

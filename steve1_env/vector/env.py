@@ -37,7 +37,7 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.prompt.base import PromptEncoder
-from steve1_env.prompt.mineclip_score import scorer_for
+from steve1_env.prompt.mineclip_score import reads_mineclip, scorer_for
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
@@ -186,6 +186,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             self._owned.append(self.encoder)
             # One MineCLIP scorer for every env: each tick's new frames are encoded in one batch.
             scorer = scorer_for(env_kwargs, device)
+            self._scoring = (device, env_kwargs.get("mineclip_kwargs"))
             if scorer is not None:
                 self._owned.append(scorer)
                 env_kwargs = {**env_kwargs, "mineclip_score": scorer}
@@ -300,6 +301,16 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             if not per_env or all_alike:
                 raise first
             raise _naming_env(first, i) from first
+        if self.envs[0].scorer is None and reads_mineclip(options.get("success")):
+            # This episode's detectors judge by the score: one scorer for every env, as when
+            # they are given to the constructor (an env would otherwise build its own).
+            device, mineclip_kwargs = self._scoring
+            wanted = {"mineclip_score": True, "mineclip_kwargs": mineclip_kwargs}
+            shared = scorer_for(wanted, device)
+            assert shared is not None
+            self._owned.append(shared)
+            for env in self.envs:
+                env._use_scorer(shared)
         one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
         super().reset(seed=seeds[0] if one_seed else None)
         infos: dict[str, Any] = {}

@@ -1,0 +1,92 @@
+"""Review of issue 14: the MineCLIP score's and visual goals' edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from steve1_env.agent.base import Goal
+from steve1_env.errors import ConfigurationError
+from steve1_env.prompt.visual_goals import check_clip
+from steve1_env.success import MineCLIPScore
+from tests.test_mineclip_score import SMALL, make_scorer
+
+
+def _count_builds(monkeypatch):
+    import steve1_env.env as env_module
+    import steve1_env.prompt.mineclip_score as score_module
+
+    built = []
+
+    def build(**kwargs):
+        built.append(kwargs)
+        return make_scorer()[1]
+
+    monkeypatch.setattr(env_module, "build_mineclip_scorer", build)
+    monkeypatch.setattr(score_module, "build_mineclip_scorer", build)
+    return built
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"success": MineCLIPScore(0.001)},
+        {"success": {"kill a cow": MineCLIPScore(0.001)}},
+        {"fallback_detector": MineCLIPScore(0.001)},
+    ],
+)
+def test_a_vector_env_whose_detectors_read_mineclip_shares_one_scorer(monkeypatch, kwargs):
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    built = _count_builds(monkeypatch)
+    vector = Steve1SkillVectorEnv(
+        3, policy="random", prompt_encoder="hash", instruction="kill a cow", k=3,
+        world_kwargs=SMALL, **kwargs,
+    )  # fmt: skip
+    try:
+        assert len(built) == 1
+        assert len({id(env.scorer) for env in vector.envs}) == 1
+    finally:
+        vector.close()
+
+
+def test_a_vector_reset_whose_detectors_read_mineclip_shares_one_scorer(monkeypatch):
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    built = _count_builds(monkeypatch)
+    vector = Steve1SkillVectorEnv(
+        3, policy="random", prompt_encoder="hash", instruction="kill a cow", k=3,
+        world_kwargs=SMALL,
+    )  # fmt: skip
+    try:
+        vector.reset(seed=0, options={"success": MineCLIPScore(0.001)})
+        _, _, _, _, info = vector.step([""] * 3)
+        assert len(built) == 1
+        assert len({id(env.scorer) for env in vector.envs}) == 1
+        assert list(info["is_success"]) == [True] * 3
+    finally:
+        vector.close()
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), -1.0, True, "7"])
+def test_a_goal_refuses_a_cond_scale_that_is_not_a_finite_number(scale):
+    with pytest.raises(ConfigurationError, match="cond_scale"):
+        Goal("x", np.zeros(512, np.float32), scale)
+
+
+def test_a_goal_takes_a_numpy_cond_scale():
+    assert Goal("x", np.zeros(512, np.float32), np.float32(7.0)).cond_scale == 7.0
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [
+        [np.zeros((4, 4, 3), np.uint8)] * 15 + [np.zeros((4, 5, 3), np.uint8)],  # ragged
+        [[1, 2], [3]],
+        np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (16, 1 << 20, 1 << 20, 3)),
+        np.zeros((16, 0, 4, 3), np.uint8),
+    ],
+)
+def test_a_hostile_clip_is_a_clear_error(clip):
+    with pytest.raises(ConfigurationError):
+        check_clip(clip)
