@@ -90,3 +90,56 @@ def test_a_goal_takes_a_numpy_cond_scale():
 def test_a_hostile_clip_is_a_clear_error(clip):
     with pytest.raises(ConfigurationError):
         check_clip(clip)
+
+
+def _plain(action):
+    return {key: np.asarray(value).tolist() for key, value in action.items()}
+
+
+def test_envs_with_the_default_scale_act_bitwise_as_before_beside_a_visual_goal(
+    tiny_policy_files,
+):
+    import torch
+
+    from steve1_env.agent.native import NativeSteve1Policy
+
+    policy = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"], cond_scale=6.0
+    )
+    rng = np.random.default_rng(0)
+    n, ticks = 4, 6
+    frames = rng.integers(0, 256, (ticks, n, 48, 64, 3), dtype=np.uint8)
+    embeddings = rng.standard_normal((n, 512)).astype(np.float32)
+
+    def rollout(scales):
+        goals = [Goal(f"g{i}", embeddings[i], scale) for i, scale in enumerate(scales)]
+        states = [policy.initial_state(i) for i in range(n)]
+        actions = []
+        for t in range(ticks):
+            obs = [{"pov": frames[t, i]} for i in range(n)]
+            step, states = policy.act_batch(obs, goals, states)
+            actions.append(step)
+        return actions, states
+
+    before, before_states = rollout([None] * n)
+    calls = []
+    forward = policy.forward
+
+    def recording(frames, goals, states, cond_scale="policy"):
+        calls.append((cond_scale, len(frames)))
+        return forward(frames, goals, states, cond_scale=cond_scale)
+
+    policy.forward = recording  # type: ignore[method-assign]
+    mixed, mixed_states = rollout([None, 100.0, None, 0.0])
+    # One forward pass per scale and tick, each env in the pass of its own scale.
+    assert calls == [(6.0, 2), (100.0, 1), (0.0, 1)] * ticks
+    for i in (0, 2):  # the default-scale envs
+        assert [_plain(a[i]) for a in mixed] == [_plain(a[i]) for a in before]
+        for old, new in zip(before_states[i].memory, mixed_states[i].memory, strict=True):
+            assert torch.equal(old.keys, new.keys) and torch.equal(old.values, new.values)
+    # A visual goal's env acts as it does alone at its scale.
+    alone = [Goal("g1", embeddings[1], 100.0)]
+    state = [policy.initial_state(1)]
+    for t in range(ticks):
+        step, state = policy.act_batch([{"pov": frames[t, 1]}], alone, state)
+        assert _plain(step[0]) == _plain(mixed[t][1])
