@@ -143,3 +143,35 @@ def test_envs_with_the_default_scale_act_bitwise_as_before_beside_a_visual_goal(
     for t in range(ticks):
         step, state = policy.act_batch([{"pov": frames[t, 1]}], alone, state)
         assert _plain(step[0]) == _plain(mixed[t][1])
+
+
+def test_an_evaluations_paper_visual_goal_reads_the_runs_weights_directory(tmp_path):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+    from steve1_env.prompt.hash_encoder import HashPromptEncoder
+    from steve1_env.prompt.visual_prompts import PAPER_VISUAL_PROMPT_NAMES, VISUAL_PROMPTS_FILE
+    from steve1_env.registry import register_prompt_encoder
+    from steve1_env.tasks.spec import parse_task_set
+
+    def hash_with_weights(device="cpu", weights=None):
+        return HashPromptEncoder(device)
+
+    register_prompt_encoder("hash-with-weights", hash_with_weights, overwrite=True)
+    weights = tmp_path / "weights"  # the run's, not STEVE1_WEIGHTS_DIR (unset here)
+    weights.mkdir()
+    rng = np.random.default_rng(2)
+    prompts = {name: rng.random(512, np.float32) for name in PAPER_VISUAL_PROMPT_NAMES}
+    np.savez(weights / VISUAL_PROMPTS_FILE, **prompts)
+    tasks = parse_task_set(
+        "tasks:\n"
+        "  - {name: dirt, instruction: get dirt, max_steps: 300, visual_goal: 'paper:dirt'}\n"
+    )
+    settings = RunSettings(
+        policy="scripted",
+        prompt_encoder="hash-with-weights",
+        prompt_encoder_kwargs={"weights": str(weights)},
+        world_kwargs=SMALL,
+        k=50,
+    )
+    result = evaluate(tasks, tmp_path / "run", settings, trials=1, progress=False)
+    assert [record.outcome for record in result.records] == ["success"]

@@ -592,6 +592,8 @@ class TrialRunner:
                 render_mode="rgb_array",
                 pov_shape=(64, 64),
                 device=settings.device,
+                # Visual goals read their video tower and paper prompts from the run's weights.
+                mineclip_kwargs={"weights": self._mineclip_weights()},
             )
         except BaseException:
             if policy is not None and policy is not self._policy:
@@ -607,13 +609,20 @@ class TrialRunner:
         if self._scorer is None:
             from steve1_env.prompt.mineclip_score import build_mineclip_scorer
 
-            settings = self.settings
-            weights = settings.prompt_encoder_kwargs.get("weights")
-            weights = weights or settings.policy_kwargs.get("weights")
-            if weights == "random" or (weights is not None and not Path(weights).is_dir()):
-                weights = None
-            self._scorer = build_mineclip_scorer(weights=weights, device=settings.device)
+            self._scorer = build_mineclip_scorer(
+                weights=self._mineclip_weights(), device=self.settings.device
+            )
         return self._scorer
+
+    def _mineclip_weights(self) -> str | None:
+        # The steve1 stack's weights directory (attn.pth and the paper's visual prompts sit
+        # beside the other files), or None for the default one.
+        settings = self.settings
+        weights = settings.prompt_encoder_kwargs.get("weights")
+        weights = weights or settings.policy_kwargs.get("weights")
+        if weights == "random" or (weights is not None and not Path(weights).is_dir()):
+            return None
+        return None if weights is None else str(weights)
 
     def _policy_for(self, world: Any) -> Any:
         # One policy for all worlds when it batches (STEVE-1); one per world otherwise (the
