@@ -175,3 +175,25 @@ def test_an_evaluations_paper_visual_goal_reads_the_runs_weights_directory(tmp_p
     )
     result = evaluate(tasks, tmp_path / "run", settings, trials=1, progress=False)
     assert [record.outcome for record in result.records] == ["success"]
+
+
+def test_a_vector_cond_scale_applies_to_the_envs_with_a_visual_goal(monkeypatch):
+    import steve1_env.prompt.visual_goals as goals_module
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    embedding = np.ones(512, np.float32)
+    monkeypatch.setattr(goals_module, "visual_goal_from_spec", lambda spec, folder: embedding)
+    vector = Steve1SkillVectorEnv(
+        2, policy="random", prompt_encoder="hash", instruction="get dirt", k=2,
+        world_kwargs=SMALL,
+    )  # fmt: skip
+    try:
+        _, info = vector.reset(seed=0, options={"visual_goal": ["paper:dirt", None],
+                                                "cond_scale": 5})  # fmt: skip
+        assert [env._slot.goal.cond_scale for env in vector.envs] == [5.0, None]
+        assert list(info["instruction"]) == ["visual:paper:dirt", "get dirt"]
+        for alone in ({"cond_scale": 5}, {"cond_scale": 5, "visual_goal": [None, None]}):
+            with pytest.raises(ConfigurationError, match="visual_goal only"):
+                vector.reset(seed=0, options=alone)
+    finally:
+        vector.close()

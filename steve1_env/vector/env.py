@@ -248,7 +248,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             seed: One int (env i gets ``seed + i``), a list with one seed per env, or None.
             options: ``"instruction"``: one text for all envs or a list with one per env;
                 ``"visual_goal"``: one clip, video file or ``"paper:<name>"`` for all envs, or a
-                list with one per env (None for a text goal), with ``"cond_scale"``;
+                list with one per env (None for a text goal), with ``"cond_scale"`` (applied to
+                the envs given a visual goal);
                 ``"success"``: detectors for this episode, as `Steve1SkillEnv.reset` takes;
                 ``"reset_mask"``: a boolean array choosing the envs to reset.
 
@@ -286,6 +287,9 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 env_options["instruction"] = instructions[i]
             if visuals[i] is not None:
                 env_options["visual_goal"] = visuals[i]
+            elif visual_per_env and any(v is not None for v in visuals):
+                # The scale is that of the listed visual goals; an env given None pursues text.
+                env_options.pop("cond_scale", None)
             try:
                 self.envs[i].check_reset(seed=seeds[i], options=env_options)
             except Steve1EnvError as exc:
