@@ -13,7 +13,7 @@ its baseline while asking for the same skill again after a success starts afresh
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -310,6 +310,9 @@ class Steve1SkillEnv(gym.Env):
 
         self._mineclip_args = mineclip_args
         self._video: Any = None
+        # Where visual goals get their video tower when this env loads none itself: a vector
+        # env's envs, or an evaluation worker's worlds, share one instead of loading one each.
+        self._video_source: Callable[[], Any] | None = None
         self._warned_undetectable: set[str] = set()
         self._goals = GoalEncoder(self.prompt_encoder, device)
         # The engine with one slot: this env's world, policy and goals, and its episode.
@@ -538,6 +541,8 @@ class Steve1SkillEnv(gym.Env):
         # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.
         if self.scorer is not None:
             return self.scorer.video
+        if self._video_source is not None:
+            return self._video_source()
         if self._video is None:
             from steve1_env.prompt.mineclip_video import load_mineclip_video
 

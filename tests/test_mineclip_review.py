@@ -197,3 +197,62 @@ def test_a_vector_cond_scale_applies_to_the_envs_with_a_visual_goal(monkeypatch)
                 vector.reset(seed=0, options=alone)
     finally:
         vector.close()
+
+
+def _count_video_towers(monkeypatch):
+    # Replaces MineCLIP's video tower loader with one that counts the towers loaded.
+    import torch
+
+    import steve1_env.prompt.mineclip_video as video_module
+
+    loaded = []
+
+    class Tower:
+        def encode_video(self, clip):
+            return torch.ones(1, 512)
+
+    def load(*args, **kwargs):
+        loaded.append(kwargs)
+        return Tower()
+
+    monkeypatch.setattr(video_module, "load_mineclip_video", load)
+    return loaded
+
+
+def test_a_vector_envs_visual_goals_load_one_video_tower(monkeypatch):
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    loaded = _count_video_towers(monkeypatch)
+    clip = np.zeros((16, 8, 8, 3), np.uint8)
+    vector = Steve1SkillVectorEnv(
+        3, policy="random", prompt_encoder="hash", instruction="get dirt", k=2,
+        world_kwargs=SMALL,
+    )  # fmt: skip
+    try:
+        vector.reset(seed=0, options={"visual_goal": clip})
+        vector.reset(seed=1, options={"visual_goal": [clip, None, clip]})
+        assert len(loaded) == 1
+    finally:
+        vector.close()
+
+
+def test_an_evaluation_workers_visual_goals_load_one_video_tower(tmp_path, monkeypatch):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+    from steve1_env.evaluation.video import VideoWriter
+    from steve1_env.tasks.spec import load_task_set
+
+    loaded = _count_video_towers(monkeypatch)
+    writer = VideoWriter(tmp_path / "goal.mp4")
+    for value in range(16):
+        writer.write(np.full((32, 32, 3), value * 10, np.uint8))
+    writer.close()
+    (tmp_path / "tasks.yaml").write_text(
+        "tasks:\n  - {name: dirt, instruction: get dirt, max_steps: 300, visual_goal: goal.mp4}\n"
+    )
+    tasks = load_task_set(tmp_path / "tasks.yaml")
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=50)
+    result = evaluate(tasks, tmp_path / "run", settings, trials=3, envs_per_worker=3,
+                      progress=False)  # fmt: skip
+    assert [record.outcome for record in result.records] == ["success"] * 3
+    assert len(loaded) == 1

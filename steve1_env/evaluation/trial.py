@@ -352,6 +352,7 @@ class TrialRunner:
         self._shared: bool | None = None
         self._slots = [_WorldSlot(i) for i in range(self.envs)]
         self._scorer: Any = None
+        self._video: Any = None  # MineCLIP's video tower for visual goals, loaded on first use
 
     @property
     def free(self) -> int:
@@ -437,7 +438,7 @@ class TrialRunner:
         for slot in self._slots:
             self._abandon_trial(slot)
         policy, encoder, scorer = self._policy, self._encoder, self._scorer
-        self._policy = self._encoder = self._scorer = None
+        self._policy = self._encoder = self._scorer = self._video = None
         closers = [slot.close for slot in self._slots]
         closers += [c.close for c in (policy, encoder, scorer) if c is not None]
         close_all(closers)
@@ -600,6 +601,7 @@ class TrialRunner:
                 policy.close()
             world.close()
             raise
+        slot.env._video_source = self._video_tower
         slot.world, slot.key = world, key
         slot.policy = None if policy is self._policy else policy
 
@@ -613,6 +615,18 @@ class TrialRunner:
                 weights=self._mineclip_weights(), device=self.settings.device
             )
         return self._scorer
+
+    def _video_tower(self) -> Any:
+        # One MineCLIP video tower for all the worker's visual goals: the scorer's if built.
+        if self._scorer is not None:
+            return self._scorer.video
+        if self._video is None:
+            from steve1_env.prompt.mineclip_video import load_mineclip_video
+
+            self._video = load_mineclip_video(
+                self._mineclip_weights(), device=self.settings.device, with_text=False
+            )
+        return self._video
 
     def _mineclip_weights(self) -> str | None:
         # The steve1 stack's weights directory (attn.pth and the paper's visual prompts sit

@@ -218,6 +218,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 for i in range(self.num_envs)
             ]
             self._owned.extend(self.envs)
+            for env in self.envs[1:]:  # one MineCLIP video tower for every env's visual goals
+                env._video_source = self.envs[0]._video_tower
         except BaseException:
             self._close_owned()
             raise
