@@ -74,6 +74,9 @@ from steve1_env.validation import (
 )
 from steve1_env.worlds.base import World
 
+CheckedReset = tuple[int | None, str | None, DetectorLookup, Goal | None]
+"""A reset's checked arguments: its seed, instruction, detectors and visual goal."""
+
 RESET_OPTIONS = ("instruction", "success", "visual_goal", "cond_scale")
 REASONS = ("success", "budget", "world_done", "crash")
 """Why a high-level step ended (``info["reason"]``; None after `reset`)."""
@@ -385,7 +388,14 @@ class Steve1SkillEnv(gym.Env):
         """
         self._ensure_open()
         # Everything is checked before anything changes: a bad argument leaves the env as it was.
-        seed, given, detector_for, visual = self._checked_reset(seed, options)
+        return self._reset_checked(self._checked_reset(seed, options), options)
+
+    def _reset_checked(
+        self, checked: CheckedReset, options: dict[str, Any] | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # reset() once its arguments are checked (a vector env checks every env's first, and
+        # encodes each visual goal once).
+        seed, given, detector_for, visual = checked
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
         if self.scorer is None and reads_mineclip((options or {}).get("success")):
@@ -492,9 +502,7 @@ class Steve1SkillEnv(gym.Env):
         if self._closed:
             raise ClosedError("This env is closed; create a new one with gym.make().")
 
-    def _checked_reset(
-        self, seed: Any, options: Any
-    ) -> tuple[int | None, str | None, DetectorLookup, Goal | None]:
+    def _checked_reset(self, seed: Any, options: Any) -> CheckedReset:
         # Returns the seed, the given instruction, this episode's detectors (the option's first,
         # then the env's own) and the visual goal, computed here so that a bad clip changes
         # nothing.

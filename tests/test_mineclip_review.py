@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -199,16 +201,23 @@ def test_a_vector_cond_scale_applies_to_the_envs_with_a_visual_goal(monkeypatch)
         vector.close()
 
 
+class _Loaded(list):
+    tower: Any = None
+
+
 def _count_video_towers(monkeypatch):
     # Replaces MineCLIP's video tower loader with one that counts the towers loaded.
     import torch
 
     import steve1_env.prompt.mineclip_video as video_module
 
-    loaded = []
+    loaded: Any = _Loaded()
 
     class Tower:
+        encoded = 0  # clips encoded by every tower
+
         def encode_video(self, clip):
+            Tower.encoded += 1
             return torch.ones(1, 512)
 
     def load(*args, **kwargs):
@@ -216,6 +225,7 @@ def _count_video_towers(monkeypatch):
         return Tower()
 
     monkeypatch.setattr(video_module, "load_mineclip_video", load)
+    loaded.tower = Tower
     return loaded
 
 
@@ -230,8 +240,9 @@ def test_a_vector_envs_visual_goals_load_one_video_tower(monkeypatch):
     )  # fmt: skip
     try:
         vector.reset(seed=0, options={"visual_goal": clip})
+        assert loaded.tower.encoded == 3  # once per env: checking the reset encodes it
         vector.reset(seed=1, options={"visual_goal": [clip, None, clip]})
-        assert len(loaded) == 1
+        assert len(loaded) == 1 and loaded.tower.encoded == 5
     finally:
         vector.close()
 

@@ -293,13 +293,13 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 # The scale is that of the listed visual goals; an env given None pursues text.
                 env_options.pop("cond_scale", None)
             try:
-                self.envs[i].check_reset(seed=seeds[i], options=env_options)
+                checked = self.envs[i]._checked_reset(seeds[i], env_options)
             except Steve1EnvError as exc:
                 failures.append((i, exc))
                 if not per_env:
                     break  # every env would fail the same way
             else:
-                plans.append((i, env_options))
+                plans.append((i, env_options, checked))
         if failures:
             i, first = failures[0]
             # An env is named only when its own value is at fault, not when all fail alike.
@@ -322,9 +322,10 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         infos: dict[str, Any] = {}
         observations = self._current_observations()
         try:
-            for i, env_options in plans:
+            for i, env_options, checked in plans:
                 self._reset_options[i] = env_options  # autoreset starts the same task again
-                observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
+                # Checked above (a visual goal encoded there): the env resets without again.
+                observations[i], info = self.envs[i]._reset_checked(checked, env_options)
                 infos = self._add_info(infos, info, i)
                 self._autoreset[i] = False
                 self._episode_steps[i] = 0
