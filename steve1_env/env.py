@@ -539,11 +539,13 @@ class Steve1SkillEnv(gym.Env):
         detectors = resolve_detectors(options.get("success"), self._detector_for)
         return seed, given, detectors, visual
 
-    def _use_scorer(self, scorer: MineCLIPScorer) -> None:
-        # From the next reset on, ticks are scored (an evaluation worker whose task needs it).
+    def _use_scorer(self, scorer: MineCLIPScorer | None) -> None:
+        # From the next reset on, ticks are scored by `scorer`, or not at all with None (an
+        # evaluation worker's world, scored for the tasks whose detector needs it only).
         if self.scorer is not scorer:
             self.scorer = scorer
-            self._slot.scorer, self._slot.window = scorer, scorer.window()
+            self._slot.scorer = scorer
+            self._slot.window = None if scorer is None else scorer.window()
 
     def _video_tower(self) -> Any:
         # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.

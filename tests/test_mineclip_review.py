@@ -11,7 +11,12 @@ from steve1_env.agent.base import Goal
 from steve1_env.errors import ConfigurationError
 from steve1_env.prompt.visual_goals import check_clip
 from steve1_env.success import MineCLIPScore
-from tests.test_mineclip_score import SMALL, make_scorer
+from tests.test_mineclip_score import (
+    COW_BY_MINECLIP_AND_DIRT,
+    SMALL,
+    colour_worker_scorers,
+    make_scorer,
+)
 
 
 def _count_builds(monkeypatch):
@@ -267,3 +272,17 @@ def test_an_evaluation_workers_visual_goals_load_one_video_tower(tmp_path, monke
                       progress=False)  # fmt: skip
     assert [record.outcome for record in result.records] == ["success"] * 3
     assert len(loaded) == 1
+
+
+def test_a_world_scores_only_the_trials_whose_detector_reads_mineclip(tmp_path, monkeypatch):
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+    from steve1_env.tasks.spec import parse_task_set
+
+    built = colour_worker_scorers(monkeypatch)
+    tasks = parse_task_set(COW_BY_MINECLIP_AND_DIRT)
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=10)
+    result = evaluate(tasks, tmp_path / "run", settings, trials=1, progress=False)
+    assert [record.outcome for record in result.records] == ["success", "success"]
+    # The cow trial: its reset frame and 2 ticks; the dirt trial after it on the same world: none.
+    assert built[0].frames_encoded == 3

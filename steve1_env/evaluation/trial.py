@@ -476,8 +476,9 @@ class TrialRunner:
             slot.target = self._video_path(spec)
             slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
             env._slot.on_frame = None if slot.writer is None else slot.writer.write
-            if needs_mineclip(slot.detector):
-                env._use_scorer(self._mineclip_scorer())
+            # Scored only for a detector reading the score: a world keeps no scorer from
+            # an earlier task.
+            env._use_scorer(self._mineclip_scorer() if needs_mineclip(slot.detector) else None)
             options: dict[str, Any] = {"instruction": spec.instruction, "success": slot.detector}
             if spec.visual_goal is not None:
                 options.update(visual_goal=spec.visual_goal, cond_scale=spec.cond_scale)
