@@ -13,7 +13,7 @@ its baseline while asking for the same skill again after a success starts afresh
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -46,7 +46,11 @@ from steve1_env.observations import (
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
-from steve1_env.prompt.mineclip_score import MineCLIPScorer, build_mineclip_scorer
+from steve1_env.prompt.mineclip_score import (
+    MineCLIPScorer,
+    build_mineclip_scorer,
+    reads_mineclip,
+)
 from steve1_env.prompt.visual_goals import visual_goal
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS, Registry
 from steve1_env.skill_kinds import PAPER_PROMPTS
@@ -69,6 +73,9 @@ from steve1_env.validation import (
     reset_seed,
 )
 from steve1_env.worlds.base import World
+
+CheckedReset = tuple[int | None, str | None, DetectorLookup, Goal | None]
+"""A reset's checked arguments: its seed, instruction, detectors and visual goal."""
 
 RESET_OPTIONS = ("instruction", "success", "visual_goal", "cond_scale")
 REASONS = ("success", "budget", "world_done", "crash")
@@ -116,12 +123,6 @@ def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
             )
         return MineCLIPScore(threshold, name="mineclip")
     return as_detector(spec)
-
-
-def _reads_mineclip(spec: Any) -> bool:
-    # A detector spec (one detector, or instruction -> detector) with a MineCLIP detector.
-    parts = spec.values() if isinstance(spec, Mapping) else [spec]
-    return any(needs_mineclip(part) for part in parts)
 
 
 def _folder(weights: Any) -> Any:
@@ -256,7 +257,7 @@ class Steve1SkillEnv(gym.Env):
         wants_score = (
             reward == "mineclip"
             or fallback_detector == "mineclip"
-            or _reads_mineclip(success)
+            or reads_mineclip(success)
             or needs_mineclip(fallback)
         )
         if not isinstance(mineclip_score, MineCLIPScorer):
@@ -312,6 +313,9 @@ class Steve1SkillEnv(gym.Env):
 
         self._mineclip_args = mineclip_args
         self._video: Any = None
+        # Where visual goals get their video tower when this env loads none itself: a vector
+        # env's envs, or an evaluation worker's worlds, share one instead of loading one each.
+        self._video_source: Callable[[], Any] | None = None
         self._warned_undetectable: set[str] = set()
         self._goals = GoalEncoder(self.prompt_encoder, device)
         # The engine with one slot: this env's world, policy and goals, and its episode.
@@ -384,10 +388,17 @@ class Steve1SkillEnv(gym.Env):
         """
         self._ensure_open()
         # Everything is checked before anything changes: a bad argument leaves the env as it was.
-        seed, given, detector_for, visual = self._checked_reset(seed, options)
+        return self._reset_checked(self._checked_reset(seed, options), options)
+
+    def _reset_checked(
+        self, checked: CheckedReset, options: dict[str, Any] | None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # reset() once its arguments are checked (a vector env checks every env's first, and
+        # encodes each visual goal once).
+        seed, given, detector_for, visual = checked
         # Whatever fails below, the previous episode is over.
         self._needs_reset = True
-        if self.scorer is None and _reads_mineclip((options or {}).get("success")):
+        if self.scorer is None and reads_mineclip((options or {}).get("success")):
             # This episode's detectors judge by the MineCLIP score: score from now on.
             scorer = build_mineclip_scorer(device=self.device, **self._mineclip_args)
             self._owned.append(scorer)
@@ -491,9 +502,7 @@ class Steve1SkillEnv(gym.Env):
         if self._closed:
             raise ClosedError("This env is closed; create a new one with gym.make().")
 
-    def _checked_reset(
-        self, seed: Any, options: Any
-    ) -> tuple[int | None, str | None, DetectorLookup, Goal | None]:
+    def _checked_reset(self, seed: Any, options: Any) -> CheckedReset:
         # Returns the seed, the given instruction, this episode's detectors (the option's first,
         # then the env's own) and the visual goal, computed here so that a bad clip changes
         # nothing.
@@ -530,16 +539,20 @@ class Steve1SkillEnv(gym.Env):
         detectors = resolve_detectors(options.get("success"), self._detector_for)
         return seed, given, detectors, visual
 
-    def _use_scorer(self, scorer: MineCLIPScorer) -> None:
-        # From the next reset on, ticks are scored (an evaluation worker whose task needs it).
+    def _use_scorer(self, scorer: MineCLIPScorer | None) -> None:
+        # From the next reset on, ticks are scored by `scorer`, or not at all with None (an
+        # evaluation worker's world, scored for the tasks whose detector needs it only).
         if self.scorer is not scorer:
             self.scorer = scorer
-            self._slot.scorer, self._slot.window = scorer, scorer.window()
+            self._slot.scorer = scorer
+            self._slot.window = None if scorer is None else scorer.window()
 
     def _video_tower(self) -> Any:
         # MineCLIP's video tower for visual goals: the scorer's, or one loaded on first use.
         if self.scorer is not None:
             return self.scorer.video
+        if self._video_source is not None:
+            return self._video_source()
         if self._video is None:
             from steve1_env.prompt.mineclip_video import load_mineclip_video
 

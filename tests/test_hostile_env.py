@@ -511,10 +511,10 @@ def test_a_per_env_reset_failure_names_the_env_whatever_the_error_class(
 ):
     with _vector() as envs:
 
-        def refuse(**kwargs):
+        def refuse(*args, **kwargs):
             raise error
 
-        monkeypatch.setattr(envs.envs[2], "check_reset", refuse)
+        monkeypatch.setattr(envs.envs[2], "_checked_reset", refuse)
         with pytest.raises(expected_type) as caught:
             envs.reset(options={"instruction": ["chop a tree", "get dirt", "get wood"]})
         assert str(caught.value) == f"env 2: {error}"

@@ -52,6 +52,31 @@ def make_scorer(**kwargs):
     return tower, MineCLIPScorer(tower, tower.encode_text, **kwargs)
 
 
+COW_BY_MINECLIP_AND_DIRT = (
+    "tasks:\n"
+    "  - {name: cow, instruction: kill a cow, max_steps: 40,"
+    " success: {type: mineclip, threshold: 0.001, sustain: 2}}\n"
+    "  - {name: dirt, instruction: get dirt, max_steps: 300}\n"
+)
+"""A task judged by the MineCLIP detector, then one with a programmatic detector."""
+
+
+def colour_worker_scorers(monkeypatch):
+    """Makes evaluation workers build `ColourTower` scorers; returns the list of those built."""
+    from steve1_env.evaluation.trial import TrialRunner
+
+    built = []
+
+    def colour_scorer(self):
+        if self._scorer is None:
+            _, self._scorer = make_scorer()
+            built.append(self._scorer)
+        return self._scorer
+
+    monkeypatch.setattr(TrialRunner, "_mineclip_scorer", colour_scorer)
+    return built
+
+
 def env(scorer, **kwargs):
     settings = {"policy": "random", "prompt_encoder": "hash", "instruction": "get dirt", "k": 6}
     return Steve1SkillEnv(world_kwargs=SMALL, mineclip_score=scorer, **{**settings, **kwargs})
@@ -460,24 +485,11 @@ def test_task_files_give_visual_goals_and_evaluation_pursues_them(tmp_path, monk
 
 def test_an_evaluation_task_judged_by_mineclip_scores_its_trials(tmp_path, monkeypatch):
     from steve1_env.evaluation.runner import evaluate
-    from steve1_env.evaluation.trial import RunSettings, TrialRunner
+    from steve1_env.evaluation.trial import RunSettings
     from steve1_env.tasks.spec import parse_task_set
 
-    built = []
-
-    def colour_scorer(self):
-        if self._scorer is None:
-            _, self._scorer = make_scorer()
-            built.append(self._scorer)
-        return self._scorer
-
-    monkeypatch.setattr(TrialRunner, "_mineclip_scorer", colour_scorer)
-    tasks = parse_task_set(
-        "tasks:\n"
-        "  - {name: cow, instruction: kill a cow, max_steps: 40,"
-        " success: {type: mineclip, threshold: 0.001, sustain: 2}}\n"
-        "  - {name: dirt, instruction: get dirt, max_steps: 300}\n"
-    )
+    built = colour_worker_scorers(monkeypatch)
+    tasks = parse_task_set(COW_BY_MINECLIP_AND_DIRT)
     settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=10)
     result = evaluate(tasks, tmp_path / "run", settings, trials=2, envs_per_worker=2,
                       progress=False)  # fmt: skip

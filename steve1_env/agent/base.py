@@ -7,6 +7,8 @@ can therefore serve many envs, each with its own state.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -45,10 +47,16 @@ class Goal:
         """Converts the embedding to a read-only float32 ``(512,)`` array unless it is one."""
         if self.cond_scale is not None:
             scale = self.cond_scale
-            if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale >= 0:
+            # Finite: an infinite scale turns the guided logits into NaN (inf - inf).
+            if (
+                isinstance(scale, bool)
+                or not isinstance(scale, numbers.Real)
+                or not math.isfinite(scale)
+                or not scale >= 0
+            ):
                 raise ConfigurationError(
-                    f"A goal's cond_scale must be a number >= 0 (the paper: 6.0 for text, 7.0 "
-                    f"for visual goals) or None, got {scale!r}."
+                    f"A goal's cond_scale must be a finite number >= 0 (the paper: 6.0 for text, "
+                    f"7.0 for visual goals) or None, got {scale!r}."
                 )
             object.__setattr__(self, "cond_scale", float(scale))
         embedding = self.embedding

@@ -352,6 +352,7 @@ class TrialRunner:
         self._shared: bool | None = None
         self._slots = [_WorldSlot(i) for i in range(self.envs)]
         self._scorer: Any = None
+        self._video: Any = None  # MineCLIP's video tower for visual goals, loaded on first use
 
     @property
     def free(self) -> int:
@@ -437,7 +438,7 @@ class TrialRunner:
         for slot in self._slots:
             self._abandon_trial(slot)
         policy, encoder, scorer = self._policy, self._encoder, self._scorer
-        self._policy = self._encoder = self._scorer = None
+        self._policy = self._encoder = self._scorer = self._video = None
         closers = [slot.close for slot in self._slots]
         closers += [c.close for c in (policy, encoder, scorer) if c is not None]
         close_all(closers)
@@ -475,8 +476,9 @@ class TrialRunner:
             slot.target = self._video_path(spec)
             slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
             env._slot.on_frame = None if slot.writer is None else slot.writer.write
-            if needs_mineclip(slot.detector):
-                env._use_scorer(self._mineclip_scorer())
+            # Scored only for a detector reading the score: a world keeps no scorer from
+            # an earlier task.
+            env._use_scorer(self._mineclip_scorer() if needs_mineclip(slot.detector) else None)
             options: dict[str, Any] = {"instruction": spec.instruction, "success": slot.detector}
             if spec.visual_goal is not None:
                 options.update(visual_goal=spec.visual_goal, cond_scale=spec.cond_scale)
@@ -592,12 +594,15 @@ class TrialRunner:
                 render_mode="rgb_array",
                 pov_shape=(64, 64),
                 device=settings.device,
+                # Visual goals read their video tower and paper prompts from the run's weights.
+                mineclip_kwargs={"weights": self._mineclip_weights()},
             )
         except BaseException:
             if policy is not None and policy is not self._policy:
                 policy.close()
             world.close()
             raise
+        slot.env._video_source = self._video_tower
         slot.world, slot.key = world, key
         slot.policy = None if policy is self._policy else policy
 
@@ -607,13 +612,32 @@ class TrialRunner:
         if self._scorer is None:
             from steve1_env.prompt.mineclip_score import build_mineclip_scorer
 
-            settings = self.settings
-            weights = settings.prompt_encoder_kwargs.get("weights")
-            weights = weights or settings.policy_kwargs.get("weights")
-            if weights == "random" or (weights is not None and not Path(weights).is_dir()):
-                weights = None
-            self._scorer = build_mineclip_scorer(weights=weights, device=settings.device)
+            self._scorer = build_mineclip_scorer(
+                weights=self._mineclip_weights(), device=self.settings.device
+            )
         return self._scorer
+
+    def _video_tower(self) -> Any:
+        # One MineCLIP video tower for all the worker's visual goals: the scorer's if built.
+        if self._scorer is not None:
+            return self._scorer.video
+        if self._video is None:
+            from steve1_env.prompt.mineclip_video import load_mineclip_video
+
+            self._video = load_mineclip_video(
+                self._mineclip_weights(), device=self.settings.device, with_text=False
+            )
+        return self._video
+
+    def _mineclip_weights(self) -> str | None:
+        # The steve1 stack's weights directory (attn.pth and the paper's visual prompts sit
+        # beside the other files), or None for the default one.
+        settings = self.settings
+        weights = settings.prompt_encoder_kwargs.get("weights")
+        weights = weights or settings.policy_kwargs.get("weights")
+        if weights == "random" or (weights is not None and not Path(weights).is_dir()):
+            return None
+        return None if weights is None else str(weights)
 
     def _policy_for(self, world: Any) -> Any:
         # One policy for all worlds when it batches (STEVE-1); one per world otherwise (the

@@ -232,18 +232,31 @@ def scorer_for(env_kwargs: Mapping[str, Any], device: Any) -> MineCLIPScorer | N
     None when the envs do not score (``mineclip_score`` False, no ``reward="mineclip"`` or
     ``fallback_detector="mineclip"``); the given scorer when one was passed; else a new one
     built from ``mineclip_kwargs``.
+    The rule is the env's: a detector in ``success`` or ``fallback_detector`` that reads the
+    score turns scoring on too, so the envs share this scorer instead of building one each.
     """
     given = env_kwargs.get("mineclip_score", False)
     if isinstance(given, MineCLIPScorer):
         return given
+    fallback = env_kwargs.get("fallback_detector")
     wanted = (
         given is True
         or env_kwargs.get("reward") == "mineclip"
-        or env_kwargs.get("fallback_detector") == "mineclip"
+        or (isinstance(fallback, str) and fallback == "mineclip")
+        or reads_mineclip(fallback)
+        or reads_mineclip(env_kwargs.get("success"))
     )
     if not wanted:
         return None
     return build_mineclip_scorer(device=device, **dict(env_kwargs.get("mineclip_kwargs") or {}))
+
+
+def reads_mineclip(spec: Any) -> bool:
+    """Whether a detector spec (one detector, or instruction -> detector) reads the score."""
+    from steve1_env.success import needs_mineclip
+
+    parts = spec.values() if isinstance(spec, Mapping) else [spec]
+    return any(needs_mineclip(part) for part in parts)
 
 
 def dense_reward(score: float, prompts: int) -> float:

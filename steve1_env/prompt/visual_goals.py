@@ -125,7 +125,13 @@ def check_clip(clip: Any, what: str = "A visual goal's clip") -> np.ndarray:
     Raises:
         ConfigurationError: If it is not 16 uint8 RGB frames.
     """
-    array = np.asarray(clip) if isinstance(clip, np.ndarray | list | tuple) else None
+    try:
+        array = np.asarray(clip) if isinstance(clip, np.ndarray | list | tuple) else None
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ConfigurationError(
+            f"{what} must be {CLIP_FRAMES} uint8 RGB frames of one size, shape ({CLIP_FRAMES}, "
+            f"H, W, 3); got frames numpy cannot stack ({exc})."
+        ) from exc
     if (
         array is None
         or array.dtype != np.uint8
@@ -144,6 +150,12 @@ def check_clip(clip: Any, what: str = "A visual goal's clip") -> np.ndarray:
         )
     if min(array.shape[1:3]) < 1:
         raise ConfigurationError(f"{what} has empty frames, shape {array.shape}.")
+    # The limit a video file has: a strided view can claim frames far larger than its memory.
+    if array.shape[1] * array.shape[2] > MAX_CLIP_PIXELS:
+        raise ConfigurationError(
+            f"{what} has {array.shape[2]}x{array.shape[1]} frames, more than the "
+            f"{MAX_CLIP_PIXELS:,} pixels per frame accepted (MAX_CLIP_PIXELS); scale it down."
+        )
     return array
 
 

@@ -37,7 +37,7 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.prompt.base import PromptEncoder
-from steve1_env.prompt.mineclip_score import scorer_for
+from steve1_env.prompt.mineclip_score import reads_mineclip, scorer_for
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.validation import (
     boolean,
@@ -186,6 +186,7 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             self._owned.append(self.encoder)
             # One MineCLIP scorer for every env: each tick's new frames are encoded in one batch.
             scorer = scorer_for(env_kwargs, device)
+            self._scoring = (device, env_kwargs.get("mineclip_kwargs"))
             if scorer is not None:
                 self._owned.append(scorer)
                 env_kwargs = {**env_kwargs, "mineclip_score": scorer}
@@ -217,6 +218,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 for i in range(self.num_envs)
             ]
             self._owned.extend(self.envs)
+            for env in self.envs[1:]:  # one MineCLIP video tower for every env's visual goals
+                env._video_source = self.envs[0]._video_tower
         except BaseException:
             self._close_owned()
             raise
@@ -247,7 +250,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             seed: One int (env i gets ``seed + i``), a list with one seed per env, or None.
             options: ``"instruction"``: one text for all envs or a list with one per env;
                 ``"visual_goal"``: one clip, video file or ``"paper:<name>"`` for all envs, or a
-                list with one per env (None for a text goal), with ``"cond_scale"``;
+                list with one per env (None for a text goal), with ``"cond_scale"`` (applied to
+                the envs given a visual goal);
                 ``"success"``: detectors for this episode, as `Steve1SkillEnv.reset` takes;
                 ``"reset_mask"``: a boolean array choosing the envs to reset.
 
@@ -285,14 +289,17 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 env_options["instruction"] = instructions[i]
             if visuals[i] is not None:
                 env_options["visual_goal"] = visuals[i]
+            elif visual_per_env and any(v is not None for v in visuals):
+                # The scale is that of the listed visual goals; an env given None pursues text.
+                env_options.pop("cond_scale", None)
             try:
-                self.envs[i].check_reset(seed=seeds[i], options=env_options)
+                checked = self.envs[i]._checked_reset(seeds[i], env_options)
             except Steve1EnvError as exc:
                 failures.append((i, exc))
                 if not per_env:
                     break  # every env would fail the same way
             else:
-                plans.append((i, env_options))
+                plans.append((i, env_options, checked))
         if failures:
             i, first = failures[0]
             # An env is named only when its own value is at fault, not when all fail alike.
@@ -300,14 +307,25 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             if not per_env or all_alike:
                 raise first
             raise _naming_env(first, i) from first
+        if self.envs[0].scorer is None and reads_mineclip(options.get("success")):
+            # This episode's detectors judge by the score: one scorer for every env, as when
+            # they are given to the constructor (an env would otherwise build its own).
+            device, mineclip_kwargs = self._scoring
+            wanted = {"mineclip_score": True, "mineclip_kwargs": mineclip_kwargs}
+            shared = scorer_for(wanted, device)
+            assert shared is not None
+            self._owned.append(shared)
+            for env in self.envs:
+                env._use_scorer(shared)
         one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
         super().reset(seed=seeds[0] if one_seed else None)
         infos: dict[str, Any] = {}
         observations = self._current_observations()
         try:
-            for i, env_options in plans:
+            for i, env_options, checked in plans:
                 self._reset_options[i] = env_options  # autoreset starts the same task again
-                observations[i], info = self.envs[i].reset(seed=seeds[i], options=env_options)
+                # Checked above (a visual goal encoded there): the env resets without again.
+                observations[i], info = self.envs[i]._reset_checked(checked, env_options)
                 infos = self._add_info(infos, info, i)
                 self._autoreset[i] = False
                 self._episode_steps[i] = 0
