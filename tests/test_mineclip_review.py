@@ -14,6 +14,7 @@ from steve1_env.success import MineCLIPScore
 from tests.test_mineclip_score import (
     COW_BY_MINECLIP_AND_DIRT,
     SMALL,
+    ColourTower,
     colour_worker_scorers,
     make_scorer,
 )
@@ -286,3 +287,31 @@ def test_a_world_scores_only_the_trials_whose_detector_reads_mineclip(tmp_path, 
     assert [record.outcome for record in result.records] == ["success", "success"]
     # The cow trial: its reset frame and 2 ticks; the dirt trial after it on the same world: none.
     assert built[0].frames_encoded == 3
+
+
+def test_negatives_count_once_and_an_instruction_needs_a_rival():
+    from steve1_env.prompt.mineclip_score import MineCLIPScorer
+
+    tower = ColourTower()
+    scorer = MineCLIPScorer(tower, tower.encode_text, negatives=["stand still", "stand still"])
+    assert scorer.negatives == ("stand still",)
+    window = scorer.window()
+    scorer.push([window], [np.zeros((4, 4, 3), np.uint8)])
+    with pytest.raises(ConfigurationError, match="only MineCLIP negative"):
+        scorer.scores([window], ["stand still"])
+
+
+def test_a_vector_env_leaves_a_scorer_passed_in_open():
+    from steve1_env.prompt.mineclip_score import MineCLIPScorer
+    from steve1_env.vector.env import Steve1SkillVectorEnv
+
+    tower = ColourTower()
+    closed = []
+    tower.close = lambda: closed.append(True)
+    scorer = MineCLIPScorer(tower, tower.encode_text)
+    vector = Steve1SkillVectorEnv(
+        2, policy="random", prompt_encoder="hash", instruction="get dirt", k=2,
+        world_kwargs={"pov_shape": (32, 32)}, mineclip_score=scorer,
+    )  # fmt: skip
+    vector.close()
+    assert closed == []

@@ -104,7 +104,7 @@ class MineCLIPScorer:
                 f"['stand still', 'walk around'], got {checked!r}."
             )
         self.video = video
-        self.negatives = checked
+        self.negatives = tuple(dict.fromkeys(checked))  # a prompt listed twice counts once
         self.frames = frames
         self.frames_encoded = 0
         """Frames encoded so far (each frame exactly once)."""
@@ -152,6 +152,12 @@ class MineCLIPScorer:
                 for row, position in enumerate(positions):
                     instruction = instructions[position]
                     others = [column[n] for n in self.negatives if n != instruction]
+                    if not others:
+                        raise ConfigurationError(
+                            f"The instruction {instruction!r} is the only MineCLIP negative "
+                            "prompt, so nothing competes with it and its score would always "
+                            "be 1.0; give negatives that differ from the instructions scored."
+                        )
                     chosen = logits[row, [column[instruction], *others]].float()
                     results[position] = float(torch.softmax(chosen, dim=0)[0])
         return results

@@ -188,7 +188,10 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             scorer = scorer_for(env_kwargs, device)
             self._scoring = (device, env_kwargs.get("mineclip_kwargs"))
             if scorer is not None:
-                self._owned.append(scorer)
+                if scorer is not env_kwargs.get(
+                    "mineclip_score"
+                ):  # a scorer passed in stays the caller's
+                    self._owned.append(scorer)
                 env_kwargs = {**env_kwargs, "mineclip_score": scorer}
             encoders = [self.encoder]
             if getattr(self.encoder, "varies_per_episode", False):
