@@ -126,8 +126,11 @@ def _fallback_detector(spec: Any, threshold: Any) -> SuccessDetector | None:
 
 
 def _folder(weights: Any) -> Any:
-    # The paper's visual prompts sit in the weights directory; a checkpoint file names none.
-    return weights if weights is not None and os.path.isdir(weights) else None
+    # The paper's visual prompts sit in the weights directory: the one given, or the folder
+    # of the checkpoint file given.
+    if weights is None:
+        return None
+    return weights if os.path.isdir(weights) else os.path.dirname(os.fspath(weights)) or "."
 
 
 def _with_fallback(lookup: DetectorLookup, fallback: SuccessDetector) -> DetectorLookup:

@@ -315,3 +315,28 @@ def test_a_vector_env_leaves_a_scorer_passed_in_open():
     )  # fmt: skip
     vector.close()
     assert closed == []
+
+
+def test_a_tower_answering_numpy_arrays_is_scored():
+    from steve1_env.prompt.mineclip_score import MineCLIPScorer
+
+    class NumpyTower(ColourTower):
+        def encode_frames(self, frames):
+            return super().encode_frames(frames).numpy()
+
+    tower = NumpyTower()
+    scorer = MineCLIPScorer(tower, tower.encode_text)
+    window = scorer.window()
+    scorer.push([window], [np.full((4, 4, 3), 50, np.uint8)])
+    [score] = scorer.scores([window], ["get dirt"])
+    assert 0.0 < score < 1.0
+
+
+def test_paper_prompts_are_read_beside_a_mineclip_checkpoint_file(tmp_path):
+    from steve1_env.env import _folder
+
+    checkpoint = tmp_path / "attn.pth"
+    checkpoint.write_bytes(b"")
+    assert _folder(str(checkpoint)) == str(tmp_path)
+    assert _folder(str(tmp_path)) == str(tmp_path)
+    assert _folder(None) is None

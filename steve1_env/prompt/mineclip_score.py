@@ -122,7 +122,7 @@ class MineCLIPScorer:
             by_shape.setdefault(tuple(np.shape(frame)), []).append(position)
         for positions in by_shape.values():
             batch = np.stack([np.asarray(frames[p], dtype=np.uint8) for p in positions])
-            features = self.video.encode_frames(batch)
+            features = _tensor(self.video.encode_frames(batch))
             self.frames_encoded += len(positions)
             for row, position in enumerate(positions):
                 windows[position].features.append(features[row])
@@ -177,7 +177,7 @@ class MineCLIPScorer:
             )
         window = self.window()
         frames = array[-self.frames :]
-        features = self.video.encode_frames(frames)
+        features = _tensor(self.video.encode_frames(frames))
         self.frames_encoded += len(frames)
         window.features.extend(features[i] for i in range(len(frames)))
         return self.scores([window], [instruction])[0]
@@ -203,6 +203,13 @@ class MineCLIPScorer:
         while len(self._text) > max(TEXT_CACHE_SIZE, len(prompts)):
             self._text.popitem(last=False)
         return torch.stack(rows)
+
+
+def _tensor(features: Any) -> Any:
+    # A tower may answer with numpy arrays; windows hold tensors, which pooling stacks.
+    import torch
+
+    return torch.as_tensor(features)
 
 
 def build_mineclip_scorer(
