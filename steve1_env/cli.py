@@ -464,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=["local", "processes", "ray"],
         default="local",
-        help="local: one trial at a time here; processes: parallel workers on this machine; "
-        "ray: one actor per world on a Ray cluster (default: local)",
+        help="local: one worker here; processes: parallel worker processes on this machine; "
+        "ray: workers as Ray actors on a cluster; each worker hosts --envs-per-worker worlds "
+        "(default: local)",
     )
     evaluate.add_argument(
         "--workers", type=_positive, help="parallel workers (processes: 2; ray: one per CPU)"

@@ -578,8 +578,9 @@ def check_executor_options(
         )
     if name == "local" and workers not in (None, 1):
         raise ConfigurationError(
-            "The local executor runs one trial at a time; use executor='processes' (or 'ray') "
-            "for parallel workers."
+            "The local executor is one worker in this process, running one trial at a time on "
+            "each of its envs_per_worker worlds; use executor='processes' (or 'ray') for "
+            "parallel workers."
         )
     ray_only = {
         "address=": address,
