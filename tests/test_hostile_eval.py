@@ -678,3 +678,50 @@ def test_records_accept_exactly_the_reasons_the_env_gives():
     from steve1_env.evaluation import records
 
     assert records.REASONS == env.REASONS
+
+
+# ------------------------------------------ schema 2: baselines, fixed horizons and metrics
+def horizon_record(**changes):
+    fields = {
+        **record(trial=0).to_json(), "reason": "budget", "steps": 300, "steps_to_success": 40,
+        "horizon": 300, "metrics": {"log": 2.0, "travel_distance": 12.5},
+    }  # fmt: skip
+    return {**fields, **changes}
+
+
+def test_a_fixed_horizon_record_reads_back_with_its_first_success_and_metrics():
+    read = TrialRecord.from_json(horizon_record())
+    assert read.outcome == "success" and read.reason == "budget" and read.steps_to_success == 40
+    assert read.metrics == {"log": 2.0, "travel_distance": 12.5}
+    baseline = TrialRecord.from_json(horizon_record(condition="unconditional"))
+    assert baseline.key == "dirt/0/0/unconditional" and read.key == "dirt/0/0"
+
+
+def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
+    old = {k: v for k, v in record().to_json().items() if k not in ("condition", "horizon")}
+    old.pop("metrics")
+    old["schema"] = 1
+    read = TrialRecord.from_json(old)
+    assert (read.condition, read.horizon, read.metrics) == ("prompt", None, {})
+    with pytest.raises(ResultsError, match="a schema-1 record cannot hold metrics"):
+        TrialRecord.from_json({**old, "metrics": {}})
+    with pytest.raises(ResultsError, match="reads schemas 1, 2"):
+        TrialRecord.from_json({**old, "schema": 3})
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"horizon": 200}, r"horizon must be null or the step budget max_steps \(300\)"),
+        ({"reason": "success"}, r"reason must be budget, world_done or crash with a horizon"),
+        ({"steps": 120}, r"steps must be the horizon \(300\) when the reason is budget"),
+        ({"reason": "crash"}, r"outcome must be crash exactly when the reason is crash"),
+        ({"condition": "zero"}, r"condition must be one of prompt, unconditional"),
+        ({"metrics": {"log": float("nan")}}, r"metrics must be an object mapping metric names"),
+        ({"metrics": {"log": True}}, r"metrics must be an object mapping metric names"),
+        ({"outcome": "failure"}, r"steps_to_success must be null unless a success"),
+    ],
+)
+def test_a_forged_horizon_record_is_refused(changes, match):
+    with pytest.raises(ResultsError, match=match):
+        TrialRecord.from_json(horizon_record(**changes))

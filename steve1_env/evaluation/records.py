@@ -1,7 +1,8 @@
 """What one evaluation trial produced (`TrialRecord`), and the trial it ran (`TrialSpec`).
 
 A trial is one episode: one instruction of one task, pursued from one seed until the success
-detector fires, the world ends or the low-level step budget runs out. Records are plain JSON,
+detector fires, the world ends or the low-level step budget runs out (a fixed-horizon trial runs
+its whole horizon and records its first success and its metrics). Records are plain JSON,
 one per line of the results file, so they survive crashes and can be read by any tool.
 """
 
@@ -9,16 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from steve1_env.errors import ResultsError
 
 # TrialSpec belongs to the task plan (tasks/ makes it); re-exported here, its earlier home.
-from steve1_env.tasks.trials import TrialSpec, trial_key
+from steve1_env.tasks.trials import CONDITIONS, TrialSpec, trial_key
 from steve1_env.validation import short_repr
 
 __all__ = [
+    "CONDITIONS",
     "DURATION_DECIMALS",
     "OUTCOMES",
     "REASONS",
@@ -28,8 +30,14 @@ __all__ = [
     "trial_key",
 ]
 
-RECORD_SCHEMA = 1
-"""Version of the JSON layout of `TrialRecord`; bumped when fields change meaning."""
+RECORD_SCHEMA = 2
+"""Version of the JSON layout of `TrialRecord`; bumped when fields change meaning. Schema 2
+added ``condition``, ``horizon`` and ``metrics``; schema-1 records are still read (as prompt
+trials without a horizon or metrics)."""
+READABLE_SCHEMAS = (1, 2)
+"""Record schemas this version reads."""
+_LATER_FIELDS = ("video", "schema", "condition", "horizon", "metrics")
+"""Fields a record may lack: added after schema 1, or optional."""
 
 DURATION_DECIMALS = 4
 """Decimals kept of durations in seconds (records and summaries): 0.1 ms, far below noise."""
@@ -69,6 +77,14 @@ class TrialRecord:
         finished_at: UTC time the trial finished, ISO 8601.
         video: Path of the trial's video relative to the output directory, or None.
         schema: `RECORD_SCHEMA` of the writer.
+        condition: ``"prompt"`` or ``"unconditional"`` (the zero-goal baseline of the same
+            trial), see `CONDITIONS`.
+        horizon: The fixed horizon of a trial that ran without stopping at success (its
+            reason is then ``budget`` when it ran all of it, and its outcome ``success`` when
+            the detector fired at some step, `steps_to_success` being the first); None for a
+            trial that stopped at its first success.
+        metrics: Metric name -> value over the episode (the paper's ``log``, ``dirt``,
+            ``seed``, ``travel_distance`` and the task's own); empty when none was tracked.
     """
 
     task: str
@@ -92,11 +108,14 @@ class TrialRecord:
     finished_at: str
     video: str | None = None
     schema: int = RECORD_SCHEMA
+    condition: str = "prompt"
+    horizon: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         """Identifies the trial: ``task/instruction_index/trial``."""
-        return trial_key(self.task, self.instruction_index, self.trial)
+        return trial_key(self.task, self.instruction_index, self.trial, self.condition)
 
     @property
     def success(self) -> bool:
@@ -121,7 +140,7 @@ class TrialRecord:
         if not isinstance(data, Mapping):
             raise ResultsError(f"{where}: expected a JSON object, got {type(data).__name__}.")
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name not in ("video", "schema")}
+        required = {f.name for f in fields(cls) if f.name not in _LATER_FIELDS}
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - names)
         if missing or unknown:
@@ -129,11 +148,18 @@ class TrialRecord:
                 f"{where}: not a trial record of this version "
                 f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})."
             )
-        schema = data.get("schema", RECORD_SCHEMA)
-        if schema != RECORD_SCHEMA:
+        schema = data.get("schema", 1)
+        if isinstance(schema, bool) or schema not in READABLE_SCHEMAS:
             raise ResultsError(
-                f"{where}: record schema {schema!r}, but this steve1-env reads schema "
-                f"{RECORD_SCHEMA}. Evaluate again into a new directory."
+                f"{where}: record schema {short_repr(schema)}, but this steve1-env reads schemas "
+                f"{', '.join(map(str, READABLE_SCHEMAS))}. Evaluate again into a new directory."
+            )
+        later = sorted(set(data) & {"condition", "horizon", "metrics"})
+        if schema == 1 and later:
+            raise ResultsError(
+                f"{where}: a schema-1 record cannot hold {', '.join(later)} (added in schema "
+                "2). The file was not written by steve1-env as it is; evaluate again into a "
+                "new directory."
             )
         record = cls(**{name: data[name] for name in names if name in data})
         record._check(where)
@@ -164,13 +190,41 @@ class TrialRecord:
             need(count(getattr(self, name)), name, "an integer >= 0")
         need(self.outcome in OUTCOMES, "outcome", f"one of {', '.join(OUTCOMES)}")
         need(self.reason in REASONS, "reason", f"one of {', '.join(REASONS)}")
-        # trial_record derives the outcome from the reason; any other pair is a forgery.
+        need(self.condition in CONDITIONS, "condition", f"one of {', '.join(CONDITIONS)}")
+        horizon: Any = self.horizon
         need(
-            self.outcome == _outcome_of(self.reason),
-            "outcome",
-            f"{_outcome_of(self.reason)!r} for the reason {self.reason!r}",
+            horizon is None or (count(horizon) and horizon == self.max_steps),
+            "horizon",
+            f"null or the step budget max_steps ({self.max_steps})",
         )
         steps_to_success: Any = self.steps_to_success
+        if horizon is None:
+            # trial_record derives the outcome from the reason; any other pair is a forgery.
+            need(
+                self.outcome == _outcome_of(self.reason),
+                "outcome",
+                f"{_outcome_of(self.reason)!r} for the reason {self.reason!r}",
+            )
+        else:
+            # A fixed-horizon trial never stops at success: it ends at its horizon (budget),
+            # when its world ends, or on a crash; the outcome says whether it ever succeeded.
+            need(self.reason != "success", "reason", "budget, world_done or crash with a horizon")
+            need(
+                (self.outcome == "crash") == (self.reason == "crash"),
+                "outcome",
+                "crash exactly when the reason is crash",
+            )
+            need(
+                self.reason != "budget" or self.steps == horizon,
+                "steps",
+                f"the horizon ({horizon}) when the reason is budget",
+            )
+        need(
+            isinstance(self.metrics, dict)
+            and all(isinstance(k, str) and _finite(v) for k, v in self.metrics.items()),
+            "metrics",
+            "an object mapping metric names to finite numbers",
+        )
         if self.outcome == "success":
             need(
                 count(steps_to_success) and steps_to_success <= self.steps,
@@ -193,13 +247,14 @@ class TrialRecord:
             "an object mapping item names to integers >= 0",
         )
         need(
-            isinstance(self.duration_s, int | float)
-            and not isinstance(self.duration_s, bool)
-            and math.isfinite(self.duration_s)
-            and self.duration_s >= 0,
+            _finite(self.duration_s) and self.duration_s >= 0,
             "duration_s",
             "a finite number of seconds >= 0",
         )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _outcome_of(reason: str) -> str:

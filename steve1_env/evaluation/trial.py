@@ -230,6 +230,7 @@ def trial_record(
     duration_s: float,
     worker: str,
     video: str | None = None,
+    metrics: Mapping[str, float] | None = None,
 ) -> TrialRecord:
     """Returns the record of a trial whose last try ended as `episode`.
 
@@ -240,6 +241,7 @@ def trial_record(
         duration_s: Wall time of all tries.
         worker: The worker that ran it.
         video: The video's path relative to the run directory, if one was recorded.
+        metrics: The episode's metrics (name -> value), if any were tracked.
     """
     crashed = episode.reason == "crash"
     success = episode.reason == "success"
@@ -264,6 +266,9 @@ def trial_record(
         worker=worker,
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         video=None if crashed else video,
+        condition=spec.condition,
+        horizon=spec.horizon,
+        metrics={} if crashed or metrics is None else {k: float(v) for k, v in metrics.items()},
     )
 
 
