@@ -125,9 +125,13 @@ def test_a_fixed_horizon_trial_runs_all_its_ticks_and_records_the_papers_metrics
     ticks = world.observed[1:]
     assert len(ticks) == 300 and record.steps == 300 and record.reason == "budget"
     assert record.horizon == 300 and record.max_steps == 300
-    # It kept going after its first success: the first tick whose logs exceed the spawn's.
-    logs = [sum(v for k, v in o["inventory"].items() if k.endswith("_log")) for o in ticks]
-    first = next(i for i, n in enumerate(logs, 1) if n > logs[0] or n >= 1)
+
+    # It kept going after its first success: the first tick with a log more than the spawn.
+    def logs_in(obs):
+        return sum(v for k, v in obs["inventory"].items() if k.endswith("_log"))
+
+    spawn, logs = logs_in(world.observed[0]), [logs_in(o) for o in ticks]
+    first = next(i for i, n in enumerate(logs, 1) if n - spawn >= 1)
     assert record.outcome == "success" and record.steps_to_success == first < 300
     assert logs[-1] > logs[first - 1], "it gathered more logs after its first success"
     assert record.detector == "wood"
@@ -197,6 +201,8 @@ def test_the_unconditional_baseline_pursues_the_zero_goal_on_the_same_seeds(reco
         for instruction, unconditional, embedding, _ in GOALS
     )
     assert baseline.condition == "unconditional" and baseline.steps == 300
+    observed = recording[1].observed
+    assert baseline.metrics == pytest.approx(paper_values(observed[0], observed[1:]))
     # Judged by the same detector (logs gained); the wandering baseline gathers fewer.
     assert (baseline.outcome == "success") == (baseline.metrics["log"] > 0)
     assert baseline.detector in (None, "wood")
@@ -299,7 +305,7 @@ def test_a_sampled_prompt_trial_pursues_its_seeded_embedding(recording, random_s
 def test_a_sampled_latent_needs_an_encoder_with_a_prior(tmp_path):
     paper = load_task_set("paper")
     settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL)
-    with pytest.raises(ConfigurationError, match="'hash' has no prior to sample"):
+    with pytest.raises(ConfigurationError, match="'hash' cannot draw the prior's latent"):
         evaluate(paper, tmp_path / "run", settings, trials=1, horizon=10, progress=False)
     assert not (tmp_path / "run").exists()
 

@@ -305,9 +305,11 @@ def sampled_latent_unsupported(encoder: str) -> str:
     """Returns the message for a sampled prompt latent asked of an encoder without a prior."""
     return (
         f"A task asks for prompt_latent 'sampled' (its text embedded by STEVE-1's prior with a "
-        f"latent drawn from its prompt_seed), but the prompt encoder {encoder!r} has no prior "
-        "to sample. Use prompt_encoder='steve1' (with prompt_encoder_kwargs={'weights': "
-        "'random'} to run offline), or drop prompt_latent from the task."
+        f"latent drawn from its prompt_seed), but the prompt encoder {encoder!r} cannot draw the "
+        "prior's latent from a seed (it has no encode_sampled method; the hash and precomputed "
+        "encoders have no prior at all). Use prompt_encoder='steve1' (with "
+        "prompt_encoder_kwargs={'weights': 'random'} to run offline), or drop prompt_latent "
+        "from the task."
     )
 
 
