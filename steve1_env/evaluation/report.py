@@ -1195,7 +1195,8 @@ def _heat_map(metrics: Mapping[str, Any]) -> str:
     cell_w = max(72.0, max(len(c) for c in columns) * _CHAR_W + 16)
     cell_h, top, right, bottom = 30.0, 28.0, 16.0, 44.0
     left = max(90.0, max(len(label) for label in labels) * _CHAR_W + 14)
-    legend_w = 235.0 + 5 * 44.0  # Its caption, then five swatches.
+    legend_caption_w = 250.0  # The caption's 36 characters, then five swatches.
+    legend_w = legend_caption_w + 5 * 44.0
     width = left + max(cell_w * len(names), legend_w) + right
     height = top + cell_h * len(rows) + bottom
 
@@ -1239,7 +1240,7 @@ def _heat_map(metrics: Mapping[str, Any]) -> str:
             )
     legend_y = top + cell_h * len(rows) + 14
     parts.append(_text(left, legend_y + 11, "Share of the column's highest mean:", "start"))
-    swatch_x = left + 235
+    swatch_x = left + legend_caption_w
     for k in range(5):
         share = k / 4
         fill, ink = _heat_colour(share)
