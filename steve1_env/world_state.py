@@ -165,12 +165,18 @@ def world_state(obs: Mapping[str, Any]) -> dict[str, Any]:
 def _gains(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, int]:
     gains: dict[str, int] = {}
     for name, value in after.items():
-        now = as_count(value)
-        if now is None or not isinstance(name, str) or _name(name) is None:
-            continue
-        start = as_count(before.get(name, 0)) or 0
-        if now > start:
-            gains[name] = now - start
+        start = before.get(name, 0)
+        if type(value) is int and type(start) is int:
+            # The common case, fast: MineRL reports every item (mostly 0) in every counter.
+            if value <= start:
+                continue
+            now, was = value, start
+        else:
+            now, was = as_count(value), as_count(start) or 0
+            if now is None or now <= was:
+                continue
+        if isinstance(name, str) and _name(name) is not None:
+            gains[name] = now - was
     return dict(sorted(gains.items()))
 
 
