@@ -168,15 +168,12 @@ def _gains(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, int
         start = before.get(name, 0)
         if type(value) is int and type(start) is int:
             # The common case, fast: MineRL reports every item (mostly 0) in every counter.
-            if value <= start:
-                continue
-            now, was = value, start
+            gained = value - start
         else:
-            now, was = as_count(value), as_count(start) or 0
-            if now is None or now <= was:
-                continue
-        if isinstance(name, str) and _name(name) is not None:
-            gains[name] = now - was
+            now = as_count(value)
+            gained = 0 if now is None else now - (as_count(start) or 0)
+        if gained > 0 and isinstance(name, str) and _name(name) is not None:
+            gains[name] = gained
     return dict(sorted(gains.items()))
 
 
