@@ -1,7 +1,8 @@
 """A planner loop: a language model (or rules) picks instructions, STEVE-1 carries them out.
 
 The planner is any function ``plan(observation_text) -> instruction``. Each round, the loop
-describes the state in text (the goal, the inventory, what the last instruction achieved),
+describes the state in text (the goal, then `steve1_env.planning.planner_text`: where the
+player is, its health, what it holds, the inventory, what the last instruction achieved),
 asks the planner for the next instruction, and pursues it on the env's text face for one
 high-level step, feeding success and inventory back into the next description. ``DONE`` ends
 the plan.
@@ -33,6 +34,7 @@ import gymnasium as gym
 import steve1_env  # noqa: F401  (registers the env ids)
 from steve1_env.errors import InvalidInstructionError
 from steve1_env.instructions import validate_instruction
+from steve1_env.planning import planner_text
 
 GOAL = {"logs": ("*_log", "chop a tree"), "dirt": ("dirt", "get dirt"),
         "seeds": ("*seed*", "collect seeds")}  # fmt: skip
@@ -55,18 +57,13 @@ def missing(inventory: dict[str, int]) -> list[str]:
     ]
 
 
-def describe(inventory: dict[str, int], last: str | None, info: dict | None) -> str:
-    """The state as the planner reads it."""
-    held = ", ".join(f"{item}={n}" for item, n in sorted(inventory.items())) or "nothing"
-    lines = [
+def describe(info: dict) -> str:
+    """The state as the planner reads it: the goal, the env's state text, what is missing."""
+    return "\n".join([
         "Goal: have at least one log, one dirt and one seed item.",
-        f"Inventory: {held}.",
-        f"Still missing: {', '.join(missing(inventory)) or 'nothing'}.",
-    ]
-    if last is not None and info is not None:
-        outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
-        lines.append(f"Last instruction: {last!r} {outcome} after {info['steps']} ticks.")
-    return "\n".join(lines)
+        planner_text(info),
+        f"Still missing: {', '.join(missing(info['inventory'])) or 'nothing'}.",
+    ])  # fmt: skip
 
 
 def rule_based_plan(observation_text: str) -> str:
@@ -167,10 +164,11 @@ def planner_from_environment() -> Planner:
 def run(plan: Planner, rounds: int, seed: int) -> bool:
     """Runs the planner loop; returns True if the goal was met."""
     inventory: dict[str, int] = {}  # a new world starts with nothing
-    instruction = plan(describe(inventory, None, None))
+    first = describe({"inventory": inventory})  # before the world exists, nothing else is known
+    instruction = plan(first)
     if instruction == DONE:  # nothing is held yet, so the goal cannot be met
         print(f"  planner: said {DONE} before anything was done; using the rules")
-        instruction = rule_based_plan(describe(inventory, None, None))
+        instruction = rule_based_plan(first)
     with gym.make(
         "Steve1Skill-v0",
         policy="scripted",  # offline; policy="steve1" for the real agent
@@ -186,11 +184,11 @@ def run(plan: Planner, rounds: int, seed: int) -> bool:
             if terminated or truncated:
                 print("the episode ended")
                 break
-            instruction = plan(describe(inventory, instruction, info))
+            instruction = plan(describe(info))
             if instruction == DONE and missing(inventory):
                 # The inventory is the judge: a planner that stops early is overruled.
                 print(f"  planner: said {DONE} but {', '.join(missing(inventory))} still missing")
-                instruction = rule_based_plan(describe(inventory, None, None))
+                instruction = rule_based_plan(describe(info))
             if instruction == DONE:
                 print("the planner says the goal is met")
                 break

@@ -69,6 +69,10 @@ def __getattr__(name: str) -> object:
         from steve1_env.instructions import validate_instruction
 
         return validate_instruction
+    if name == "planner_text":
+        from steve1_env.planning import planner_text
+
+        return planner_text
     raise AttributeError(f"module 'steve1_env' has no attribute {name!r}")
 
 
@@ -89,6 +93,7 @@ __all__ = [
     "Steve1SkillVectorEnv",
     "UnknownNameError",
     "WorldCrashError",
+    "planner_text",
     "register_policy",
     "register_prompt_encoder",
     "register_world",

@@ -43,6 +43,7 @@ from steve1_env.observations import (
     inventory_counts,
     observation_space,
     validate_items,
+    validate_obs_keys,
 )
 from steve1_env.prompt.base import PromptEncoder
 from steve1_env.prompt.goals import GoalEncoder
@@ -72,6 +73,7 @@ from steve1_env.validation import (
     reset_options,
     reset_seed,
 )
+from steve1_env.world_state import attempt_delta, world_state
 from steve1_env.worlds.base import World
 
 CheckedReset = tuple[int | None, str | None, DetectorLookup, Goal | None]
@@ -189,6 +191,10 @@ class Steve1SkillEnv(gym.Env):
             `mineclip_threshold`. ``info["detector"]`` names it when it fires.
         mineclip_threshold: The threshold of ``fallback_detector="mineclip"``; no default is
             shipped, since a threshold must be calibrated on real weights.
+        obs_keys: Opt-in float32 vectors added to the observation for RL:
+            ``"position"`` (x, y, z, pitch, yaw) and ``"life"`` (health, food, saturation,
+            air); see `steve1_env.observations.STATE_VECTORS` for their bounds. A world that
+            does not report one raises `InvalidObservationError` at reset.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # noqa: RUF012 (gym.Env API)
@@ -220,6 +226,7 @@ class Steve1SkillEnv(gym.Env):
         reward: Literal["success", "mineclip"] = "success",
         fallback_detector: Any = None,
         mineclip_threshold: float | None = None,
+        obs_keys: Sequence[str] = (),
     ) -> None:
         if face not in ("text", "discrete"):
             raise ConfigurationError(f"face must be 'text' or 'discrete', got {face!r}.")
@@ -240,6 +247,7 @@ class Steve1SkillEnv(gym.Env):
         self.render_mode = render_mode
         self.terminate_on_success = boolean(terminate_on_success, "terminate_on_success")
         self.inventory_items = validate_items(inventory_items)
+        self.obs_keys = validate_obs_keys(obs_keys)
         self.instruction = None if instruction is None else self._checked(instruction)
         self.instructions = (
             None if instructions is None else self._checked_list(instructions, "instructions")
@@ -284,7 +292,9 @@ class Steve1SkillEnv(gym.Env):
             )
         else:
             self.action_space = spaces.Discrete(len(self.skills))
-        self.observation_space = observation_space(self.pov_shape, self.inventory_items)
+        self.observation_space = observation_space(
+            self.pov_shape, self.inventory_items, self.obs_keys
+        )
 
         self._closed = False
         # Components built here from names are closed by close(); objects passed in stay the
@@ -388,6 +398,7 @@ class Steve1SkillEnv(gym.Env):
                 given one is invalid.
             DetectorError: If ``options["success"]`` is not a detector spec.
             WorldCrashError: If the world fails to start.
+            InvalidObservationError: If the world does not report what `obs_keys` asks for.
         """
         self._ensure_open()
         # Everything is checked before anything changes: a bad argument leaves the env as it was.
@@ -610,7 +621,7 @@ class Steve1SkillEnv(gym.Env):
         if slot.obs is None:
             raise ResetNeededError("Call reset() first.")
         goal = slot.goal.embedding if slot.goal is not None else np.zeros(precision.GOAL_DIM)
-        return env_observation(slot.obs, goal, self.pov_shape, self.inventory_items)
+        return env_observation(slot.obs, goal, self.pov_shape, self.inventory_items, self.obs_keys)
 
     def _info(self, outcome: StepOutcome | None) -> dict[str, Any]:
         # After reset there is no outcome: reason None, no steps.
@@ -629,6 +640,11 @@ class Steve1SkillEnv(gym.Env):
             "attempt_steps": slot.attempt_steps,
             "total_steps": slot.total_steps,
             "high_level_steps": slot.high_level_steps,
+            # What the world reports (steve1_env.world_state), and the attempt's gains.
+            "state": {
+                **world_state(slot.obs or {}),
+                "attempt_delta": attempt_delta(slot.attempt_start, slot.obs),
+            },
         }
         if self.scorer is not None:
             info["mineclip"] = {

@@ -121,10 +121,16 @@ def test_llm_planner_talks_to_an_openai_compatible_server_on_loopback():
     path, auth, body = _ChatServer.requests[0]
     assert path == "/v1/chat/completions" and auth == "Bearer secret"
     assert body["model"] == "test-model"
-    assert "Still missing: logs, dirt, seeds." in body["messages"][1]["content"]
-    # Feedback: the second request reports what the first instruction achieved.
+    first = body["messages"][1]["content"]
+    assert "Still missing: logs, dirt, seeds." in first
+    assert "Position: unknown.\nInventory: empty.\nNo instruction yet." in first  # no world yet
+    # Feedback: the second request reports what the first instruction achieved, in the text
+    # of steve1_env.planning: where the player is, its health, hand, inventory and gains.
     second = _ChatServer.requests[1][2]["messages"][1]["content"]
-    assert "Last instruction: 'get dirt' succeeded" in second
+    assert "Last instruction: 'get dirt' succeeded after " in second
+    assert "this attempt gained dirt +1" in second and "Inventory: dirt=1." in second
+    assert "Position: x=" in second and "Health 20.0/20, food 20/20" in second
+    assert "Holding: nothing." in second and "Still missing: logs, seeds." in second
 
 
 def test_llm_planner_survives_a_misbehaving_server():

@@ -198,3 +198,14 @@ def test_a_slow_first_reset_is_not_a_hang():
     world = MineRLWorld(env_factory=lambda env_id, **kw: SlowStart(), step_timeout=0.3)
     assert world.reset(seed=0)["pov"].shape == (360, 640, 3)
     world.close()
+
+
+def test_isguiopen_comes_from_minerls_monitors_and_no_in_water_flag_is_invented():
+    world = MineRLWorld(env_factory=fake_minerl_env)
+    obs = world.reset(seed=0)
+    assert "isGuiOpen" not in obs  # a reset reports no monitors
+    assert "is_in_water" not in obs["location_stats"]
+    assert set(obs["equipped_items"]) == {"mainhand", "offhand", "head", "chest", "legs", "feet"}
+    result = world.step(noop_action())
+    assert result.obs["isGuiOpen"] is False and result.info["isGuiOpen"] is False
+    world.close()

@@ -90,3 +90,32 @@ def test_reset_failures_are_crashes_and_unseeded_resets_keep_the_world():
     world.reset()
     assert len(FakeMinecraftSim.instances) == 1 and FakeMinecraftSim.instances[0].resets == 2
     world.close()
+
+
+def test_minestudio_names_are_put_where_minerl_has_them_and_nothing_is_invented():
+    from steve1_env.worlds.minestudio import minestudio_observation
+
+    frame = np.zeros((4, 4, 3), dtype=np.uint8)
+    info = {
+        "player_pos": {"x": 1.5, "y": 64.0, "z": -2.0, "pitch": 10.0, "yaw": 90.0},
+        "health": 17.0, "food_level": 12, "is_gui_open": True, "inventory": {"dirt": 2},
+        "location_stats": {"biome_id": 4, "can_see_sky": False}, "custom": {"jump": 3},
+    }  # fmt: skip
+    obs = minestudio_observation({"image": frame}, info)
+    assert obs["location_stats"] == {
+        "biome_id": 4, "can_see_sky": False, "xpos": 1.5, "ypos": 64.0, "zpos": -2.0,
+        "pitch": 10.0, "yaw": 90.0,
+    }  # fmt: skip
+    assert obs["life_stats"] == {"life": 17.0, "food": 12}  # no air, no saturation
+    assert obs["isGuiOpen"] is True and obs["inventory"] == {"dirt": 2} and "custom" not in obs
+    bare = minestudio_observation({"image": frame}, {})
+    assert set(bare) == {"pov"}  # no statistics: none invented
+
+
+def test_the_fake_simulator_speaks_minestudios_info_format():
+    sim = FakeMinecraftSim(seed=0)
+    obs, info = sim.reset()
+    assert set(obs) == {"image"}
+    assert "life_stats" not in info and "isGuiOpen" not in info and "drop" not in info
+    assert {"player_pos", "health", "food_level", "is_gui_open", "location_stats"} <= set(info)
+    assert "is_in_water" not in info["location_stats"]

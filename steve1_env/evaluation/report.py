@@ -3,13 +3,18 @@
 `summarize` aggregates `TrialRecord`s into a JSON-ready dict: success rates with Wilson
 intervals per task and per instruction, crashes, and steps-to-success statistics. Trials whose
 outcome is ``crash`` (the world kept crashing) were never judged, so they are left out of every
-success rate and counted apart. The renderers read only that summary, so a ``report.json`` from
-an earlier run can be rendered again. The HTML page is self-contained: inline CSS and SVG, no
-scripts, no external resources.
+success rate and every metric statistic, and counted apart. Records of the unconditional
+baseline (the zero goal) get success rates of their own, and records with metrics (the paper's
+fixed-horizon protocol) a metrics section: per prompt and condition the mean of each metric with
+a 95% Student t-interval, and the ratio of the prompt's mean to its baseline's on the same
+trials. The renderers read only that summary, so a ``report.json`` from an earlier run can be
+rendered again. The HTML page is self-contained: inline CSS and SVG, no scripts, no external
+resources.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -24,11 +29,23 @@ from typing import Any
 import numpy as np
 
 from steve1_env.errors import ResultsError
-from steve1_env.evaluation.records import DURATION_DECIMALS, OUTCOMES, TrialRecord
+from steve1_env.evaluation.records import CONDITIONS, DURATION_DECIMALS, OUTCOMES, TrialRecord
 from steve1_env.files import atomic_write_text, make_folder
 
-SUMMARY_SCHEMA = 1
-"""Version of the layout of the dict `summarize` returns (``report.json``)."""
+SUMMARY_SCHEMA = 2
+"""Version of the layout of the dict `summarize` returns (``report.json``). Schema 2 added the
+``baseline`` section (success of the unconditional baseline, which schema 1 would have pooled
+into the tasks' rates) and the ``metrics`` section. A summary with neither has the schema-1
+layout and says ``"schema": 1``, so earlier versions of steve1-env still render it."""
+READABLE_SUMMARY_SCHEMAS = (1, 2)
+"""Summary schemas the renderers read."""
+
+CONFIDENCE = 0.95
+"""Confidence level of every interval in the report."""
+
+PAPER_METRICS = ("log", "dirt", "seed", "travel_distance")
+"""The STEVE-1 paper's programmatic-evaluation metrics: they lead the metric columns, in this
+order; a task's own metrics follow in alphabetical order."""
 
 Z_95 = 1.959963984540054
 """The standard normal quantile for a two-sided 95% interval."""
@@ -99,6 +116,117 @@ def _count(value: Any, name: str) -> int:
     return number
 
 
+def student_t_quantile(probability: float, df: int) -> float:
+    """Returns the quantile of Student's t distribution with integer degrees of freedom.
+
+    Computed without SciPy, to double precision: bisection on the exact CDF, which for an
+    integer `df` is a finite trigonometric series (Abramowitz and Stegun 26.7.3 and 26.7.4).
+    The two-sided 95% critical value is ``student_t_quantile(0.975, df)``: 12.706 for one
+    degree of freedom, 2.228 for ten, tending to 1.960 as `df` grows.
+
+    Args:
+        probability: The lower-tail probability, strictly between 0 and 1.
+        df: Degrees of freedom, an integer >= 1.
+
+    Returns:
+        The value ``t`` with ``P(T <= t) == probability``.
+
+    Raises:
+        ResultsError: If `probability` is not strictly between 0 and 1 or `df` is not an
+            integer >= 1.
+    """
+    _check_open_unit(probability, "student_t_quantile: probability")
+    if isinstance(df, bool) or not isinstance(df, int | np.integer) or df < 1:
+        raise ResultsError(
+            f"student_t_quantile: df must be an integer >= 1 (degrees of freedom), got {df!r}."
+        )
+    return _t_quantile(float(probability), int(df))
+
+
+def _check_open_unit(value: Any, name: str) -> None:
+    """Raises unless `value` is a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise ResultsError(f"{name} must be a number strictly between 0 and 1, got {value!r}.")
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(probability: float, df: int) -> float:
+    if probability == 0.5:
+        return 0.0
+    if probability < 0.5:
+        return -_t_quantile(1.0 - probability, df)
+    central = 2.0 * probability - 1.0  # P(|T| <= t) at the quantile t.
+    low, high = 0.0, 1.0
+    while _t_central_mass(high, df) < central:
+        high *= 2.0
+    for _ in range(200):  # Halving 200 times exhausts double precision: a fixed point.
+        middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
+        if _t_central_mass(middle, df) < central:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with integer `df` (t >= 0), as a finite series."""
+    theta = math.atan(t / math.sqrt(df))
+    sin, cos = math.sin(theta), math.cos(theta)
+    c2 = cos * cos
+    # Odd df: (2/pi)(theta + sin cos (1 + 2/3 c2 + 2*4/(3*5) c2^2 + ...)), df-1 powers of cos;
+    # even df: sin (1 + 1/2 c2 + 1*3/(2*4) c2^2 + ...). Each term shrinks; stop when negligible.
+    odd = df % 2 == 1
+    term, total = 1.0, 1.0
+    for k in range(1, (df - 1) // 2 if odd else df // 2):
+        term *= c2 * ((2 * k) / (2 * k + 1) if odd else (2 * k - 1) / (2 * k))
+        total += term
+        if term < 1e-17 * total:
+            break
+    if odd:
+        return (2.0 / math.pi) * (theta + (sin * cos * total if df > 1 else 0.0))
+    return sin * total
+
+
+def t_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """Returns the Student t confidence interval of the mean of `values`.
+
+    ``mean -+ t * s / sqrt(n)``, with ``s`` the sample standard deviation and ``t`` the
+    two-sided quantile with ``n - 1`` degrees of freedom. It assumes roughly normal means,
+    which episode maxima of counts are only approximately for small samples; its coverage is
+    then approximate too, but it is deterministic (no resampling).
+
+    Args:
+        values: The sample, finite numbers.
+        confidence: The confidence level, strictly between 0 and 1.
+
+    Returns:
+        ``(lower, upper)``, or None for fewer than two values (no spread to estimate).
+
+    Raises:
+        ResultsError: If `confidence` is not strictly between 0 and 1.
+    """
+    _check_open_unit(confidence, "t_interval: confidence")
+    if len(values) < 2:
+        return None
+    mean, std = _mean_std(values)
+    quantile = student_t_quantile((1.0 + confidence) / 2.0, len(values) - 1)
+    half = quantile * (std or 0.0) / math.sqrt(len(values))  # std is a float for n >= 2.
+    return mean - half, mean + half
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None below two values); fsum: order-independent."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
 # --------------------------------------------------------------------------------------------
 # Summary
 
@@ -111,14 +239,21 @@ def summarize(
 ) -> dict[str, Any]:
     """Aggregates trial records into a JSON-ready summary.
 
-    Records are sorted by (task, instruction index, trial) before aggregating, so the summary
-    depends only on the set of records and the task order; the ``timing`` values are the only
-    ones that differ between runs with the same trial results. Without `task_order`, tasks
-    appear in the order they first appear in `records`: pass the task set's order to make the
-    task list independent of the order in which trials finished.
+    Records are sorted by (task, instruction index, trial, condition) before aggregating, so
+    the summary depends only on the set of records and the task order; the ``timing`` values
+    are the only ones that differ between runs with the same trial results. Without
+    `task_order`, tasks appear in the order they first appear in `records`: pass the task set's
+    order to make the task list independent of the order in which trials finished.
+
+    ``tasks`` and ``totals`` count the prompt trials; the unconditional baseline's trials, when
+    there are any, are counted in ``baseline`` (same layout), never pooled with them. When any
+    record carries metrics, ``metrics`` holds per prompt (task and instruction) and condition
+    each metric's statistics over the judged trials, a pooled baseline, and the ratio of each
+    prompt's mean to its baseline's over the trials both ran (see ``docs/evaluation.md``).
 
     Args:
-        records: The finished trials, each key (``task/instruction_index/trial``) at most once.
+        records: The finished trials, each key (``task/instruction_index/trial``, plus the
+            condition for a baseline trial) at most once.
         config: The run's settings (world, policy, weight checksums, ...), copied as given into
             ``summary["config"]``. Values must be JSON-like (mappings, sequences, strings,
             numbers, booleans, None; paths are stored as strings).
@@ -126,13 +261,15 @@ def summarize(
             of first appearance; listed tasks without records are left out.
 
     Returns:
-        A dict with ``schema``, ``config``, ``totals``, ``tasks`` and ``timing``; every value
-        is a plain Python object, so `json.dumps` takes it as is.
+        A dict with ``schema``, ``config``, ``totals``, ``tasks``, ``baseline`` (only with
+        baseline trials), ``metrics`` (only with metrics) and ``timing``; every value is a
+        plain Python object (no NaN or infinity), so `json.dumps` takes it as is.
 
     Raises:
         ResultsError: If a record is not a `TrialRecord` or has an unknown outcome, if a key
-            appears twice, if one instruction index names two different instructions, or if
-            `config` holds a value JSON cannot store.
+            appears twice, if one instruction index names two different instructions, if a
+            trial and its baseline ran different seeds, or if `config` holds a value JSON
+            cannot store.
     """
     if isinstance(records, str | bytes) or not isinstance(records, Iterable):
         raise ResultsError(
@@ -144,7 +281,40 @@ def summarize(
             f"{type(config).__name__}."
         )
     records = list(records)
-    seen: set[tuple[str, int, int]] = set()
+    _check_records(records)
+    rank = _task_ranks(records, task_order)
+    records.sort(
+        key=lambda r: (rank[r.task], r.instruction_index, r.trial, CONDITIONS.index(r.condition))
+    )
+    prompt = [r for r in records if r.condition == "prompt"]
+    baseline = [r for r in records if r.condition != "prompt"]
+    durations = [float(r.duration_s) for r in records]
+    total_duration = math.fsum(durations)  # fsum is exact, hence independent of the order.
+    summary: dict[str, Any] = {
+        "schema": 1,
+        "config": _json_ready(dict(config or {}), "config"),
+        **_success_summary(prompt),
+    }
+    if baseline:
+        summary["baseline"] = _success_summary(baseline)
+    if any(r.metrics for r in records):
+        summary["metrics"] = _json_ready(_metrics_summary(records), "metrics")
+    if "baseline" in summary or "metrics" in summary:
+        summary["schema"] = SUMMARY_SCHEMA
+    summary["timing"] = {
+        # Rounded like each record's duration_s: sums of floats grow digits of noise.
+        "total_duration_s": round(total_duration, DURATION_DECIMALS),
+        "mean_duration_s": (
+            round(total_duration / len(records), DURATION_DECIMALS) if records else None
+        ),
+    }
+    return summary
+
+
+def _check_records(records: Sequence[Any]) -> None:
+    seen: set[str] = set()
+    instructions: dict[tuple[str, int], str] = {}
+    seeds: dict[tuple[str, int, int], tuple[str, int]] = {}
     for record in records:
         if not isinstance(record, TrialRecord):
             raise ResultsError(
@@ -156,35 +326,39 @@ def summarize(
                 f"summarize: trial {record.key} has outcome {record.outcome!r}; expected one "
                 f"of {OUTCOMES}."
             )
-        identity = (record.task, record.instruction_index, record.trial)
-        if identity in seen:
+        if record.key in seen:
             raise ResultsError(
                 f"summarize: trial {record.key} appears more than once; keep one record per "
                 "trial before summarizing."
             )
-        seen.add(identity)
+        seen.add(record.key)
+        text = instructions.setdefault((record.task, record.instruction_index), record.instruction)
+        if text != record.instruction:
+            first, second = sorted((text, record.instruction))
+            raise ResultsError(
+                f"summarize: task {record.task!r} instruction {record.instruction_index} is "
+                f"{first!r} in some records and {second!r} in others; the results come from "
+                "different task files. Evaluate the changed task set into a new directory."
+            )
+        # A baseline is compared with its prompt trial seed for seed: they must share it.
+        identity = (record.task, record.instruction_index, record.trial)
+        other, seed = seeds.setdefault(identity, (record.key, record.seed))
+        if seed != record.seed:
+            raise ResultsError(
+                f"summarize: trial {other} ran seed {seed} but {record.key} ran seed "
+                f"{record.seed}; a baseline must run its prompt trial's seed. The results come "
+                "from different task files; evaluate the changed task set into a new directory."
+            )
 
-    rank = _task_ranks(records, task_order)
-    records.sort(key=lambda r: (rank[r.task], r.instruction_index, r.trial))
+
+def _success_summary(records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """``totals`` and ``tasks`` of `records` (sorted, one condition)."""
     by_task: dict[str, list[TrialRecord]] = {}
     for record in records:
         by_task.setdefault(record.task, []).append(record)
-
-    counts = _counts(records)
-    durations = [float(r.duration_s) for r in records]
-    total_duration = math.fsum(durations)  # fsum is exact, hence independent of the order.
     return {
-        "schema": SUMMARY_SCHEMA,
-        "config": _json_ready(dict(config or {}), "config"),
-        "totals": {**counts, "world_crashes": sum(r.crashes for r in records)},
+        "totals": {**_counts(records), "world_crashes": sum(r.crashes for r in records)},
         "tasks": [_task_summary(task, group) for task, group in by_task.items()],
-        "timing": {
-            # Rounded like each record's duration_s: sums of floats grow digits of noise.
-            "total_duration_s": round(total_duration, DURATION_DECIMALS),
-            "mean_duration_s": (
-                round(total_duration / len(records), DURATION_DECIMALS) if records else None
-            ),
-        },
     }
 
 
@@ -225,17 +399,12 @@ def _task_summary(task: str, records: Sequence[TrialRecord]) -> dict[str, Any]:
         by_index.setdefault(record.instruction_index, []).append(record)
     instructions = []
     for index in sorted(by_index):
-        group = by_index[index]
-        texts = sorted({r.instruction for r in group})
-        if len(texts) > 1:
-            raise ResultsError(
-                f"summarize: task {task!r} instruction {index} is {texts[0]!r} in some records "
-                f"and {texts[1]!r} in others; the results come from different task files. "
-                "Evaluate the changed task set into a new directory."
-            )
+        group = by_index[index]  # One instruction text per index: see _check_records.
         counts = _counts(group)
         del counts["failures"]
-        instructions.append({"instruction_index": index, "instruction": texts[0], **counts})
+        instructions.append(
+            {"instruction_index": index, "instruction": group[0].instruction, **counts}
+        )
     return {
         "task": task,
         **_counts(records),
@@ -262,6 +431,131 @@ def _steps_stats(records: Sequence[TrialRecord]) -> dict[str, Any]:
         "min": values[0],
         "max": values[-1],
         "values": values,
+    }
+
+
+def _metrics_summary(records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """The ``metrics`` section of sorted `records` (see `summarize` and docs/evaluation.md)."""
+    seen = {name for r in records for name in r.metrics}
+    names = [n for n in PAPER_METRICS if n in seen] + sorted(seen - set(PAPER_METRICS))
+    by_prompt: dict[tuple[str, int], dict[str, list[TrialRecord]]] = {}
+    for record in records:
+        prompt = by_prompt.setdefault((record.task, record.instruction_index), {})
+        prompt.setdefault(record.condition, []).append(record)
+    prompts = []
+    for (task, index), conditions in by_prompt.items():
+        first = next(iter(conditions.values()))[0]
+        prompts.append(
+            {
+                "task": task,
+                "instruction_index": index,
+                "instruction": first.instruction,
+                "conditions": {
+                    condition: _condition_metrics(conditions[condition], names)
+                    for condition in CONDITIONS
+                    if condition in conditions
+                },
+                "ratio_to_baseline": _ratios(
+                    conditions.get("prompt", []), conditions.get("unconditional", []), names
+                ),
+            }
+        )
+    baseline = [r for r in records if r.condition == "unconditional"]
+    return {
+        "names": names,
+        "confidence": CONFIDENCE,
+        "interval": "student_t",
+        "prompts": prompts,
+        "baseline": _pooled_baseline(baseline, names) if baseline else None,
+    }
+
+
+def _judged(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in records if r.outcome != "crash"]
+
+
+def _metric_stats(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, sample standard deviation, 95% t-interval, min and max of `values`."""
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "ci95": None, "min": None, "max": None}
+    mean, std = _mean_std(values)
+    interval = t_interval(values)
+    return {
+        "n": len(values),
+        "mean": mean,
+        "std": std,
+        "ci95": None if interval is None else list(interval),
+        "min": float(min(values)),
+        "max": float(max(values)),
+    }
+
+
+def _condition_metrics(records: Sequence[TrialRecord], names: Sequence[str]) -> dict[str, Any]:
+    judged = _judged(records)
+    return {
+        "trials": len(records),
+        "judged": len(judged),
+        "crashes": len(records) - len(judged),
+        "metrics": {
+            name: _metric_stats([float(r.metrics[name]) for r in judged if name in r.metrics])
+            for name in names
+        },
+    }
+
+
+def _ratios(
+    prompt: Sequence[TrialRecord], baseline: Sequence[TrialRecord], names: Sequence[str]
+) -> dict[str, Any]:
+    """Per metric: the prompt's mean over its baseline's, over trials judged in both."""
+    baseline_of = {r.trial: r for r in _judged(baseline)}
+    result = {}
+    for name in names:
+        pairs = []
+        for record in _judged(prompt):
+            other = baseline_of.get(record.trial)
+            if other is not None and name in record.metrics and name in other.metrics:
+                pairs.append((float(record.metrics[name]), float(other.metrics[name])))
+        prompt_mean = math.fsum(p for p, _ in pairs) / len(pairs) if pairs else None
+        baseline_mean = math.fsum(b for _, b in pairs) / len(pairs) if pairs else None
+        ratio = None
+        if prompt_mean is not None and baseline_mean:  # A zero baseline has no ratio.
+            ratio = prompt_mean / baseline_mean
+            if not math.isfinite(ratio):  # Overflow over a denormal baseline.
+                ratio = None
+        result[name] = {
+            "pairs": len(pairs),
+            "prompt_mean": prompt_mean,
+            "baseline_mean": baseline_mean,
+            "ratio": ratio,
+        }
+    return result
+
+
+def _pooled_baseline(records: Sequence[TrialRecord], names: Sequence[str]) -> dict[str, Any]:
+    """The unconditional agent over all prompts: one value per seed (the mean of its trials).
+
+    Prompts usually share seeds, and the zero goal ignores the prompt, so their baselines
+    repeat one agent on the same worlds; counting each seed once keeps the interval honest.
+    """
+    judged = _judged(records)
+    by_seed: dict[int, list[TrialRecord]] = {}
+    for record in judged:
+        by_seed.setdefault(record.seed, []).append(record)
+    metrics = {}
+    for name in names:
+        per_seed = []
+        for seed in sorted(by_seed):
+            values = [float(r.metrics[name]) for r in by_seed[seed] if name in r.metrics]
+            if values:
+                per_seed.append(math.fsum(values) / len(values))
+        metrics[name] = _metric_stats(per_seed)
+    return {
+        "unit": "seed",
+        "trials": len(records),
+        "judged": len(judged),
+        "crashes": len(records) - len(judged),
+        "seeds": len(by_seed),
+        "metrics": metrics,
     }
 
 
@@ -305,10 +599,11 @@ def _json_ready(value: Any, where: str) -> Any:
 
 
 def _check_summary(summary: Any) -> None:
-    if not isinstance(summary, Mapping) or summary.get("schema") != SUMMARY_SCHEMA:
-        schema = summary.get("schema") if isinstance(summary, Mapping) else None
+    schema = summary.get("schema") if isinstance(summary, Mapping) else None
+    if isinstance(schema, bool) or schema not in READABLE_SUMMARY_SCHEMAS:
         raise ResultsError(
-            f"Expected a summary from summarize() (schema {SUMMARY_SCHEMA}), got "
+            f"Expected a summary from summarize() (schema "
+            f"{' or '.join(map(str, READABLE_SUMMARY_SCHEMAS))}), got "
             f"{type(summary).__name__} with schema {schema!r}. Summarize the results again."
         )
     missing = [key for key in ("config", "totals", "tasks", "timing") if key not in summary]
@@ -426,8 +721,22 @@ def _overview(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Success rate", rate),
         ("Crashed trials (not judged)", str(totals["crashes"])),
         ("World crashes (incl. retried)", str(totals["world_crashes"])),
+        *_baseline_overview(summary),
         ("Total trial time", _duration(timing["total_duration_s"])),
         ("Mean trial time", _duration(timing["mean_duration_s"])),
+    ]
+
+
+def _baseline_overview(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if "baseline" not in summary:
+        return []
+    totals = summary["baseline"]["totals"]
+    rate = _percent(totals["success_rate"])
+    if totals["judged"]:
+        rate += f" (95% CI {_interval(totals)})"
+    return [
+        ("Baseline trials (unconditional)", str(totals["trials"])),
+        ("Baseline success rate", rate),
     ]
 
 
@@ -435,6 +744,89 @@ _CRASH_NOTE = (
     "Crashed trials (the world crashed on every try) were never judged: they are left out of "
     "the success rates and counted apart. Intervals are 95% Wilson score intervals."
 )
+
+_BASELINE_NOTE = (
+    "The unconditional baseline runs each trial again with the zero goal, on the same seed; "
+    "its trials are counted here, apart from the prompt trials above."
+)
+_NO_PROMPT_TRIALS = "No prompt trials: only the unconditional baseline ran."
+
+_METRICS_NOTE = (
+    "Each metric is its episode value (the paper's log, dirt and seed: the maximum over the "
+    "episode of the inventory counts of matching items; travel_distance: the maximum "
+    "horizontal distance from the spawn point). n counts the judged trials that recorded the "
+    "metric (crashed trials are left out); SD is the sample standard deviation; 95% CI is the "
+    "Student t-interval of the mean (none for n = 1). The ratio to baseline divides the "
+    "prompt's mean by the unconditional baseline's mean over the same trials (seeds); it is "
+    "\u2014 when the baseline's mean is 0 or no trial ran both."
+)
+_POOLED_BASELINE = "All prompts (per seed)"
+
+METRIC_COLUMNS = ("Task", "Instruction", "Metric", "n", "Mean", "95% CI", "SD", "Min", "Max")
+RATIO_COLUMNS = ("Ratio to baseline", "Pairs")
+_METRIC_NUMERIC = set(range(3, len(METRIC_COLUMNS) + len(RATIO_COLUMNS)))
+_CONDITION_TITLES = {"prompt": "Prompt", "unconditional": "Unconditional baseline"}
+
+
+def _stat(value: float | None) -> str:
+    return _NONE if value is None else f"{value:,.2f}"
+
+
+def _stat_interval(stats: Mapping[str, Any]) -> str:
+    if stats["ci95"] is None:
+        return _NONE
+    lower, upper = stats["ci95"]
+    return f"{_stat(lower)}{_RANGE}{_stat(upper)}"
+
+
+def _ratio(entry: Mapping[str, Any]) -> str:
+    return _NONE if entry["ratio"] is None else f"{entry['ratio']:,.2f}\u00d7"
+
+
+def _stats_cells(stats: Mapping[str, Any]) -> list[str]:
+    return [
+        str(stats["n"]),
+        _stat(stats["mean"]),
+        _stat_interval(stats),
+        _stat(stats["std"]),
+        _stat(stats["min"]),
+        _stat(stats["max"]),
+    ]
+
+
+def _has_baseline(metrics: Mapping[str, Any]) -> bool:
+    return metrics["baseline"] is not None
+
+
+def _metric_tables(metrics: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, columns, rows) of the metric table of each condition present."""
+    tables = []
+    for condition in CONDITIONS:
+        prompts = [p for p in metrics["prompts"] if condition in p["conditions"]]
+        if not prompts:
+            continue
+        ratios = condition == "prompt" and _has_baseline(metrics)
+        rows = []
+        for prompt in prompts:
+            stats = prompt["conditions"][condition]["metrics"]
+            for name in metrics["names"]:
+                if not stats[name]["n"]:  # Not tracked for this prompt, or all crashed.
+                    continue
+                row = [prompt["task"], prompt["instruction"], name, *_stats_cells(stats[name])]
+                if ratios:
+                    entry = prompt["ratio_to_baseline"][name]
+                    row += [_ratio(entry), str(entry["pairs"])]
+                rows.append(row)
+        if condition == "unconditional":
+            pooled = metrics["baseline"]["metrics"]
+            rows += [
+                [_POOLED_BASELINE, _NONE, name, *_stats_cells(pooled[name])]
+                for name in metrics["names"]
+                if pooled[name]["n"]
+            ]
+        columns = [*METRIC_COLUMNS, *(RATIO_COLUMNS if ratios else ())]
+        tables.append((_CONDITION_TITLES[condition], columns, rows))
+    return tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +888,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
 
     Returns:
         The report: title, overview, a per-task table with a total row, a per-instruction
-        table when a task has several instructions, and the run's configuration.
+        table when a task has several instructions, the baseline's per-task table (with
+        baseline trials), a prompt x metric table per condition (with metrics), and the run's
+        configuration.
 
     Raises:
         ResultsError: If `summary` is not a summary of this version.
@@ -508,11 +902,18 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     if summary["tasks"]:
         parts.append(_md_table(TASK_COLUMNS, _task_rows(summary), bold_last=True))
     else:
-        parts.append("_No trials yet._")
+        parts.append(f"_{_NO_PROMPT_TRIALS}_" if "baseline" in summary else "_No trials yet._")
     instruction_rows = _instruction_rows(summary)
     if instruction_rows:
         parts += ["", "## Success by instruction", ""]
         parts.append(_md_table(INSTRUCTION_COLUMNS, instruction_rows, bold_last=False))
+    if "baseline" in summary:
+        parts += ["", "## Success by task: unconditional baseline", "", _BASELINE_NOTE, ""]
+        parts.append(_md_table(TASK_COLUMNS, _task_rows(summary["baseline"]), bold_last=True))
+    if "metrics" in summary:
+        parts += ["", "## Metrics per prompt", "", _METRICS_NOTE]
+        for title, columns, rows in _metric_tables(summary["metrics"]):
+            parts += ["", f"### {title}", "", _md_table(columns, rows, bold_last=False)]
     parts += ["", "## Configuration", ""]
     parts += _md_config(summary["config"]) or ["_No configuration recorded._"]
     return "\n".join(parts) + "\n"
@@ -555,8 +956,11 @@ def _f(value: float) -> str:
     return f"{value:.1f}"
 
 
-def _label(task: str) -> str:
-    return task if len(task) <= _LABEL_CHARS else task[: _LABEL_CHARS - 1] + "…"
+def _label(task: str, limit: int = _LABEL_CHARS) -> str:
+    return task if len(task) <= limit else task[: limit - 1] + "…"
+
+
+_TASK_NUMERIC = {1, 2, 3, 4, 5}
 
 
 def _html_table(
@@ -735,6 +1139,139 @@ def _steps_chart(tasks: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+_HEAT_STOPS = ((0xF7, 0xFB, 0xFF), (0xC6, 0xDB, 0xEF), (0x6B, 0xAE, 0xD6), (0x21, 0x71, 0xB5),
+               (0x08, 0x30, 0x6B))  # fmt: skip
+"""ColorBrewer's sequential Blues, light to dark, at 0, 1/4, 1/2, 3/4 and 1."""
+_HEAT_MISSING = "#eaeef2"
+_DARK_TEXT, _LIGHT_TEXT = "#1f2328", "#ffffff"
+_METRIC_LABEL_CHARS = 20
+_CHAR_W = 6.6  # Rough width of a 12px character; enough to size margins without a font.
+
+
+def _heat_colour(share: float) -> tuple[str, str]:
+    """The fill for `share` in [0, 1] and the text colour of higher contrast on it."""
+    position = min(max(share, 0.0), 1.0) * (len(_HEAT_STOPS) - 1)
+    index = min(int(position), len(_HEAT_STOPS) - 2)
+    frac = position - index
+    rgb = [
+        a + (b - a) * frac for a, b in zip(_HEAT_STOPS[index], _HEAT_STOPS[index + 1], strict=True)
+    ]
+
+    def linear(channel: float) -> float:  # sRGB to linear light (WCAG relative luminance).
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    luminance = 0.2126 * linear(rgb[0]) + 0.7152 * linear(rgb[1]) + 0.0722 * linear(rgb[2])
+    on_dark = (1.05) / (luminance + 0.05)  # Contrast of white text.
+    on_light = (luminance + 0.05) / 0.0687  # Contrast of _DARK_TEXT (luminance 0.0187).
+    fill = "#" + "".join(f"{round(c):02x}" for c in rgb)
+    return fill, _LIGHT_TEXT if on_dark > on_light else _DARK_TEXT
+
+
+def _heat_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any], Any]]:
+    """(label, full name, stats by metric, ratios or None) per heat-map row."""
+    prompts = [p for p in metrics["prompts"] if "prompt" in p["conditions"]]
+    per_task = Counter(p["task"] for p in prompts)
+    rows = []
+    for prompt in prompts:
+        name = prompt["task"]
+        if per_task[name] > 1:  # Tell a task's instructions apart.
+            name = f"{name} #{prompt['instruction_index']}"
+        full = f"{name}: {prompt['instruction']}"
+        stats = prompt["conditions"]["prompt"]["metrics"]
+        rows.append((name, full, stats, prompt["ratio_to_baseline"]))
+    if metrics["baseline"] is not None:
+        full = "Unconditional baseline (zero goal), pooled over prompts, one value per seed"
+        rows.append(("Unconditional baseline", full, metrics["baseline"]["metrics"], None))
+    return rows
+
+
+def _heat_map(metrics: Mapping[str, Any]) -> str:
+    """Rows: prompts (and the pooled baseline); columns: metrics; colour: mean / column max."""
+    names = metrics["names"]
+    rows = _heat_rows(metrics)
+    labels = [_label(label) for label, *_ in rows]
+    columns = [_label(name, _METRIC_LABEL_CHARS) for name in names]
+    cell_w = max(72.0, max(len(c) for c in columns) * _CHAR_W + 16)
+    cell_h, top, right, bottom = 30.0, 28.0, 16.0, 44.0
+    left = max(90.0, max(len(label) for label in labels) * _CHAR_W + 14)
+    legend_caption_w = 250.0  # The caption's 36 characters, then five swatches.
+    legend_w = legend_caption_w + 5 * 44.0
+    width = left + max(cell_w * len(names), legend_w) + right
+    height = top + cell_h * len(rows) + bottom
+
+    # Per metric: from min(0, lowest mean) to the highest mean; for counts and distances
+    # (never negative) that is the mean divided by the column's maximum.
+    scale = {}
+    for name in names:
+        means = [stats[name]["mean"] for _, _, stats, _ in rows if stats[name]["mean"] is not None]
+        low = min([0.0, *means])
+        scale[name] = (low, max(means, default=0.0))
+
+    parts = [_svg_open(width, height, "Heat map: mean of each metric per prompt")]
+    for j, name in enumerate(names):
+        cx = left + cell_w * (j + 0.5)
+        parts.append(_text(cx, top - 10, columns[j], tip=name))
+    for i, (label, full, stats, ratios) in enumerate(rows):
+        y = top + cell_h * i
+        parts.append(_text(left - 8, y + cell_h / 2 + 4, labels[i], anchor="end", tip=full))
+        for j, name in enumerate(names):
+            x = left + cell_w * j
+            entry = stats[name]
+            mean = entry["mean"]
+            tip = f"{full}\n{name}: "
+            if mean is None:
+                fill, ink, value = _HEAT_MISSING, _DARK_TEXT, _NONE
+                tip += "no judged trial recorded it"
+            else:
+                low, high = scale[name]
+                fill, ink = _heat_colour((mean - low) / (high - low) if high > low else 0.0)
+                value = _stat(mean)
+                interval = _stat_interval(entry)
+                tip += f"mean {value}, 95% CI {interval}, n = {entry['n']}"
+                if ratios is not None and ratios[name]["ratio"] is not None:
+                    tip += f"; {_ratio(ratios[name])} the unconditional baseline"
+            text = _text(x + cell_w / 2, y + cell_h / 2 + 4, value, style=f'fill="{ink}"')
+            parts.append(
+                f'<g class="heat-cell" data-row="{_h(label)}" data-metric="{_h(name)}">'
+                f"{_tip(tip)}"
+                f'<rect x="{_f(x)}" y="{_f(y)}" width="{_f(cell_w)}" height="{_f(cell_h)}" '
+                f'fill="{fill}" stroke="#ffffff" stroke-width="1"></rect>{text}</g>'
+            )
+    legend_y = top + cell_h * len(rows) + 14
+    parts.append(_text(left, legend_y + 11, "Share of the column's highest mean:", "start"))
+    swatch_x = left + legend_caption_w
+    for k in range(5):
+        share = k / 4
+        fill, ink = _heat_colour(share)
+        x = swatch_x + k * 44
+        parts.append(
+            f'<rect x="{_f(x)}" y="{_f(legend_y)}" width="44" height="16" fill="{fill}"></rect>'
+        )
+        parts.append(_text(x + 22, legend_y + 12, f"{round(100 * share)}%", style=f'fill="{ink}"'))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _html_metrics(metrics: Mapping[str, Any]) -> list[str]:
+    body = ["<h2>Metrics per prompt</h2>", f'<p class="note">{_h(_METRICS_NOTE)}</p>']
+    if _heat_rows(metrics) and metrics["names"]:
+        body += [
+            "<figure>",
+            _heat_map(metrics),
+            "<figcaption>Mean of each metric per prompt over its judged trials (the "
+            "unconditional baseline pooled over prompts, one value per seed). Each column is "
+            "coloured on its own scale: the mean divided by the column's highest mean (from "
+            "the lowest mean instead of 0 if a mean is negative); \u2014 marks a metric no "
+            "judged trial of the prompt recorded. Hover a cell for its 95% interval and its "
+            "ratio to the baseline.</figcaption>",
+            "</figure>",
+        ]
+    for title, columns, rows in _metric_tables(metrics):
+        body += [f"<h3>{_h(title)}</h3>", _html_table(columns, rows, _METRIC_NUMERIC, False)]
+    return body
+
+
 def render_html(summary: Mapping[str, Any]) -> str:
     """Renders a summary as one self-contained HTML page.
 
@@ -746,8 +1283,10 @@ def render_html(summary: Mapping[str, Any]) -> str:
 
     Returns:
         The page: overview, per-task table, per-instruction table (when a task has several
-        instructions), a bar chart of success rates with 95% intervals, a dot plot of steps to
-        success, and the run's configuration.
+        instructions), the baseline's per-task table (with baseline trials), a bar chart of
+        success rates with 95% intervals, a dot plot of steps to success, with metrics a heat
+        map of the mean of each metric per prompt and the prompt x metric tables, and the
+        run's configuration.
 
     Raises:
         ResultsError: If `summary` is not a summary of this version.
@@ -758,13 +1297,20 @@ def render_html(summary: Mapping[str, Any]) -> str:
     body += [f"<div><dt>{_h(k)}</dt><dd>{_h(v)}</dd></div>" for k, v in _overview(summary)]
     body += ["</dl>", f'<p class="note">{_h(_CRASH_NOTE)}</p>', "<h2>Success by task</h2>"]
     if tasks:
-        body.append(_html_table(TASK_COLUMNS, _task_rows(summary), {1, 2, 3, 4, 5}, True))
+        body.append(_html_table(TASK_COLUMNS, _task_rows(summary), _TASK_NUMERIC, True))
     else:
-        body.append('<p class="empty">No trials yet.</p>')
+        empty = _NO_PROMPT_TRIALS if "baseline" in summary else "No trials yet."
+        body.append(f'<p class="empty">{_h(empty)}</p>')
     instruction_rows = _instruction_rows(summary)
     if instruction_rows:
         body.append("<h2>Success by instruction</h2>")
         body.append(_html_table(INSTRUCTION_COLUMNS, instruction_rows, {1, 3, 4, 5, 6}, False))
+    if "baseline" in summary:
+        body += [
+            "<h2>Success by task: unconditional baseline</h2>",
+            f'<p class="note">{_h(_BASELINE_NOTE)}</p>',
+            _html_table(TASK_COLUMNS, _task_rows(summary["baseline"]), _TASK_NUMERIC, True),
+        ]
 
     body.append("<h2>Success rate</h2>")
     if any(task["judged"] for task in tasks):
@@ -789,6 +1335,9 @@ def render_html(summary: Mapping[str, Any]) -> str:
         ]
     else:
         body.append('<p class="empty">No successful trials yet.</p>')
+
+    if "metrics" in summary:
+        body += _html_metrics(summary["metrics"])
 
     body.append("<h2>Configuration</h2>")
     if summary["config"]:

@@ -72,9 +72,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def minerl_observation(obs: Mapping[str, Any]) -> WorldObs:
-    """Converts a MineRL observation: ``pov`` stays a uint8 array, the rest plain values."""
+MONITORS = ("isGuiOpen",)
+"""Keys MineRL 1.0 reports among its monitors (the step's ``info``), not in the observation,
+that the observation takes in: ``HumanSurvival`` monitors ``isGuiOpen`` and a copy of
+``location_stats``."""
+
+
+def minerl_observation(obs: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> WorldObs:
+    """Converts a MineRL observation: ``pov`` stays a uint8 array, the rest plain values.
+
+    Args:
+        obs: MineRL's observation.
+        info: The step's info (MineRL's monitors): its `MONITORS` keys join the observation
+            where the observation lacks them. A reset has none, so ``isGuiOpen`` appears from
+            the first step on.
+    """
     converted = {key: _plain(value) for key, value in obs.items() if key != "pov"}
+    if isinstance(info, Mapping):
+        for key in MONITORS:
+            if key in info and key not in converted:
+                converted[key] = _plain(info[key])
     converted["pov"] = np.asarray(obs["pov"], dtype=np.uint8)
     return converted
 
@@ -198,7 +215,7 @@ class MineRLWorld:
             self._crashed()
             raise WorldCrashError(f"MineRL reported a crash: {info['error']}")
         self._done = bool(done)
-        return WorldStep(minerl_observation(obs), self._done, dict(info))
+        return WorldStep(minerl_observation(obs, info), self._done, dict(info))
 
     def close(self) -> None:
         """Closes the env and kills its processes; safe to call twice."""

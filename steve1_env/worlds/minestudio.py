@@ -6,7 +6,11 @@ MineStudio is gymnasium-style with its own quirks, absorbed here:
   builds a new simulator;
 - ``step`` mutates the action dict it is given: each action is copied first;
 - ``terminated`` and ``truncated`` are the same flag: either ends the world episode;
-- the observation's frame is ``image``; MineRL-style statistics come in ``info``.
+- the observation's frame is ``image``; MineRL-style statistics come in ``info``, where the
+  position and orientation are ``player_pos`` (``x y z pitch yaw``), health and food are
+  ``health`` and ``food_level`` (its ``HumanSurvival`` drops MineRL's ``life_stats``: no air or
+  saturation) and the GUI flag is ``is_gui_open``. `minestudio_observation` puts them where
+  MineRL has them (``location_stats``, ``life_stats``, ``isGuiOpen``).
 
 Install: ``pip install "steve1-env[minestudio]"``. MineStudio downloads its Minecraft engine at
 first use and asks for confirmation on the terminal: run it once interactively.
@@ -27,9 +31,19 @@ from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts
 from steve1_env.worlds.minerl import minerl_observation
 
 _STATISTICS = (
-    "inventory", "equipped_items", "life_stats", "location_stats", "mine_block", "pickup",
-    "craft_item", "use_item", "break_item", "drop", "kill_entity", "isGuiOpen",
+    "inventory", "equipped_items", "mine_block", "pickup", "craft_item", "use_item",
+    "break_item", "drop", "kill_entity", "damage_dealt", "isGuiOpen",
 )  # fmt: skip
+"""Keys of MineStudio's ``info`` taken as they are (MineRL's names and formats)."""
+
+_PLAYER_POS = {"x": "xpos", "y": "ypos", "z": "zpos", "pitch": "pitch", "yaw": "yaw"}
+"""MineStudio's ``player_pos`` keys and MineRL's ``location_stats`` names for them."""
+_LIFE = {"health": "life", "food_level": "food"}
+"""MineStudio's top-level ``info`` keys and MineRL's ``life_stats`` names for them."""
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 _SETUP_HINT = "MineStudio also downloads its Minecraft engine at first use (run it once by hand)."
@@ -45,8 +59,27 @@ def make_minecraft_sim(seed: int, **kwargs: Any) -> Any:
 
 
 def minestudio_observation(obs: Mapping[str, Any], info: Mapping[str, Any]) -> WorldObs:
-    """Merges MineStudio's ``image`` and the MineRL-style statistics in ``info``."""
+    """Merges MineStudio's ``image`` and the MineRL-style statistics in ``info``.
+
+    ``player_pos`` becomes ``location_stats`` (``xpos ypos zpos pitch yaw``, over whatever
+    ``location_stats`` MineRL's monitor put in ``info``); ``health`` and ``food_level`` become
+    ``life_stats.life`` and ``life_stats.food``; ``is_gui_open`` becomes ``isGuiOpen``. What
+    MineStudio does not report stays absent.
+    """
     merged: dict[str, Any] = {key: info[key] for key in _STATISTICS if key in info}
+    location = _mapping(info.get("location_stats"))
+    position = _mapping(info.get("player_pos"))
+    location.update(
+        {ours: position[theirs] for theirs, ours in _PLAYER_POS.items() if theirs in position}
+    )
+    if location:
+        merged["location_stats"] = location
+    life = _mapping(info.get("life_stats"))
+    life.update({ours: info[theirs] for theirs, ours in _LIFE.items() if theirs in info})
+    if life:
+        merged["life_stats"] = life
+    if "isGuiOpen" not in merged and "is_gui_open" in info:
+        merged["isGuiOpen"] = info["is_gui_open"]
     merged["pov"] = obs["image"] if "image" in obs else obs.get("pov", info.get("pov"))
     if merged["pov"] is None:
         raise WorldCrashError("MineStudio returned an observation without a frame ('image').")

@@ -5,7 +5,11 @@
 - the first reset launches a real child process standing in for Minecraft's Java;
 - all 24 action keys are required; values arrive as numpy arrays;
 - on a socket failure: a random observation, ``done=True`` and ``info["error"]``;
-- stepping after done raises; a hang never returns.
+- stepping after done raises; a hang never returns;
+- the observation holds what MineRL 1.0's ``HumanSurvival`` observes (its observables:
+  ``location_stats`` without an in-water flag, ``life_stats``, ``equipped_items`` for both
+  hands and the armour slots, the counters); ``isGuiOpen`` and a copy of ``location_stats``
+  are monitors, in the step's ``info``, not in the observation.
 """
 
 from __future__ import annotations
@@ -22,12 +26,29 @@ from steve1_env.worlds.synthetic import SyntheticWorld
 JAVA_STANDIN = [sys.executable, "-c", "import time; time.sleep(600)", "minecraft-java-standin"]
 
 
+_EMPTY_SLOT = {"type": "air", "damage": 0, "maxDamage": 0}
+_SLOTS = ("mainhand", "offhand", "head", "chest", "legs", "feet")
+
+
 def _as_minerl(value):
     if isinstance(value, dict):
         return {key: _as_minerl(item) for key, item in value.items()}
     if isinstance(value, bool | int | float):
         return np.array(value)
     return value
+
+
+def _upstream(obs):
+    """The synthetic world's observation in MineRL 1.0's format, and MineRL's monitors."""
+    obs = dict(obs)
+    gui_open = obs.pop("isGuiOpen")
+    location = {k: v for k, v in obs["location_stats"].items() if k != "is_in_water"}
+    location.update(is_raining=0, sun_brightness=1.0, sky_light_level=1.0)
+    obs["location_stats"] = location
+    hands = obs["equipped_items"]
+    obs["equipped_items"] = {slot: dict(hands.get(slot, _EMPTY_SLOT)) for slot in _SLOTS}
+    obs.update(damage_dealt={}, entity_killed_by={})
+    return _as_minerl(obs), {"isGuiOpen": gui_open, "location_stats": _as_minerl(location)}
 
 
 class FakeMineRLEnv:
@@ -53,7 +74,7 @@ class FakeMineRLEnv:
         self.seeds_at_reset.append(self.seed_value)
         seed, self.seed_value = self.seed_value, None  # reset clears the seed
         self.done, self.steps = False, 0
-        return _as_minerl(self.world.reset(seed))
+        return _upstream(self.world.reset(seed))[0]  # a reset reports no monitors
 
     def step(self, action):
         if self.done:
@@ -70,10 +91,13 @@ class FakeMineRLEnv:
                 threading.Event().wait()  # never returns
             self.done = True
             rng = np.random.default_rng()
-            bogus = _as_minerl(SyntheticWorld(pov_shape=(360, 640)).reset(int(rng.integers(1000))))
+            bogus = _upstream(SyntheticWorld(pov_shape=(360, 640)).reset(int(rng.integers(1000))))[
+                0
+            ]
             bogus["inventory"] = {k: np.array(99) for k in bogus["inventory"]}
             return bogus, 0.0, True, {"error": "java.net.SocketException: Connection reset"}
-        return _as_minerl(self.world.step(action).obs), 0.0, False, {}
+        obs, monitors = _upstream(self.world.step(action).obs)
+        return obs, 0.0, False, monitors
 
     def close(self):
         self.closed = True
