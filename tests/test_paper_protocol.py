@@ -14,7 +14,6 @@ from steve1_env.cli import main
 from steve1_env.errors import ConfigurationError, ResultsError, TaskSpecError
 from steve1_env.evaluation.runner import evaluate
 from steve1_env.evaluation.trial import RunSettings, TrialRunner
-from steve1_env.registry import register_policy, register_world
 from steve1_env.skill_kinds import PAPER_PROMPTS
 from steve1_env.tasks.metrics import PAPER_METRICS, MetricConfigError, MetricTracker
 from steve1_env.tasks.spec import load_task_set, parse_task_set
@@ -70,13 +69,14 @@ class GoalRecordingPolicy:
         self.inner.close()
 
 
+def recording_world(pov_shape=(64, 64), **kwargs):
+    """Builds a `RecordingWorld` (named by import path: registering would leak into the
+    registries' listings that other tests check)."""
+    return RecordingWorld(pov_shape=tuple(pov_shape), **kwargs)
+
+
 @pytest.fixture
 def recording():
-    def world(pov_shape=(64, 64), **kwargs):
-        return RecordingWorld(pov_shape=tuple(pov_shape), **kwargs)
-
-    register_world("recording_synthetic", world, overwrite=True)
-    register_policy("goal_recording", GoalRecordingPolicy, overwrite=True)
     WORLDS.clear()
     GOALS.clear()
     yield WORLDS
@@ -89,9 +89,10 @@ def tasks(body: str, defaults: str = "") -> str:
     return f"{head}tasks:\n{body}"
 
 
+RECORDING_WORLD, GOAL_RECORDING = f"{__name__}:recording_world", f"{__name__}:GoalRecordingPolicy"
 WOOD = "  - {name: wood, instruction: chop a tree, horizon: 300, seeds: [3]}\n"
 SETTINGS = RunSettings(
-    world="recording_synthetic", policy="goal_recording", prompt_encoder="hash",
+    world=RECORDING_WORLD, policy=GOAL_RECORDING, prompt_encoder="hash",
     world_kwargs=SMALL, k=50,
 )  # fmt: skip
 
@@ -274,7 +275,7 @@ def test_a_sampled_latent_is_drawn_from_its_seed(random_steve1):
 
 
 SAMPLED = RunSettings(
-    world="recording_synthetic", policy="goal_recording", prompt_encoder="steve1",
+    world=RECORDING_WORLD, policy=GOAL_RECORDING, prompt_encoder="steve1",
     prompt_encoder_kwargs={"weights": "random"}, world_kwargs=SMALL, k=50,
 )  # fmt: skip
 
@@ -302,10 +303,23 @@ def test_a_sampled_prompt_trial_pursues_its_seeded_embedding(recording, random_s
     assert {(r.prompt_latent, r.prompt_seed) for r in records} == {("sampled", 11)}
 
 
-def test_a_sampled_latent_needs_an_encoder_with_a_prior(tmp_path):
+def test_the_hash_stand_in_draws_its_sampled_goal_from_the_seed_too():
+    from steve1_env.prompt.hash_encoder import HashPromptEncoder
+
+    encoder, text = HashPromptEncoder(), "chop a tree"
+    one, again = encoder.encode_sampled(text, 7), encoder.encode_sampled(text, 7)
+    assert np.array_equal(one, again) and one.dtype == np.float32
+    assert not np.allclose(one, encoder.encode_sampled(text, 8))
+    assert not np.allclose(one, encoder.encode(text))
+
+
+def test_a_sampled_latent_needs_an_encoder_that_can_draw_one(tmp_path):
     paper = load_task_set("paper")
-    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL)
-    with pytest.raises(ConfigurationError, match="'hash' cannot draw the prior's latent"):
+    settings = RunSettings(
+        policy="scripted", prompt_encoder="precomputed",
+        prompt_encoder_kwargs={"path": str(tmp_path / "goals.npz")}, world_kwargs=SMALL,
+    )  # fmt: skip
+    with pytest.raises(ConfigurationError, match="'precomputed' cannot draw the prior's latent"):
         evaluate(paper, tmp_path / "run", settings, trials=1, horizon=10, progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -441,7 +455,6 @@ def test_a_changed_horizon_cannot_resume_a_run(tmp_path, recording):
 
 
 def test_adding_the_baseline_resumes_a_run_on_the_same_seeds(tmp_path, recording):
-    # Needs the report to summarize unconditional records (i15-report's report.py).
     task_set = parse_task_set(tasks(WOOD))
     evaluate(task_set, tmp_path / "run", SETTINGS, horizon=60, progress=False)
     result = evaluate(
@@ -451,16 +464,18 @@ def test_adding_the_baseline_resumes_a_run_on_the_same_seeds(tmp_path, recording
     assert result.ran == 1
 
 
-def test_the_cli_runs_the_paper_protocol_with_both_conditions(tmp_path, capsys):
-    # Needs the report to summarize unconditional records (i15-report's report.py).
+@pytest.mark.parametrize(
+    "encoder", [[], ["--prompt-encoder", "steve1", "--weights", "random"]], ids=["hash", "steve1"]
+)
+def test_the_cli_runs_the_paper_protocol_with_both_conditions(tmp_path, capsys, encoder):
     out = tmp_path / "paper"
     argv = [
         "eval", "--task-set", "paper", "--tasks", "wood", "explore", "--trials", "1",
-        "--horizon", "300", "--baseline", "both", "--policy", "scripted",
-        "--prompt-encoder", "steve1", "--weights", "random", "--world-option",
-        "pov_shape=[48, 64]", "--out", str(out), "--quiet",
+        "--horizon", "300", "--baseline", "both", "--policy", "scripted", *encoder,
+        "--world-option", "pov_shape=[48, 64]", "--out", str(out), "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
+    assert (out / "report.json").is_file() and (out / "report.html").is_file()
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted((r["task"], r["condition"]) for r in records) == [
         ("explore", "prompt"), ("explore", "unconditional"),
@@ -476,8 +491,9 @@ def test_cli_errors_of_the_protocol_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--max-steps", "5", "--horizon", "5", "--out", str(tmp_path / "o")])
     assert "not allowed with argument --max-steps" in capsys.readouterr().err
-    argv = ["eval", "--task-set", "paper", "--policy", "scripted", "--out", str(tmp_path / "p")]
-    assert main([*argv, "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "--prompt-encoder steve1 (with --weights random to run offline)" in err
-    assert "prompt_encoder_kwargs" not in err
+    from steve1_env.cli import in_cli_words
+    from steve1_env.evaluation.trial import sampled_latent_unsupported
+
+    said = in_cli_words(sampled_latent_unsupported("precomputed"))
+    assert "--prompt-encoder steve1 (with --weights random to run offline)" in said
+    assert "prompt_encoder_kwargs" not in said

@@ -156,8 +156,8 @@ def check_run_arguments(
         DependencyNotInstalledError: If the world's backend (MineRL, MineStudio) is missing.
         TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
         ConfigurationError: Also if a task asks for a sampled prompt latent and the run's
-            prompt encoder is a class without ``encode_sampled`` (the hash and precomputed
-            encoders have no prior to sample).
+            prompt encoder is a class without ``encode_sampled`` (the precomputed encoder:
+            a table of fixed embeddings).
     """
     specs = list(specs)
     if importable_here and settings.device != "cpu":
@@ -306,10 +306,10 @@ def sampled_latent_unsupported(encoder: str) -> str:
     return (
         f"A task asks for prompt_latent 'sampled' (its text embedded by STEVE-1's prior with a "
         f"latent drawn from its prompt_seed), but the prompt encoder {encoder!r} cannot draw the "
-        "prior's latent from a seed (it has no encode_sampled method; the hash and precomputed "
-        "encoders have no prior at all). Use prompt_encoder='steve1' (with "
-        "prompt_encoder_kwargs={'weights': 'random'} to run offline), or drop prompt_latent "
-        "from the task."
+        "prior's latent from a seed (it has no encode_sampled method; a precomputed table holds "
+        "fixed embeddings). Use prompt_encoder='steve1' (with "
+        "prompt_encoder_kwargs={'weights': 'random'} to run offline), 'hash' for policies "
+        "that read the text, or drop prompt_latent from the task."
     )
 
 
