@@ -123,6 +123,8 @@ def _eval(args: argparse.Namespace) -> int:
             settings,
             trials=args.trials,
             max_steps=args.max_steps,
+            horizon=args.horizon,
+            baseline=args.baseline,
             tasks=args.tasks,
             resume=args.resume,
             retry_crashed=args.retry_crashed,
@@ -428,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--task-set",
         default="quick_harvest",
-        help="a built-in set (quick_harvest, early_game) or a task file .yaml "
+        help="a built-in set (quick_harvest, early_game, paper) or a task file .yaml "
         "(default: quick_harvest)",
     )
     evaluate.add_argument("--tasks", nargs="+", help="run only these tasks of the set")
@@ -443,8 +445,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="trials per task instruction (default: the task set's)",
     )
-    evaluate.add_argument(
+    budget = evaluate.add_mutually_exclusive_group()
+    budget.add_argument(
         "--max-steps", type=_positive, help="low-level steps per trial (default: the task's)"
+    )
+    budget.add_argument(
+        "--horizon",
+        type=_positive,
+        help="run every trial for exactly N low-level steps, not stopping at success, and "
+        "record its first success step and the paper's metrics (the paper: 3000)",
+    )
+    evaluate.add_argument(
+        "--baseline",
+        choices=["none", "unconditional", "both"],
+        default="none",
+        help="unconditional: run each trial with the zero goal instead of its prompt (the "
+        "paper's unconditional agent, same seeds); both: run both (default: none)",
     )
     evaluate.add_argument("--out", help="run directory (default: results/<task set>)")
     evaluate.add_argument(
@@ -588,6 +604,10 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("executor='ray'", "--executor ray"),
     ("the `directory` argument", "`--dir DIR`"),
     ("the weights argument", "--weights"),
+    (
+        "prompt_encoder='steve1' (with prompt_encoder_kwargs={'weights': 'random'} to run offline)",
+        "--prompt-encoder steve1 (with --weights random to run offline)",
+    ),
     ("(instruction=)", "(--instruction)"),
     ("recorded (video_dir)", "recorded (eval --video)"),
     (

@@ -50,6 +50,8 @@ SEED_BOUND = 2**31 - 1
 
 FrameObserver = Callable[[np.ndarray], None]
 """Called with every frame a slot's policy sees (a video writer's ``write``)."""
+TickObserver = Callable[[WorldObs], None]
+"""Called with every low-level tick's world observation of a slot (an episode's metrics)."""
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Slot:
         total_steps: Ticks of the episode.
         high_level_steps: High-level steps of the episode.
         on_frame: Shown every frame the policy sees, if set.
+        on_tick: Shown every tick's world observation (after the world stepped, before the
+            detector judges it), if set; a world crash shows none.
         scorer: The MineCLIP scorer judging its frames, or None.
         window: Its last MineCLIP frame features (with a scorer).
         score: The MineCLIP score of the last tick (None before the first scored tick).
@@ -153,6 +157,7 @@ class Slot:
         self.total_steps = 0
         self.high_level_steps = 0
         self.on_frame: FrameObserver | None = None
+        self.on_tick: TickObserver | None = None
         self._step: _HighLevelStep | None = None
 
     @property
@@ -372,6 +377,8 @@ class SkillEngine:
         slot.attempt_steps += 1
         slot.total_steps += 1
         current.world_done = bool(result.done)
+        if slot.on_tick is not None:
+            slot.on_tick(result.obs)
         return True
 
     def _score(self, observed: list[int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -254,3 +255,54 @@ def test_goal_encoder_computes_each_goal_once_and_forgets_varying_ones():
     goals.start_episode(2)
     goals.embedding("get dirt")
     assert encoder.calls == 2 and encoder.seeds == [1, 2]
+
+
+def test_a_slots_tick_observer_sees_every_ticks_world_observation_before_the_judge():
+    from steve1_env.agent.scripted import ScriptedPolicy
+
+    world = SyntheticWorld(**SMALL)
+    slot = Slot(world, ScriptedPolicy(world), GoalEncoder(HashPromptEncoder()))
+    engine = SkillEngine([slot])
+    engine.reset(0, np.random.default_rng(0), "chop a tree", resolve_detectors(None))
+    seen = []
+    slot.on_tick = lambda obs: seen.append((slot.total_steps, dict(obs["inventory"])))
+    engine.begin(0, "chop a tree", 400)
+    engine.run()
+    outcome = engine.end(0)
+    # One call per tick, with that tick's observation; the detector fired on the last one.
+    assert outcome.reason == "success" and [n for n, _ in seen] == list(range(1, outcome.steps + 1))
+    assert seen[-1][1] == dict(slot.obs["inventory"]) and "_log" in str(seen[-1][1])
+
+
+PROTOCOL = """
+tasks:
+  - {name: logs, instruction: chop a tree, horizon: 200, prompt_latent: sampled, prompt_seed: 5}
+  - {name: sky, instruction: look at the sky, horizon: 100}
+"""
+
+
+def test_fixed_horizon_records_do_not_depend_on_where_they_run(tmp_path):
+    # The sampled latent, the metrics and the first success of each trial are the same in
+    # one local world and in process workers hosting several.
+    settings = RunSettings(
+        policy="scripted", prompt_encoder="steve1", prompt_encoder_kwargs={"weights": "random"},
+        world_kwargs=SMALL, k=40,
+    )  # fmt: skip
+
+    def played(name, **kwargs):
+        result = evaluate(
+            parse_task_set(PROTOCOL), tmp_path / name, settings, trials=2, progress=False,
+            baseline="unconditional" if "base" in name else "none", **kwargs,
+        )  # fmt: skip
+        return {
+            r.key: (r.steps, r.steps_to_success, r.metrics, r.prompt_seed) for r in result.records
+        }
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained encoder's warning
+        local = played("local")
+        base = played("local-base")
+        spread = played("spread", executor="processes", workers=2, envs_per_worker=2)
+    assert len(local) == 4 and local == spread
+    assert {key.removesuffix("/unconditional") for key in base} == set(local)
+    assert {steps for steps, *_ in local.values()} == {200, 100}

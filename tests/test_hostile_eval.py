@@ -693,12 +693,15 @@ def test_a_fixed_horizon_record_reads_back_with_its_first_success_and_metrics():
     read = TrialRecord.from_json(horizon_record())
     assert read.outcome == "success" and read.reason == "budget" and read.steps_to_success == 40
     assert read.metrics == {"log": 2.0, "travel_distance": 12.5}
+    sampled = TrialRecord.from_json(horizon_record(prompt_latent="sampled", prompt_seed=4))
+    assert (sampled.prompt_latent, sampled.prompt_seed) == ("sampled", 4)
     baseline = TrialRecord.from_json(horizon_record(condition="unconditional"))
     assert baseline.key == "dirt/0/0/unconditional" and read.key == "dirt/0/0"
 
 
 def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
-    old = {k: v for k, v in record().to_json().items() if k not in ("condition", "horizon")}
+    later = ("condition", "horizon", "prompt_latent", "prompt_seed")
+    old = {k: v for k, v in record().to_json().items() if k not in later}
     old.pop("metrics")
     old["schema"] = 1
     read = TrialRecord.from_json(old)
@@ -720,6 +723,13 @@ def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
         ({"metrics": {"log": float("nan")}}, r"metrics must be an object mapping metric names"),
         ({"metrics": {"log": True}}, r"metrics must be an object mapping metric names"),
         ({"outcome": "failure"}, r"steps_to_success must be null unless a success"),
+        ({"prompt_latent": "random"}, r"prompt_latent must be one of zeros, sampled"),
+        ({"prompt_seed": 3}, r"prompt_seed must be an integer >= 0 with a sampled prompt"),
+        ({"prompt_latent": "sampled"}, r"prompt_seed must be an integer >= 0 with a sampled"),
+        (
+            {"prompt_latent": "sampled", "prompt_seed": -1},
+            r"prompt_seed must be an integer >= 0 with a sampled",
+        ),
     ],
 )
 def test_a_forged_horizon_record_is_refused(changes, match):

@@ -472,7 +472,7 @@ def test_task_files_give_visual_goals_and_evaluation_pursues_them(tmp_path, monk
         ("visual_goal: 'paper:nope'", "no visual prompt"),
         ("visual_goal: goal.txt", "video file"),
         ("visual_goal: missing.mp4", "does not exist"),
-        ("cond_scale: 7", "visual_goal only"),
+        ("cond_scale: -7", "expected a number >= 0"),
     ]:
         with pytest.raises(Exception, match=match):
             parse_task_set(f"tasks:\n  - {{name: t, instruction: get dirt, max_steps: 5, {bad}}}\n")

@@ -12,7 +12,7 @@ from steve1_env.tasks.spec import builtin_task_sets, load_task_set, parse_task_s
 
 
 def test_builtin_sets():
-    assert builtin_task_sets() == ["early_game", "quick_harvest"]
+    assert builtin_task_sets() == ["early_game", "paper", "quick_harvest"]
     early = load_task_set("early_game")
     assert [t.name for t in early.tasks] == list(PAPER_PROMPTS)
     for task in early.tasks:

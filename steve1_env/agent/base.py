@@ -33,6 +33,9 @@ class Goal:
             already is one is kept, not copied.
         cond_scale: The guidance scale this goal asks for (visual goals: the paper's 7.0), or
             None for the policy's own. A policy built without guidance stays without.
+        unconditional: The zero goal of the paper's unconditional baseline: `embedding` is
+            zeros and `instruction` only names the task it is judged by, so a policy that
+            reads text (the scripted oracle) acts as if it had no instruction.
 
     Raises:
         GoalEmbeddingError: If the embedding cannot be converted (see
@@ -42,6 +45,7 @@ class Goal:
     instruction: str
     embedding: np.ndarray
     cond_scale: float | None = None
+    unconditional: bool = False
 
     def __post_init__(self) -> None:
         """Converts the embedding to a read-only float32 ``(512,)`` array unless it is one."""

@@ -4,6 +4,11 @@ It turns to the nearest matching block, walks there and attacks. It reads the wo
 grid directly (it is an oracle, not a learned policy), so demos and tests see real successes
 offline. It understands the paper's skill kinds (see
 `steve1_env.skill_kinds.skill_kind`) and stands still, with a warning, for anything else.
+
+Given the unconditional baseline's zero goal (``goal.unconditional``), it has no instruction
+to follow and wanders instead: it walks ahead at eye level, detouring round obstacles and
+swinging at whatever is in front of it, a stand-in for an agent driven by no goal (the paper's
+unconditional STEVE-1 roams and gathers a little), so a baseline differs from standing still.
 """
 
 from __future__ import annotations
@@ -95,7 +100,10 @@ class ScriptedPolicy:
         action = noop_action()
         location = obs["location_stats"]
         pitch = float(location["pitch"])
-        if kind is None:
+        if goal.unconditional:
+            self._walk(action, obs, state, sprint=False, explore=True)
+            action["attack"] = 1
+        elif kind is None:
             if goal.instruction not in self._warned:
                 self._warned.add(goal.instruction)
                 warnings.warn(

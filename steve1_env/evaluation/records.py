@@ -16,7 +16,7 @@ from typing import Any
 from steve1_env.errors import ResultsError
 
 # TrialSpec belongs to the task plan (tasks/ makes it); re-exported here, its earlier home.
-from steve1_env.tasks.trials import CONDITIONS, TrialSpec, trial_key
+from steve1_env.tasks.trials import CONDITIONS, PROMPT_LATENTS, TrialSpec, trial_key
 from steve1_env.validation import short_repr
 
 __all__ = [
@@ -36,7 +36,8 @@ added ``condition``, ``horizon`` and ``metrics``; schema-1 records are still rea
 trials without a horizon or metrics)."""
 READABLE_SCHEMAS = (1, 2)
 """Record schemas this version reads."""
-_LATER_FIELDS = ("video", "schema", "condition", "horizon", "metrics")
+_SCHEMA_2_FIELDS = ("condition", "horizon", "metrics", "prompt_latent", "prompt_seed")
+_LATER_FIELDS = ("video", "schema", *_SCHEMA_2_FIELDS)
 """Fields a record may lack: added after schema 1, or optional."""
 
 DURATION_DECIMALS = 4
@@ -85,6 +86,9 @@ class TrialRecord:
             trial that stopped at its first success.
         metrics: Metric name -> value over the episode (the paper's ``log``, ``dirt``,
             ``seed``, ``travel_distance`` and the task's own); empty when none was tracked.
+        prompt_latent: How the text goal was embedded: ``"zeros"`` or ``"sampled"`` (see
+            `steve1_env.tasks.trials.PROMPT_LATENTS`).
+        prompt_seed: The seed of the sampled latent; None with ``"zeros"``.
     """
 
     task: str
@@ -111,6 +115,8 @@ class TrialRecord:
     condition: str = "prompt"
     horizon: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    prompt_latent: str = "zeros"
+    prompt_seed: int | None = None
 
     @property
     def key(self) -> str:
@@ -154,7 +160,7 @@ class TrialRecord:
                 f"{where}: record schema {short_repr(schema)}, but this steve1-env reads schemas "
                 f"{', '.join(map(str, READABLE_SCHEMAS))}. Evaluate again into a new directory."
             )
-        later = sorted(set(data) & {"condition", "horizon", "metrics"})
+        later = sorted(set(data) & set(_SCHEMA_2_FIELDS))
         if schema == 1 and later:
             raise ResultsError(
                 f"{where}: a schema-1 record cannot hold {', '.join(later)} (added in schema "
@@ -191,6 +197,18 @@ class TrialRecord:
         need(self.outcome in OUTCOMES, "outcome", f"one of {', '.join(OUTCOMES)}")
         need(self.reason in REASONS, "reason", f"one of {', '.join(REASONS)}")
         need(self.condition in CONDITIONS, "condition", f"one of {', '.join(CONDITIONS)}")
+        need(
+            self.prompt_latent in PROMPT_LATENTS,
+            "prompt_latent",
+            f"one of {', '.join(PROMPT_LATENTS)}",
+        )
+        prompt_seed: Any = self.prompt_seed
+        need(
+            (prompt_seed is None) == (self.prompt_latent == "zeros")
+            and (prompt_seed is None or count(prompt_seed)),
+            "prompt_seed",
+            "an integer >= 0 with a sampled prompt latent, else null",
+        )
         horizon: Any = self.horizon
         need(
             horizon is None or (count(horizon) and horizon == self.max_steps),

@@ -40,6 +40,7 @@ RESUME_KEYS = (
     "prompt_encoder",
     "kwargs",
     "max_steps",
+    "horizon",
     "weights",
 )
 """`run.json` fields that must match for a run to resume (results must stay comparable)."""

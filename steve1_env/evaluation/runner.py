@@ -106,6 +106,8 @@ def run_config(
     max_steps: int | None,
     executor: str,
     invocation: Mapping[str, Any] | None = None,
+    horizon: int | None = None,
+    baseline: str = "none",
 ) -> dict[str, Any]:
     """Returns what ``run.json`` records about a run (see `results.RESUME_KEYS`).
 
@@ -120,6 +122,10 @@ def run_config(
         max_steps: The step budget override.
         executor: The executor's name.
         invocation: More fields of this call's entry (``resume``, ``workers``, ...).
+        horizon: The fixed horizon every task was given (None: the tasks' own); a resumed
+            run must keep it, as it changes what each trial is.
+        baseline: Which conditions ran (see `steve1_env.tasks.spec.BASELINES`); per call,
+            like `trials`: adding the baseline to a run adds trials on the same seeds.
     """
     from steve1_env import __version__
 
@@ -143,12 +149,14 @@ def run_config(
             if name in ("world_kwargs", "policy_kwargs", "prompt_encoder_kwargs")
         },
         "max_steps": max_steps,
+        "horizon": horizon,
         "weights": weight_checksums(settings),
         HISTORY_KEY: [
             {
                 "started_at": now,
                 "steve1_env": __version__,
                 "trials": trials,
+                "baseline": baseline,
                 "tasks": [task.name for task in task_set.tasks],
                 "executor": executor,
                 "settings": {
@@ -170,6 +178,8 @@ def evaluate(
     *,
     trials: int | None = None,
     max_steps: int | None = None,
+    horizon: int | None = None,
+    baseline: str = "none",
     tasks: Sequence[str] | None = None,
     resume: bool = False,
     retry_crashed: bool = False,
@@ -190,7 +200,13 @@ def evaluate(
         out: The run directory.
         settings: World, policy, encoder and crash handling (default `RunSettings()`).
         trials: Trials per task instruction (default: the task's own setting).
-        max_steps: Overrides every task's low-level step budget.
+        max_steps: Overrides every task's low-level step budget (a fixed-horizon task runs
+            all of it).
+        horizon: Makes every task a fixed-horizon one: exactly this many low-level steps,
+            not stopping at success, recording the first success step and the paper's
+            metrics (the STEVE-1 paper: 3000); not together with `max_steps`.
+        baseline: ``"none"``, ``"unconditional"`` (the zero goal instead of each prompt, on
+            the same seeds) or ``"both"``; see `steve1_env.tasks.spec.BASELINES`.
         tasks: Run only these tasks of the set.
         resume: Continue the run in `out`, skipping trials already recorded.
         retry_crashed: With `resume`, run again the trials recorded as crashed.
@@ -234,7 +250,7 @@ def evaluate(
     )
     if tasks:
         loaded = loaded.select(tasks)
-    plan = loaded.trial_specs(trials, max_steps)
+    plan = loaded.trial_specs(trials, max_steps, horizon=horizon, baseline=baseline)
     # Before anything is written: a misspelt option must not stop the run at its task.
     check_run_arguments(settings, plan, importable_here=executor != "ray", source=loaded.source)
     invocation = {
@@ -251,6 +267,8 @@ def evaluate(
         max_steps=max_steps,
         executor=executor,
         invocation=invocation,
+        horizon=horizon,
+        baseline=baseline,
     )
     store = ResultsStore(out, config, resume=resume)
     ran, interrupted, status = 0, False, "failed"

@@ -3,11 +3,18 @@
 `TrialRunner` is what every executor runs, in this process, in a worker process or in a Ray
 actor: it keeps one env, rebuilt when a task asks for other world options or its world
 crashed, retries crashed trials, and returns a `TrialRecord` per trial.
+
+A fixed-horizon trial (``spec.horizon``, the paper's protocol) runs all its low-level steps,
+recording the detector's first success and its metrics (`steve1_env.tasks.metrics`, updated
+with every tick's world observation). An unconditional trial pursues the zero goal
+(``Goal.unconditional``) and is judged by its task's detector. A sampled prompt latent embeds
+each instruction once per (instruction, seed) with the encoder's ``encode_sampled``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from steve1_env.agent.base import Goal
 from steve1_env.closing import close_all
 from steve1_env.engine import SkillEngine
 from steve1_env.errors import (
@@ -29,10 +37,11 @@ from steve1_env.errors import (
 from steve1_env.evaluation.records import DURATION_DECIMALS, TrialRecord, TrialSpec
 from steve1_env.evaluation.video import VideoWriter
 from steve1_env.files import MAX_JSON_DEPTH, json_depth_exceeds
-from steve1_env.precision import resolve_device
+from steve1_env.precision import GOAL_DIM, resolve_device
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
 from steve1_env.success import needs_mineclip
 from steve1_env.tasks.detectors import build_detector
+from steve1_env.tasks.metrics import MetricTracker
 from steve1_env.validation import bounded_int, positive_int
 
 MAX_ENVS_PER_WORKER = 64
@@ -146,7 +155,11 @@ def check_run_arguments(
             usable here.
         DependencyNotInstalledError: If the world's backend (MineRL, MineStudio) is missing.
         TaskSpecError: If a task's ``world_options`` are not accepted; names the task.
+        ConfigurationError: Also if a task asks for a sampled prompt latent and the run's
+            prompt encoder is a class without ``encode_sampled`` (the precomputed encoder:
+            a table of fixed embeddings).
     """
+    specs = list(specs)
     if importable_here and settings.device != "cpu":
         # A device this machine lacks would fail at the first trial, after run.json is written.
         # (Under Ray, the actors' machines may have it: they check it themselves.)
@@ -181,6 +194,11 @@ def check_run_arguments(
             raise ConfigurationError(
                 f"{exc} Fix the arguments of the {whose}; nothing was run."
             ) from exc
+    if importable_here and any(spec.prompt_latent == "sampled" for spec in specs):
+        factory = PROMPT_ENCODERS.factory(settings.prompt_encoder)
+        if isinstance(factory, type) and not callable(getattr(factory, "encode_sampled", None)):
+            message = sampled_latent_unsupported(settings.prompt_encoder)
+            raise ConfigurationError(f"{message} Nothing was run.")
     checked: set[str] = set()
     if world_known and importable_here:
         # A missing simulator is a setup error, not a world crash to retry and record.
@@ -202,7 +220,11 @@ def check_run_arguments(
 
 @dataclass
 class Episode:
-    """How the last try of a trial ended (the env's info at its end)."""
+    """How the last try of a trial ended (the env's info at its end).
+
+    `steps_to_success` is the first success's step of a fixed-horizon trial (None when its
+    detector never fired); a trial that stops at success ends there instead.
+    """
 
     reason: str
     steps: int
@@ -211,6 +233,7 @@ class Episode:
     detector_spec: str | None
     inventory: dict[str, int]
     error: str | None
+    steps_to_success: int | None = None
 
 
 MAX_ERROR_CHARS = 4000
@@ -245,6 +268,10 @@ def trial_record(
     """
     crashed = episode.reason == "crash"
     success = episode.reason == "success"
+    first_success = episode.steps if success else None
+    if spec.horizon is not None:  # it ran on after its first success
+        first_success = None if crashed else episode.steps_to_success
+        success = first_success is not None
     return TrialRecord(
         task=spec.task,
         instruction=spec.instruction,
@@ -254,7 +281,7 @@ def trial_record(
         outcome="crash" if crashed else ("success" if success else "failure"),
         reason=episode.reason,
         steps=episode.steps,
-        steps_to_success=episode.steps if success else None,
+        steps_to_success=first_success,
         max_steps=spec.max_steps,
         detector=episode.detector,
         detector_spec=episode.detector_spec,
@@ -269,6 +296,20 @@ def trial_record(
         condition=spec.condition,
         horizon=spec.horizon,
         metrics={} if crashed or metrics is None else {k: float(v) for k, v in metrics.items()},
+        prompt_latent=spec.prompt_latent,
+        prompt_seed=spec.prompt_seed,
+    )
+
+
+def sampled_latent_unsupported(encoder: str) -> str:
+    """Returns the message for a sampled prompt latent asked of an encoder without a prior."""
+    return (
+        f"A task asks for prompt_latent 'sampled' (its text embedded by STEVE-1's prior with a "
+        f"latent drawn from its prompt_seed), but the prompt encoder {encoder!r} cannot draw the "
+        "prior's latent from a seed (it has no encode_sampled method; a precomputed table holds "
+        "fixed embeddings). Use prompt_encoder='steve1' (with "
+        "prompt_encoder_kwargs={'weights': 'random'} to run offline), 'hash' for policies "
+        "that read the text, or drop prompt_latent from the task."
     )
 
 
@@ -325,6 +366,8 @@ class _WorldSlot:
         self.errors: list[str] = []
         self.writer: VideoWriter | None = None
         self.target: tuple[Path, str] | None = None
+        self.metrics: MetricTracker | None = None
+        self.first_success: tuple[int, str | None] | None = None  # (step, detector)
 
     def close(self) -> None:
         env, world, policy = self.env, self.world, self.policy
@@ -358,6 +401,8 @@ class TrialRunner:
         self._slots = [_WorldSlot(i) for i in range(self.envs)]
         self._scorer: Any = None
         self._video: Any = None  # MineCLIP's video tower for visual goals, loaded on first use
+        # Sampled prompt latents: one embedding per (instruction, seed), for all its trials.
+        self._sampled: dict[tuple[str, int], np.ndarray] = {}
 
     @property
     def free(self) -> int:
@@ -484,10 +529,26 @@ class TrialRunner:
             # Scored only for a detector reading the score: a world keeps no scorer from
             # an earlier task.
             env._use_scorer(self._mineclip_scorer() if needs_mineclip(slot.detector) else None)
+            # A fixed-horizon trial runs on after success; the env's flag is read every step.
+            env.terminate_on_success = spec.horizon is None
             options: dict[str, Any] = {"instruction": spec.instruction, "success": slot.detector}
-            if spec.visual_goal is not None:
+            goal = self._pinned_goal(spec)
+            if spec.visual_goal is not None and goal is None:
                 options.update(visual_goal=spec.visual_goal, cond_scale=spec.cond_scale)
-            env.reset(seed=spec.seed, options=options)
+            if goal is None:
+                env.reset(seed=spec.seed, options=options)
+            else:
+                # As reset(), with this goal pinned for the episode as a visual goal is.
+                seed, given, detectors, _ = env._checked_reset(spec.seed, options)
+                env._reset_checked((seed, given, detectors, goal), options)
+            if spec.cond_scale is not None and spec.visual_goal is None and goal is None:
+                # A text goal with the task's guidance scale, for every attempt of the episode.
+                scaled = dataclasses.replace(env._slot.goal, cond_scale=spec.cond_scale)
+                env._slot.goals.pin(scaled)
+                env._slot.goal = scaled
+            slot.first_success = None
+            slot.metrics = MetricTracker(spec.metrics, env._slot.obs) if spec.metrics else None
+            env._slot.on_tick = None if slot.metrics is None else slot.metrics.update
             env._begin_step(spec.instruction)
             return
         except WorldCrashError as exc:  # the world did not even reset
@@ -505,7 +566,10 @@ class TrialRunner:
             _, _, terminated, truncated, info = env._end_step()
             if on_steps is not None:
                 on_steps(spec, int(info["total_steps"]))
-            if not (info["is_success"] or terminated or truncated):
+            if info["is_success"] and slot.first_success is None:
+                slot.first_success = (int(info["total_steps"]), info["detector"])
+            stops = info["is_success"] and spec.horizon is None
+            if not (stops or terminated or truncated):
                 env._begin_step(spec.instruction)
                 return
             if slot.writer is not None and info["reason"] != "crash":
@@ -514,14 +578,22 @@ class TrialRunner:
                     slot.writer.write(np.asarray(last))
         except Exception as exc:
             raise TrialFailedError(spec, exc) from exc
+        reason, detector = str(info["reason"]), info["detector"]
+        first = slot.first_success
+        if spec.horizon is not None and reason != "crash":
+            # Ended by its horizon or its world, never by success; the detector is the one
+            # that fired first.
+            reason = "world_done" if terminated else "budget"
+            detector = None if first is None else first[1]
         episode = Episode(
-            reason=str(info["reason"]),
+            reason=reason,
             steps=int(info["total_steps"]),
             high_level_steps=int(info["high_level_steps"]),
-            detector=info["detector"],
+            detector=detector,
             detector_spec=info["detector_spec"],
             inventory={str(k): int(v) for k, v in info["inventory"].items()},
             error=info.get("error"),
+            steps_to_success=None if first is None else first[0],
         )
         self._end_try(slot, episode, finished, on_steps)
 
@@ -537,7 +609,8 @@ class TrialRunner:
         video = None
         writer, slot.writer = slot.writer, None
         if slot.env is not None:
-            slot.env._slot.on_frame = None
+            slot.env._slot.on_frame = slot.env._slot.on_tick = None
+        metrics, slot.metrics = slot.metrics, None
         if writer is not None and slot.target is not None:
             if episode.reason == "crash":
                 writer.discard()
@@ -554,7 +627,10 @@ class TrialRunner:
                 self._start_try(slot, finished, on_steps)
                 return
         duration = time.perf_counter() - slot.started
-        finished.append(trial_record(spec, episode, slot.errors, duration, self.worker, video))
+        values = None if metrics is None else metrics.values
+        finished.append(
+            trial_record(spec, episode, slot.errors, duration, self.worker, video, values)
+        )
         slot.spec = None
 
     def _abandon_trial(self, slot: _WorldSlot) -> None:
@@ -562,10 +638,28 @@ class TrialRunner:
         writer, slot.writer = slot.writer, None
         if writer is not None:
             writer.discard()
+        slot.metrics = None
         if slot.env is not None:
-            slot.env._slot.on_frame = None
+            slot.env._slot.on_frame = slot.env._slot.on_tick = None
             slot.env._engine.abort([0])
         slot.spec = None
+
+    def _pinned_goal(self, spec: TrialSpec) -> Goal | None:
+        # The goal a trial pursues instead of its instruction's own embedding: the zero goal of
+        # the unconditional baseline, or the text embedded with its sampled prompt latent.
+        if spec.condition == "unconditional":
+            zeros = np.zeros(GOAL_DIM, np.float32)
+            return Goal(spec.instruction, zeros, cond_scale=spec.cond_scale, unconditional=True)
+        if spec.prompt_latent != "sampled":
+            return None
+        assert spec.prompt_seed is not None
+        key = (spec.instruction, spec.prompt_seed)
+        if key not in self._sampled:
+            encode = getattr(self._encoder, "encode_sampled", None)
+            if not callable(encode):
+                raise ConfigurationError(sampled_latent_unsupported(self.settings.prompt_encoder))
+            self._sampled[key] = np.asarray(encode(spec.instruction, spec.prompt_seed))
+        return Goal(spec.instruction, self._sampled[key], cond_scale=spec.cond_scale)
 
     # ------------------------------------------------------------------ worlds
     @staticmethod

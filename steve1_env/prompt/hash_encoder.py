@@ -9,6 +9,7 @@ import numpy as np
 
 from steve1_env.instructions import normalize_instruction
 from steve1_env.precision import GOAL_DIM
+from steve1_env.validation import non_negative_int
 
 
 class HashPromptEncoder:
@@ -17,7 +18,9 @@ class HashPromptEncoder:
     This is *not* a STEVE-1 embedding: a STEVE-1 policy given it would not know what to do.
     It gives the observation's ``goal`` entry a stable, distinct value per instruction for
     policies that read the instruction text instead (scripted, random) and for tests.
-    Instructions equal up to case and whitespace share an embedding.
+    Instructions equal up to case and whitespace share an embedding. `encode_sampled` stands in
+    for a prior's sampled latent: another unit vector per (instruction, seed), so a task's
+    ``prompt_latent: sampled`` runs offline and its seed still decides the goal.
 
     Args:
         device: Ignored; accepted so every encoder factory has the same signature.
@@ -28,10 +31,26 @@ class HashPromptEncoder:
 
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the float32 ``(512,)`` unit vector of `instruction`."""
-        digest = hashlib.sha256(normalize_instruction(instruction).encode("utf-8")).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        vector = rng.standard_normal(GOAL_DIM)
-        return (vector / np.linalg.norm(vector)).astype(np.float32)
+        return _unit_vector(np.random.default_rng(_text_seed(instruction)))
+
+    def encode_sampled(self, instruction: str, seed: int) -> np.ndarray:
+        """Returns the float32 ``(512,)`` unit vector of `instruction` drawn with `seed`.
+
+        Raises:
+            ConfigurationError: If `seed` is not an integer >= 0.
+        """
+        seed = non_negative_int(seed, "seed", example="7")
+        return _unit_vector(np.random.default_rng([_text_seed(instruction), seed]))
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _text_seed(instruction: str) -> int:
+    digest = hashlib.sha256(normalize_instruction(instruction).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _unit_vector(rng: np.random.Generator) -> np.ndarray:
+    vector = rng.standard_normal(GOAL_DIM)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)

@@ -212,8 +212,31 @@ class Steve1PromptEncoder:
         """
         self._ensure_open()
         if self.sample:
-            generator = torch.Generator().manual_seed(int(seed))
-            self._latent = torch.randn(1, self.prior.latent_dim, generator=generator)
+            self._latent = self._draw_latent(seed)
+
+    def _draw_latent(self, seed: int) -> torch.Tensor:
+        # On the CPU generator: the same seed draws the same latent on every device.
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.randn(1, self.prior.latent_dim, generator=generator)
+
+    def encode_sampled(self, instruction: str, seed: int) -> np.ndarray:
+        """Returns the goal embedding of `instruction` with a prior latent drawn from `seed`.
+
+        The STEVE-1 paper embeds each text prompt once with a latent the prior samples (not
+        the zero latent); this draws that latent reproducibly, whatever `sample` is, and
+        leaves the episode's latent alone. Not cached on disk (the disk cache holds
+        zero-latent embeddings only).
+
+        Raises:
+            ConfigurationError: If `seed` is not an integer >= 0.
+        """
+        self._ensure_open()
+        seed = non_negative_int(seed, "seed", example="7")
+        with self._lock:
+            text = self.text_embedding(instruction)[None]
+            with self._exact():
+                decoded = self.prior.decode(text, self._draw_latent(seed).to(self.device))
+            return self._checked_goal(decoded, instruction)
 
     def encode(self, instruction: str) -> np.ndarray:
         """Returns the finite float32 ``(512,)`` goal embedding of `instruction`."""
@@ -238,16 +261,20 @@ class Steve1PromptEncoder:
             latent = self._latent.to(self.device)
         with self._exact():
             decoded = self.prior.decode(text, latent)
+        goal = self._checked_goal(decoded, instruction)
+        if key is not None:
+            self._write_disk(key, goal)
+        return goal
+
+    @staticmethod
+    def _checked_goal(decoded: torch.Tensor, instruction: str) -> np.ndarray:
         try:
-            goal = precision.as_goal_embedding(decoded)
+            return precision.as_goal_embedding(decoded)
         except GoalEmbeddingError as exc:
             raise GoalEmbeddingError(
                 f"The prior's goal embedding of {instruction!r} is invalid: {exc} Check the prior "
                 "weights (`steve1-env weights verify`)."
             ) from exc
-        if key is not None:
-            self._write_disk(key, goal)
-        return goal
 
     def close(self) -> None:
         """Releases the networks; safe to call twice."""

@@ -81,8 +81,10 @@ def _items(value: Any) -> bool:
     )
 
 
-# type -> field -> (required, check, what the check expects)
-_FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
+FieldTable = dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]]
+"""A typed config's fields: type -> field -> (required, check, what the check expects)."""
+
+_FIELDS: FieldTable = {
     "inventory": {
         "items": (True, _items, "an item name or pattern, or a list of them ('*_log')"),
         "count": (False, _positive, "a positive number"),
@@ -141,6 +143,58 @@ def _suggest(value: str, choices: Sequence[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def check_typed_fields(
+    config: Mapping[str, Any],
+    path: FieldPath,
+    table: FieldTable,
+    what: str,
+    error: Callable[[FieldPath, str], Exception],
+    optional: Sequence[str] = (),
+) -> str:
+    """Checks a config mapping's ``type`` and fields against `table`; returns its type.
+
+    Detector and metric configs share this shape: ``{type: ..., <the type's fields>}``.
+
+    Args:
+        config: The config mapping.
+        path: Where it sits, for error messages.
+        table: The fields of each type.
+        what: What the config is (``"detector"``), for messages.
+        error: Builds the error raised from a field's path and a message.
+        optional: Fields every type may have besides its own (``name``), checked by the
+            caller.
+
+    Raises:
+        Exception: What `error` builds, naming the field and what it expected.
+    """
+    kind = config.get("type")
+    types = list(table)
+    if kind is None:
+        raise error((*path, "type"), f"missing; one of {', '.join(types)} is needed.")
+    if kind not in table:
+        raise error(
+            (*path, "type"),
+            f"unknown {what} type {kind!r}.{_suggest(str(kind), types)} Known types: "
+            f"{', '.join(types)}.",
+        )
+    spec = table[kind]
+    for key in config:
+        if key not in spec and key != "type" and key not in optional:
+            raise error(
+                (*path, key),
+                f"not a field of a {kind} {what}.{_suggest(str(key), list(spec))} Its fields: "
+                f"{', '.join([*optional, *spec]) or 'none but type'}.",
+            )
+    for key, (required, check, expected) in spec.items():
+        if key not in config:
+            if required:
+                raise error((*path, key), f"missing; expected {expected}.")
+            continue
+        if not check(config[key]):
+            raise error((*path, key), f"expected {expected}, got {config[key]!r}.")
+    return str(kind)
+
+
 def check_detector_config(config: Any, path: FieldPath = (), *, allow_imports: bool = True) -> None:
     """Checks a detector config without building it (and without importing anything).
 
@@ -177,34 +231,9 @@ def _check(config: Any, path: FieldPath, depth: int, allow_imports: bool) -> Non
             f"expected a skill kind such as 'wood' or a mapping such as "
             f"{{type: inventory, items: '*_log'}}, got {type(config).__name__} {config!r}.",
         )
-    kind = config.get("type")
-    if kind is None:
-        raise DetectorConfigError(
-            (*path, "type"), f"missing; one of {', '.join(DETECTOR_TYPES)} is needed."
-        )
-    if kind not in _FIELDS:
-        raise DetectorConfigError(
-            (*path, "type"),
-            f"unknown detector type {kind!r}.{_suggest(str(kind), DETECTOR_TYPES)} Known types: "
-            f"{', '.join(DETECTOR_TYPES)}.",
-        )
-    spec = _FIELDS[kind]
-    for key in config:
-        if key not in spec and key not in ("type", "name"):
-            raise DetectorConfigError(
-                (*path, key),
-                f"not a field of a {kind} detector.{_suggest(str(key), list(spec))} Its fields: "
-                f"{', '.join(['name', *spec])}.",
-            )
+    kind = check_typed_fields(config, path, _FIELDS, "detector", DetectorConfigError, ("name",))
     if "name" in config and not (isinstance(config["name"], str) and config["name"]):
         raise DetectorConfigError((*path, "name"), "must be a non-empty string.")
-    for key, (required, check, expected) in spec.items():
-        if key not in config:
-            if required:
-                raise DetectorConfigError((*path, key), f"missing; expected {expected}.")
-            continue
-        if not check(config[key]):
-            raise DetectorConfigError((*path, key), f"expected {expected}, got {config[key]!r}.")
     if kind == "custom" and not allow_imports:
         raise DetectorConfigError(
             (*path, "function"),

@@ -10,14 +10,26 @@ A task set file::
       - name: logs
         instruction: chop a tree          # or instructions: [..., ...] (each is evaluated)
         success: {type: inventory, items: "*_log", count: 1}
-        max_steps: 2000                   # low-level steps per trial
+        max_steps: 2000                   # low-level steps per trial, ending at success
+        # horizon: 3000                   # or: run exactly 3000 steps, success or not
         seeds: [0, 1, 2]                  # optional; else trial i uses seed + i
         seed: 0                           # optional base seed (default 0)
         trials: 3                         # optional default number of trials
         world_options: {tree_density: 0.05}
+        metrics: {planks: {type: inventory, items: "*_planks"}}   # tracked over the episode
+        prompt_latent: sampled            # embed the text with a latent drawn from prompt_seed
+        prompt_seed: 7
+        cond_scale: 6.0                   # the goal's guidance scale
 
 Errors name the file, the task, the field and its line. ``success`` takes the detector configs
 of `steve1_env.tasks.detectors`; omitted, each instruction gets its skill's default detector.
+``metrics`` takes the metric configs of `steve1_env.tasks.metrics`.
+
+A task either stops at its first success within ``max_steps`` low-level steps, or (with
+``horizon``, the STEVE-1 paper's protocol) runs exactly ``horizon`` steps, success or not,
+recording its first success step and the paper's metrics (`PAPER_METRICS`) with its own.
+One mapping (the defaults, or one task) gives one of the two; a task's own choice replaces
+the defaults' (``max_steps`` in a task turns a ``horizon`` default off).
 """
 
 from __future__ import annotations
@@ -51,7 +63,8 @@ from steve1_env.prompt.visual_prompts import (
     is_paper_spec,
 )
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
-from steve1_env.tasks.trials import TrialSpec
+from steve1_env.tasks.metrics import MetricConfigError, check_metric_configs, trial_metrics
+from steve1_env.tasks.trials import CONDITIONS, PROMPT_LATENTS, TrialSpec
 from steve1_env.validation import boolean, positive_int
 
 DEFAULT_TRIALS = 3
@@ -82,8 +95,15 @@ _TASK_FIELDS = (
     "world_options",
     "visual_goal",
     "cond_scale",
+    "horizon",
+    "metrics",
+    "prompt_latent",
+    "prompt_seed",
 )
 _DEFAULT_FIELDS = tuple(f for f in _TASK_FIELDS if f not in ("name", "instruction", "instructions"))
+BASELINES = ("none", "unconditional", "both")
+"""Which trials a plan holds: the prompts' only, their unconditional baselines (the zero goal,
+on the same seeds) only, or both."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +114,7 @@ class TaskSpec:
         name: Unique within its set; letters, digits, ``_``, ``.``, ``-``.
         instructions: The texts evaluated; each runs the same seeds.
         success: Detector config (see `steve1_env.tasks.detectors`), None for the defaults.
-        max_steps: Low-level step budget of one trial.
+        max_steps: Low-level step budget of one trial (its horizon, with `horizon`).
         seeds: Explicit episode seeds, one per trial, or None for ``seed + trial``.
         seed: Base seed when `seeds` is None.
         trials: Default number of trials, or None for the run's default.
@@ -103,7 +123,16 @@ class TaskSpec:
         visual_goal: A clip pursued instead of the text: ``paper:<name>`` or a video file
             (relative paths are read from the task file's folder); the instructions name it
             and pick its detector.
-        cond_scale: The visual goal's guidance scale (default: the paper's 7.0).
+        cond_scale: The goal's guidance scale (default: the policy's for text, the paper's
+            7.0 for a visual goal; the paper used 6.0 for text).
+        horizon: Run exactly this many low-level steps, not stopping at success (the paper's
+            protocol); None stops at the first success.
+        metrics: The task's own metric configs (name -> config, `steve1_env.tasks.metrics`),
+            tracked in every trial; fixed-horizon trials add `PAPER_METRICS`.
+        prompt_latent: ``"zeros"`` (default) or ``"sampled"``: the text goal is embedded by
+            STEVE-1's prior with a latent drawn from `prompt_seed`, once per instruction, as
+            the paper embeds its prompts.
+        prompt_seed: The seed of the sampled latent (None with ``"zeros"``).
     """
 
     name: str
@@ -117,28 +146,55 @@ class TaskSpec:
     description: str = ""
     visual_goal: str | None = None
     cond_scale: float | None = None
+    horizon: int | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    prompt_latent: str = "zeros"
+    prompt_seed: int | None = None
 
     def trial_specs(
-        self, trials: int | None = None, max_steps: int | None = None
+        self,
+        trials: int | None = None,
+        max_steps: int | None = None,
+        *,
+        horizon: int | None = None,
+        baseline: str = "none",
     ) -> list[TrialSpec]:
         """Returns this task's trials: every instruction times `trials` seeds.
 
         Args:
             trials: Trials per instruction; default the task's `trials`, else the number of
                 its `seeds`, else `DEFAULT_TRIALS`.
-            max_steps: Overrides the task's step budget.
+            max_steps: Overrides the task's number of low-level steps (a fixed-horizon task
+                keeps running all of them).
+            horizon: Makes the task a fixed-horizon one of this many low-level steps (the
+                paper's protocol); not together with `max_steps`.
+            baseline: ``"none"``, ``"unconditional"`` or ``"both"`` (see `BASELINES`): the
+                unconditional trials pursue the zero goal on the same seeds, each right after
+                its prompt trial with ``"both"``.
 
         Raises:
             TaskSpecError: If more trials are asked than the task lists seeds, more than
-                `MAX_TRIALS`, or more than `MAX_PLANNED_TRIALS` over all instructions.
+                `MAX_TRIALS`, or more than `MAX_PLANNED_TRIALS` over all instructions; if
+                both `max_steps` and `horizon` are given, or `baseline` is unknown.
         """
         seeds = self._seeds(trials)
-        _check_planned(len(self.instructions) * len(seeds))
-        budget = (
-            self.max_steps
-            if max_steps is None
-            else positive_int(max_steps, "max_steps", error=TaskSpecError)
-        )
+        conditions = _conditions(baseline)
+        _check_planned(len(self.instructions) * len(seeds) * len(conditions))
+        fixed = self.horizon
+        if horizon is not None:
+            if max_steps is not None:
+                raise TaskSpecError(
+                    "Give max_steps (a step budget that ends at the first success) or horizon "
+                    "(exactly that many steps, success or not), not both."
+                )
+            fixed = positive_int(horizon, "horizon", error=TaskSpecError)
+            budget = fixed
+        elif max_steps is not None:
+            budget = positive_int(max_steps, "max_steps", error=TaskSpecError)
+            fixed = None if fixed is None else budget
+        else:
+            budget = self.max_steps
+        metrics = trial_metrics(self.metrics, fixed_horizon=fixed is not None)
         return [
             TrialSpec(
                 task=self.name,
@@ -151,9 +207,15 @@ class TaskSpec:
                 world_options=dict(self.world_options),
                 visual_goal=self.visual_goal,
                 cond_scale=self.cond_scale,
+                horizon=fixed,
+                condition=condition,
+                prompt_latent=self.prompt_latent,
+                prompt_seed=self.prompt_seed,
+                metrics=metrics,
             )
             for index, instruction in enumerate(self.instructions)
             for trial, seed in enumerate(seeds)
+            for condition in conditions
         ]
 
     def _seeds(self, trials: int | None) -> tuple[int, ...]:
@@ -179,6 +241,17 @@ class TaskSpec:
         if self.seeds is not None:
             return self.seeds[:count]
         return tuple(self.seed + i for i in range(count))
+
+
+def _conditions(baseline: Any) -> tuple[str, ...]:
+    """Returns the conditions of each trial's runs that `baseline` asks for (see `BASELINES`)."""
+    if baseline == "none":
+        return CONDITIONS[:1]
+    if baseline == "unconditional":
+        return CONDITIONS[1:]
+    if baseline == "both":
+        return CONDITIONS
+    raise TaskSpecError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}.")
 
 
 def _check_planned(count: int) -> None:
@@ -238,17 +311,35 @@ class TaskSet:
         )  # fmt: skip
 
     def trial_specs(
-        self, trials: int | None = None, max_steps: int | None = None
+        self,
+        trials: int | None = None,
+        max_steps: int | None = None,
+        *,
+        horizon: int | None = None,
+        baseline: str = "none",
     ) -> list[TrialSpec]:
         """Returns every task's trials, task by task (see `TaskSpec.trial_specs`).
+
+        Args:
+            trials: Trials per task instruction (default: each task's own).
+            max_steps: Overrides every task's number of low-level steps.
+            horizon: Makes every task a fixed-horizon one of this many low-level steps.
+            baseline: ``"none"``, ``"unconditional"`` or ``"both"`` (see `BASELINES`).
 
         Raises:
             TaskSpecError: As `TaskSpec.trial_specs` does, and if the set's trials add up to
                 more than `MAX_PLANNED_TRIALS`; checked before any trial is built.
         """
         try:
-            _check_planned(sum(len(t.instructions) * len(t._seeds(trials)) for t in self.tasks))
-            return [spec for task in self.tasks for spec in task.trial_specs(trials, max_steps)]
+            runs = len(_conditions(baseline))
+            _check_planned(
+                sum(len(t.instructions) * len(t._seeds(trials)) * runs for t in self.tasks)
+            )
+            return [
+                spec
+                for task in self.tasks
+                for spec in task.trial_specs(trials, max_steps, horizon=horizon, baseline=baseline)
+            ]
         except TaskSpecError as exc:
             raise TaskSpecError(f"{self.source}: {exc}") from None
 
@@ -571,12 +662,7 @@ class _Parser:
             return ("defaults", key) if key in defaults and key not in entry else (*path, key)
 
         instructions = self._instructions(entry, path)
-        max_steps = merged.get("max_steps")
-        if max_steps is None:
-            raise self.fail(
-                (*path, "max_steps"), "missing; give the low-level step budget (e.g. 2000)."
-            )
-        max_steps = self._int(max_steps, where("max_steps"), minimum=1)
+        max_steps, horizon = self._budget(entry, defaults, path)
         seeds = merged.get("seeds")
         if seeds is not None:
             if not isinstance(seeds, list) or not seeds:
@@ -619,11 +705,6 @@ class _Parser:
         visual_goal = self._visual_goal(merged.get("visual_goal"), where("visual_goal"))
         cond_scale = merged.get("cond_scale")
         if cond_scale is not None:
-            if visual_goal is None:
-                raise self.fail(
-                    where("cond_scale"),
-                    "applies to a visual_goal only; a text goal uses the policy's cond_scale.",
-                )
             if isinstance(cond_scale, bool) or not isinstance(cond_scale, int | float):
                 raise self.fail(where("cond_scale"), f"expected a number, got {cond_scale!r}.")
             if not math.isfinite(cond_scale) or cond_scale < 0:
@@ -637,6 +718,12 @@ class _Parser:
                 raise self.fail((*where("success"), *exc.path), exc.message) from None
             except DetectorError as exc:
                 raise self.fail(where("success"), str(exc)) from None
+        metrics = merged.get("metrics", {})
+        try:
+            check_metric_configs(metrics)
+        except MetricConfigError as exc:
+            raise self.fail((*where("metrics"), *exc.path), exc.message) from None
+        prompt_latent, prompt_seed = self._prompt_latent(merged, where, visual_goal)
         return TaskSpec(
             name=name,
             instructions=instructions,
@@ -649,7 +736,61 @@ class _Parser:
             description=self._text(entry, "description", path),
             visual_goal=visual_goal,
             cond_scale=cond_scale,
+            horizon=horizon,
+            metrics=dict(metrics),
+            prompt_latent=prompt_latent,
+            prompt_seed=prompt_seed,
         )
+
+    def _budget(
+        self, entry: Mapping[str, Any], defaults: Mapping[str, Any], path: FieldPath
+    ) -> tuple[int, int | None]:
+        # (max_steps, horizon): one mapping gives one of the two; the task's own choice
+        # replaces the defaults' (so max_steps in a task turns a horizon default off).
+        for mapping, at in ((defaults, ("defaults",)), (entry, path)):
+            if "max_steps" in mapping and "horizon" in mapping:
+                raise self.fail(
+                    (*at, "horizon"),
+                    "give max_steps (a step budget that ends at the first success) or horizon "
+                    "(exactly that many steps, success or not), not both.",
+                )
+        own = "max_steps" in entry or "horizon" in entry
+        source, at = (entry, path) if own else (defaults, ("defaults",))
+        if "horizon" in source:
+            horizon = self._int(source["horizon"], (*at, "horizon"), minimum=1)
+            return horizon, horizon
+        if "max_steps" in source:
+            return self._int(source["max_steps"], (*at, "max_steps"), minimum=1), None
+        raise self.fail(
+            (*path, "max_steps"),
+            "missing; give the low-level step budget (e.g. 2000), or a fixed horizon "
+            "(horizon: 3000) to run that many steps whatever happens.",
+        )
+
+    def _prompt_latent(
+        self, merged: Mapping[str, Any], where: Any, visual_goal: str | None
+    ) -> tuple[str, int | None]:
+        latent = merged.get("prompt_latent", PROMPT_LATENTS[0])
+        if latent not in PROMPT_LATENTS:
+            raise self.fail(
+                where("prompt_latent"),
+                f"expected one of {', '.join(PROMPT_LATENTS)} (how STEVE-1's prior embeds the "
+                f"text), got {latent!r}.",
+            )
+        seed = merged.get("prompt_seed")
+        if latent == "zeros":
+            if seed is not None:
+                raise self.fail(
+                    where("prompt_seed"),
+                    "applies to prompt_latent: sampled only (the zero latent draws nothing).",
+                )
+            return latent, None
+        if visual_goal is not None:
+            raise self.fail(
+                where("prompt_latent"),
+                "a visual goal is embedded from its clip, not by the prior: drop prompt_latent.",
+            )
+        return latent, self._int(0 if seed is None else seed, where("prompt_seed"), minimum=0)
 
     def _visual_goal(self, value: Any, path: FieldPath) -> str | None:
         # "paper:<name>" as it is; a video file resolved against the task file's folder.
