@@ -188,6 +188,102 @@ def test_the_paper_metrics_are_the_papers_substring_filters():
     assert tracker.values == {"log": 3.0, "dirt": 4.0, "seed": 5.0, "travel_distance": 5.0}
 
 
+def test_metrics_stay_finite_whatever_the_world_reports():
+    # A NaN or infinite position, or a count that is no finite number, is no value: the tick
+    # is skipped (records hold finite numbers only, and a results line must read back).
+    spawn = {"inventory": {}, "location_stats": {"xpos": 0.0, "zpos": 0.0, "ypos": 64.0}}
+    tracker = MetricTracker(PAPER_METRICS, spawn)
+    good = {"inventory": {"oak_log": 2}, "location_stats": {"xpos": 3.0, "zpos": 4.0}}
+    tracker.update(good)
+    for x in (math.nan, math.inf, -math.inf, "far", None):
+        tracker.update({"inventory": {}, "location_stats": {"xpos": x, "zpos": 0.0}})
+    for count in (math.inf, math.nan, 10**400, "9", True):
+        tracker.update({"inventory": {"oak_log": count, "dirt": count}, "location_stats": {}})
+    tracker.update({"inventory": {"dirt": 1e308, "coarse_dirt": 1e308}})  # sums to infinity
+    tracker.update({"inventory": "garbage", "location_stats": "garbage"})
+    assert tracker.values == {"log": 2.0, "dirt": 0.0, "seed": 0.0, "travel_distance": 5.0}
+
+
+def test_a_world_without_positions_has_no_travel_distance_but_runs(recording):
+    # The paper's travel distance is what the world provides: absent, never invented. A
+    # task's own travel metric cannot be measured there and says so.
+    tracker = MetricTracker(PAPER_METRICS, {"inventory": {}})
+    tracker.update({"inventory": {"wheat_seeds": 1}})
+    assert tracker.values == {"log": 0.0, "dirt": 0.0, "seed": 1.0}
+    nan_spawn = {"location_stats": {"xpos": math.nan, "zpos": 0.0, "ypos": 1.0}}
+    assert "travel_distance" not in MetricTracker(PAPER_METRICS, nan_spawn).values
+    from steve1_env.errors import DetectorError
+
+    with pytest.raises(DetectorError, match="'far' is measured from the spawn's location_stats"):
+        MetricTracker({"far": {"type": "travel"}}, {"inventory": {}})
+    text = "  - {name: dirt, instruction: get dirt, horizon: 40, seeds: [1]}\n"
+    settings = RunSettings(
+        world=f"{__name__}:positionless_world", policy="random", prompt_encoder="hash",
+        world_kwargs=SMALL, k=20,
+    )  # fmt: skip
+    record = run_one(parse_task_set(tasks(text)).trial_specs()[0], settings)
+    assert record.steps == 40 and set(record.metrics) == {"log", "dirt", "seed"}
+
+
+def test_an_infinite_position_leaves_a_results_file_that_reads_back(tmp_path, recording):
+    # It used to be recorded as travel_distance Infinity, a line the store then refused to
+    # read ("not written by steve1-env"), so the run could neither report nor resume.
+    text = "  - {name: far, instruction: go explore, horizon: 30, seeds: [1, 2]}\n"
+    settings = RunSettings(
+        world=f"{__name__}:runaway_world", policy="random", prompt_encoder="hash",
+        world_kwargs=SMALL, k=10,
+    )  # fmt: skip
+    task_set = parse_task_set(tasks(text))
+    evaluate(task_set, tmp_path / "run", settings, trials=1, progress=False)
+    result = evaluate(task_set, tmp_path / "run", settings, trials=2, resume=True, progress=False)
+    assert result.ran == 1
+    from steve1_env.evaluation.results import read_records
+
+    records = read_records(tmp_path / "run" / "results.jsonl")
+    assert len(records) == 2
+    assert all(math.isfinite(r.metrics["travel_distance"]) for r in records)
+
+
+class PositionlessWorld(SyntheticWorld):
+    """The synthetic world, reporting no ``location_stats`` (a world without positions)."""
+
+    def reset(self, seed=None):
+        return _without_location(super().reset(seed))
+
+    def step(self, action):
+        result = super().step(action)
+        return result._replace(obs=_without_location(result.obs))
+
+
+def _without_location(obs):
+    return {key: value for key, value in obs.items() if key != "location_stats"}
+
+
+class RunawayWorld(SyntheticWorld):
+    """The synthetic world whose player's x position becomes infinite after five steps."""
+
+    def reset(self, seed=None):
+        self.ticks = 0
+        return super().reset(seed)
+
+    def step(self, action):
+        result = super().step(action)
+        self.ticks += 1
+        if self.ticks > 5:
+            result.obs["location_stats"] = {**result.obs["location_stats"], "xpos": math.inf}
+        return result
+
+
+def positionless_world(pov_shape=(64, 64), **kwargs):
+    """Builds a `PositionlessWorld` (named by import path, as `recording_world`)."""
+    return PositionlessWorld(pov_shape=tuple(pov_shape), **kwargs)
+
+
+def runaway_world(pov_shape=(64, 64), **kwargs):
+    """Builds a `RunawayWorld` (named by import path, as `recording_world`)."""
+    return RunawayWorld(pov_shape=tuple(pov_shape), **kwargs)
+
+
 # ------------------------------------------------------------------ baselines
 def test_the_unconditional_baseline_pursues_the_zero_goal_on_the_same_seeds(recording):
     specs = parse_task_set(tasks(WOOD)).trial_specs(baseline="both")
