@@ -735,3 +735,14 @@ def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
 def test_a_forged_horizon_record_is_refused(changes, match):
     with pytest.raises(ResultsError, match=match):
         TrialRecord.from_json(horizon_record(**changes))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, value):
+    with ResultsStore(tmp_path, {}, resume=False) as store:
+        store.append(record(trial=0))
+        bad = dataclasses.replace(record(trial=1), metrics={"travel_distance": value})
+        with pytest.raises(ResultsError, match="trial dirt/0/1 holds NaN or infinity"):
+            store.append(bad)
+        store.append(record(trial=2))
+    assert [r.trial for r in read_records(tmp_path / "results.jsonl")] == [0, 2]

@@ -292,7 +292,15 @@ class ResultsStore:
         earlier = self.crashed.get(record.key)
         if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
-        line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
+        try:
+            # Strict JSON: a NaN or infinity would be written as a line no reader accepts.
+            text = json.dumps(record.to_json(), separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            raise ResultsError(
+                f"The record of trial {record.key} holds NaN or infinity (its metrics or "
+                "duration), which a results file cannot hold; it was not recorded."
+            ) from None
+        line = (text + "\n").encode()
         if len(line) > MAX_RESULTS_LINE_BYTES:
             raise ResultsError(
                 f"The record of trial {record.key} takes {len(line)} bytes, more than the "
