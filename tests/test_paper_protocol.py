@@ -368,6 +368,16 @@ def test_a_sampled_latent_is_drawn_from_its_seed(random_steve1):
     assert not np.allclose(one, other) and not np.allclose(one, zeros)
     with pytest.raises(ConfigurationError, match="seed"):
         random_steve1.encode_sampled(text, -1)
+    # torch's generators take 64-bit seeds: a larger one is refused in our words, not torch's.
+    assert np.isfinite(random_steve1.encode_sampled(text, 2**64 - 1)).all()
+    from steve1_env.prompt.hash_encoder import HashPromptEncoder
+
+    for encoder in (random_steve1, HashPromptEncoder()):
+        with pytest.raises(
+            ConfigurationError,
+            match=r"seed must be between 0 and 18446744073709551615 \(MAX_SEED\)",
+        ):
+            encoder.encode_sampled(text, 2**64)
 
 
 SAMPLED = RunSettings(
@@ -505,6 +515,14 @@ def test_records_do_not_depend_on_the_worlds_per_worker(recording):
                 "prompt_latent: sampled",
             ),
             r"field 'prompt_seed', line 3: expected an integer >= 0, got -3",
+        ),
+        (
+            tasks(
+                "  - {name: t, instruction: get dirt, horizon: 5,"
+                " prompt_seed: 18446744073709551616}\n",
+                "prompt_latent: sampled",
+            ),
+            r"field 'prompt_seed', line 3: expected an integer <= 18446744073709551615",
         ),
         (
             tasks(
