@@ -24,7 +24,6 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable, Mapping
-from numbers import Real
 from typing import Any
 
 from steve1_env.errors import DetectorError, TaskSpecError
@@ -36,6 +35,7 @@ from steve1_env.tasks.detectors import (
     format_path,
 )
 from steve1_env.tasks.detectors import _items as _items  # the same item fields as detectors
+from steve1_env.world_state import as_number
 
 PAPER_METRICS: dict[str, dict[str, Any]] = {
     "log": {"type": "inventory", "items": "*_log*"},
@@ -121,33 +121,21 @@ def _patterns(items: str | list[str]) -> tuple[str, ...]:
     return (items,) if isinstance(items, str) else tuple(items)
 
 
-def _finite(value: Any) -> float | None:
-    # A finite real number as a float, or None: a bool, a string, NaN, infinity or an int too
-    # large for a float is not a value a metric can take (records hold finite numbers only).
-    if isinstance(value, bool) or not isinstance(value, Real):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _matching_sum(section: Any, patterns: tuple[str, ...]) -> float | None:
     if not isinstance(section, Mapping):
         return 0.0  # a world that reports no such counter has gained none of it
     counts = [
-        _finite(count)
+        as_number(count)
         for item, count in section.items()
         if any(fnmatch.fnmatchcase(str(item), pattern) for pattern in patterns)
     ]
     # A count that is not a finite number is skipped, as info["state"] skips it.
-    return _finite(sum(count for count in counts if count is not None))
+    return as_number(sum(count for count in counts if count is not None))
 
 
 def _location(obs: Obs, key: str) -> float | None:
     stats = obs.get("location_stats")
-    return _finite(stats.get(key)) if isinstance(stats, Mapping) else None
+    return as_number(stats.get(key)) if isinstance(stats, Mapping) else None
 
 
 Reader = Callable[[Obs], float | None]
@@ -170,7 +158,7 @@ def _reader(config: Mapping[str, Any], spawn: Obs) -> Reader | None:
 
         def travel(obs: Obs) -> float | None:
             x, z = _location(obs, "xpos"), _location(obs, "zpos")
-            return None if x is None or z is None else _finite(math.hypot(x - x0, z - z0))
+            return None if x is None or z is None else as_number(math.hypot(x - x0, z - z0))
 
         return travel
     y0 = _location(spawn, "ypos")
@@ -179,7 +167,7 @@ def _reader(config: Mapping[str, Any], spawn: Obs) -> Reader | None:
 
     def depth(obs: Obs) -> float | None:
         y = _location(obs, "ypos")
-        return None if y is None else _finite(y0 - y)
+        return None if y is None else as_number(y0 - y)
 
     return depth
 
