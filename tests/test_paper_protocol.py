@@ -611,3 +611,87 @@ def test_cli_errors_of_the_protocol_flags(tmp_path, capsys):
     said = in_cli_words(sampled_latent_unsupported("precomputed"))
     assert "--prompt-encoder steve1 (with --weights random to run offline)" in said
     assert "prompt_encoder_kwargs" not in said
+
+
+def test_the_paper_report_equals_what_the_results_file_recomputes(tmp_path, capsys):
+    # The CI command, with a small horizon: every number of the metric report is
+    # recomputed here from results.jsonl alone, by the paper's definitions, not by report.py.
+    out = tmp_path / "paper"
+    argv = [
+        "eval", "--task-set", "paper", "--horizon", "40", "--baseline", "both", "--trials", "3",
+        "--policy", "scripted", "--k", "20", "--world-option", "pov_shape=[32, 32]",
+        "--world-option", "size=32", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())["metrics"]
+    paper_tasks = [task.name for task in load_task_set("paper").tasks]
+    assert len(rows) == len(paper_tasks) * 3 * 2 and all(r["steps"] == 40 for r in rows)
+    assert report["names"] == list(PAPER_METRICS) and report["interval"] == "student_t"
+
+    t_975_df2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # Student t, 2 degrees of freedom
+
+    def stats(values):
+        n = len(values)
+        mean = sum(values) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = t_975_df2 * sd / math.sqrt(n)
+        return {"n": n, "mean": mean, "std": sd, "ci95": [mean - half, mean + half],
+                "min": min(values), "max": max(values)}  # fmt: skip
+
+    def close(got, want):
+        if isinstance(want, dict):
+            assert got.keys() == want.keys()
+            for key in want:
+                close(got[key], want[key])
+        else:
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+    assert [p["task"] for p in report["prompts"]] == paper_tasks
+    for prompt in report["prompts"]:
+        mine = [r for r in rows if r["task"] == prompt["task"]]
+        by = {c: sorted((r for r in mine if r["condition"] == c), key=lambda r: r["trial"])
+              for c in ("prompt", "unconditional")}  # fmt: skip
+        assert [r["seed"] for r in by["prompt"]] == [r["seed"] for r in by["unconditional"]]
+        for condition, records in by.items():
+            got = prompt["conditions"][condition]
+            assert (got["trials"], got["judged"], got["crashes"]) == (3, 3, 0)
+            for name in PAPER_METRICS:
+                close(got["metrics"][name], stats([r["metrics"][name] for r in records]))
+        for name in PAPER_METRICS:
+            p = [r["metrics"][name] for r in by["prompt"]]
+            b = [r["metrics"][name] for r in by["unconditional"]]
+            ratio = prompt["ratio_to_baseline"][name]
+            assert ratio["pairs"] == 3
+            close([ratio["prompt_mean"], ratio["baseline_mean"]], [sum(p) / 3, sum(b) / 3])
+            if sum(b) == 0:
+                assert ratio["ratio"] is None
+            else:
+                close(ratio["ratio"], sum(p) / sum(b))
+    spread = [
+        stats_["std"] for p in report["prompts"] for c in p["conditions"].values()
+        for stats_ in c["metrics"].values()
+    ]  # fmt: skip
+    ratios = [r["ratio"] for p in report["prompts"] for r in p["ratio_to_baseline"].values()]
+    assert max(spread) > 0 and any(r not in (None, 0.0) for r in ratios), "a test that can fail"
+    pooled = report["baseline"]
+    baseline = [r for r in rows if r["condition"] == "unconditional"]
+    seeds = sorted({r["seed"] for r in baseline})
+    assert (pooled["seeds"], pooled["trials"]) == (3, len(paper_tasks) * 3)
+    for name in PAPER_METRICS:
+        per_seed = []
+        for seed in seeds:
+            values = [r["metrics"][name] for r in baseline if r["seed"] == seed]
+            per_seed.append(sum(values) / len(values))
+        close(pooled["metrics"][name], stats(per_seed))
+    summary = json.loads((out / "report.json").read_text())
+    for key, condition in (("tasks", "prompt"), ("baseline", "unconditional")):
+        tasks_ = summary["tasks"] if key == "tasks" else summary["baseline"]["tasks"]
+        for entry in tasks_:
+            mine = [r for r in rows if r["task"] == entry["task"] and r["condition"] == condition]
+            assert entry["successes"] == sum(r["outcome"] == "success" for r in mine)
+            assert entry["judged"] == 3
+    page = (out / "report.html").read_text()
+    assert page.count('class="heat-cell"') == (len(paper_tasks) + 1) * len(PAPER_METRICS)
+    markdown = (out / "report.md").read_text()
+    assert "### Prompt" in markdown and "### Unconditional baseline" in markdown
