@@ -98,6 +98,26 @@ def test_one_official_policy_serves_one_env(official):
         policy.act(obs, goal, first)
 
 
+def test_a_goals_own_guidance_scale_reaches_the_official_agent(official):
+    # A task's cond_scale (the paper set's 6.0 for text) or a visual goal's 7.0 was ignored:
+    # the agent kept the adapter's scale.
+    from steve1_env.agent.base import Goal
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    policy = OfficialSteve1Policy(**official, cond_scale=3.0)
+    seen = []
+    get_action = policy.agent.get_action
+    policy.agent.get_action = lambda obs, goal: (
+        seen.append(policy.agent.cond_scale) or (get_action(obs, goal))
+    )
+    obs = {"pov": np.zeros((360, 640, 3), np.uint8)}
+    state = policy.initial_state(0)
+    for scale in (7.0, None, 6.0):
+        policy.act(obs, Goal("x", np.zeros(512, np.float32), cond_scale=scale), state)
+    assert seen == [7.0, 3.0, 6.0]
+    assert policy.agent.hidden_state.shape[0] == 2  # both guidance branches throughout
+
+
 def test_an_unsafe_weight_file_is_refused_before_the_package_loads_it(official, tmp_path):
     import os
 
