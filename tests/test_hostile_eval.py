@@ -730,6 +730,12 @@ def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
             {"prompt_latent": "sampled", "prompt_seed": -1},
             r"prompt_seed must be an integer >= 0 with a sampled",
         ),
+        # Metrics are episode maxima from 0, and a crashed trial measured nothing.
+        ({"metrics": {"log": -2.0}}, r"metrics must be an object mapping .* >= 0"),
+        (
+            {"outcome": "crash", "reason": "crash", "steps_to_success": None, "steps": 7},
+            r"metrics must be .*\(empty for a crash\)",
+        ),
     ],
 )
 def test_a_forged_horizon_record_is_refused(changes, match):

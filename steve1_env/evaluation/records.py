@@ -237,11 +237,13 @@ class TrialRecord:
                 "steps",
                 f"the horizon ({horizon}) when the reason is budget",
             )
+        # Every metric is an episode maximum starting from 0; a crashed trial measured nothing.
         need(
             isinstance(self.metrics, dict)
-            and all(isinstance(k, str) and _finite(v) for k, v in self.metrics.items()),
+            and all(isinstance(k, str) and _finite(v) and v >= 0 for k, v in self.metrics.items())
+            and not (self.outcome == "crash" and self.metrics),
             "metrics",
-            "an object mapping metric names to finite numbers",
+            "an object mapping metric names to finite numbers >= 0 (empty for a crash)",
         )
         if self.outcome == "success":
             need(
