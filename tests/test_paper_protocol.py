@@ -307,6 +307,21 @@ def test_the_unconditional_baseline_pursues_the_zero_goal_on_the_same_seeds(reco
     assert prompt.metrics["log"] > baseline.metrics["log"]
 
 
+def test_a_baseline_trial_records_its_own_video(tmp_path, recording):
+    # Both conditions share a trial index: the baseline's video overwrote the prompt's, and
+    # both records named the same file.
+    import dataclasses
+
+    text = "  - {name: wood, instruction: chop a tree, horizon: 20, seeds: [3]}\n"
+    settings = dataclasses.replace(SETTINGS, video_dir=str(tmp_path / "videos"))
+    prompt, baseline = (
+        run_one(spec, settings) for spec in parse_task_set(tasks(text)).trial_specs(baseline="both")
+    )
+    assert prompt.video == "videos/wood/0-0.mp4"
+    assert baseline.video == "videos/wood/0-0-unconditional.mp4"
+    assert (tmp_path / prompt.video).is_file() and (tmp_path / baseline.video).is_file()
+
+
 def test_a_plan_with_a_horizon_or_a_baseline_keeps_the_seeds(recording):
     task_set = load_task_set("early_game")
     plain = task_set.trial_specs(2)
