@@ -204,6 +204,25 @@ def test_metrics_stay_finite_whatever_the_world_reports():
     assert tracker.values == {"log": 2.0, "dirt": 0.0, "seed": 0.0, "travel_distance": 5.0}
 
 
+def test_metrics_match_each_item_name_once_not_every_tick(monkeypatch):
+    # A MineRL inventory lists 976 items every tick; matching each against every pattern of
+    # every metric cost 1.6 ms a tick (per world: 16 worlds a worker, 25 ms a tick).
+    import fnmatch
+
+    inventory = {f"item_{i}": 1 for i in range(976)} | {"oak_log": 2, "dirt": 3}
+    obs = {"inventory": inventory, "location_stats": {"xpos": 0.0, "zpos": 0.0, "ypos": 1.0}}
+    tracker = MetricTracker(PAPER_METRICS, obs)
+    calls = []
+    real = fnmatch.fnmatchcase
+    monkeypatch.setattr(fnmatch, "fnmatchcase", lambda *a: calls.append(a) or real(*a))
+    tracker.update(obs)
+    first = len(calls)
+    for _ in range(10):
+        tracker.update(obs)
+    assert first > 0 and len(calls) == first
+    assert tracker.values == {"log": 2.0, "dirt": 3.0, "seed": 0.0, "travel_distance": 0.0}
+
+
 def test_a_world_without_positions_has_no_travel_distance_but_runs(recording):
     # The paper's travel distance is what the world provides: absent, never invented. A
     # task's own travel metric cannot be measured there and says so.

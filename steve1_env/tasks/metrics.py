@@ -21,6 +21,7 @@ travel to worker processes and Ray actors as they are.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -117,18 +118,28 @@ def _check(config: Any, path: FieldPath) -> None:
     check_typed_fields(config, path, _FIELDS, "metric", MetricConfigError)
 
 
-def _patterns(items: str | list[str]) -> tuple[str, ...]:
-    return (items,) if isinstance(items, str) else tuple(items)
+MAX_CACHED_NAMES = 4096
+"""Item names whose match a metric remembers (MineRL 1.0 knows 976 items)."""
+
+ItemFilter = Callable[[str], bool]
 
 
-def _matching_sum(section: Any, patterns: tuple[str, ...]) -> float | None:
+def _item_filter(items: str | list[str]) -> ItemFilter:
+    # Whether an item name matches: remembered per name, since a world reports the same names
+    # every tick (matching MineRL's 976 items against every pattern each tick was the cost).
+    patterns = (items,) if isinstance(items, str) else tuple(items)
+
+    @functools.lru_cache(maxsize=MAX_CACHED_NAMES)
+    def matches(item: str) -> bool:
+        return any(fnmatch.fnmatchcase(item, pattern) for pattern in patterns)
+
+    return matches
+
+
+def _matching_sum(section: Any, matches: ItemFilter) -> float | None:
     if not isinstance(section, Mapping):
         return 0.0  # a world that reports no such counter has gained none of it
-    counts = [
-        as_number(count)
-        for item, count in section.items()
-        if any(fnmatch.fnmatchcase(str(item), pattern) for pattern in patterns)
-    ]
+    counts = [as_number(count) for item, count in section.items() if matches(str(item))]
     # A count that is not a finite number is skipped, as info["state"] skips it.
     return as_number(sum(count for count in counts if count is not None))
 
@@ -146,11 +157,11 @@ def _reader(config: Mapping[str, Any], spawn: Obs) -> Reader | None:
     # spawn where it needs one; None when the spawn lacks what it is measured against.
     kind = config["type"]
     if kind == "inventory":
-        patterns = _patterns(config["items"])
-        return lambda obs: _matching_sum(obs.get("inventory"), patterns)
+        matches = _item_filter(config["items"])
+        return lambda obs: _matching_sum(obs.get("inventory"), matches)
     if kind == "counter":
-        counter, patterns = config["counter"], _patterns(config["items"])
-        return lambda obs: _matching_sum(obs.get(counter), patterns)
+        counter, matches = config["counter"], _item_filter(config["items"])
+        return lambda obs: _matching_sum(obs.get(counter), matches)
     if kind == "travel":
         x0, z0 = _location(spawn, "xpos"), _location(spawn, "zpos")
         if x0 is None or z0 is None:
