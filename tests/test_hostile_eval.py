@@ -743,12 +743,22 @@ def test_a_forged_horizon_record_is_refused(changes, match):
         TrialRecord.from_json(horizon_record(**changes))
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, value):
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"metrics": {"travel_distance": float("nan")}}, "metrics must be"),
+        ({"metrics": {"travel_distance": float("inf")}}, "metrics must be"),
+        ({"duration_s": float("nan")}, "duration_s must be"),
+        ({"prompt_latent": "Sampled"}, "prompt_latent must be one of zeros, sampled"),
+    ],
+)
+def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, changes, match):
+    # json.dumps wrote NaN/Infinity and any field as given; from_json then refused the line
+    # as a forgery, which made the whole file unreadable (no report, no resume).
     with ResultsStore(tmp_path, {}, resume=False) as store:
         store.append(record(trial=0))
-        bad = dataclasses.replace(record(trial=1), metrics={"travel_distance": value})
-        with pytest.raises(ResultsError, match="trial dirt/0/1 holds NaN or infinity"):
+        bad = dataclasses.replace(record(trial=1), **changes)
+        with pytest.raises(ResultsError, match=rf"trial dirt/0/1: {match}.*not recorded"):
             store.append(bad)
         store.append(record(trial=2))
     assert [r.trial for r in read_records(tmp_path / "results.jsonl")] == [0, 2]

@@ -292,15 +292,13 @@ class ResultsStore:
         earlier = self.crashed.get(record.key)
         if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
-        try:
-            # Strict JSON: a NaN or infinity would be written as a line no reader accepts.
-            text = json.dumps(record.to_json(), separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            raise ResultsError(
-                f"The record of trial {record.key} holds NaN or infinity (its metrics or "
-                "duration), which a results file cannot hold; it was not recorded."
-            ) from None
-        line = (text + "\n").encode()
+        # Only a line every reader accepts is written: one invalid record would make the whole
+        # file unreadable (no report, no resume).
+        record.check(
+            f"The record of trial {record.key}",
+            "It was not recorded (its trial spec or its world produced the value).",
+        )
+        line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
         if len(line) > MAX_RESULTS_LINE_BYTES:
             raise ResultsError(
                 f"The record of trial {record.key} takes {len(line)} bytes, more than the "
