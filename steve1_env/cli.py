@@ -166,6 +166,47 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for name, row in rows:
         fraction = f"{row['successes']}/{row['judged']}"
         print(f"{name:{width}}  {fraction:>7}  {rate(row):24}  {row['crashes']}")
+    if summary.get("metrics"):
+        _print_metrics(summary["metrics"])
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    """Prints each prompt's metric means, with the ratio to the unconditional baseline."""
+    names = metrics["names"]
+    prompts = metrics["prompts"]
+
+    def label(prompt: dict[str, Any]) -> str:
+        index = prompt["instruction_index"]
+        return prompt["task"] if index == 0 else f"{prompt['task']}#{index}"
+
+    def cell(prompt: dict[str, Any], condition: str, name: str) -> str:
+        stats = prompt["conditions"].get(condition, {}).get("metrics", {}).get(name)
+        if not stats or stats["mean"] is None:
+            return "-"
+        text = f"{stats['mean']:.2f}"
+        ratio = prompt.get("ratio_to_baseline", {}).get(name, {}).get("ratio")
+        return text if ratio is None or condition != "prompt" else f"{text} (x{ratio:.2f})"
+
+    rows = [(label(p), [cell(p, "prompt", n) for n in names]) for p in prompts]
+    rows = [row for row in rows if any(value != "-" for value in row[1])]
+    baseline = metrics.get("baseline")
+    if baseline:
+        pooled = [baseline["metrics"].get(n, {}).get("mean") for n in names]
+        rows.append(("baseline", ["-" if v is None else f"{v:.2f}" for v in pooled]))
+    if not rows:
+        return
+    width = max(len("metric means"), *(len(name) for name, _ in rows))
+    columns = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
+    print()
+    print(
+        f"{'metric means':{width}}  "
+        + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True))
+    )
+    for name, values in rows:
+        cells = "  ".join(f"{v:>{w}}" for v, w in zip(values, columns, strict=True))
+        print(f"{name:{width}}  {cells}")
+    if baseline:
+        print("(xR: the prompt's mean over the unconditional baseline's on the same trials)")
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -633,6 +633,16 @@ def test_the_cli_runs_the_paper_protocol_with_both_conditions(tmp_path, capsys, 
     assert all(r["prompt_latent"] == "sampled" and r["prompt_seed"] is not None for r in records)
     config = json.loads((out / "run.json").read_text())
     assert config["horizon"] == 300 and config["invocations"][-1]["baseline"] == "both"
+    # The terminal shows each prompt's metric means with the ratio to the baseline.
+    printed = capsys.readouterr().out
+    assert "metric means" in printed and "travel_distance" in printed
+    summary = json.loads((out / "report.json").read_text())["metrics"]
+    wood = next(p for p in summary["prompts"] if p["task"] == "wood")
+    mean = wood["conditions"]["prompt"]["metrics"]["log"]["mean"]
+    table = printed.split("metric means", 1)[1].splitlines()
+    line = next(line for line in table if line.startswith("wood "))
+    assert f"{mean:.2f}" in line
+    assert any(line.startswith("baseline ") for line in table)
 
 
 def test_cli_errors_of_the_protocol_flags(tmp_path, capsys):
@@ -729,3 +739,18 @@ def test_the_paper_report_equals_what_the_results_file_recomputes(tmp_path, caps
     assert page.count('class="heat-cell"') == (len(paper_tasks) + 1) * len(PAPER_METRICS)
     markdown = (out / "report.md").read_text()
     assert "### Prompt" in markdown and "### Unconditional baseline" in markdown
+
+
+def test_the_progress_line_says_when_a_fixed_horizon_trial_succeeded(tmp_path):
+    import io
+
+    from steve1_env.evaluation.progress import Progress
+
+    task_set = parse_task_set(tasks(WOOD))
+    stream = io.StringIO()
+    result = evaluate(task_set, tmp_path / "run", SETTINGS, horizon=80, stream=stream)
+    (record,) = result.records
+    assert record.outcome == "success" and record.steps == 80
+    out = io.StringIO()  # not a terminal: one line per trial
+    Progress([], [], stream=out, enabled=True).trial_done(record)
+    assert f"success at step {record.steps_to_success} of 80" in out.getvalue()

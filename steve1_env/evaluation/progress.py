@@ -77,7 +77,7 @@ class Progress:
         if self.live:
             self._draw()
         elif self.enabled:
-            outcome = record.outcome + (f" after {record.steps} steps" if record.steps else "")
+            outcome = record.outcome + _steps_text(record)
             print(f"{self._line()}  <- {record.key}: {outcome}", file=self.stream, flush=True)
 
     def _line(self) -> str:
@@ -106,3 +106,12 @@ class Progress:
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _steps_text(record: TrialRecord) -> str:
+    # A fixed-horizon trial runs on after its success: say when it succeeded, of how many.
+    if not record.steps:
+        return ""
+    if record.horizon is not None and record.steps_to_success is not None:
+        return f" at step {record.steps_to_success} of {record.steps}"
+    return f" after {record.steps} steps"
