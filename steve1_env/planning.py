@@ -17,10 +17,10 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from numbers import Real
 from typing import Any
+
+from steve1_env.world_state import as_number
 
 MAX_ITEMS = 12
 """Items listed per list (inventory, gains) before "... and N more"."""
@@ -45,19 +45,23 @@ def _cut(text: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _real(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+MAX_PLAIN = 1e12
+"""Numbers this large or larger are shown in scientific notation, so every line stays short."""
+
+
 def _number(value: float) -> str:
+    if abs(value) >= MAX_PLAIN:
+        return f"{value:.3g}"
     return str(int(value)) if value.is_integer() else f"{value:.1f}"
+
+
+def _decimal(value: float) -> str:
+    # One decimal, as positions and health are shown, unless the value is absurdly large.
+    return f"{value:.3g}" if abs(value) >= MAX_PLAIN else f"{value:.1f}"
 
 
 def _facing(yaw: float) -> str:
@@ -78,7 +82,7 @@ def _counts(counts: Mapping[str, Any], max_items: int, sign: str = "=") -> str:
     # Largest first, then by name: the same text for the same counts.
     entries = []
     for name, value in counts.items():
-        number = _real(value)
+        number = as_number(value)
         if number is not None and number > 0:
             entries.append((-number, _cut(name, MAX_NAME)))
     entries.sort()
@@ -91,15 +95,15 @@ def _where(state: Mapping[str, Any]) -> str:
     parts = []
     position = state.get("position")
     if isinstance(position, list | tuple) and len(position) == 3:
-        coordinates = [_real(v) for v in position]
-        if all(c is not None for c in coordinates):
-            x, y, z = coordinates
-            parts.append(f"x={x:.1f} y={y:.1f} z={z:.1f}")
-    yaw, pitch = _real(state.get("yaw")), _real(state.get("pitch"))
+        coordinates = [as_number(v) for v in position]
+        shown = [_decimal(c) for c in coordinates if c is not None]
+        if len(shown) == 3:
+            parts.append("x={} y={} z={}".format(*shown))
+    yaw, pitch = as_number(state.get("yaw")), as_number(state.get("pitch"))
     if yaw is not None:
-        parts.append(f"facing {_facing(yaw)} (yaw {yaw:.1f})")
+        parts.append(f"facing {_facing(yaw)} (yaw {_decimal(yaw)})")
     if pitch is not None:
-        parts.append(f"pitch {pitch:.1f} ({_looking(pitch)})")
+        parts.append(f"pitch {_decimal(pitch)} ({_looking(pitch)})")
     text = "Position: " + (", ".join(parts) if parts else "unknown")
     if isinstance(state.get("biome"), str):
         text += f"; biome {_cut(state['biome'], MAX_NAME)}"
@@ -120,9 +124,9 @@ def _vitals(state: Mapping[str, Any]) -> str | None:
         ("saturation", "saturation", ""),
         ("air", "air", "/300"),
     ):
-        value = _real(state.get(key))
+        value = as_number(state.get(key))
         if value is not None:
-            shown = f"{value:.1f}" if key in ("health", "saturation") else _number(value)
+            shown = _decimal(value) if key in ("health", "saturation") else _number(value)
             parts.append(f"{label} {shown}{full}")
     if not parts:
         return None
@@ -138,7 +142,7 @@ def _outcome(info: Mapping[str, Any], delta: Mapping[str, Any], max_items: int) 
     reason = info.get("reason")
     if reason is None:
         return f"Pursuing: {quoted} (no step taken yet)."
-    steps = _real(info.get("steps"))
+    steps = as_number(info.get("steps"))
     ticks = "" if steps is None else f" after {_number(steps)} ticks"
     if reason == "success":
         detector = info.get("detector")

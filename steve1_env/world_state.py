@@ -63,11 +63,18 @@ BIOMES: dict[int, str] = {
 """Minecraft 1.16's numeric biome ids (MineRL 1.0 and MineStudio run 1.16) and their names."""
 
 
-def _number(value: Any) -> float | None:
-    # A finite real number, or None: bools are flags, not numbers; numpy scalars are Reals.
+def as_number(value: Any) -> float | None:
+    """Returns `value` as a float if it is a finite real number, else None.
+
+    Bools are flags, not numbers; numpy scalars are real numbers; NaN, infinity and an int
+    too large for a float (``10**400``) are not.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
     return number if math.isfinite(number) else None
 
 
@@ -77,7 +84,7 @@ def as_count(value: Any) -> int | None:
     A world may report ``3.0`` or ``np.int64(3)`` for 3; a string, a bool, NaN or infinity is
     not a count.
     """
-    number = _number(value)
+    number = as_number(value)
     return None if number is None else round(number)
 
 
@@ -129,18 +136,18 @@ def world_state(obs: Mapping[str, Any]) -> dict[str, Any]:
     location = _section(obs, "location_stats")
     life = _section(obs, "life_stats")
     state: dict[str, Any] = {}
-    position = [_number(location.get(axis)) for axis in ("xpos", "ypos", "zpos")]
+    position = [as_number(location.get(axis)) for axis in ("xpos", "ypos", "zpos")]
     if all(value is not None for value in position):
         state["position"] = position
-    pitch, yaw = _number(location.get("pitch")), _number(location.get("yaw"))
+    pitch, yaw = as_number(location.get("pitch")), as_number(location.get("yaw"))
     if pitch is not None:
         state["pitch"] = pitch
     if yaw is not None:
         state["yaw"] = float(wrap_degrees(yaw))
     for key, source, convert in (
-        ("health", "life", _number),
+        ("health", "life", as_number),
         ("food", "food", as_count),
-        ("saturation", "saturation", _number),
+        ("saturation", "saturation", as_number),
         ("air", "air", as_count),
     ):
         value = convert(life.get(source))
@@ -150,7 +157,7 @@ def world_state(obs: Mapping[str, Any]) -> dict[str, Any]:
     equipped = _name(mainhand.get("type"))
     if equipped is not None:
         state["equipped"] = equipped
-    biome_id = _number(location.get("biome_id"))
+    biome_id = as_number(location.get("biome_id"))
     if biome_id is not None and biome_id.is_integer() and biome_id >= 0:
         state["biome_id"] = int(biome_id)
         if int(biome_id) in BIOMES:

@@ -325,6 +325,28 @@ def test_calibrate_an_evaluation_run(tmp_path):
     assert 90 / 255 < only.best.threshold < 190 / 255
 
 
+def test_fixed_horizon_trials_are_left_out_of_a_run_calibration(tmp_path):
+    # A fixed-horizon trial succeeded at some step and ran on to its horizon: the last 16
+    # frames of its video are not what its detector saw, so it was a mislabelled positive.
+    import dataclasses
+
+    run = tmp_path / "run"
+    with ResultsStore(run, {"world": "synthetic"}, resume=False) as store:
+        for i, (outcome, value) in enumerate([("success", 210), ("failure", 40)]):
+            write_video(run / f"videos/wood/0-{i}.mp4", [value] * 20)
+            store.append(trial(i, outcome, "chop a tree", f"videos/wood/0-{i}.mp4"))
+        write_video(run / "videos/wood/0-2.mp4", [10] * 20)
+        ran_on = trial(2, "success", "chop a tree", "videos/wood/0-2.mp4")
+        store.append(
+            dataclasses.replace(
+                ran_on, reason="budget", steps=3000, steps_to_success=12, horizon=3000
+            )
+        )
+    report = calibrate(run, brightness_score([]))
+    assert report.excluded == {"crash": 0, "instruction": 0, "fixed_horizon": 1}
+    assert [e.source for e in report.examples] == ["wood/0/0", "wood/0/1"]
+
+
 def test_run_without_videos_or_with_escaping_paths_is_refused(tmp_path):
     run = make_run(tmp_path / "novideo", with_videos=False)
     with pytest.raises(ResultsError, match="has no video"):

@@ -730,8 +730,35 @@ def test_a_schema_1_record_reads_as_a_prompt_trial_without_horizon_or_metrics():
             {"prompt_latent": "sampled", "prompt_seed": -1},
             r"prompt_seed must be an integer >= 0 with a sampled",
         ),
+        # Metrics are episode maxima from 0, and a crashed trial measured nothing.
+        ({"metrics": {"log": -2.0}}, r"metrics must be an object mapping .* >= 0"),
+        (
+            {"outcome": "crash", "reason": "crash", "steps_to_success": None, "steps": 7},
+            r"metrics must be .*\(empty for a crash\)",
+        ),
     ],
 )
 def test_a_forged_horizon_record_is_refused(changes, match):
     with pytest.raises(ResultsError, match=match):
         TrialRecord.from_json(horizon_record(**changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"metrics": {"travel_distance": float("nan")}}, "metrics must be"),
+        ({"metrics": {"travel_distance": float("inf")}}, "metrics must be"),
+        ({"duration_s": float("nan")}, "duration_s must be"),
+        ({"prompt_latent": "Sampled"}, "prompt_latent must be one of zeros, sampled"),
+    ],
+)
+def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, changes, match):
+    # json.dumps wrote NaN/Infinity and any field as given; from_json then refused the line
+    # as a forgery, which made the whole file unreadable (no report, no resume).
+    with ResultsStore(tmp_path, {}, resume=False) as store:
+        store.append(record(trial=0))
+        bad = dataclasses.replace(record(trial=1), **changes)
+        with pytest.raises(ResultsError, match=rf"trial dirt/0/1: {match}.*not recorded"):
+            store.append(bad)
+        store.append(record(trial=2))
+    assert [r.trial for r in read_records(tmp_path / "results.jsonl")] == [0, 2]

@@ -98,6 +98,48 @@ def test_one_official_policy_serves_one_env(official):
         policy.act(obs, goal, first)
 
 
+def test_a_goals_own_guidance_scale_reaches_the_official_agent(official):
+    # A task's cond_scale (the paper set's 6.0 for text) or a visual goal's 7.0 was ignored:
+    # the agent kept the adapter's scale.
+    from steve1_env.agent.base import Goal
+    from steve1_env.agent.official import OfficialSteve1Policy
+
+    policy = OfficialSteve1Policy(**official, cond_scale=3.0)
+    seen = []
+    get_action = policy.agent.get_action
+    policy.agent.get_action = lambda obs, goal: (
+        seen.append(policy.agent.cond_scale) or (get_action(obs, goal))
+    )
+    obs = {"pov": np.zeros((360, 640, 3), np.uint8)}
+    state = policy.initial_state(0)
+    for scale in (7.0, None, 6.0):
+        policy.act(obs, Goal("x", np.zeros(512, np.float32), cond_scale=scale), state)
+    assert seen == [7.0, 3.0, 6.0]
+    assert policy.agent.hidden_state.shape[0] == 2  # both guidance branches throughout
+
+
+def test_the_official_encoder_draws_the_papers_sampled_latent_from_a_seed(official):
+    # It could draw one (upstream's get_prior_embed samples) but had no encode_sampled, so the
+    # paper set (prompt_latent: sampled) was refused with the official stack, the reference.
+    from steve1.utils.embed_utils import get_prior_embed
+
+    from steve1_env.evaluation.trial import RunSettings, check_run_arguments
+    from steve1_env.prompt.official import OfficialPromptEncoder
+    from steve1_env.tasks.spec import load_task_set
+
+    encoder = OfficialPromptEncoder()
+    text = "chop a tree"
+    one, again = encoder.encode_sampled(text, 7), encoder.encode_sampled(text, 7)
+    assert np.array_equal(one, again) and not np.allclose(one, encoder.encode_sampled(text, 8))
+    torch.manual_seed(7)  # upstream's own draw, from the global generator seeded so
+    upstream = get_prior_embed(text, encoder.mineclip, encoder.prior, "cpu")
+    assert np.array_equal(one, np.asarray(upstream, np.float32).reshape(512))
+    with pytest.raises(ConfigurationError, match="MAX_SEED"):
+        encoder.encode_sampled(text, 2**64)
+    settings = RunSettings(policy="scripted", prompt_encoder="steve1-official")
+    check_run_arguments(settings, load_task_set("paper").trial_specs(1, horizon=10))
+
+
 def test_an_unsafe_weight_file_is_refused_before_the_package_loads_it(official, tmp_path):
     import os
 

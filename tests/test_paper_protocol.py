@@ -188,6 +188,121 @@ def test_the_paper_metrics_are_the_papers_substring_filters():
     assert tracker.values == {"log": 3.0, "dirt": 4.0, "seed": 5.0, "travel_distance": 5.0}
 
 
+def test_metrics_stay_finite_whatever_the_world_reports():
+    # A NaN or infinite position, or a count that is no finite number, is no value: the tick
+    # is skipped (records hold finite numbers only, and a results line must read back).
+    spawn = {"inventory": {}, "location_stats": {"xpos": 0.0, "zpos": 0.0, "ypos": 64.0}}
+    tracker = MetricTracker(PAPER_METRICS, spawn)
+    good = {"inventory": {"oak_log": 2}, "location_stats": {"xpos": 3.0, "zpos": 4.0}}
+    tracker.update(good)
+    for x in (math.nan, math.inf, -math.inf, "far", None):
+        tracker.update({"inventory": {}, "location_stats": {"xpos": x, "zpos": 0.0}})
+    for count in (math.inf, math.nan, 10**400, "9", True):
+        tracker.update({"inventory": {"oak_log": count, "dirt": count}, "location_stats": {}})
+    tracker.update({"inventory": {"dirt": 1e308, "coarse_dirt": 1e308}})  # sums to infinity
+    tracker.update({"inventory": "garbage", "location_stats": "garbage"})
+    assert tracker.values == {"log": 2.0, "dirt": 0.0, "seed": 0.0, "travel_distance": 5.0}
+
+
+def test_metrics_match_each_item_name_once_not_every_tick(monkeypatch):
+    # A MineRL inventory lists 976 items every tick; matching each against every pattern of
+    # every metric cost 1.6 ms a tick (per world: 16 worlds a worker, 25 ms a tick).
+    import fnmatch
+
+    inventory = {f"item_{i}": 1 for i in range(976)} | {"oak_log": 2, "dirt": 3}
+    obs = {"inventory": inventory, "location_stats": {"xpos": 0.0, "zpos": 0.0, "ypos": 1.0}}
+    tracker = MetricTracker(PAPER_METRICS, obs)
+    calls = []
+    real = fnmatch.fnmatchcase
+    monkeypatch.setattr(fnmatch, "fnmatchcase", lambda *a: calls.append(a) or real(*a))
+    tracker.update(obs)
+    first = len(calls)
+    for _ in range(10):
+        tracker.update(obs)
+    assert first > 0 and len(calls) == first
+    assert tracker.values == {"log": 2.0, "dirt": 3.0, "seed": 0.0, "travel_distance": 0.0}
+
+
+def test_a_world_without_positions_has_no_travel_distance_but_runs(recording):
+    # The paper's travel distance is what the world provides: absent, never invented. A
+    # task's own travel metric cannot be measured there and says so.
+    tracker = MetricTracker(PAPER_METRICS, {"inventory": {}})
+    tracker.update({"inventory": {"wheat_seeds": 1}})
+    assert tracker.values == {"log": 0.0, "dirt": 0.0, "seed": 1.0}
+    nan_spawn = {"location_stats": {"xpos": math.nan, "zpos": 0.0, "ypos": 1.0}}
+    assert "travel_distance" not in MetricTracker(PAPER_METRICS, nan_spawn).values
+    from steve1_env.errors import DetectorError
+
+    with pytest.raises(DetectorError, match="'far' is measured from the spawn's location_stats"):
+        MetricTracker({"far": {"type": "travel"}}, {"inventory": {}})
+    text = "  - {name: dirt, instruction: get dirt, horizon: 40, seeds: [1]}\n"
+    settings = RunSettings(
+        world=f"{__name__}:positionless_world", policy="random", prompt_encoder="hash",
+        world_kwargs=SMALL, k=20,
+    )  # fmt: skip
+    record = run_one(parse_task_set(tasks(text)).trial_specs()[0], settings)
+    assert record.steps == 40 and set(record.metrics) == {"log", "dirt", "seed"}
+
+
+def test_an_infinite_position_leaves_a_results_file_that_reads_back(tmp_path, recording):
+    # It used to be recorded as travel_distance Infinity, a line the store then refused to
+    # read ("not written by steve1-env"), so the run could neither report nor resume.
+    text = "  - {name: far, instruction: go explore, horizon: 30, seeds: [1, 2]}\n"
+    settings = RunSettings(
+        world=f"{__name__}:runaway_world", policy="random", prompt_encoder="hash",
+        world_kwargs=SMALL, k=10,
+    )  # fmt: skip
+    task_set = parse_task_set(tasks(text))
+    evaluate(task_set, tmp_path / "run", settings, trials=1, progress=False)
+    result = evaluate(task_set, tmp_path / "run", settings, trials=2, resume=True, progress=False)
+    assert result.ran == 1
+    from steve1_env.evaluation.results import read_records
+
+    records = read_records(tmp_path / "run" / "results.jsonl")
+    assert len(records) == 2
+    assert all(math.isfinite(r.metrics["travel_distance"]) for r in records)
+
+
+class PositionlessWorld(SyntheticWorld):
+    """The synthetic world, reporting no ``location_stats`` (a world without positions)."""
+
+    def reset(self, seed=None):
+        return _without_location(super().reset(seed))
+
+    def step(self, action):
+        result = super().step(action)
+        return result._replace(obs=_without_location(result.obs))
+
+
+def _without_location(obs):
+    return {key: value for key, value in obs.items() if key != "location_stats"}
+
+
+class RunawayWorld(SyntheticWorld):
+    """The synthetic world whose player's x position becomes infinite after five steps."""
+
+    def reset(self, seed=None):
+        self.ticks = 0
+        return super().reset(seed)
+
+    def step(self, action):
+        result = super().step(action)
+        self.ticks += 1
+        if self.ticks > 5:
+            result.obs["location_stats"] = {**result.obs["location_stats"], "xpos": math.inf}
+        return result
+
+
+def positionless_world(pov_shape=(64, 64), **kwargs):
+    """Builds a `PositionlessWorld` (named by import path, as `recording_world`)."""
+    return PositionlessWorld(pov_shape=tuple(pov_shape), **kwargs)
+
+
+def runaway_world(pov_shape=(64, 64), **kwargs):
+    """Builds a `RunawayWorld` (named by import path, as `recording_world`)."""
+    return RunawayWorld(pov_shape=tuple(pov_shape), **kwargs)
+
+
 # ------------------------------------------------------------------ baselines
 def test_the_unconditional_baseline_pursues_the_zero_goal_on_the_same_seeds(recording):
     specs = parse_task_set(tasks(WOOD)).trial_specs(baseline="both")
@@ -209,6 +324,21 @@ def test_the_unconditional_baseline_pursues_the_zero_goal_on_the_same_seeds(reco
     assert baseline.detector in (None, "wood")
     assert baseline.metrics["travel_distance"] > 0
     assert prompt.metrics["log"] > baseline.metrics["log"]
+
+
+def test_a_baseline_trial_records_its_own_video(tmp_path, recording):
+    # Both conditions share a trial index: the baseline's video overwrote the prompt's, and
+    # both records named the same file.
+    import dataclasses
+
+    text = "  - {name: wood, instruction: chop a tree, horizon: 20, seeds: [3]}\n"
+    settings = dataclasses.replace(SETTINGS, video_dir=str(tmp_path / "videos"))
+    prompt, baseline = (
+        run_one(spec, settings) for spec in parse_task_set(tasks(text)).trial_specs(baseline="both")
+    )
+    assert prompt.video == "videos/wood/0-0.mp4"
+    assert baseline.video == "videos/wood/0-0-unconditional.mp4"
+    assert (tmp_path / prompt.video).is_file() and (tmp_path / baseline.video).is_file()
 
 
 def test_a_plan_with_a_horizon_or_a_baseline_keeps_the_seeds(recording):
@@ -272,6 +402,16 @@ def test_a_sampled_latent_is_drawn_from_its_seed(random_steve1):
     assert not np.allclose(one, other) and not np.allclose(one, zeros)
     with pytest.raises(ConfigurationError, match="seed"):
         random_steve1.encode_sampled(text, -1)
+    # torch's generators take 64-bit seeds: a larger one is refused in our words, not torch's.
+    assert np.isfinite(random_steve1.encode_sampled(text, 2**64 - 1)).all()
+    from steve1_env.prompt.hash_encoder import HashPromptEncoder
+
+    for encoder in (random_steve1, HashPromptEncoder()):
+        with pytest.raises(
+            ConfigurationError,
+            match=r"seed must be between 0 and 18446744073709551615 \(MAX_SEED\)",
+        ):
+            encoder.encode_sampled(text, 2**64)
 
 
 SAMPLED = RunSettings(
@@ -412,6 +552,14 @@ def test_records_do_not_depend_on_the_worlds_per_worker(recording):
         ),
         (
             tasks(
+                "  - {name: t, instruction: get dirt, horizon: 5,"
+                " prompt_seed: 18446744073709551616}\n",
+                "prompt_latent: sampled",
+            ),
+            r"field 'prompt_seed', line 3: expected an integer <= 18446744073709551615",
+        ),
+        (
+            tasks(
                 "  - {name: t, instruction: get dirt, horizon: 5, visual_goal: 'paper:dirt',"
                 " prompt_latent: sampled}\n"
             ),
@@ -507,6 +655,90 @@ def test_cli_errors_of_the_protocol_flags(tmp_path, capsys):
     said = in_cli_words(sampled_latent_unsupported("precomputed"))
     assert "--prompt-encoder steve1 (with --weights random to run offline)" in said
     assert "prompt_encoder_kwargs" not in said
+
+
+def test_the_paper_report_equals_what_the_results_file_recomputes(tmp_path, capsys):
+    # The issue's CI command, with a small horizon: every number of the metric report is
+    # recomputed here from results.jsonl alone, by the paper's definitions, not by report.py.
+    out = tmp_path / "paper"
+    argv = [
+        "eval", "--task-set", "paper", "--horizon", "40", "--baseline", "both", "--trials", "3",
+        "--policy", "scripted", "--k", "20", "--world-option", "pov_shape=[32, 32]",
+        "--world-option", "size=32", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())["metrics"]
+    paper_tasks = [task.name for task in load_task_set("paper").tasks]
+    assert len(rows) == len(paper_tasks) * 3 * 2 and all(r["steps"] == 40 for r in rows)
+    assert report["names"] == list(PAPER_METRICS) and report["interval"] == "student_t"
+
+    t_975_df2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # Student t, 2 degrees of freedom
+
+    def stats(values):
+        n = len(values)
+        mean = sum(values) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = t_975_df2 * sd / math.sqrt(n)
+        return {"n": n, "mean": mean, "std": sd, "ci95": [mean - half, mean + half],
+                "min": min(values), "max": max(values)}  # fmt: skip
+
+    def close(got, want):
+        if isinstance(want, dict):
+            assert got.keys() == want.keys()
+            for key in want:
+                close(got[key], want[key])
+        else:
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+    assert [p["task"] for p in report["prompts"]] == paper_tasks
+    for prompt in report["prompts"]:
+        mine = [r for r in rows if r["task"] == prompt["task"]]
+        by = {c: sorted((r for r in mine if r["condition"] == c), key=lambda r: r["trial"])
+              for c in ("prompt", "unconditional")}  # fmt: skip
+        assert [r["seed"] for r in by["prompt"]] == [r["seed"] for r in by["unconditional"]]
+        for condition, records in by.items():
+            got = prompt["conditions"][condition]
+            assert (got["trials"], got["judged"], got["crashes"]) == (3, 3, 0)
+            for name in PAPER_METRICS:
+                close(got["metrics"][name], stats([r["metrics"][name] for r in records]))
+        for name in PAPER_METRICS:
+            p = [r["metrics"][name] for r in by["prompt"]]
+            b = [r["metrics"][name] for r in by["unconditional"]]
+            ratio = prompt["ratio_to_baseline"][name]
+            assert ratio["pairs"] == 3
+            close([ratio["prompt_mean"], ratio["baseline_mean"]], [sum(p) / 3, sum(b) / 3])
+            if sum(b) == 0:
+                assert ratio["ratio"] is None
+            else:
+                close(ratio["ratio"], sum(p) / sum(b))
+    spread = [
+        stats_["std"] for p in report["prompts"] for c in p["conditions"].values()
+        for stats_ in c["metrics"].values()
+    ]  # fmt: skip
+    ratios = [r["ratio"] for p in report["prompts"] for r in p["ratio_to_baseline"].values()]
+    assert max(spread) > 0 and any(r not in (None, 0.0) for r in ratios), "a test that can fail"
+    pooled = report["baseline"]
+    baseline = [r for r in rows if r["condition"] == "unconditional"]
+    seeds = sorted({r["seed"] for r in baseline})
+    assert (pooled["seeds"], pooled["trials"]) == (3, len(paper_tasks) * 3)
+    for name in PAPER_METRICS:
+        per_seed = []
+        for seed in seeds:
+            values = [r["metrics"][name] for r in baseline if r["seed"] == seed]
+            per_seed.append(sum(values) / len(values))
+        close(pooled["metrics"][name], stats(per_seed))
+    summary = json.loads((out / "report.json").read_text())
+    for key, condition in (("tasks", "prompt"), ("baseline", "unconditional")):
+        tasks_ = summary["tasks"] if key == "tasks" else summary["baseline"]["tasks"]
+        for entry in tasks_:
+            mine = [r for r in rows if r["task"] == entry["task"] and r["condition"] == condition]
+            assert entry["successes"] == sum(r["outcome"] == "success" for r in mine)
+            assert entry["judged"] == 3
+    page = (out / "report.html").read_text()
+    assert page.count('class="heat-cell"') == (len(paper_tasks) + 1) * len(PAPER_METRICS)
+    markdown = (out / "report.md").read_text()
+    assert "### Prompt" in markdown and "### Unconditional baseline" in markdown
 
 
 def test_the_progress_line_says_when_a_fixed_horizon_trial_succeeded(tmp_path):

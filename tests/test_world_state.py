@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 import steve1_env
 from steve1_env.env import Steve1SkillEnv
 from steve1_env.errors import ConfigurationError, InvalidObservationError
-from steve1_env.observations import STATE_VECTORS
+from steve1_env.observations import STATE_VECTORS, inventory_counts
 from steve1_env.planning import MAX_ITEMS, planner_text
 from steve1_env.vector.env import Steve1SkillVectorEnv
 from steve1_env.world_state import BIOMES, STATE_KEYS, attempt_delta, world_state
@@ -316,6 +316,27 @@ def test_planner_text_is_bounded_and_survives_garbage():
     assert text.count("item_") == 2 * MAX_ITEMS
     assert planner_text({}) == "Position: unknown.\nInventory: empty.\nNo instruction yet."
     assert planner_text({"state": "nope", "inventory": None, "instruction": 5}).count("\n") == 2
+
+
+def test_numbers_too_large_for_a_float_are_bad_values_not_errors():
+    # float(10**400) raises OverflowError: the state, the gains, the info's inventory and the
+    # planner's text skip such a number as they skip NaN, and huge floats stay short in text.
+    huge = 10**400
+    obs = {
+        "location_stats": {"xpos": huge, "ypos": 1.0, "zpos": 2.0, "pitch": 0.0, "yaw": huge},
+        "life_stats": {"life": huge, "food": huge, "air": 300},
+        "inventory": {"dirt": huge, "oak_log": 2.0},
+    }  # fmt: skip
+    assert world_state(obs) == {"pitch": 0.0, "air": 300}
+    assert attempt_delta({"inventory": {"oak_log": 1.0}}, obs)["inventory"]["oak_log"] == 1
+    assert inventory_counts(obs["inventory"]) == {"oak_log": 2}
+    text = planner_text({
+        "inventory": {"dirt": huge, "stone": 1e300},
+        "state": {"position": [1e300, -1e300, 0.0], "health": 1e300, "yaw": huge},
+        "instruction": "get dirt", "reason": "budget", "steps": 1e200,
+    })  # fmt: skip
+    assert len(text) < 300, text
+    assert "x=1e+300 y=-1e+300 z=0.0" in text and "Inventory: stone=1e+300." in text
 
 
 def test_planner_text_names_the_facing_by_minecraft_compass():

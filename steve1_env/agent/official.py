@@ -108,7 +108,8 @@ class OfficialSteve1Policy:
         weights: A directory with ``2x.model`` and ``steve1.weights`` (default: the weights
             directory) or a weight file.
         model: A ``.model`` file (default: ``2x.model`` beside the weights).
-        cond_scale: Guidance scale (6.0 for text prompts).
+        cond_scale: Guidance scale (6.0 for text prompts) of goals that ask for none; a goal's
+            own ``cond_scale`` (a visual goal's, a task's) replaces it for its calls.
         env_stub: What the agent's constructor inspects; built from MineRL's spec by default.
     """
 
@@ -182,6 +183,11 @@ class OfficialSteve1Policy:
         # (1, 512) float32, as `Goal` guarantees; copied because it is read-only and the agent
         # hands it to torch.
         embedding = np.array(goal.embedding[None], dtype=np.float32)
+        # The goal's own guidance scale (a visual goal's 7.0, a task's cond_scale such as the
+        # paper set's 6.0), as the native policy applies it: the agent reads its cond_scale at
+        # every get_action, and its memory has both branches whatever the scale.
+        own = getattr(goal, "cond_scale", None)
+        self.agent.cond_scale = self.cond_scale if own is None else float(own)
         with precision.autocast_disabled(self.device), self._rng.borrowed():
             raw = self.agent.get_action(obs, embedding)
         action: dict[str, Any] = {

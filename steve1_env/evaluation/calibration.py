@@ -461,7 +461,9 @@ def run_examples(
 
     Returns:
         ``(video path, positive, record)`` per judged trial in results order, and the
-        counts left out: ``crash`` (never judged) and ``instruction`` (another one).
+        counts left out: ``crash`` (never judged), ``instruction`` (another one) and, when
+        there are any, ``fixed_horizon`` (trials of the paper's protocol: they run on after
+        success, so the end of their video is not what the detector judged).
 
     Raises:
         ResultsError: If the directory holds no results, a judged trial has no video (the
@@ -482,6 +484,11 @@ def run_examples(
             continue
         if instruction is not None and record.instruction != instruction:
             excluded["instruction"] += 1
+            continue
+        if record.horizon is not None:
+            # It ran on after its success to its horizon: its video's last frames are not what
+            # the detector saw when it fired, so its label says nothing about them.
+            excluded["fixed_horizon"] = excluded.get("fixed_horizon", 0) + 1
             continue
         if record.video is None:
             raise ResultsError(

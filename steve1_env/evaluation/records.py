@@ -40,6 +40,9 @@ _SCHEMA_2_FIELDS = ("condition", "horizon", "metrics", "prompt_latent", "prompt_
 _LATER_FIELDS = ("video", "schema", *_SCHEMA_2_FIELDS)
 """Fields a record may lack: added after schema 1, or optional."""
 
+FORGED = "The file was not written by steve1-env as it is; evaluate again into a new directory."
+"""What a record read back with an invalid field was: edited, or written by something else."""
+
 DURATION_DECIMALS = 4
 """Decimals kept of durations in seconds (records and summaries): 0.1 ms, far below noise."""
 
@@ -168,17 +171,26 @@ class TrialRecord:
                 "new directory."
             )
         record = cls(**{name: data[name] for name in names if name in data})
-        record._check(where)
+        record.check(where)
         return record
 
-    def _check(self, where: str) -> None:
+    def check(self, where: str, advice: str = FORGED) -> None:
+        """Checks every field as `from_json` does (a results file holds only such records).
+
+        Args:
+            where: Names the record in errors, e.g. ``"results.jsonl line 7"``.
+            advice: What the error adds after naming the field (default: the file was edited).
+
+        Raises:
+            ResultsError: Naming the first invalid field, what it must be, and `advice`.
+        """
+
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
                 value = getattr(self, name)
                 raise ResultsError(
                     f"{where}: {name} must be {expected}, got {type(value).__name__} "
-                    f"{short_repr(value)}. The file was not written by steve1-env as it is; "
-                    "evaluate again into a new directory."
+                    f"{short_repr(value)}. {advice}"
                 )
 
         def count(value: Any) -> bool:
@@ -237,11 +249,13 @@ class TrialRecord:
                 "steps",
                 f"the horizon ({horizon}) when the reason is budget",
             )
+        # Every metric is an episode maximum starting from 0; a crashed trial measured nothing.
         need(
             isinstance(self.metrics, dict)
-            and all(isinstance(k, str) and _finite(v) for k, v in self.metrics.items()),
+            and all(isinstance(k, str) and _finite(v) and v >= 0 for k, v in self.metrics.items())
+            and not (self.outcome == "crash" and self.metrics),
             "metrics",
-            "an object mapping metric names to finite numbers",
+            "an object mapping metric names to finite numbers >= 0 (empty for a crash)",
         )
         if self.outcome == "success":
             need(

@@ -292,6 +292,12 @@ class ResultsStore:
         earlier = self.crashed.get(record.key)
         if record.key in self.keys and earlier is None:
             raise ResultsError(f"Trial {record.key} is already recorded in {self.path}.")
+        # Only a line every reader accepts is written: one invalid record would make the whole
+        # file unreadable (no report, no resume).
+        record.check(
+            f"The record of trial {record.key}",
+            "It was not recorded (its trial spec or its world produced the value).",
+        )
         line = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
         if len(line) > MAX_RESULTS_LINE_BYTES:
             raise ResultsError(

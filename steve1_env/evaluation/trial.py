@@ -72,7 +72,8 @@ class RunSettings:
         k: Low-level steps per high-level env step (how often progress is reported).
         crash_retries: How often a trial whose world crashed is run again.
         video_dir: Directory for one mp4 per trial
-            (``<task>/<instruction index>-<trial>.mp4``); None records no video.
+            (``<task>/<instruction index>-<trial>.mp4``, ``...-<trial>-unconditional.mp4``
+            for a baseline trial); None records no video.
     """
 
     world: str = "synthetic"
@@ -761,5 +762,7 @@ class TrialRunner:
         # Recorded relative to the folder holding video_dir (the run's output directory), so
         # the record stays valid wherever the directory is moved.
         folder = Path(self.settings.video_dir)
-        name = f"{spec.task}/{spec.instruction_index}-{spec.trial}.mp4"
+        # A baseline trial shares its prompt trial's index: its own file, not an overwrite.
+        condition = "" if spec.condition == "prompt" else f"-{spec.condition}"
+        name = f"{spec.task}/{spec.instruction_index}-{spec.trial}{condition}.mp4"
         return folder / name, f"{folder.name}/{name}"

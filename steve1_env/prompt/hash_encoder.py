@@ -9,7 +9,7 @@ import numpy as np
 
 from steve1_env.instructions import normalize_instruction
 from steve1_env.precision import GOAL_DIM
-from steve1_env.validation import non_negative_int
+from steve1_env.validation import MAX_SEED, bounded_int
 
 
 class HashPromptEncoder:
@@ -37,9 +37,10 @@ class HashPromptEncoder:
         """Returns the float32 ``(512,)`` unit vector of `instruction` drawn with `seed`.
 
         Raises:
-            ConfigurationError: If `seed` is not an integer >= 0.
+            ConfigurationError: If `seed` is not an integer from 0 to
+                `steve1_env.validation.MAX_SEED` (torch's generators take 64-bit seeds).
         """
-        seed = non_negative_int(seed, "seed", example="7")
+        seed = bounded_int(seed, "seed", 0, MAX_SEED, limit_name="MAX_SEED")
         return _unit_vector(np.random.default_rng([_text_seed(instruction), seed]))
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from steve1_env import precision
 from steve1_env.agent.official import GlobalRngStream, official_module
-from steve1_env.validation import reset_seed
+from steve1_env.validation import MAX_SEED, bounded_int, reset_seed
 from steve1_env.weights import (
     OFFICIAL_FILES,
     check_state_dict,
@@ -102,6 +102,22 @@ class OfficialPromptEncoder:
         `seed`) began, as upstream draws one per call from torch's global generator.
         """
         with self._rng.borrowed():
+            embedding = self._embed(instruction, self.mineclip, self.prior, self.device)
+        return precision.as_goal_embedding(embedding)
+
+    def encode_sampled(self, instruction: str, seed: int) -> np.ndarray:
+        """Returns the goal embedding of `instruction` with the prior's latent drawn from `seed`.
+
+        Upstream's own draw (``get_prior_embed``, its prior sampling from torch's global
+        generator), on a stream seeded by `seed` alone: the paper's prompt embedding, made
+        reproducible (a task's ``prompt_latent: sampled``). The episode's stream is left alone.
+
+        Raises:
+            ConfigurationError: If `seed` is not an integer from 0 to
+                `steve1_env.validation.MAX_SEED`.
+        """
+        seed = bounded_int(seed, "seed", 0, MAX_SEED, limit_name="MAX_SEED")
+        with GlobalRngStream(seed, self.device).borrowed():
             embedding = self._embed(instruction, self.mineclip, self.prior, self.device)
         return precision.as_goal_embedding(embedding)
 

@@ -38,7 +38,14 @@ from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerCo
 from steve1_env.prompt.npy import read_npy_bytes
 from steve1_env.prompt.prior import PriorVAE
 from steve1_env.prompt.tokenizer import ClipTokenizer
-from steve1_env.validation import boolean, non_negative_int, optional_path, weights_seed
+from steve1_env.validation import (
+    MAX_SEED,
+    boolean,
+    bounded_int,
+    non_negative_int,
+    optional_path,
+    weights_seed,
+)
 from steve1_env.weights import (
     check_state_dict,
     file_digest,
@@ -228,10 +235,11 @@ class Steve1PromptEncoder:
         zero-latent embeddings only).
 
         Raises:
-            ConfigurationError: If `seed` is not an integer >= 0.
+            ConfigurationError: If `seed` is not an integer from 0 to
+                `steve1_env.validation.MAX_SEED` (torch's generators take 64-bit seeds).
         """
         self._ensure_open()
-        seed = non_negative_int(seed, "seed", example="7")
+        seed = bounded_int(seed, "seed", 0, MAX_SEED, limit_name="MAX_SEED")
         with self._lock:
             text = self.text_embedding(instruction)[None]
             with self._exact():

@@ -21,6 +21,7 @@ travel to worker processes and Ray actors as they are.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from steve1_env.tasks.detectors import (
     format_path,
 )
 from steve1_env.tasks.detectors import _items as _items  # the same item fields as detectors
+from steve1_env.world_state import as_number
 
 PAPER_METRICS: dict[str, dict[str, Any]] = {
     "log": {"type": "inventory", "items": "*_log*"},
@@ -116,48 +118,69 @@ def _check(config: Any, path: FieldPath) -> None:
     check_typed_fields(config, path, _FIELDS, "metric", MetricConfigError)
 
 
-def _patterns(items: str | list[str]) -> tuple[str, ...]:
-    return (items,) if isinstance(items, str) else tuple(items)
+MAX_CACHED_NAMES = 4096
+"""Item names whose match a metric remembers (MineRL 1.0 knows 976 items)."""
+
+ItemFilter = Callable[[str], bool]
 
 
-def _matching_sum(section: Any, patterns: tuple[str, ...]) -> float:
+def _item_filter(items: str | list[str]) -> ItemFilter:
+    # Whether an item name matches: remembered per name, since a world reports the same names
+    # every tick (matching MineRL's 976 items against every pattern each tick was the cost).
+    patterns = (items,) if isinstance(items, str) else tuple(items)
+
+    @functools.lru_cache(maxsize=MAX_CACHED_NAMES)
+    def matches(item: str) -> bool:
+        return any(fnmatch.fnmatchcase(item, pattern) for pattern in patterns)
+
+    return matches
+
+
+def _matching_sum(section: Any, matches: ItemFilter) -> float | None:
     if not isinstance(section, Mapping):
         return 0.0  # a world that reports no such counter has gained none of it
-    return float(
-        sum(
-            float(count)
-            for item, count in section.items()
-            if any(fnmatch.fnmatchcase(str(item), pattern) for pattern in patterns)
-        )
-    )
+    counts = [as_number(count) for item, count in section.items() if matches(str(item))]
+    # A count that is not a finite number is skipped, as info["state"] skips it.
+    return as_number(sum(count for count in counts if count is not None))
 
 
-def _location(obs: Obs, key: str, metric: str) -> float:
+def _location(obs: Obs, key: str) -> float | None:
     stats = obs.get("location_stats")
-    if not isinstance(stats, Mapping) or key not in stats:
-        raise DetectorError(
-            f"The metric {metric!r} reads location_stats[{key!r}], which this world does not "
-            "provide; drop the metric or use a world that reports the player's position."
-        )
-    return float(stats[key])
+    return as_number(stats.get(key)) if isinstance(stats, Mapping) else None
 
 
-def _reader(name: str, config: Mapping[str, Any], spawn: Obs) -> Callable[[Obs], float]:
-    # One tick's value of a checked config, measured against the spawn where it needs one.
+Reader = Callable[[Obs], float | None]
+
+
+def _reader(config: Mapping[str, Any], spawn: Obs) -> Reader | None:
+    # One tick's value of a checked config (None: no value this tick), measured against the
+    # spawn where it needs one; None when the spawn lacks what it is measured against.
     kind = config["type"]
     if kind == "inventory":
-        patterns = _patterns(config["items"])
-        return lambda obs: _matching_sum(obs.get("inventory"), patterns)
+        matches = _item_filter(config["items"])
+        return lambda obs: _matching_sum(obs.get("inventory"), matches)
     if kind == "counter":
-        counter, patterns = config["counter"], _patterns(config["items"])
-        return lambda obs: _matching_sum(obs.get(counter), patterns)
+        counter, matches = config["counter"], _item_filter(config["items"])
+        return lambda obs: _matching_sum(obs.get(counter), matches)
     if kind == "travel":
-        x0, z0 = _location(spawn, "xpos", name), _location(spawn, "zpos", name)
-        return lambda obs: math.hypot(
-            _location(obs, "xpos", name) - x0, _location(obs, "zpos", name) - z0
-        )
-    y0 = _location(spawn, "ypos", name)
-    return lambda obs: y0 - _location(obs, "ypos", name)
+        x0, z0 = _location(spawn, "xpos"), _location(spawn, "zpos")
+        if x0 is None or z0 is None:
+            return None
+
+        def travel(obs: Obs) -> float | None:
+            x, z = _location(obs, "xpos"), _location(obs, "zpos")
+            return None if x is None or z is None else as_number(math.hypot(x - x0, z - z0))
+
+        return travel
+    y0 = _location(spawn, "ypos")
+    if y0 is None:
+        return None
+
+    def depth(obs: Obs) -> float | None:
+        y = _location(obs, "ypos")
+        return None if y is None else as_number(y0 - y)
+
+    return depth
 
 
 class MetricTracker:
@@ -165,7 +188,13 @@ class MetricTracker:
 
     Every value starts at 0 and becomes the maximum of itself and each tick's value, as the
     paper's evaluator does (so a metric whose ticks stay negative, such as a depth while
-    climbing, reads 0).
+    climbing, reads 0). A tick whose value cannot be read (a position missing, NaN or
+    infinite; a count that is not a finite number) leaves the maximum as it was, so every
+    value stays a finite number.
+
+    A paper metric (`PAPER_METRICS`) whose spawn value the world does not report (a world
+    without ``location_stats`` has no travel distance) is left out of `values`, never
+    invented; a task's own metric raises instead.
 
     Args:
         configs: Metric name -> config (see the module docstring); checked here.
@@ -173,19 +202,30 @@ class MetricTracker:
 
     Raises:
         MetricConfigError: If a config is invalid.
-        DetectorError: If the world does not report what a metric reads.
+        DetectorError: If the world does not report (finitely) the spawn position a task's
+            own travel or depth metric is measured against.
     """
 
     def __init__(self, configs: Mapping[str, Any], spawn: Obs) -> None:
         check_metric_configs(configs, own=False)
-        self._readers = {name: _reader(name, config, spawn) for name, config in configs.items()}
-        self._values = dict.fromkeys(configs, 0.0)
+        self._readers: dict[str, Reader] = {}
+        for name, config in configs.items():
+            read = _reader(config, spawn)
+            if read is not None:
+                self._readers[name] = read
+            elif name not in PAPER_METRICS:
+                raise DetectorError(
+                    f"The metric {name!r} is measured from the spawn's location_stats, which "
+                    "this world does not report as finite numbers; drop the metric or use a "
+                    "world that reports the player's position."
+                )
+        self._values = dict.fromkeys(self._readers, 0.0)
 
     def update(self, obs: Obs) -> None:
         """Takes in one low-level tick's world observation."""
         for name, read in self._readers.items():
             value = read(obs)
-            if value > self._values[name]:
+            if value is not None and value > self._values[name]:
                 self._values[name] = value
 
     @property

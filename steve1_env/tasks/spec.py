@@ -65,7 +65,7 @@ from steve1_env.prompt.visual_prompts import (
 from steve1_env.tasks.detectors import DetectorConfigError, FieldPath, build_detector, format_path
 from steve1_env.tasks.metrics import MetricConfigError, check_metric_configs, trial_metrics
 from steve1_env.tasks.trials import CONDITIONS, PROMPT_LATENTS, TrialSpec
-from steve1_env.validation import boolean, positive_int
+from steve1_env.validation import MAX_SEED, boolean, positive_int
 
 DEFAULT_TRIALS = 3
 MAX_TRIALS = 10_000
@@ -790,7 +790,8 @@ class _Parser:
                 where("prompt_latent"),
                 "a visual goal is embedded from its clip, not by the prior: drop prompt_latent.",
             )
-        return latent, self._int(0 if seed is None else seed, where("prompt_seed"), minimum=0)
+        seed = 0 if seed is None else seed
+        return latent, self._int(seed, where("prompt_seed"), minimum=0, maximum=MAX_SEED)
 
     def _visual_goal(self, value: Any, path: FieldPath) -> str | None:
         # "paper:<name>" as it is; a video file resolved against the task file's folder.
