@@ -166,6 +166,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for name, row in rows:
         fraction = f"{row['successes']}/{row['judged']}"
         print(f"{name:{width}}  {fraction:>7}  {rate(row):24}  {row['crashes']}")
+    baseline = (summary.get("baseline") or {}).get("totals")
+    if baseline:
+        fraction = f"{baseline['successes']}/{baseline['judged']}"
+        print(f"unconditional baseline (apart from the rows above): {fraction}  {rate(baseline)}")
     if summary.get("metrics"):
         _print_metrics(summary["metrics"])
 
@@ -192,7 +196,8 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     baseline = metrics.get("baseline")
     if baseline:
         pooled = [baseline["metrics"].get(n, {}).get("mean") for n in names]
-        rows.append(("baseline", ["-" if v is None else f"{v:.2f}" for v in pooled]))
+        # In parentheses: a task name cannot hold them, so no task's row is mistaken for it.
+        rows.append(("(baseline)", ["-" if v is None else f"{v:.2f}" for v in pooled]))
     if not rows:
         return
     width = max(len("metric means"), *(len(name) for name, _ in rows))

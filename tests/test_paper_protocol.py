@@ -462,6 +462,10 @@ def test_a_sampled_latent_needs_an_encoder_that_can_draw_one(tmp_path):
     with pytest.raises(ConfigurationError, match="'precomputed' cannot draw the prior's latent"):
         evaluate(paper, tmp_path / "run", settings, trials=1, horizon=10, progress=False)
     assert not (tmp_path / "run").exists()
+    # The baseline alone embeds no prompt, so any encoder serves it.
+    from steve1_env.evaluation.trial import check_run_arguments
+
+    check_run_arguments(settings, paper.trial_specs(1, horizon=10, baseline="unconditional"))
 
 
 def test_records_do_not_depend_on_the_worlds_per_worker(recording):
@@ -630,7 +634,9 @@ def test_the_cli_runs_the_paper_protocol_with_both_conditions(tmp_path, capsys, 
         ("wood", "prompt"), ("wood", "unconditional"),
     ]  # fmt: skip
     assert all(r["steps"] == 300 and set(r["metrics"]) == set(PAPER_METRICS) for r in records)
-    assert all(r["prompt_latent"] == "sampled" and r["prompt_seed"] is not None for r in records)
+    embedded = {r["condition"]: (r["prompt_latent"], r["prompt_seed"] is None) for r in records}
+    # The baseline embeds no prompt: its records name no latent seed.
+    assert embedded == {"prompt": ("sampled", False), "unconditional": ("zeros", True)}
     config = json.loads((out / "run.json").read_text())
     assert config["horizon"] == 300 and config["invocations"][-1]["baseline"] == "both"
     # The terminal shows each prompt's metric means with the ratio to the baseline.
@@ -642,7 +648,8 @@ def test_the_cli_runs_the_paper_protocol_with_both_conditions(tmp_path, capsys, 
     table = printed.split("metric means", 1)[1].splitlines()
     line = next(line for line in table if line.startswith("wood "))
     assert f"{mean:.2f}" in line
-    assert any(line.startswith("baseline ") for line in table)
+    assert any(line.startswith("(baseline) ") for line in table)
+    assert "unconditional baseline (apart from the rows above): " in printed
 
 
 def test_cli_errors_of_the_protocol_flags(tmp_path, capsys):

@@ -209,8 +209,9 @@ class TaskSpec:
                 cond_scale=self.cond_scale,
                 horizon=fixed,
                 condition=condition,
-                prompt_latent=self.prompt_latent,
-                prompt_seed=self.prompt_seed,
+                # The baseline pursues the zero goal: no prompt is embedded, with any latent.
+                prompt_latent=self.prompt_latent if condition == "prompt" else "zeros",
+                prompt_seed=self.prompt_seed if condition == "prompt" else None,
                 metrics=metrics,
             )
             for index, instruction in enumerate(self.instructions)
