@@ -172,6 +172,27 @@ class Steve1VecEnv(VecEnv):
             infos,
         )
 
+    def reset_envs(self, indices: Any) -> dict[str, np.ndarray]:
+        """Ends the chosen envs' episodes now and starts their next ones, as autoreset does.
+
+        For a `VecEnvWrapper` that ends episodes by a rule of its own (a goal spanning several
+        skills): the next episodes start the same task with seeds from the envs' own RNGs;
+        their reset infos go to `reset_infos`.
+
+        Args:
+            indices: An env index or a list of them.
+
+        Returns:
+            The stacked current observations, the chosen envs' first ones among them.
+
+        Raises:
+            WorldCrashError: If a world fails to restart; that env then restarts at the next
+                step, which reports the crash if it fails again.
+        """
+        for i in self._indices(indices):
+            _, self.reset_infos[i] = self.vector_env._restart(i)
+        return self.vector_env._stack(list(self.vector_env._last_observations))
+
     def close(self) -> None:
         """Closes the vector env (its worlds, policy and encoder). Safe to call twice."""
         self.vector_env.close()
@@ -219,8 +240,20 @@ class Steve1VecEnv(VecEnv):
         ]
 
     # ------------------------------------------------------------------ helpers
+    def _indices(self, indices: Any) -> list[int]:
+        chosen = list(self._get_indices(indices))
+        for i in chosen:
+            if isinstance(i, bool) or not isinstance(i, int | np.integer):
+                raise ConfigurationError(f"Env indices must be ints, got {i!r}.")
+            if not 0 <= i < self.num_envs:
+                raise ConfigurationError(
+                    f"Env index {i} is out of range: there are {self.num_envs} envs "
+                    f"(0..{self.num_envs - 1})."
+                )
+        return [int(i) for i in chosen]
+
     def _targets(self, indices: Any) -> list[Any]:
-        return [self.vector_env.envs[i] for i in self._get_indices(indices)]
+        return [self.vector_env.envs[i] for i in self._indices(indices)]
 
     def _merged_options(self) -> dict[str, Any] | None:
         # SB3 keeps one options dict per env; the vector env takes one dict whose

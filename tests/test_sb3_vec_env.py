@@ -182,6 +182,22 @@ def test_options_attributes_methods_and_render():
     venv.close()
 
 
+def test_reset_envs_starts_the_chosen_envs_anew_and_leaves_the_others():
+    venv = Steve1VecEnv(2, **OFFLINE)
+    venv.seed(3)
+    venv.reset()
+    stepped, *_ = venv.step(np.array([0, 1]))
+    assert stepped["inventory"].sum(axis=1).all()  # both gathered something
+    obs = venv.reset_envs(1)
+    np.testing.assert_array_equal(obs["inventory"][0], stepped["inventory"][0])
+    assert obs["inventory"][1].sum() == 0 and venv.reset_infos[1]["total_steps"] == 0
+    _, _, _, infos = venv.step(np.array([0, 1]))
+    assert [info["high_level_steps"] for info in infos] == [2, 1]
+    with pytest.raises(ConfigurationError, match="out of range"):
+        venv.reset_envs([2])
+    venv.close()
+
+
 def test_close_is_idempotent_and_a_closed_env_refuses_steps():
     venv = Steve1VecEnv(2, **OFFLINE)
     venv.reset()
