@@ -198,6 +198,25 @@ def test_reset_envs_starts_the_chosen_envs_anew_and_leaves_the_others():
     venv.close()
 
 
+def test_a_world_that_fails_to_restart_keeps_its_final_observation_and_retries(tmp_path):
+    kwargs = {**OFFLINE, "policy": "random", "k": 2, "max_episode_steps": 1}
+    # Resets 1 and 2 start both envs; the third (env 0's restart) kills its process.
+    kwargs["world_kwargs"] = {"marker_dir": str(tmp_path), "die_at": 3, "pov_shape": (48, 48)}
+    venv = Steve1VecEnv(
+        2, world="tests.fakes.crashing_worlds:DyingWorld", world_processes=True, **kwargs
+    )
+    venv.reset()
+    obs, _, dones, infos = venv.step(np.array([0, 1]))
+    assert dones.all() and "died" in infos[0]["restart_error"]
+    same(obs["pov"][0], infos[0]["terminal_observation"]["pov"])  # no new episode yet
+    assert "restart_error" not in infos[1] and venv.reset_infos[1]["total_steps"] == 0
+    # The vector env restarts env 0 at the next step (its action ignored); env 1 steps on.
+    _, rewards, dones, infos = venv.step(np.array([0, 1]))
+    assert not dones[0] and rewards[0] == 0 and infos[0]["high_level_steps"] == 0
+    assert dones[1] and infos[1]["high_level_steps"] == 1
+    venv.close()
+
+
 def test_close_is_idempotent_and_a_closed_env_refuses_steps():
     venv = Steve1VecEnv(2, **OFFLINE)
     venv.reset()
