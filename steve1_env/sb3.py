@@ -259,7 +259,11 @@ class Steve1VecEnv(VecEnv):
         # SB3 keeps one options dict per env; the vector env takes one dict whose
         # instruction and visual goal may be lists with one entry per env.
         per_env = [dict(options or {}) for options in self._options]
-        if all(options == per_env[0] for options in per_env):
+        try:
+            alike = all(options == per_env[0] for options in per_env)
+        except ValueError:  # arrays among the values (visual-goal clips): compare key by key
+            alike = False
+        if alike:
             return per_env[0] or None
         keys = {key for options in per_env for key in options}
         merged: dict[str, Any] = {}

@@ -176,6 +176,11 @@ def test_options_attributes_methods_and_render():
     assert venv.has_attr("current_instruction") and not venv.has_attr("no_such_attribute")
     frame = venv.render()
     assert frame.shape == (72, 36, 3) and frame.dtype == np.uint8  # two frames, tiled
+    # Options holding arrays (visual-goal clips) are compared key by key.
+    clip = np.zeros((16, 8, 8, 3), dtype=np.uint8)
+    venv.set_options([{"visual_goal": clip, "cond_scale": 5.0}, {"visual_goal": clip}])
+    with pytest.raises(ConfigurationError, match="different 'cond_scale' options"):
+        venv.reset()
     venv.set_options([{"success": "any"}, {"success": None}])
     with pytest.raises(ConfigurationError, match="different 'success' options"):
         venv.reset()
