@@ -16,6 +16,7 @@ from steve1_env.agent.random_policy import RandomPolicy
 from steve1_env.errors import ClosedError, ConfigurationError, DependencyNotInstalledError
 from steve1_env.registry import register_policy
 from steve1_env.sb3 import Steve1VecEnv
+from steve1_env.success import custom
 from steve1_env.vector.env import Steve1SkillVectorEnv
 
 SKILLS = ["chop a tree", "get dirt", "collect seeds", "look at the sky"]
@@ -93,13 +94,27 @@ def test_ppo_trains_on_four_envs_with_one_batched_policy_call_per_tick(counting_
     venv.close()
 
 
-def test_autoreset_matches_dummy_vec_env_over_the_single_env():
+@pytest.mark.parametrize("policy", ["scripted", pytest.param("steve1", marks=pytest.mark.slow)])
+def test_autoreset_matches_dummy_vec_env_over_the_single_env(policy, request):
     # Episodes end by success (terminate_on_success) and by the limit of 3 high-level steps;
-    # SB3's DummyVecEnv over gym.make's env (its TimeLimit) is the reference.
+    # SB3's DummyVecEnv over gym.make's env (its TimeLimit) is the reference. The native
+    # policy (tiny weights) runs batched in the vector env, one env at a time in DummyVecEnv.
     kwargs = {**OFFLINE, "terminate_on_success": True, "k": 12}
-    ours = Steve1VecEnv(3, max_episode_steps=3, **kwargs)
+    n, steps = 3, 14
+    if policy == "steve1":
+        files = request.getfixturevalue("tiny_policy_files")
+        always = custom(lambda start, obs, steps: steps >= 5, name="five")
+        kwargs.update(
+            policy="steve1",
+            policy_kwargs={"weights": str(files["weights"]), "model": str(files["model"])},
+            # Untrained, it gathers nothing: success after 5 ticks of "chop a tree" instead.
+            success={"chop a tree": always},
+            k=6,
+        )
+        n, steps = 2, 7  # a CPU forward pass per tick: fewer ticks
+    ours = Steve1VecEnv(n, max_episode_steps=3, **kwargs)
     reference = DummyVecEnv(
-        [lambda: gym.make("Steve1SkillLibrary-v0", max_episode_steps=3, **kwargs)] * 3
+        [lambda: gym.make("Steve1SkillLibrary-v0", max_episode_steps=3, **kwargs)] * n
     )
     for venv in (ours, reference):
         venv.seed(7)
@@ -107,8 +122,8 @@ def test_autoreset_matches_dummy_vec_env_over_the_single_env():
     same(ours.reset_infos, reference.reset_infos, "reset_infos")
     rng = np.random.default_rng(0)
     seen = {"terminated": 0, "truncated": 0}
-    for t in range(14):
-        actions = rng.integers(len(SKILLS), size=3)
+    for t in range(steps):
+        actions = rng.integers(len(SKILLS), size=n)
         obs, rewards, dones, infos = ours.step(actions)
         ref_obs, ref_rewards, ref_dones, ref_infos = reference.step(actions)
         same(obs, ref_obs, f"obs {t}")
