@@ -52,6 +52,14 @@ def test_sb3_controller_trains_and_reports_both_means():
     assert random and trained and "margin over the random chooser" in out
 
 
+@pytest.mark.slow
+def test_sb3_controller_trains_on_four_envs_through_the_vec_env_adapter():
+    out = run("sb3_skill_controller.py", "--timesteps", "256", "--episodes", "4", "--envs", "4")
+    assert "PPO trained for 256 skill calls on 4 envs" in out
+    trained = float(re.search(r"trained PPO\s+mean return\s+(-?[\d.]+)", out).group(1))
+    assert trained > 2.0, out  # the goal met in about three skill calls
+
+
 def test_evaluate_prints_success_rates():
     out = run("evaluate.py", "--trials", "2", "--max-steps", "500")
     rows = [line for line in out.splitlines() if re.match(r"(logs|dirt|seeds) ", line)]

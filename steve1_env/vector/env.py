@@ -261,6 +261,17 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         Returns:
             The stacked observations and the vector info dict.
         """
+        observations, env_infos = self._reset_each(seed, options)
+        infos: dict[str, Any] = {}
+        for i, info in env_infos:
+            infos = self._add_info(infos, info, i)
+        return self._stack(observations), infos
+
+    def _reset_each(
+        self, seed: Any, options: dict[str, Any] | None
+    ) -> tuple[list[Any], list[tuple[int, dict[str, Any]]]]:
+        # reset() before batching: every env's observation, and (env, info) of those reset,
+        # for callers that keep one info dict per env (the SB3 adapter).
         self._ensure_open()
         # Every env's arguments are checked before any env is reset: a bad one changes nothing.
         options = reset_options(options)
@@ -322,14 +333,14 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 env._use_scorer(shared)
         one_seed = seed is not None and not isinstance(seed, Sequence | np.ndarray)
         super().reset(seed=seeds[0] if one_seed else None)
-        infos: dict[str, Any] = {}
+        env_infos: list[tuple[int, dict[str, Any]]] = []
         observations = self._current_observations()
         try:
             for i, env_options, checked in plans:
                 self._reset_options[i] = env_options  # autoreset starts the same task again
                 # Checked above (a visual goal encoded there): the env resets without again.
                 observations[i], info = self.envs[i]._reset_checked(checked, env_options)
-                infos = self._add_info(infos, info, i)
+                env_infos.append((i, info))
                 self._autoreset[i] = False
                 self._episode_steps[i] = 0
         except BaseException:
@@ -338,7 +349,8 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             self._started = False
             raise
         self._started = True
-        return self._stack(observations), infos
+        self._last_observations = list(observations)
+        return observations, env_infos
 
     def step(
         self, actions: Any
@@ -352,6 +364,17 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
             Stacked observations, rewards, terminations, truncations and the vector info dict.
             Envs reset by autoreset return their first observation, reward 0 and no flags.
         """
+        observations, rewards, terminated, truncated, env_infos = self._step_each(actions)
+        infos: dict[str, Any] = {}
+        for i, info in env_infos:
+            infos = self._add_info(infos, info, i)
+        return self._stack(observations), rewards, terminated, truncated, infos
+
+    def _step_each(
+        self, actions: Any
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray, list[tuple[int, dict[str, Any]]]]:
+        # step() before batching: every env's observation, the flags, and (env, info) pairs in
+        # the order the infos came (the batched info's arrays take the type of the first).
         self._ensure_open()
         if not self._started:
             raise ResetNeededError(
@@ -366,22 +389,19 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
         observations = self._current_observations()
-        infos: dict[str, Any] = {}
+        env_infos: list[tuple[int, dict[str, Any]]] = []
         running: list[int] = []
         try:
             for i, env in enumerate(self.envs):
                 if self._autoreset[i]:
                     try:
-                        observations[i], info = env.reset(options=self._reset_options[i])
+                        observations[i], info = self._restart(i)
                     except WorldCrashError as exc:
                         # Only this env is affected: it reports the crash and tries again next
                         # step.
                         truncated[i] = True
                         info = {"reason": "crash", "error": str(exc), "is_success": False}
-                    else:
-                        self._autoreset[i] = False
-                        self._episode_steps[i] = 0
-                    infos = self._add_info(infos, info, i)
+                    env_infos.append((i, info))
                 else:
                     env._begin_step(actions[i])
                     running.append(i)
@@ -400,9 +420,21 @@ class Steve1SkillVectorEnv(gym.vector.VectorEnv):
                 # As gymnasium's TimeLimit: the limit truncates even an episode that terminated.
                 trunc = trunc or bool(self._episode_steps[i] >= self.max_episode_steps)
             rewards[i], terminated[i], truncated[i] = reward, term, trunc
-            infos = self._add_info(infos, info, i)
+            env_infos.append((i, info))
             self._autoreset[i] = term or trunc
-        return self._stack(observations), rewards, terminated, truncated, infos
+        self._last_observations = list(observations)
+        return observations, rewards, terminated, truncated, env_infos
+
+    def _restart(self, i: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Starts env i's next episode now, as autoreset does: the options of its last reset, a
+        # seed from its own RNG. Until it succeeds the env stays due for autoreset, so a world
+        # that fails to restart is tried again at the next step.
+        self._autoreset[i] = True
+        observation, info = self.envs[i].reset(options=self._reset_options[i])
+        self._autoreset[i] = False
+        self._episode_steps[i] = 0
+        self._last_observations[i] = observation
+        return observation, info
 
     def close_extras(self, **kwargs: Any) -> None:
         """Closes every env, world, policy and the encoder."""
