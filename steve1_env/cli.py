@@ -803,6 +803,10 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("world='minestudio'", "--world minestudio"),
     ("policy='steve1-official'", "--policy steve1-official"),
     ("policy='scripted' is an oracle", "--policy scripted is an oracle"),
+    (
+        "a directory holding it, or None for the weights directory",
+        "a directory holding it, or no --weights for the weights directory",
+    ),
     ("(steve1_env.registry.POLICIES.names() lists them)", "(--help lists them)"),
     ("prompt_encoder='steve1-official'", "--prompt-encoder steve1-official"),
     ("recorded (video_dir)", "recorded (eval --video)"),

@@ -227,3 +227,11 @@ def test_the_oracle_on_another_world_names_the_flags(capsys):
         "--policy scripted is an oracle for the synthetic world and needs --world synthetic" in err
     )
     assert "(--help lists them)" in err
+
+
+def test_calibrate_with_a_missing_checkpoint_names_the_flag_not_none(tmp_path, capsys):
+    (tmp_path / "positive").mkdir()
+    (tmp_path / "negative").mkdir()
+    assert main(["calibrate", str(tmp_path), "--weights", str(tmp_path / "nothing.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "or no --weights for the weights directory" in err and "None" not in err
