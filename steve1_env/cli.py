@@ -803,6 +803,7 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("world='minestudio'", "--world minestudio"),
     ("policy='steve1-official'", "--policy steve1-official"),
     ("policy='scripted' is an oracle", "--policy scripted is an oracle"),
+    ("a pair (height, width) such as (128, 128)", "a pair [height, width] such as [128, 128]"),
     (
         "a directory holding it, or None for the weights directory",
         "a directory holding it, or no --weights for the weights directory",

@@ -227,6 +227,10 @@ def test_the_oracle_on_another_world_names_the_flags(capsys):
         "--policy scripted is an oracle for the synthetic world and needs --world synthetic" in err
     )
     assert "(--help lists them)" in err
+    assert (
+        main(["run", "chop a tree", "--policy", "scripted", "--world-option", "pov_shape=5"]) == 2
+    )
+    assert "a pair [height, width] such as [128, 128], got 5" in capsys.readouterr().err
 
 
 def test_calibrate_with_a_missing_checkpoint_names_the_flag_not_none(tmp_path, capsys):
