@@ -10,6 +10,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -275,19 +276,27 @@ def _find_task(name: str, task_set: str | None, allow_imports: bool) -> tuple[st
     )
 
 
-def _run_plan(args: argparse.Namespace) -> dict[str, Any]:
-    """Returns what `run` pursues: the flags, filled in from ``--task`` where they are not given.
+@dataclass(frozen=True)
+class _RunPlan:
+    """What `run` pursues: the flags, filled in from ``--task`` where they are not given."""
 
-    Keys: instruction, detector (None for the default), world_options, max_steps, seed,
-    visual_goal, cond_scale, task (``set:name`` or None).
-    """
+    instruction: str
+    detector: Any  # None: the instruction's default detector
+    world_options: dict[str, Any]
+    max_steps: int
+    seed: int
+    visual_goal: str | None
+    cond_scale: float | None
+    task: str | None  # "set:name"
+
+
+def _run_plan(args: argparse.Namespace) -> _RunPlan:
     from steve1_env.tasks.detectors import build_detector
     from steve1_env.tasks.spec import parse_detector
 
     if args.task_set is not None and args.task is None:
         raise ConfigurationError("--task-set names where --task is found: give --task NAME too.")
-    task = None
-    label = None
+    task, label = None, None
     if args.task is not None:
         set_name, task = _find_task(args.task, args.task_set, args.allow_imports)
         label = f"{set_name}:{task.name}"
@@ -303,22 +312,21 @@ def _run_plan(args: argparse.Namespace) -> dict[str, Any]:
         )
     elif task is not None:
         detector = build_detector(task.success, instruction)  # checked when the set loaded
-    world_options = {**(task.world_options if task else {}), **_world_options(args.world_option)}
-    seed = args.seed
-    if seed is None:
-        seed = (task.seeds[0] if task.seeds else task.seed) if task is not None else 0
-    return {
-        "instruction": instruction,
-        "detector": detector,
-        "world_options": world_options,
-        "max_steps": args.max_steps or (task.max_steps if task is not None else 3000),
-        "seed": seed,
-        "visual_goal": args.visual_goal or (task.visual_goal if task is not None else None),
-        "cond_scale": args.cond_scale
-        if args.cond_scale is not None
-        else (task.cond_scale if task is not None else None),
-        "task": label,
-    }
+    if task is None:
+        return _RunPlan(
+            instruction, detector, _world_options(args.world_option), args.max_steps or 3000,
+            0 if args.seed is None else args.seed, args.visual_goal, args.cond_scale, None,
+        )  # fmt: skip
+    return _RunPlan(
+        instruction,
+        detector,
+        {**task.world_options, **_world_options(args.world_option)},
+        args.max_steps or task.max_steps,
+        args.seed if args.seed is not None else (task.seeds[0] if task.seeds else task.seed),
+        args.visual_goal or task.visual_goal,
+        args.cond_scale if args.cond_scale is not None else task.cond_scale,
+        label,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -327,13 +335,13 @@ def _run(args: argparse.Namespace) -> int:
     from steve1_env.registry import POLICIES, WORLDS
 
     plan = _run_plan(args)
-    instruction = plan["instruction"]
+    instruction = plan.instruction
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
     writer = VideoWriter(args.video) if args.video else None
     if writer is not None:
         writer.check_writable()  # before the world starts, not after the episode
     # Built here rather than by the env so that the policy can be wrapped to record frames.
-    world = WORLDS.make(args.world, **plan["world_options"])
+    world = WORLDS.make(args.world, **plan.world_options)
     policy: FrameRecordingPolicy | None = None
     try:
         policy = FrameRecordingPolicy(
@@ -346,25 +354,25 @@ def _run(args: argparse.Namespace) -> int:
             prompt_encoder=encoder,
             prompt_encoder_kwargs=encoder_kwargs,
             instruction=instruction,
-            success=plan["detector"],
+            success=plan.detector,
             k=args.k,
-            max_low_level_steps=plan["max_steps"],
+            max_low_level_steps=plan.max_steps,
             terminate_on_success=True,
             render_mode="rgb_array",
             device=args.device,
             mineclip_kwargs={"weights": args.weights} if args.weights != "random" else None,
         ) as env:
             options: dict[str, Any] = {}
-            if plan["visual_goal"]:
-                options = {"visual_goal": plan["visual_goal"], "instruction": instruction}
-                if plan["cond_scale"] is not None:
-                    options["cond_scale"] = plan["cond_scale"]
-            _, info = env.reset(seed=plan["seed"], options=options)
-            task = f" task={plan['task']}" if plan["task"] else ""
+            if plan.visual_goal:
+                options = {"visual_goal": plan.visual_goal, "instruction": instruction}
+                if plan.cond_scale is not None:
+                    options["cond_scale"] = plan.cond_scale
+            _, info = env.reset(seed=plan.seed, options=options)
+            task = f" task={plan.task}" if plan.task else ""
             print(
                 f"steve1-env run: {instruction!r}{task} world={args.world} policy={args.policy} "
-                f"prompt_encoder={encoder} seed={plan['seed']} k={args.k} "
-                f"max_steps={plan['max_steps']}"
+                f"prompt_encoder={encoder} seed={plan.seed} k={args.k} "
+                f"max_steps={plan.max_steps}"
             )
             print(f"  detector: {info['detector_spec'] or 'none (success is not judged)'}")
             done = False
