@@ -705,7 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="pursue one instruction for one episode, printing every step",
-        description="Pursue one instruction until it succeeds or the step budget runs out.",
+        description="Pursue one instruction (or a task's) until it succeeds or the step budget "
+        "runs out. Success is judged by --success if given, else by the task's detector, else "
+        "by the default detector of the instruction's skill kind.",
     )
     run.add_argument(
         "instruction",
