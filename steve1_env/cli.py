@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,17 +250,98 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_task(name: str, task_set: str | None, allow_imports: bool) -> tuple[str, Any]:
+    """Returns the set and the `TaskSpec` named `name`: of `task_set`, else of a built-in set.
+
+    Without a set, the built-in sets are searched in order, quick_harvest first.
+    """
+    from steve1_env.tasks.spec import builtin_task_sets, load_task_set
+
+    if task_set is not None:
+        sets = [load_task_set(task_set, allow_imports=allow_imports)]
+    else:
+        names = builtin_task_sets()
+        first = [n for n in ("quick_harvest", "early_game", "paper") if n in names]
+        sets = [load_task_set(n) for n in [*first, *(n for n in names if n not in first)]]
+    for loaded in sets:
+        for task in loaded.tasks:
+            if task.name == name:
+                return loaded.name, task
+    known = sorted({task.name for loaded in sets for task in loaded.tasks})
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    where = f"task set {task_set!r}" if task_set is not None else "the built-in task sets"
+    raise ConfigurationError(
+        f"--task {name!r}: no such task in {where}.{hint} Tasks there: {', '.join(known)}."
+    )
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    """What `run` pursues: the flags, filled in from ``--task`` where they are not given."""
+
+    instruction: str
+    detector: Any  # None: the instruction's default detector
+    world_options: dict[str, Any]
+    max_steps: int
+    seed: int
+    visual_goal: str | None
+    cond_scale: float | None
+    task: str | None  # "set:name"
+
+
+def _run_plan(args: argparse.Namespace) -> _RunPlan:
+    from steve1_env.tasks.detectors import build_detector
+    from steve1_env.tasks.spec import parse_detector
+
+    if args.task_set is not None and args.task is None:
+        raise ConfigurationError("--task-set names where --task is found: give --task NAME too.")
+    task, label = None, None
+    if args.task is not None:
+        set_name, task = _find_task(args.task, args.task_set, args.allow_imports)
+        label = f"{set_name}:{task.name}"
+    instruction = args.instruction or (task.instructions[0] if task is not None else None)
+    if not instruction:
+        raise ConfigurationError(
+            'Give the INSTRUCTION to pursue (e.g. "chop a tree"), or --task NAME for a task\'s.'
+        )
+    detector = None
+    if args.success is not None:
+        detector = parse_detector(
+            args.success, instruction, "--success", allow_imports=args.allow_imports
+        )
+    elif task is not None:
+        detector = build_detector(task.success, instruction)  # checked when the set loaded
+    if task is None:
+        return _RunPlan(
+            instruction, detector, _world_options(args.world_option), args.max_steps or 3000,
+            0 if args.seed is None else args.seed, args.visual_goal, args.cond_scale, None,
+        )  # fmt: skip
+    return _RunPlan(
+        instruction,
+        detector,
+        {**task.world_options, **_world_options(args.world_option)},
+        args.max_steps or task.max_steps,
+        args.seed if args.seed is not None else (task.seeds[0] if task.seeds else task.seed),
+        args.visual_goal or task.visual_goal,
+        args.cond_scale if args.cond_scale is not None else task.cond_scale,
+        label,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from steve1_env.env import Steve1SkillEnv
     from steve1_env.evaluation.video import FrameRecordingPolicy, VideoWriter
     from steve1_env.registry import POLICIES, WORLDS
 
+    plan = _run_plan(args)
+    instruction = plan.instruction
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
     writer = VideoWriter(args.video) if args.video else None
     if writer is not None:
         writer.check_writable()  # before the world starts, not after the episode
     # Built here rather than by the env so that the policy can be wrapped to record frames.
-    world = WORLDS.make(args.world, **_world_options(args.world_option))
+    world = WORLDS.make(args.world, **plan.world_options)
     policy: FrameRecordingPolicy | None = None
     try:
         policy = FrameRecordingPolicy(
@@ -270,23 +353,26 @@ def _run(args: argparse.Namespace) -> int:
             policy=policy,
             prompt_encoder=encoder,
             prompt_encoder_kwargs=encoder_kwargs,
-            instruction=args.instruction,
+            instruction=instruction,
+            success=plan.detector,
             k=args.k,
-            max_low_level_steps=args.max_steps,
+            max_low_level_steps=plan.max_steps,
             terminate_on_success=True,
             render_mode="rgb_array",
             device=args.device,
             mineclip_kwargs={"weights": args.weights} if args.weights != "random" else None,
         ) as env:
             options: dict[str, Any] = {}
-            if args.visual_goal:
-                options = {"visual_goal": args.visual_goal, "instruction": args.instruction}
-                if args.cond_scale is not None:
-                    options["cond_scale"] = args.cond_scale
-            _, info = env.reset(seed=args.seed, options=options)
+            if plan.visual_goal:
+                options = {"visual_goal": plan.visual_goal, "instruction": instruction}
+                if plan.cond_scale is not None:
+                    options["cond_scale"] = plan.cond_scale
+            _, info = env.reset(seed=plan.seed, options=options)
+            task = f" task={plan.task}" if plan.task else ""
             print(
-                f"steve1-env run: {args.instruction!r} world={args.world} policy={args.policy} "
-                f"prompt_encoder={encoder} seed={args.seed} k={args.k} max_steps={args.max_steps}"
+                f"steve1-env run: {instruction!r}{task} world={args.world} policy={args.policy} "
+                f"prompt_encoder={encoder} seed={plan.seed} k={args.k} "
+                f"max_steps={plan.max_steps}"
             )
             print(f"  detector: {info['detector_spec'] or 'none (success is not judged)'}")
             done = False
@@ -304,7 +390,7 @@ def _run(args: argparse.Namespace) -> int:
             if writer is not None:
                 writer.write(env.render())
             outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
-            print(f"result: {args.instruction!r} {outcome} after {info['total_steps']} steps")
+            print(f"result: {instruction!r} {outcome} after {info['total_steps']} steps")
         if writer is not None:
             path = writer.close()
             print(f"video: {path} ({writer.frames} frames)")
@@ -370,11 +456,28 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from steve1_env.doctor import report, run_checks
+    from steve1_env.doctor import missing_pieces, report, run_checks
 
+    required = args.require or []
     checks = run_checks(args.dir)
-    print(in_cli_words(report(checks)))
-    return 1 if any(check.broken for check in checks) else 0
+    print(in_cli_words(report(checks, required)))
+    broken = any(check.broken for check in checks)
+    return 1 if broken or missing_pieces(checks, required) else 0
+
+
+def _pieces(text: str) -> list[str]:
+    """Parses ``--require``'s comma list, refusing unknown pieces before anything is checked."""
+    from steve1_env.doctor import PIECES
+
+    pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
+    for piece in pieces:
+        if piece not in PIECES:
+            close = difflib.get_close_matches(piece, list(PIECES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown piece {piece!r}{hint}; the pieces are {', '.join(PIECES)}"
+            )
+    return pieces
 
 
 def _positive(text: str) -> int:
@@ -602,16 +705,45 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="pursue one instruction for one episode, printing every step",
-        description="Pursue one instruction until it succeeds or the step budget runs out.",
+        description="Pursue one instruction (or a task's) until it succeeds or the step budget "
+        "runs out. Success is judged by --success if given, else by the task's detector, else "
+        "by the default detector of the instruction's skill kind.",
     )
-    run.add_argument("instruction", help='what to do, e.g. "chop a tree"')
+    run.add_argument(
+        "instruction",
+        nargs="?",
+        help='what to do, e.g. "chop a tree" (default with --task: the task\'s first)',
+    )
+    run.add_argument(
+        "--success",
+        metavar="DETECTOR",
+        help="how success is judged, as a task file's success field in YAML or JSON: a skill "
+        "kind such as wood, or e.g. '{type: inventory, items: dirt, count: 2}' (default: the "
+        "task's, else the instruction's skill kind)",
+    )
+    run.add_argument(
+        "--task",
+        metavar="NAME",
+        help="take the instruction, detector, world options, step budget and seed of this "
+        "task (of --task-set, else of the first built-in set that has it: quick_harvest, "
+        "early_game, paper); the other flags override them",
+    )
+    run.add_argument("--task-set", help="the built-in set or .yaml task file --task is taken from")
+    run.add_argument(
+        "--allow-imports",
+        action="store_true",
+        help="let --success or the task set import the modules its custom detectors name "
+        "(runs their code)",
+    )
     _add_stack_options(run, default_policy="steve1")
-    run.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    run.add_argument("--seed", type=int, help="episode seed (default: the task's first, else 0)")
     run.add_argument(
         "--k", type=_positive, default=100, help="low-level steps per printed step (default: 100)"
     )
     run.add_argument(
-        "--max-steps", type=_positive, default=3000, help="low-level step budget (default: 3000)"
+        "--max-steps",
+        type=_positive,
+        help="low-level step budget (default: the task's, else 3000)",
     )
     run.add_argument("--video", help="write the low-level frames to this mp4 file")
     run.add_argument(
@@ -625,10 +757,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(run=_run)
 
+    from steve1_env.doctor import PIECES
+
     doctor = commands.add_parser(
-        "doctor", help="report what is installed and usable, with fixes for what is not"
+        "doctor",
+        help="report what is installed and usable, with fixes for what is not",
+        description="Check torch and CUDA, Java 8 and xvfb-run (MineRL), the optional "
+        "packages (MineRL, MineStudio, the official STEVE-1 package) and the weight files, "
+        "printing a fix for each piece that is missing or broken. Exits 1 if a file present "
+        "is damaged or a piece given to --require is missing, else 0. The synthetic world "
+        "with --policy scripted (or --weights random) needs none of these pieces.",
+        epilog="pieces: " + "; ".join(f"{name}: {what}" for name, what in PIECES.items()),
     )
     doctor.add_argument("--dir", help="weights directory to check")
+    doctor.add_argument(
+        "--require",
+        type=_pieces,
+        metavar="PIECE,...",
+        help=f"exit 1 unless these pieces are usable: a comma list of {', '.join(PIECES)}",
+    )
     doctor.set_defaults(run=_doctor)
     return parser
 
@@ -655,6 +802,24 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
         "--prompt-encoder steve1 (with --weights random to run offline)",
     ),
     ("(instruction=)", "(--instruction)"),
+    (
+        "Pass success={instruction: detector} (see steve1_env.success).",
+        "Give `steve1-env run` a detector with --success (a skill kind such as wood, or "
+        "'{type: inventory, items: dirt}') or take a task's with --task NAME.",
+    ),
+    ("policy='scripted' (or weights='random')", "--policy scripted (or --weights random)"),
+    ("world='synthetic'", "--world synthetic"),
+    ("world='minerl'", "--world minerl"),
+    ("world='minestudio'", "--world minestudio"),
+    ("policy='steve1-official'", "--policy steve1-official"),
+    ("policy='scripted' is an oracle", "--policy scripted is an oracle"),
+    ("a pair (height, width) such as (128, 128)", "a pair [height, width] such as [128, 128]"),
+    (
+        "a directory holding it, or None for the weights directory",
+        "a directory holding it, or no --weights for the weights directory",
+    ),
+    ("(steve1_env.registry.POLICIES.names() lists them)", "(--help lists them)"),
+    ("prompt_encoder='steve1-official'", "--prompt-encoder steve1-official"),
     ("recorded (video_dir)", "recorded (eval --video)"),
     (
         "steve1_env.prompt.visual_prompts.download_visual_prompts()",

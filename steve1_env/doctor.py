@@ -7,12 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from steve1_env.download import CHECKSUMS_FILE, check_file, read_checksums
-from steve1_env.errors import WeightsError
+from steve1_env.errors import ConfigurationError, WeightsError
+from steve1_env.optional import install_command
 from steve1_env.prompt.visual_prompts import check_visual_prompts
 from steve1_env.weights import OFFICIAL_FILES, FileSpec, file_digests, weights_dir
 
@@ -28,6 +29,7 @@ class Check:
         fix: How to fix it ("" when ok).
         broken: Something present is damaged or unsafe (a weight file that fails its checks,
             an unreadable ``checksums.json``), not merely missing: ``doctor`` then exits 1.
+        piece: The piece of `PIECES` this check belongs to.
     """
 
     name: str
@@ -35,6 +37,32 @@ class Check:
     detail: str
     fix: str = ""
     broken: bool = False
+    piece: str = ""
+
+
+PIECES: dict[str, str] = {
+    "cuda": "a CUDA build of torch with a GPU",
+    "minerl": "the MineRL world: MineRL, Java 8 and xvfb-run",
+    "minestudio": "the MineStudio world",
+    "steve1-official": "the official STEVE-1 package",
+    "weights": "the four official weight files",
+    "visual-prompts": "the paper's visual prompts (visual_prompts.npz)",
+}
+"""The pieces a user can require (``steve1-env doctor --require``), with what each is."""
+
+
+def missing_pieces(checks: list[Check], required: Sequence[str]) -> list[str]:
+    """Returns the pieces of `required` that some check finds missing or broken, in order.
+
+    Raises:
+        ConfigurationError: If `required` names a piece not in `PIECES`.
+    """
+    unknown = [piece for piece in required if piece not in PIECES]
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown pieces {', '.join(unknown)}; the pieces to require are {', '.join(PIECES)}."
+        )
+    return [p for p in required if any(c.piece == p and not c.ok for c in checks)]
 
 
 def java_version() -> str | None:
@@ -72,9 +100,11 @@ def run_checks(
     checks = []
     cuda = torch.cuda.is_available()
     gpu = f"available: {torch.cuda.get_device_name(0)}" if cuda else "not available"
+    checks.append(Check("torch", True, torch.__version__))
     checks.append(Check(
-        "torch", True, f"{torch.__version__}; CUDA {gpu}",
+        "CUDA", cuda, gpu,
         "" if cuda else "for a GPU install a CUDA build of torch (the CPU works, slowly)",
+        piece="cuda",
     ))  # fmt: skip
     version = java_version()
     java8 = version is not None and (version.startswith("1.8") or version == "8")
@@ -82,23 +112,27 @@ def run_checks(
         "java (MineRL)", java8,
         "not found" if version is None else f"version {version}",
         "" if java8 else "MineRL 1.0 needs Java 8 (e.g. Eclipse Temurin 8; Debian 12 has none): "
-        "install it and put it first on PATH",
+        "install it and put it first on PATH", piece="minerl",
     ))  # fmt: skip
     xvfb = shutil.which("xvfb-run")
     checks.append(Check(
         "xvfb-run (MineRL)", xvfb is not None, xvfb or "not found",
         "" if xvfb else "install xvfb (`apt-get install xvfb`) and run MineRL under `xvfb-run`",
+        piece="minerl",
     ))  # fmt: skip
-    for name, module, fix in (
-        ("MineRL", "minerl", "pip install git+https://github.com/minerllabs/minerl@v1.0.2"),
-        ("MineStudio", "minestudio", 'pip install "steve1-env[minestudio]"'),
-        ("official steve1 package", "steve1",
+    for name, module, piece, fix in (
+        ("MineRL", "minerl", "minerl",
+         "pip install git+https://github.com/minerllabs/minerl@v1.0.2 (Java 8 first on PATH), "
+         f"then {install_command('minerl')}"),
+        ("gym (MineRL's API)", "gym", "minerl", install_command("minerl")),
+        ("MineStudio", "minestudio", "minestudio", install_command("minestudio")),
+        ("official steve1 package", "steve1", "steve1-official",
          "git clone https://github.com/Shalev-Lifshitz/STEVE-1 && pip install -e STEVE-1"),
     ):  # fmt: skip
         found = _module(module)
         problem = _import_problem(module) if found else "not installed"
         checks.append(Check(name, problem is None, problem or "installed and importable",
-                            "" if problem is None else fix))  # fmt: skip
+                            "" if problem is None else fix, piece=piece))  # fmt: skip
     checks.extend(_weight_checks(weights_dir(directory), specs))
     return checks
 
@@ -110,7 +144,9 @@ def _weight_checks(folder: Path, specs: Mapping[str, FileSpec] | None) -> list[C
     except WeightsError as exc:  # reported; the files still get their content checks
         recorded = {}
         fix = f"correct or delete {folder / CHECKSUMS_FILE}"
-        checks.append(Check(f"weights: {CHECKSUMS_FILE}", False, str(exc), fix, broken=True))
+        checks.append(
+            Check(f"weights: {CHECKSUMS_FILE}", False, str(exc), fix, broken=True, piece="weights")
+        )
     for name in OFFICIAL_FILES.values():
         path = folder / name
         # Memoised digests and content verdicts: a second run reads no unchanged weight file.
@@ -119,12 +155,15 @@ def _weight_checks(folder: Path, specs: Mapping[str, FileSpec] | None) -> list[C
         )
         if not status.present:
             checks.append(Check(f"weights: {name}", False, f"missing from {folder}",
-                                "steve1-env weights download"))  # fmt: skip
+                                "steve1-env weights download", piece="weights"))  # fmt: skip
         elif status.ok:
-            checks.append(Check(f"weights: {name}", True, f"{path}: {status.detail}"))
+            detail = f"{path}: {status.detail}"
+            checks.append(Check(f"weights: {name}", True, detail, piece="weights"))
         else:
             fix = f"delete {path} and run `steve1-env weights download`"
-            checks.append(Check(f"weights: {name}", False, status.detail, fix, broken=True))
+            checks.append(
+                Check(f"weights: {name}", False, status.detail, fix, broken=True, piece="weights")
+            )
     checks.append(_visual_prompts_check(folder))
     return checks
 
@@ -134,12 +173,14 @@ def _visual_prompts_check(folder: Path) -> Check:
     status = check_visual_prompts(folder, memoised=True)
     name = f"weights: {status.name}"
     fetch = "steve1_env.prompt.visual_prompts.download_visual_prompts()"  # the CLI rewords it
+    piece = "visual-prompts"
     if not status.present:
-        return Check(name, False, f"missing from {folder} (optional: paper:<name> goals)", fetch)
+        detail = f"missing from {folder} (optional: paper:<name> goals)"
+        return Check(name, False, detail, fetch, piece=piece)
     if status.ok:
-        return Check(name, True, f"{folder / status.name}: {status.detail}")
+        return Check(name, True, f"{folder / status.name}: {status.detail}", piece=piece)
     fix = f"delete {folder / status.name} and run {fetch}"
-    return Check(name, False, status.detail, fix, broken=True)
+    return Check(name, False, status.detail, fix, broken=True, piece=piece)
 
 
 def _import_problem(module: str) -> str | None:
@@ -156,8 +197,12 @@ def _import_problem(module: str) -> str | None:
     return f"installed but fails to import: {lines[-1] if lines else 'unknown error'}"
 
 
-def report(checks: list[Check]) -> str:
-    """Formats the checks as the command prints them."""
+def report(checks: list[Check], required: Sequence[str] = ()) -> str:
+    """Formats the checks as the command prints them, ending with the `required` pieces missing.
+
+    Raises:
+        ConfigurationError: If `required` names a piece not in `PIECES`.
+    """
     lines = []
     for check in checks:
         mark = "ok " if check.ok else "-- "
@@ -167,4 +212,11 @@ def report(checks: list[Check]) -> str:
     lines.append(
         "The synthetic world with policy='scripted' (or weights='random') needs none of the above."
     )
+    missing = missing_pieces(checks, required)
+    if required:
+        lines.append(
+            f"required but missing: {', '.join(missing)} (see the fixes above)"
+            if missing
+            else f"every required piece is there: {', '.join(required)}"
+        )
     return "\n".join(lines)

@@ -1,3 +1,4 @@
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -135,3 +136,106 @@ def test_run_pursues_a_visual_goal_from_the_papers_prompts(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "detector: dirt" in out and "result: 'get dirt' succeeded" in out
+
+
+def test_run_judges_with_a_success_detector_given_as_yaml(capsys):
+    argv = ["run", "chop a tree", "--success", "{type: inventory, items: oak_log}", "--k", "50",
+            *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "detector: inventory:oak_log>=1" in out and "success (inventory:oak_log>=1)" in out
+    # JSON works too, and a detector that cannot fire within the budget is not met.
+    argv = ["run", "chop a tree", "--success", '{"type": "inventory", "items": "dirt"}',
+            "--max-steps", "60", *OFFLINE_ARGS]  # fmt: skip
+    assert main(argv) == 1
+    assert "did not succeed (budget) after 60 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("success", "said"),
+    [
+        ("{type: inventry}", "--success, field 'type', line 1: unknown detector type 'inventry'. "
+                             "Did you mean 'inventory'?"),
+        ("{type: inventory, items: dirt, count: 0}", "--success, field 'count', line 1: expected "
+                                                     "a positive number"),
+        ("[wood,", "--success, line 1: not valid YAML"),
+        ("{type: custom, function: 'os:getcwd'}", "Pass --allow-imports only"),
+    ],
+)  # fmt: skip
+def test_run_refuses_a_bad_success_detector_with_the_task_files_words(capsys, success, said):
+    assert main(["run", "chop a tree", "--success", success, *OFFLINE_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "allow_imports=" not in err
+
+
+def test_run_takes_a_tasks_instruction_detector_and_budget(tmp_path, capsys):
+    assert main(["run", "--task", "dirt", "--task-set", "quick_harvest", *OFFLINE_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "'get dirt' task=quick_harvest:dirt" in out and "result: 'get dirt' succeeded" in out
+    tasks = tmp_path / "mine.yaml"
+    tasks.write_text(
+        "tasks:\n  - {name: two_dirt, instruction: get dirt, max_steps: 77, seeds: [5],\n"
+        "     success: {type: inventory, items: dirt, count: 50},\n"
+        "     world_options: {pov_shape: [48, 64]}}\n"
+    )
+    assert (
+        main(["run", "--task", "two_dirt", "--task-set", str(tasks), "--policy", "scripted"]) == 1
+    )
+    out = capsys.readouterr().out
+    assert "seed=5 k=100 max_steps=77" in out and "detector: inventory:dirt>=50" in out
+    # Without --task-set the built-in sets are searched; flags override the task.
+    assert main(["run", "say it", "--task", "logs", "--max-steps", "5", "--seed", "3",
+                 *OFFLINE_ARGS]) == 1  # fmt: skip
+    assert "'say it' task=quick_harvest:logs" in (out := capsys.readouterr().out)
+    assert "seed=3" in out and "detector: inventory:*_log>=1" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--task", "wod"], "--task 'wod': no such task in the built-in task sets. Did you mean"),
+        (["--task-set", "paper"], "give --task NAME too"),
+        ([], "Give the INSTRUCTION to pursue"),
+    ],
+)
+def test_run_task_errors_name_the_flags(capsys, argv, said):
+    assert main(["run", *argv, *OFFLINE_ARGS]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_the_undetectable_warning_names_the_cli_flags(capsys):
+    assert main(["run", "dance", "--max-steps", "3", *OFFLINE_ARGS]) == 1
+    err = capsys.readouterr().err
+    assert "No success detector is known for 'dance'" in err
+    assert "--success" in err and "--task NAME" in err and "success={" not in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("minerl") is not None, reason="MineRL is installed")
+def test_eval_on_minerl_without_it_names_the_synthetic_world_and_the_extra(tmp_path, capsys):
+    assert main(["eval", "--world", "minerl", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--world minerl needs the optional dependency 'minerl'" in err
+    assert "use --world synthetic" in err and "world='" not in err
+    assert 'pip install "steve1-env[minerl]"' in err and 'pip install -e ".[minerl]"' in err
+    assert "minerllabs/minerl@v1.0.2" in err
+
+
+def test_the_oracle_on_another_world_names_the_flags(capsys):
+    assert main(["run", "chop a tree", "--world", "minestudio", "--policy", "scripted"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--policy scripted is an oracle for the synthetic world and needs --world synthetic" in err
+    )
+    assert "(--help lists them)" in err
+    assert (
+        main(["run", "chop a tree", "--policy", "scripted", "--world-option", "pov_shape=5"]) == 2
+    )
+    assert "a pair [height, width] such as [128, 128], got 5" in capsys.readouterr().err
+
+
+def test_calibrate_with_a_missing_checkpoint_names_the_flag_not_none(tmp_path, capsys):
+    (tmp_path / "positive").mkdir()
+    (tmp_path / "negative").mkdir()
+    assert main(["calibrate", str(tmp_path), "--weights", str(tmp_path / "nothing.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "or no --weights for the weights directory" in err and "None" not in err

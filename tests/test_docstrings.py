@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
+from pathlib import Path
 
 import steve1_env
 
@@ -51,3 +53,31 @@ def test_every_public_name_has_a_docstring():
     missing, checked = _undocumented()
     assert missing == []
     assert checked > 200  # the walk really covered the package
+
+
+CODE_WIDTH = 88
+"""Characters a docs code block shows before it scrolls (Material's column, roughly)."""
+
+
+def commented_lines_too_wide(text: str) -> list[str]:
+    """The lines of fenced code blocks that carry a comment and pass `CODE_WIDTH`."""
+    wide, in_code = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        elif in_code and len(line) > CODE_WIDTH and re.search(r"(^|\s)#\s", line):
+            wide.append(f"{number}: {line}")
+    return wide
+
+
+def test_docs_code_blocks_do_not_hide_their_comments_past_the_edge():
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    wide = {
+        str(page.relative_to(root)): lines
+        for page in pages
+        if (lines := commented_lines_too_wide(page.read_text(encoding="utf-8")))
+    }
+    assert wide == {}, "put these comments on the line above"
+    assert commented_lines_too_wide("```\n" + "x = 1" + " " * 80 + "# why\n```") != []
+    assert commented_lines_too_wide("x" * 100 + "  # prose, not code") == []

@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import pytest
 
-EXAMPLES = {p.name: p for p in (pathlib.Path(__file__).parents[1] / "examples").glob("*.py")}
+ROOT = pathlib.Path(__file__).parents[1]
+EXAMPLES = {p.name: p for p in (ROOT / "examples").glob("*.py")}
 
 
 def run(name, *args, env=None, code=0):
@@ -156,3 +157,41 @@ def test_llm_planner_survives_a_misbehaving_server():
     _ChatServer.replies = ["<html>", "DONE"]
     out = _run_planner_against(_ChatServer)
     assert "JSONDecodeError" in out and "round 1: 'chop a tree'" in out
+
+
+EXCERPT = re.compile(r'```python title="(examples/[\w.]+)"\n(.*?)```', re.S)
+
+
+def excerpts():
+    page = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    return [(path, body) for path, body in EXCERPT.findall(page)]
+
+
+def found_at(fragment: list[str], lines: list[str], start: int) -> int | None:
+    """Where `fragment` (dedented) occurs as consecutive lines of one indent, from `start`."""
+    for i in range(start, len(lines) - len(fragment) + 1):
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        if all(lines[i + j] == (indent + f if f else "") for j, f in enumerate(fragment)):
+            return i + len(fragment)
+    return None
+
+
+def test_the_examples_page_shows_every_example_with_excerpts_equal_to_it():
+    shown = {path for path, _ in excerpts()}
+    assert shown == {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.py")}
+    for path, body in excerpts():
+        lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+        at = 0
+        for fragment in re.split(r"^# \.\.\.\n", body, flags=re.M):
+            found = found_at(fragment.splitlines(), lines, at)
+            assert found is not None, (
+                f"docs/examples.md shows lines {path} no longer has:\n{fragment}"
+            )
+            at = found
+
+
+def test_the_excerpt_check_fails_on_a_changed_line():
+    lines = ["def main():", "    x = 1", "    y = 2"]
+    assert found_at(["x = 1", "y = 2"], lines, 0) == 3
+    assert found_at(["x = 1", "y = 3"], lines, 0) is None
+    assert found_at(["y = 2", "x = 1"], lines, 0) is None

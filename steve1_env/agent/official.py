@@ -41,7 +41,7 @@ INSTALL_HINT = (
 
 def official_module(name: str, purpose: str) -> Any:
     """Imports a module of the official package, or raises with the install command."""
-    return import_optional(name, "steve1", purpose, INSTALL_HINT)
+    return import_optional(name, None, purpose, INSTALL_HINT)  # no extra can: it is not on PyPI
 
 
 class GlobalRngStream:

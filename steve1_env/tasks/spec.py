@@ -890,6 +890,40 @@ def _first_non_text_key(value: Any, path: FieldPath = ()) -> tuple[FieldPath, An
     return None
 
 
+def parse_detector(
+    text: str, instruction: str, where: str = "success", *, allow_imports: bool = False
+) -> Any:
+    """Builds the detector a YAML (or JSON) text describes, as a task's ``success`` field would.
+
+    Args:
+        text: A detector config as YAML or JSON, e.g. ``{type: inventory, items: dirt}`` or a
+            skill kind such as ``wood``; see `steve1_env.tasks.detectors`.
+        instruction: The instruction judged (for ``default``).
+        where: Names the text in error messages.
+        allow_imports: Accept ``custom`` detectors, whose functions are imported (their code
+            runs): as for `parse_task_set`.
+
+    Returns:
+        The `steve1_env.success.SuccessDetector`.
+
+    Raises:
+        TaskFileError: If the text is not valid YAML or passes the task file limits.
+        TaskSpecError: If the config is empty or invalid; the message names the field.
+    """
+    parser = _Parser(text, where, allow_imports)
+    if parser.data is None:
+        raise TaskSpecError(
+            f"{where}: no detector config was given; give one such as "
+            "{type: inventory, items: '*_log'} or a skill kind such as 'wood'."
+        )
+    try:
+        return build_detector(parser.data, instruction, allow_imports=parser.allow_imports)
+    except DetectorConfigError as exc:
+        raise parser.fail(exc.path, exc.message) from None
+    except DetectorError as exc:
+        raise TaskSpecError(f"{where}: {exc}") from None
+
+
 def parse_task_set(
     text: str,
     where: str = "<string>",

@@ -11,8 +11,9 @@ MineRL speaks the old gym API and has quirks this adapter absorbs:
 - Java leaks memory, so the world can be restarted every N episodes;
 - actions must carry all 24 keys (``ESC``, ``pickItem``, ``swapHands`` included).
 
-Install: Java 8, xvfb (``xvfb-run``), and
-``pip install git+https://github.com/minerllabs/minerl@v1.0.2``.
+Install: Java 8, xvfb (``xvfb-run``),
+``pip install git+https://github.com/minerllabs/minerl@v1.0.2`` and the ``minerl`` extra
+(``pip install "steve1-env[minerl]"``; from a clone ``pip install -e ".[minerl]"``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ STEVE1_ENV_KWARGS: dict[str, Any] = {
 """The settings STEVE-1 was trained with (HumanSurvival's constructor arguments)."""
 
 INSTALL_HINT = (
-    "MineRL 1.0 needs Java 8 and a display (run under `xvfb-run`); install it with "
-    "`pip install git+https://github.com/minerllabs/minerl@v1.0.2`."
+    "MineRL itself installs from git, with Java 8 first on PATH: `pip install "
+    "git+https://github.com/minerllabs/minerl@v1.0.2`, and runs under a display (`xvfb-run`). "
+    "To run without Minecraft, use world='synthetic'."
 )
 
 

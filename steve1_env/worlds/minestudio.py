@@ -12,7 +12,8 @@ MineStudio is gymnasium-style with its own quirks, absorbed here:
   saturation) and the GUI flag is ``is_gui_open``. `minestudio_observation` puts them where
   MineRL has them (``location_stats``, ``life_stats``, ``isGuiOpen``).
 
-Install: ``pip install "steve1-env[minestudio]"``. MineStudio downloads its Minecraft engine at
+Install: ``pip install "steve1-env[minestudio]"`` (from a clone: ``pip install -e
+".[minestudio]"``). MineStudio downloads its Minecraft engine at
 first use and asks for confirmation on the terminal: run it once interactively.
 """
 
@@ -46,7 +47,10 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-_SETUP_HINT = "MineStudio also downloads its Minecraft engine at first use (run it once by hand)."
+_SETUP_HINT = (
+    "MineStudio also downloads its Minecraft engine at first use (run it once by hand). To run "
+    "without Minecraft, use world='synthetic'."
+)
 
 
 def make_minecraft_sim(seed: int, **kwargs: Any) -> Any:
