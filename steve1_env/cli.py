@@ -103,6 +103,8 @@ def _eval(args: argparse.Namespace) -> int:
     from steve1_env.evaluation.trial import RunSettings
 
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
+    if args.overlay and not args.video:
+        raise ConfigurationError("--overlay draws on the videos: give --video too.")
     out = Path(args.out) if args.out else Path("results") / Path(args.task_set).stem
     settings = RunSettings(
         world=args.world,
@@ -115,6 +117,7 @@ def _eval(args: argparse.Namespace) -> int:
         k=args.k,
         crash_retries=args.crash_retries,
         video_dir=str((out / "videos").resolve()) if args.video else None,
+        overlay=args.overlay,
     )
     with _terminate_as_interrupt():
         result = evaluate(
@@ -254,7 +257,9 @@ def _run(args: argparse.Namespace) -> int:
     from steve1_env.registry import POLICIES, WORLDS
 
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
-    writer = VideoWriter(args.video) if args.video else None
+    if args.overlay and not args.video:
+        raise ConfigurationError("--overlay draws on the video: give --video FILE too.")
+    writer = VideoWriter(args.video, overlay=args.overlay) if args.video else None
     if writer is not None:
         writer.check_writable()  # before the world starts, not after the episode
     # Built here rather than by the env so that the policy can be wrapped to record frames.
@@ -301,8 +306,11 @@ def _run(args: argparse.Namespace) -> int:
                     f"{info['total_steps']:5d} in all, {info['reason']}{fired}; inventory: "
                     f"{inventory or 'empty'}"
                 )
+                policy.outcome = f"step: {info['reason']}{fired}"
+                policy.mineclip_score = (info.get("mineclip") or {}).get("score")
             if writer is not None:
-                writer.write(env.render())
+                policy.outcome = f"result: {info['reason']}{fired}"
+                writer.write(env.render(), policy.caption(info["inventory"]))
             outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
             print(f"result: {args.instruction!r} {outcome} after {info['total_steps']} steps")
         if writer is not None:
@@ -556,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--video", action="store_true", help="record an mp4 of every trial under OUT/videos"
     )
+    evaluate.add_argument(
+        "--overlay",
+        action="store_true",
+        help="with --video: draw instruction, tick, outcome, inventory changes and MineCLIP "
+        "score on the frames",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress output")
     evaluate.set_defaults(run=_eval)
 
@@ -614,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-steps", type=_positive, default=3000, help="low-level step budget (default: 3000)"
     )
     run.add_argument("--video", help="write the low-level frames to this mp4 file")
+    run.add_argument(
+        "--overlay",
+        action="store_true",
+        help="with --video: draw instruction, tick, outcome, inventory changes and MineCLIP "
+        "score on the frames",
+    )
     run.add_argument(
         "--visual-goal",
         metavar="CLIP",

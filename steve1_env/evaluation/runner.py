@@ -25,6 +25,7 @@ from steve1_env.evaluation.results import (
     report_settings,
 )
 from steve1_env.evaluation.trial import RunSettings, check_run_arguments
+from steve1_env.evaluation.video import require_video_encoder
 from steve1_env.files import make_folder
 from steve1_env.tasks.spec import TaskSet, load_task_set
 from steve1_env.validation import boolean
@@ -162,7 +163,7 @@ def run_config(
                 "settings": {
                     name: data
                     for name, data in as_json.items()
-                    if name in ("device", "k", "crash_retries", "video_dir")
+                    if name in ("device", "k", "crash_retries", "video_dir", "overlay")
                 },
                 **dict(invocation or {}),
                 "status": "running",
@@ -274,6 +275,7 @@ def evaluate(
     ran, interrupted, status = 0, False, "failed"
     try:
         if settings.video_dir is not None:
+            require_video_encoder()
             make_folder(
                 settings.video_dir,
                 "the video folder",
