@@ -512,6 +512,12 @@ def test_an_eval_video_gets_a_thumbnail_and_plays_its_trial(tmp_path):
     thumbnail = (tmp_path / record.video).with_suffix(".webp").read_bytes()
     assert thumbnail[:4] == b"RIFF" and thumbnail[8:12] == b"WEBP"
     assert 1 <= thumbnail.count(b"ANMF") <= 8  # an animation of a few frames
+    page = (tmp_path / "report.html").read_text()
+    assert f'preload="metadata" width="320" src="{record.video}"' in page
+    assert 'src="videos/dirt/0-0.webp"' in page
+    assert "Scripted oracle evaluation report" in page
+    report(tmp_path)  # what `steve1-env report` does: the same page from the results
+    assert (tmp_path / "report.html").read_text() == page
 
 
 def test_the_overlay_draws_what_the_trial_did(tmp_path, monkeypatch):

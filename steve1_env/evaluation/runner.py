@@ -322,7 +322,7 @@ def evaluate(
     # not make the report disagree with it.
     records = read_records(store.path)
     order = store.config["task_set"]["tasks"]
-    summary = summarize(records, report_settings(store.config), task_order=order)
+    summary = summarize(records, report_settings(store.config), task_order=order, run_directory=out)
     reports = write_reports(out, summary)
     recorded = {record.key for record in records}
     missing = sum(spec.key not in recorded for spec in plan)
@@ -352,7 +352,7 @@ def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
             f"got {type(order).__name__}. Fix it (the task names in the set's order), or "
             "delete the field."
         )
-    summary = summarize(records, report_settings(config), task_order=order)
+    summary = summarize(records, report_settings(config), task_order=order, run_directory=directory)
     return summary, write_reports(directory, summary)
 
 
