@@ -15,6 +15,7 @@ import pytest
 from steve1_env.errors import (
     ClosedError,
     ConfigurationError,
+    DependencyNotInstalledError,
     EvaluationError,
     ResultsError,
     Steve1EnvWarning,
@@ -565,3 +566,16 @@ def test_caption_lines_leave_out_what_is_not_known():
         "chop a tree", "tick 9", "step: budget", "inv dirt -1, log +2", "MineCLIP 0.250"
     ]  # fmt: skip
     assert inventory_changes({"log": 1, "dirt": 2}, {"log": 3, "dirt": 2}) == {"log": 2}
+
+
+def test_videos_without_pyav_fail_before_anything_is_written(tmp_path, monkeypatch):
+    from steve1_env.cli import main
+
+    monkeypatch.setitem(sys.modules, "av", None)  # what a missing package looks like
+    settings = RunSettings(**{**OFFLINE.to_json(), "video_dir": str(tmp_path / "run" / "v")})
+    with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[video\]"):
+        evaluate("quick_harvest", tmp_path / "run", settings, trials=1, progress=False)
+    assert not (tmp_path / "run").exists()
+    argv = ["run", "get dirt", "--policy", "scripted", "--video", str(tmp_path / "a.mp4")]
+    assert main(argv) == 2
+    assert not list(tmp_path.iterdir())

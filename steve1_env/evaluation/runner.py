@@ -254,6 +254,8 @@ def evaluate(
     plan = loaded.trial_specs(trials, max_steps, horizon=horizon, baseline=baseline)
     # Before anything is written: a misspelt option must not stop the run at its task.
     check_run_arguments(settings, plan, importable_here=executor != "ray", source=loaded.source)
+    if settings.video_dir is not None:
+        require_video_encoder()  # before anything is written
     invocation = {
         "resume": resume,
         "retry_crashed": retry_crashed,
@@ -275,7 +277,6 @@ def evaluate(
     ran, interrupted, status = 0, False, "failed"
     try:
         if settings.video_dir is not None:
-            require_video_encoder()
             make_folder(
                 settings.video_dir,
                 "the video folder",
