@@ -579,3 +579,26 @@ def test_videos_without_pyav_fail_before_anything_is_written(tmp_path, monkeypat
     argv = ["run", "get dirt", "--policy", "scripted", "--video", str(tmp_path / "a.mp4")]
     assert main(argv) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_run_overlay_captions_the_episode(tmp_path, monkeypatch, capsys):
+    from steve1_env.cli import main
+    from steve1_env.evaluation import video
+
+    drawn: list[list[str]] = []
+    real = video.draw_caption
+    monkeypatch.setattr(
+        video, "draw_caption", lambda f, lines: drawn.append(lines) or real(f, lines)
+    )
+    path = tmp_path / "run.mp4"
+    argv = ["run", "get dirt", "--policy", "scripted", "--world-option", "pov_shape=[48, 64]",
+            "--video", str(path), "--overlay"]  # fmt: skip
+    assert main(argv) == 0
+    codec, _, frames = decoded(path)
+    assert codec == "h264" and len(frames) == len(drawn) >= 2
+    assert frames[0].shape[0] >= video.OVERLAY_MIN_HEIGHT
+    assert drawn[0][:2] == ["get dirt", "tick 0"]
+    assert drawn[-1][1] == f"tick {len(drawn) - 1}"
+    assert drawn[-1][2] == "result: success (dirt)" and "inv dirt +1" in drawn[-1]
+    assert main(["run", "get dirt", "--policy", "scripted", "--overlay"]) == 2
+    assert "--video" in capsys.readouterr().err

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from steve1_env.agent.base import Goal, SkillPolicy
-from steve1_env.errors import ConfigurationError
+from steve1_env.errors import ConfigurationError, Steve1EnvError
 from steve1_env.files import make_folder, write_error
 from steve1_env.optional import import_optional, require_installed
 
@@ -280,10 +280,18 @@ class VideoWriter:
         try:
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 self._container.mux(packet)
-        except OSError as exc:
-            self.discard()
-            raise write_error(exc, self._partial, "the video") from exc
+        except (OSError, av.FFmpegError) as exc:
+            raise self._failed(exc, self._partial) from exc
         self.frames += 1
+
+    def _failed(self, exc: Exception, path: Path, hint: str = "") -> Steve1EnvError:
+        # The unfinished file goes; the disk's error keeps its errno's advice.
+        self.discard()
+        if isinstance(exc, OSError):
+            return write_error(exc, path, "the video", hint)
+        return ConfigurationError(
+            f"FFmpeg could not encode the video {path} ({type(exc).__name__}: {exc}). {hint}"
+        )
 
     def _open(self, size: tuple[int, int]) -> None:
         av = import_optional("av", "video", "Recording videos")
@@ -306,9 +314,8 @@ class VideoWriter:
             stream.width, stream.height = width + width % 2, height + height % 2
             stream.pix_fmt = VIDEO_PIXEL_FORMAT
             self._stream = stream
-        except OSError as exc:
-            self.discard()
-            raise write_error(exc, self._partial, "the video") from exc
+        except (OSError, av.FFmpegError) as exc:
+            raise self._failed(exc, self._partial) from exc
         self._size = size
 
     def close(self) -> Path | None:
@@ -323,6 +330,7 @@ class VideoWriter:
         if self._container is None:
             self.discard()
             return None
+        av = import_optional("av", "video", "Recording videos")
         try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
@@ -333,11 +341,8 @@ class VideoWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-        except OSError as exc:
-            self.discard()
-            raise write_error(
-                exc, self._partial, "the video", "Free some space and run again."
-            ) from exc
+        except (OSError, av.FFmpegError) as exc:
+            raise self._failed(exc, self._partial) from exc
         if not self._partial.is_file() or self._partial.stat().st_size == 0:
             self.discard()
             raise ConfigurationError(
@@ -348,9 +353,8 @@ class VideoWriter:
             if self._thumbnail is not None:
                 self._write_thumbnail()
             os.replace(self._partial, self.path)
-        except OSError as exc:
-            self.discard()
-            raise write_error(exc, self.path, "the video") from exc
+        except (OSError, av.FFmpegError) as exc:
+            raise self._failed(exc, self.path) from exc
         return self.path
 
     def _write_thumbnail(self) -> None:
