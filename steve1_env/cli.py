@@ -105,6 +105,8 @@ def _eval(args: argparse.Namespace) -> int:
     from steve1_env.evaluation.trial import RunSettings
 
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
+    if args.overlay and not args.video:
+        raise ConfigurationError("--overlay draws on the videos: give --video too.")
     out = Path(args.out) if args.out else Path("results") / Path(args.task_set).stem
     settings = RunSettings(
         world=args.world,
@@ -117,6 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
         k=args.k,
         crash_retries=args.crash_retries,
         video_dir=str((out / "videos").resolve()) if args.video else None,
+        overlay=args.overlay,
     )
     with _terminate_as_interrupt():
         result = evaluate(
@@ -337,7 +340,9 @@ def _run(args: argparse.Namespace) -> int:
     plan = _run_plan(args)
     instruction = plan.instruction
     encoder, policy_kwargs, encoder_kwargs = _component_kwargs(args)
-    writer = VideoWriter(args.video) if args.video else None
+    if args.overlay and not args.video:
+        raise ConfigurationError("--overlay draws on the video: give --video FILE too.")
+    writer = VideoWriter(args.video, overlay=args.overlay) if args.video else None
     if writer is not None:
         writer.check_writable()  # before the world starts, not after the episode
     # Built here rather than by the env so that the policy can be wrapped to record frames.
@@ -387,8 +392,11 @@ def _run(args: argparse.Namespace) -> int:
                     f"{info['total_steps']:5d} in all, {info['reason']}{fired}; inventory: "
                     f"{inventory or 'empty'}"
                 )
+                policy.outcome = f"step: {info['reason']}{fired}"
+                policy.mineclip_score = (info.get("mineclip") or {}).get("score")
             if writer is not None:
-                writer.write(env.render())
+                policy.outcome = f"result: {info['reason']}{fired}"
+                writer.write(env.render(), policy.caption(info["inventory"]))
             outcome = "succeeded" if info["is_success"] else f"did not succeed ({info['reason']})"
             print(f"result: {instruction!r} {outcome} after {info['total_steps']} steps")
         if writer is not None:
@@ -659,6 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--video", action="store_true", help="record an mp4 of every trial under OUT/videos"
     )
+    evaluate.add_argument(
+        "--overlay",
+        action="store_true",
+        help="with --video: draw instruction, tick, outcome, inventory changes and MineCLIP "
+        "score on the frames",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress output")
     evaluate.set_defaults(run=_eval)
 
@@ -746,6 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="low-level step budget (default: the task's, else 3000)",
     )
     run.add_argument("--video", help="write the low-level frames to this mp4 file")
+    run.add_argument(
+        "--overlay",
+        action="store_true",
+        help="with --video: draw instruction, tick, outcome, inventory changes and MineCLIP "
+        "score on the frames",
+    )
     run.add_argument(
         "--visual-goal",
         metavar="CLIP",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -8,11 +9,13 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steve1_env.errors import (
     ClosedError,
     ConfigurationError,
+    DependencyNotInstalledError,
     EvaluationError,
     ResultsError,
     Steve1EnvWarning,
@@ -447,3 +450,155 @@ def test_report_records_the_weight_checksums_of_the_steve1_stack(tmp_path, tiny_
         "random": "untrained networks (weights='random')",
         **dict.fromkeys(official, "missing"),  # the encoder looks in the default directory
     }
+
+
+# --------------------------------------------------------------------------------------------
+# H.264 videos, overlays and thumbnails
+
+
+def decoded(path: Path) -> tuple[str, str, list[np.ndarray]]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        return stream.codec_context.name, stream.codec_context.pix_fmt, frames
+
+
+def test_videos_are_h264_yuv420p_with_every_frame(tmp_path):
+    from steve1_env.evaluation.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "v.mp4")
+    for value in range(30):
+        writer.write(np.full((48, 64, 3), value * 8, np.uint8))
+    assert writer.close() == tmp_path / "v.mp4"
+    codec, pixels, frames = decoded(tmp_path / "v.mp4")
+    assert (codec, pixels, len(frames)) == ("h264", "yuv420p", 30)
+    assert frames[0].shape == (48, 64, 3)
+    assert abs(float(frames[-1].mean()) - 29 * 8) < 3  # lossy, but the picture is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_odd_sized_frames_are_padded_to_even_sides(tmp_path):
+    from steve1_env.evaluation.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "odd.mp4")
+    frame = np.zeros((15, 21, 3), np.uint8)
+    frame[:, -1] = 200  # the last column is repeated into the padding
+    writer.write(frame)
+    writer.close()
+    _, _, (got,) = decoded(tmp_path / "odd.mp4")
+    assert got.shape == (16, 22, 3)
+    assert got[:, -1].mean() > 150 and got[:, 0].mean() < 50
+
+
+def test_a_frame_of_another_size_is_refused(tmp_path):
+    from steve1_env.evaluation.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "v.mp4")
+    writer.write(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ConfigurationError, match="16x16"):
+        writer.write(np.zeros((16, 18, 3), np.uint8))
+    writer.discard()
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_eval_video_gets_a_thumbnail_and_plays_its_trial(tmp_path):
+    settings = RunSettings(**{**OFFLINE.to_json(), "video_dir": str(tmp_path / "videos")})
+    result = evaluate("quick_harvest", tmp_path, settings, trials=1, tasks=["dirt"],
+                      progress=False)  # fmt: skip
+    (record,) = result.records
+    codec, pixels, frames = decoded(tmp_path / record.video)
+    assert (codec, pixels, len(frames)) == ("h264", "yuv420p", record.steps + 1)
+    thumbnail = (tmp_path / record.video).with_suffix(".webp").read_bytes()
+    assert thumbnail[:4] == b"RIFF" and thumbnail[8:12] == b"WEBP"
+    assert 1 <= thumbnail.count(b"ANMF") <= 8  # an animation of a few frames
+    page = (tmp_path / "report.html").read_text()
+    assert f'preload="metadata" width="320" src="{record.video}"' in page
+    assert 'src="videos/dirt/0-0.webp"' in page
+    assert "Scripted oracle evaluation report" in page
+    report(tmp_path)  # what `steve1-env report` does: the same page from the results
+    assert (tmp_path / "report.html").read_text() == page
+
+
+def test_the_overlay_draws_what_the_trial_did(tmp_path, monkeypatch):
+    from steve1_env.evaluation import video
+
+    drawn: list[list[str]] = []
+    real = video.draw_caption
+
+    def spy(frame, lines):
+        drawn.append(list(lines))
+        return real(frame, lines)
+
+    monkeypatch.setattr(video, "draw_caption", spy)
+    plain = RunSettings(**{**OFFLINE.to_json(), "video_dir": str(tmp_path / "plain")})
+    shown = dataclasses.replace(plain, video_dir=str(tmp_path / "shown"), overlay=True)
+    (record,) = evaluate("quick_harvest", tmp_path / "a", plain, trials=1, tasks=["dirt"],
+                         progress=False).records  # fmt: skip
+    assert not drawn
+    (same,) = evaluate("quick_harvest", tmp_path / "b", shown, trials=1, tasks=["dirt"],
+                       progress=False).records  # fmt: skip
+    assert same.outcome == record.outcome == "success"
+    assert len(drawn) == record.steps + 1
+    assert drawn[0][:2] == [record.instruction, "tick 0"]
+    assert drawn[-1][1] == f"tick {record.steps}"
+    assert drawn[-1][2] == "trial: success (success)"
+    assert "inv dirt +1" in drawn[-1]
+    _, _, plain_frames = decoded(tmp_path / "plain" / "dirt" / "0-0.mp4")
+    _, _, shown_frames = decoded(tmp_path / "shown" / "dirt" / "0-0.mp4")
+    small, big = plain_frames[-1], shown_frames[-1]
+    factor = big.shape[0] // small.shape[0]
+    assert factor >= 4 and big.shape[0] >= video.OVERLAY_MIN_HEIGHT
+    enlarged = np.repeat(np.repeat(small, factor, 0), factor, 1).astype(int)
+    difference = np.abs(enlarged - big.astype(int)).mean(axis=2)
+    band = 4 + 5 * 15  # the text's rows, top left
+    assert difference[:band].mean() > 20  # the caption is there
+    assert difference[band + 10 :].mean() < 8  # the rest is the picture, enlarged
+
+
+def test_caption_lines_leave_out_what_is_not_known():
+    from steve1_env.evaluation.video import FrameCaption, inventory_changes
+
+    assert FrameCaption("chop a tree", 3).lines() == ["chop a tree", "tick 3"]
+    full = FrameCaption("chop a tree", 9, "step: budget", {"log": 2, "dirt": -1}, 0.25)
+    assert full.lines() == [
+        "chop a tree", "tick 9", "step: budget", "inv dirt -1, log +2", "MineCLIP 0.250"
+    ]  # fmt: skip
+    assert inventory_changes({"log": 1, "dirt": 2}, {"log": 3, "dirt": 2}) == {"log": 2}
+
+
+def test_videos_without_pyav_fail_before_anything_is_written(tmp_path, monkeypatch):
+    from steve1_env.cli import main
+
+    monkeypatch.setitem(sys.modules, "av", None)  # what a missing package looks like
+    settings = RunSettings(**{**OFFLINE.to_json(), "video_dir": str(tmp_path / "run" / "v")})
+    with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[video\]"):
+        evaluate("quick_harvest", tmp_path / "run", settings, trials=1, progress=False)
+    assert not (tmp_path / "run").exists()
+    argv = ["run", "get dirt", "--policy", "scripted", "--video", str(tmp_path / "a.mp4")]
+    assert main(argv) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_overlay_captions_the_episode(tmp_path, monkeypatch, capsys):
+    from steve1_env.cli import main
+    from steve1_env.evaluation import video
+
+    drawn: list[list[str]] = []
+    real = video.draw_caption
+    monkeypatch.setattr(
+        video, "draw_caption", lambda f, lines: drawn.append(lines) or real(f, lines)
+    )
+    path = tmp_path / "run.mp4"
+    argv = ["run", "get dirt", "--policy", "scripted", "--world-option", "pov_shape=[48, 64]",
+            "--video", str(path), "--overlay"]  # fmt: skip
+    assert main(argv) == 0
+    codec, _, frames = decoded(path)
+    assert codec == "h264" and len(frames) == len(drawn) >= 2
+    assert frames[0].shape[0] >= video.OVERLAY_MIN_HEIGHT
+    assert drawn[0][:2] == ["get dirt", "tick 0"]
+    assert drawn[-1][1] == f"tick {len(drawn) - 1}"
+    assert drawn[-1][2] == "result: success (dirt)" and "inv dirt +1" in drawn[-1]
+    assert main(["run", "get dirt", "--policy", "scripted", "--overlay"]) == 2
+    assert "--video" in capsys.readouterr().err

@@ -510,16 +510,42 @@ def test_eval_video_into_a_bad_folder_fails_before_any_trial(tmp_path):
     assert history[-1]["status"] == "failed" and history[-1]["ran"] == 0
 
 
-def test_video_that_opencv_could_not_finish_is_an_error(tmp_path):
+def test_video_on_a_full_disk_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
     import numpy as np
 
+    from steve1_env.evaluation import video
+
+    real_open = open
+
+    def full_disk_open(*args, **kwargs):
+        # The encoder writes through this file: the third write finds the disk full.
+        return _FailingAfter(real_open(*args, **kwargs), writes=2)
+
+    monkeypatch.setattr(video, "open", full_disk_open, raising=False)
     writer = VideoWriter(tmp_path / "v.mp4")
-    writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
-    writer._writer.release()  # what a full disk leaves: OpenCV says nothing, the file is empty
-    writer._partial.write_bytes(b"")
-    with pytest.raises(ConfigurationError, match="could not finish the video"):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigurationError, match="No space left on device") as got:
+        for _ in range(200):  # noise: the encoder has to write long before the end
+            writer.write(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
         writer.close()
+    assert "free some space" in str(got.value)
     assert not list(tmp_path.iterdir())
+
+
+class _FailingAfter:
+    """A binary file whose writes fail as on a full disk after the first `writes`."""
+
+    def __init__(self, handle, writes: int) -> None:
+        self.handle, self.writes = handle, writes
+
+    def write(self, data) -> int:
+        if self.writes <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.writes -= 1
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
 
 
 def test_checks_name_no_problem_on_a_healthy_folder(tmp_path):

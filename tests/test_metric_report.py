@@ -185,7 +185,7 @@ def test_t_interval():
 def test_metric_statistics_equal_those_recomputed_from_the_records():
     summary = summarize(paper_run(), task_order=["chop", "dig"])
     metrics = summary["metrics"]
-    assert summary["schema"] == 2
+    assert summary["schema"] == 3
     assert metrics["confidence"] == 0.95
     assert metrics["interval"] == "student_t"
     # The paper's metrics first, in the paper's order; then the task's own.
@@ -240,7 +240,7 @@ def test_metrics_without_a_baseline():
     records = [trial("chop", n, {"log": float(n)}) for n in range(3)]
     summary = summarize(records)
     assert "baseline" not in summary
-    assert summary["schema"] == 2
+    assert summary["schema"] == 3
     assert summary["metrics"]["baseline"] is None
     chop = summary["metrics"]["prompts"][0]
     assert set(chop["conditions"]) == {"prompt"}
@@ -336,7 +336,7 @@ def test_a_baseline_without_metrics_is_reported_apart():
         for r in records
     ]  # fmt: skip
     summary = summarize(records + baseline)
-    assert summary["schema"] == 2 and "metrics" not in summary
+    assert summary["schema"] == 3 and "metrics" not in summary
     assert summary["totals"]["successes"] == 1
     assert summary["baseline"]["totals"]["failures"] == 2
     only_baseline = summarize(baseline)
@@ -354,9 +354,8 @@ def test_a_baseline_on_another_seed_is_refused():
         summarize(records)
 
 
-def test_a_run_without_metrics_keeps_schema_1():
+def test_a_run_without_metrics_has_no_metrics_section():
     summary = summarize([binary_record("chop", 0)])
-    assert summary["schema"] == 1
     assert "metrics" not in summary and "baseline" not in summary
     assert "Metrics" not in render_markdown(summary)
     assert "heat-cell" not in render_html(summary)
@@ -452,10 +451,18 @@ def test_reports_round_trip_through_json(tmp_path):
     assert render_html(loaded) == paths["html"].read_text(encoding="utf-8")
 
 
-def test_renderers_read_both_schemas_and_refuse_others():
+def test_renderers_read_older_schemas_and_refuse_others():
     summary = summarize(paper_run())
-    with pytest.raises(ResultsError, match="schema 1 or 2"):
-        render_markdown({**summary, "schema": 3})
-    old = summarize([binary_record("chop", 0)])
-    assert old["schema"] == 1
-    render_html(old)
+    with pytest.raises(ResultsError, match="schema 1 or 2 or 3"):
+        render_markdown({**summary, "schema": 4})
+    # What earlier versions wrote: no per-trial list, no failure_reasons (schema 1 without
+    # metrics or baseline, 2 with them).
+    for schema, records in ((1, [binary_record("chop", 0)]), (2, paper_run())):
+        old = summarize(records)
+        del old["trials"]
+        for task in old["tasks"]:
+            del task["failure_reasons"]
+        old["schema"] = schema
+        page, text = render_html(old), render_markdown(old)
+        assert "<h2>Trials</h2>" not in page and "## Trials" not in text
+        assert "Why trials did not succeed" in page

@@ -498,3 +498,24 @@ def test_an_evaluation_task_judged_by_mineclip_scores_its_trials(tmp_path, monke
     assert by_task["cow"].detector == "mineclip>=0.001x2"
     assert by_task["dirt"].outcome == "success"
     assert len(built) == 1  # one scorer for the worker's worlds
+
+
+def test_the_video_overlay_shows_the_mineclip_score_when_one_is_computed(tmp_path, monkeypatch):
+    from steve1_env.evaluation import video
+    from steve1_env.evaluation.runner import evaluate
+    from steve1_env.evaluation.trial import RunSettings
+    from steve1_env.tasks.spec import parse_task_set
+
+    colour_worker_scorers(monkeypatch)
+    drawn: list[list[str]] = []
+    real = video.draw_caption
+    monkeypatch.setattr(
+        video, "draw_caption", lambda f, lines: drawn.append(lines) or real(f, lines)
+    )
+    settings = RunSettings(policy="scripted", prompt_encoder="hash", world_kwargs=SMALL, k=10,
+                           video_dir=str(tmp_path / "run" / "videos"), overlay=True)  # fmt: skip
+    evaluate(parse_task_set(COW_BY_MINECLIP_AND_DIRT), tmp_path / "run", settings, trials=1,
+             tasks=["cow"], progress=False)  # fmt: skip
+    scores = [line for lines in drawn for line in lines if line.startswith("MineCLIP ")]
+    assert drawn and not any(line.startswith("MineCLIP") for line in drawn[0])  # none scored yet
+    assert scores and float(scores[-1].split()[1]) >= 0.001  # what made the detector fire

@@ -135,7 +135,7 @@ def test_wilson_interval_rejects_bad_input(successes, trials, z):
 
 def test_summary_counts_and_leaves_crashes_out_of_the_rate():
     summary = summarize(sample_records(), CONFIG)
-    assert summary["schema"] == 1
+    assert summary["schema"] == 3
     assert summary["config"] == CONFIG
     assert summary["totals"] == {
         "trials": 6,
@@ -317,7 +317,8 @@ def test_markdown_shows_missing_values_and_escapes_table_cells():
     records = [record("a|b", 0, "crash"), record("c", 0, "failure")]
     text = render_markdown(summarize(records))
     assert "| a\\|b | 0/0 | — | — | 1 | — |" in text
-    assert "Instruction" not in text  # One instruction per task: no per-instruction table.
+    # One instruction per task: no per-instruction table.
+    assert "## Success by instruction" not in text
 
 
 class _Checker(HTMLParser):
@@ -450,3 +451,112 @@ def test_write_reports_round_trips_through_json(tmp_path):
     loaded = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert render_markdown(loaded) == render_markdown(summary)
     assert render_html(loaded) == render_html(summary)
+
+
+# --- trials, failure reasons, videos, title -----------------------------------------------------
+
+
+def with_video(r: TrialRecord, path: str | None) -> TrialRecord:
+    return TrialRecord.from_json({**r.to_json(), "video": path})
+
+
+def test_summary_lists_every_trial_with_its_clipped_crash_message():
+    long_error = "the world fell over " * 100
+    crashed = TrialRecord.from_json(
+        {**record("chop", 3, "crash", crashes=2).to_json(), "errors": ["first", long_error]}
+    )
+    summary = summarize([*sample_records()[:3], crashed], CONFIG)
+    trials = summary["trials"]
+    assert [(t["task"], t["trial"], t["outcome"], t["reason"]) for t in trials] == [
+        ("chop", 0, "success", "success"), ("chop", 1, "failure", "budget"),
+        ("chop", 2, "success", "success"), ("chop", 3, "crash", "crash"),
+    ]  # fmt: skip
+    assert trials[0]["seed"] == 1000 and trials[0]["steps"] == 120
+    assert trials[0]["instruction"] == "chop #0" and trials[0]["condition"] == "prompt"
+    assert trials[3]["error"].startswith("the world fell over")
+    assert len(trials[3]["error"]) == 300 and trials[3]["error"].endswith("…")
+    assert summary["tasks"][0]["failure_reasons"] == {"budget": 1, "world_done": 0, "crash": 1}
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_failure_reasons_leave_out_fixed_horizon_successes():
+    horizon_success = TrialRecord.from_json(
+        {
+            **record("chop", 0, "success").to_json(),
+            "reason": "budget",
+            "horizon": 3000,
+            "steps": 3000,
+        }
+    )
+    ended = TrialRecord.from_json(
+        {
+            **record("chop", 1, "failure").to_json(),
+            "reason": "world_done",
+            "horizon": 3000,
+            "steps": 2000,
+        }
+    )
+    summary = summarize([horizon_success, ended])
+    assert summary["tasks"][0]["failure_reasons"] == {"budget": 0, "world_done": 1, "crash": 0}
+    text = render_markdown(summary)
+    assert "| chop | prompt | 1 | 0 | 1 | 0 | 0 |" in text
+
+
+def test_reports_link_every_video_and_embed_a_few(tmp_path):
+    records = [
+        with_video(record(task, n, "success" if n % 2 else "failure"), f"videos/{task}/0-{n}.mp4")
+        for task in ("chop", "dig tunnel")
+        for n in range(4)
+    ]
+    (tmp_path / "videos" / "chop").mkdir(parents=True)
+    (tmp_path / "videos" / "chop" / "0-1.webp").write_bytes(b"RIFF")
+    summary = summarize(records, CONFIG, run_directory=tmp_path)
+    assert [t["thumbnail"] for t in summary["trials"]][:2] == [None, "videos/chop/0-1.webp"]
+    page = render_html(summary)
+    checker = parse(page)
+    videos = re.findall(r'<video controls preload="metadata" width="320" src="([^"]+)">', page)
+    # One per task first, then the next ones, up to four players.
+    assert videos == [
+        "videos/chop/0-0.mp4", "videos/dig%20tunnel/0-0.mp4",
+        "videos/chop/0-1.mp4", "videos/chop/0-2.mp4",
+    ]  # fmt: skip
+    links = [value for name, value in checker.attrs if name == "href"]
+    assert sorted(links) == sorted(_url_of(r.video) for r in records)
+    assert [v for n, v in checker.attrs if n == "src" and v.endswith(".webp")] == [
+        "videos/chop/0-1.webp"
+    ]
+    assert "script" not in checker.tags
+    assert "http://" not in page and "https://" not in page
+    text = render_markdown(summary)
+    assert "[mp4](<videos/dig%20tunnel/0-3.mp4>)" in text
+    assert text.count("[mp4](") == 8
+    # Rendered again from report.json alone (what `steve1-env report` reads back), the same.
+    again = json.loads(json.dumps(summary))
+    assert render_html(again) == page
+
+
+def _url_of(path: str | None) -> str:
+    assert path is not None
+    return path.replace(" ", "%20")
+
+
+@pytest.mark.parametrize(
+    ("policy", "title"),
+    [
+        ("steve1", "STEVE-1 evaluation report"),
+        ("steve1-official", "STEVE-1 evaluation report"),
+        ("scripted", "Scripted oracle evaluation report"),
+        ("random", "Random policy evaluation report"),
+        ("mine", "Policy 'mine' evaluation report"),
+        (None, "Evaluation report"),
+    ],
+)
+def test_the_title_names_the_policy_that_ran(policy, title):
+    config = {} if policy is None else {"policy": policy}
+    summary = summarize(sample_records(), config)
+    assert render_markdown(summary).startswith(f"# {title}\n")
+    page = render_html(summary)
+    assert f"<title>{title}</title>" in page.replace("&#x27;", "'")
+    assert f"<h1>{title}</h1>" in page.replace("&#x27;", "'")
+    if policy != "steve1" and policy != "steve1-official":
+        assert "STEVE-1" not in page.split("</h1>")[0]

@@ -8,8 +8,11 @@ baseline (the zero goal) get success rates of their own, and records with metric
 fixed-horizon protocol) a metrics section: per prompt and condition the mean of each metric with
 a 95% Student t-interval, and the ratio of the prompt's mean to its baseline's on the same
 trials. The renderers read only that summary, so a ``report.json`` from an earlier run can be
-rendered again. The HTML page is self-contained: inline CSS and SVG, no scripts, no external
-resources.
+rendered again. The summary also lists every trial (``trials``: seed, outcome, reason, steps,
+crash message, video), so a re-rendered page has the per-trial table and the videos too. The
+HTML page is self-contained: inline CSS and SVG, no scripts, no external resources apart from
+the trials' video files, which it links and embeds by their paths relative to the run
+directory (where the page is written).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import operator
 import os
 import re
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,12 +36,13 @@ from steve1_env.errors import ResultsError
 from steve1_env.evaluation.records import CONDITIONS, DURATION_DECIMALS, OUTCOMES, TrialRecord
 from steve1_env.files import atomic_write_text, make_folder
 
-SUMMARY_SCHEMA = 2
+SUMMARY_SCHEMA = 3
 """Version of the layout of the dict `summarize` returns (``report.json``). Schema 2 added the
 ``baseline`` section (success of the unconditional baseline, which schema 1 would have pooled
-into the tasks' rates) and the ``metrics`` section. A summary with neither has the schema-1
-layout and says ``"schema": 1``, so earlier versions of steve1-env still render it."""
-READABLE_SUMMARY_SCHEMAS = (1, 2)
+into the tasks' rates) and the ``metrics`` section; schema 3 the ``trials`` list (one entry per
+trial) and each task's ``failure_reasons``. Summaries of schemas 1 and 2 still render (without
+the per-trial table and videos)."""
+READABLE_SUMMARY_SCHEMAS = (1, 2, 3)
 """Summary schemas the renderers read."""
 
 CONFIDENCE = 0.95
@@ -51,6 +56,15 @@ Z_95 = 1.959963984540054
 """The standard normal quantile for a two-sided 95% interval."""
 
 REPORT_TITLE = "STEVE-1 evaluation report"
+"""The title of a report on a STEVE-1 policy (see `report_title` for the others)."""
+POLICY_TITLES = {"scripted": "Scripted oracle", "random": "Random policy"}
+"""Report titles' names of the built-in policies that are not STEVE-1."""
+EMBEDDED_VIDEOS = 4
+"""Most videos the HTML report embeds as players (every trial's video is linked)."""
+ERROR_PREVIEW_CHARS = 300
+"""Longest crash message the per-trial table shows (the records keep the full message)."""
+FAILURE_REASONS = ("budget", "world_done", "crash")
+"""Why a trial that did not succeed ended, in the order the breakdown shows them."""
 
 _NONE = "—"
 _RANGE = "\u2013"  # En dash between the bounds of an interval.
@@ -236,6 +250,7 @@ def summarize(
     config: Mapping[str, Any] | None = None,
     *,
     task_order: Sequence[str] | None = None,
+    run_directory: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Aggregates trial records into a JSON-ready summary.
 
@@ -259,11 +274,16 @@ def summarize(
             numbers, booleans, None; paths are stored as strings).
         task_order: Task names in the order to report them. Tasks not listed follow in order
             of first appearance; listed tasks without records are left out.
+        run_directory: The run directory the records' video paths are relative to; given, a
+            trial whose video has a thumbnail there gets its path (``thumbnail``).
 
     Returns:
         A dict with ``schema``, ``config``, ``totals``, ``tasks``, ``baseline`` (only with
-        baseline trials), ``metrics`` (only with metrics) and ``timing``; every value is a
-        plain Python object (no NaN or infinity), so `json.dumps` takes it as is.
+        baseline trials), ``metrics`` (only with metrics), ``trials`` (one entry per trial, in
+        report order: task, instruction, condition, trial, seed, outcome, reason, steps, the
+        last crash message clipped to `ERROR_PREVIEW_CHARS`, video and thumbnail paths) and
+        ``timing``; every value is a plain Python object (no NaN or infinity), so `json.dumps`
+        takes it as is.
 
     Raises:
         ResultsError: If a record is not a `TrialRecord` or has an unknown outcome, if a key
@@ -291,7 +311,7 @@ def summarize(
     durations = [float(r.duration_s) for r in records]
     total_duration = math.fsum(durations)  # fsum is exact, hence independent of the order.
     summary: dict[str, Any] = {
-        "schema": 1,
+        "schema": SUMMARY_SCHEMA,
         "config": _json_ready(dict(config or {}), "config"),
         **_success_summary(prompt),
     }
@@ -299,8 +319,8 @@ def summarize(
         summary["baseline"] = _success_summary(baseline)
     if any(r.metrics for r in records):
         summary["metrics"] = _json_ready(_metrics_summary(records), "metrics")
-    if "baseline" in summary or "metrics" in summary:
-        summary["schema"] = SUMMARY_SCHEMA
+    summary["trials"] = [_trial_entry(r, run_directory) for r in records]
+    summary["schema"] = SUMMARY_SCHEMA
     summary["timing"] = {
         # Rounded like each record's duration_s: sums of floats grow digits of noise.
         "total_duration_s": round(total_duration, DURATION_DECIMALS),
@@ -309,6 +329,37 @@ def summarize(
         ),
     }
     return summary
+
+
+def _trial_entry(
+    record: TrialRecord, run_directory: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    error = record.errors[-1] if record.errors else None
+    if error is not None and len(error) > ERROR_PREVIEW_CHARS:
+        error = error[: ERROR_PREVIEW_CHARS - 1] + "…"
+    thumbnail = None
+    if record.video is not None and run_directory is not None:
+        # Written beside the video (steve1_env.evaluation.video.thumbnail_path); runs from
+        # before thumbnails, or with the file deleted, have none.
+        candidate = Path(record.video).with_suffix(".webp")
+        if (Path(run_directory) / candidate).is_file():
+            thumbnail = candidate.as_posix()
+    return {
+        "task": record.task,
+        "instruction_index": record.instruction_index,
+        "instruction": record.instruction,
+        "condition": record.condition,
+        "trial": record.trial,
+        "seed": int(record.seed),
+        "outcome": record.outcome,
+        "reason": record.reason,
+        "steps": int(record.steps),
+        "max_steps": int(record.max_steps),
+        "crashes": int(record.crashes),
+        "error": error,
+        "video": record.video,
+        "thumbnail": thumbnail,
+    }
 
 
 def _check_records(records: Sequence[Any]) -> None:
@@ -412,7 +463,14 @@ def _task_summary(task: str, records: Sequence[TrialRecord]) -> dict[str, Any]:
         "world_crashes": sum(r.crashes for r in records),
         "instructions": instructions,
         "reasons": dict(sorted(Counter(r.reason for r in records).items())),
+        "failure_reasons": _failure_reasons(records),
     }
+
+
+def _failure_reasons(records: Sequence[TrialRecord]) -> dict[str, int]:
+    # A fixed-horizon trial that succeeded still ends by "budget": count by outcome, not reason.
+    counts = Counter(r.reason for r in records if r.outcome != "success")
+    return {reason: counts.get(reason, 0) for reason in (*FAILURE_REASONS, *sorted(counts))}
 
 
 def _steps_stats(records: Sequence[TrialRecord]) -> dict[str, Any]:
@@ -740,6 +798,72 @@ def _baseline_overview(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def report_title(config: Mapping[str, Any]) -> str:
+    """Returns the report's title, naming the policy that ran (``config["policy"]``).
+
+    STEVE-1 (``steve1``, ``steve1-official``) gives `REPORT_TITLE`; the scripted oracle and
+    the random policy are named as such, another policy by its registered name.
+    """
+    policy = config.get("policy") if isinstance(config, Mapping) else None
+    if not isinstance(policy, str) or not policy:
+        return "Evaluation report"
+    if policy == "steve1" or policy.startswith("steve1-"):
+        return REPORT_TITLE
+    return f"{POLICY_TITLES.get(policy, f'Policy {policy!r}')} evaluation report"
+
+
+REASON_COLUMNS = ("Task", "Condition", "Not succeeded", "Budget", "World done", "Crash", "Other")
+
+
+def _failure_counts(task: Mapping[str, Any]) -> dict[str, int]:
+    if "failure_reasons" in task:
+        return dict(task["failure_reasons"])
+    # Schemas 1 and 2 counted every trial's reason; without the outcomes, take all but success.
+    return {k: int(v) for k, v in task.get("reasons", {}).items() if k != "success"}
+
+
+def _reason_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Per task and condition: how the trials that did not succeed ended."""
+    sections = [("prompt", summary["tasks"])]
+    if "baseline" in summary:
+        sections.append(("unconditional", summary["baseline"]["tasks"]))
+    rows = []
+    for condition, tasks in sections:
+        for task in tasks:
+            counts = _failure_counts(task)
+            other = sum(v for k, v in counts.items() if k not in FAILURE_REASONS)
+            known = [str(counts.get(reason, 0)) for reason in FAILURE_REASONS]
+            rows.append([task["task"], condition, str(sum(counts.values())), *known, str(other)])
+    return rows
+
+
+TRIAL_COLUMNS = (
+    "Task", "#", "Instruction", "Condition", "Trial", "Seed", "Outcome", "Reason", "Steps",
+    "Crash message", "Video",
+)  # fmt: skip
+_TRIAL_NUMERIC = {1, 4, 5, 8}
+
+
+def _trial_cells(trial: Mapping[str, Any]) -> list[str]:
+    return [
+        trial["task"],
+        str(trial["instruction_index"]),
+        trial["instruction"],
+        trial["condition"],
+        str(trial["trial"]),
+        str(trial["seed"]),
+        trial["outcome"],
+        trial["reason"],
+        f"{trial['steps']}/{trial['max_steps']}",
+        trial["error"] or "",
+    ]
+
+
+def _url(path: str) -> str:
+    # A relative URL: the path's characters quoted, its folders kept.
+    return urllib.parse.quote(path, safe="/")
+
+
 _CRASH_NOTE = (
     "Crashed trials (the world crashed on every try) were never judged: they are left out of "
     "the success rates and counted apart. Intervals are 95% Wilson score intervals."
@@ -750,6 +874,12 @@ _BASELINE_NOTE = (
     "its trials are counted here, apart from the prompt trials above."
 )
 _NO_PROMPT_TRIALS = "No prompt trials: only the unconditional baseline ran."
+
+_REASONS_NOTE = (
+    "Trials that did not succeed, by how they ended: budget (the step budget ran out), "
+    "world_done (the world ended the episode) or crash (the world crashed on every try). "
+    "A fixed-horizon trial that succeeded is not counted, though it ran to its budget."
+)
 
 _METRICS_NOTE = (
     "Each metric is its episode value (the paper's log, dirt and seed: the maximum over the "
@@ -861,6 +991,16 @@ def _md_table(columns: Sequence[str], rows: Sequence[Sequence[str]], bold_last: 
     return "\n".join(lines)
 
 
+def _md_trials(trials: Sequence[Mapping[str, Any]]) -> str:
+    lines = _md_table(TRIAL_COLUMNS, [], bold_last=False).split("\n")
+    for trial in trials:
+        cells = [_md(cell) for cell in _trial_cells(trial)]
+        video = trial.get("video")
+        cells.append(f"[mp4](<{_url(video)}>)" if video else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _md_config(value: Any, indent: str = "") -> list[str]:
     lines = []
     for key, item in value.items():
@@ -887,16 +1027,17 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         summary: What `summarize` returned (or ``report.json`` read back).
 
     Returns:
-        The report: title, overview, a per-task table with a total row, a per-instruction
-        table when a task has several instructions, the baseline's per-task table (with
-        baseline trials), a prompt x metric table per condition (with metrics), and the run's
-        configuration.
+        The report: title (naming the policy, `report_title`), overview, a per-task table with
+        a total row, a per-instruction table when a task has several instructions, the
+        baseline's per-task table (with baseline trials), a prompt x metric table per
+        condition (with metrics), why the trials that did not succeed ended per task, a
+        per-trial table linking each video (schema 3), and the run's configuration.
 
     Raises:
         ResultsError: If `summary` is not a summary of this version.
     """
     _check_summary(summary)
-    parts = [f"# {REPORT_TITLE}", ""]
+    parts = [f"# {report_title(summary['config'])}", ""]
     parts += [f"- **{name}**: {value}" for name, value in _overview(summary)]
     parts += ["", _CRASH_NOTE, "", "## Success by task", ""]
     if summary["tasks"]:
@@ -914,6 +1055,13 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         parts += ["", "## Metrics per prompt", "", _METRICS_NOTE]
         for title, columns, rows in _metric_tables(summary["metrics"]):
             parts += ["", f"### {title}", "", _md_table(columns, rows, bold_last=False)]
+    reason_rows = _reason_rows(summary)
+    if reason_rows:
+        parts += ["", "## Why trials did not succeed", "", _REASONS_NOTE, ""]
+        parts.append(_md_table(REASON_COLUMNS, reason_rows, bold_last=False))
+    if summary.get("trials"):
+        parts += ["", "## Trials", ""]
+        parts.append(_md_trials(summary["trials"]))
     parts += ["", "## Configuration", ""]
     parts += _md_config(summary["config"]) or ["_No configuration recorded._"]
     return "\n".join(parts) + "\n"
@@ -949,6 +1097,10 @@ table.config table { margin: 0; }
 .note, figcaption, .empty { color: #59636e; font-size: .9rem; }
 figure { margin: 1rem 0; overflow-x: auto; }
 svg { font-family: inherit; font-size: 12px; }
+.videos { display: flex; flex-wrap: wrap; gap: 1rem; }
+.videos figure { max-width: 320px; }
+table.trials { font-size: .85rem; }
+tr.crash td { background: #fff8f0; }
 """
 
 
@@ -1272,6 +1424,58 @@ def _html_metrics(metrics: Mapping[str, Any]) -> list[str]:
     return body
 
 
+def _embedded(trials: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    # The first video of each task first, then the next ones, up to EMBEDDED_VIDEOS.
+    with_video = [t for t in trials if t.get("video")]
+    firsts: dict[str, Mapping[str, Any]] = {}
+    for trial in with_video:
+        firsts.setdefault(trial["task"], trial)
+    chosen = list(firsts.values())[:EMBEDDED_VIDEOS]
+    rest = [t for t in with_video if all(t is not c for c in chosen)]
+    return chosen + rest[: EMBEDDED_VIDEOS - len(chosen)]
+
+
+def _html_trials(trials: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not trials:
+        return []
+    body = []
+    players = _embedded(trials)
+    if players:
+        body += ["<h2>Videos</h2>", '<div class="videos">']
+        for trial in players:
+            caption = (
+                f"{trial['task']}: {trial['instruction']} (trial {trial['trial']}, seed "
+                f"{trial['seed']}, {trial['condition']}): {trial['outcome']}, {trial['reason']}"
+            )
+            body.append(
+                f'<figure><video controls preload="metadata" width="320" '
+                f'src="{_h(_url(trial["video"]))}"></video>'
+                f"<figcaption>{_h(caption)}</figcaption></figure>"
+            )
+        body.append("</div>")
+    body += ["<h2>Trials</h2>", '<table class="trials">', "<thead><tr>"]
+    body[-1] += "".join(f"<th>{_h(c)}</th>" for c in TRIAL_COLUMNS) + "</tr></thead><tbody>"
+    for trial in trials:
+        cells = [
+            f'<td class="num">{_h(cell)}</td>' if j in _TRIAL_NUMERIC else f"<td>{_h(cell)}</td>"
+            for j, cell in enumerate(_trial_cells(trial))
+        ]
+        video = trial.get("video")
+        if video:
+            thumbnail = trial.get("thumbnail")
+            picture = (
+                f'<img src="{_h(_url(thumbnail))}" alt="thumbnail" loading="lazy" width="96">'
+                if thumbnail
+                else "mp4"
+            )
+            cells.append(f'<td><a href="{_h(_url(video))}">{picture}</a></td>')
+        else:
+            cells.append("<td></td>")
+        body.append(f'<tr class="{_h(trial["outcome"])}">' + "".join(cells) + "</tr>")
+    body.append("</tbody></table>")
+    return body
+
+
 def render_html(summary: Mapping[str, Any]) -> str:
     """Renders a summary as one self-contained HTML page.
 
@@ -1285,15 +1489,19 @@ def render_html(summary: Mapping[str, Any]) -> str:
         The page: overview, per-task table, per-instruction table (when a task has several
         instructions), the baseline's per-task table (with baseline trials), a bar chart of
         success rates with 95% intervals, a dot plot of steps to success, with metrics a heat
-        map of the mean of each metric per prompt and the prompt x metric tables, and the
-        run's configuration.
+        map of the mean of each metric per prompt and the prompt x metric tables, why the
+        trials that did not succeed ended, up to `EMBEDDED_VIDEOS` video players and a
+        per-trial table linking every video (schema 3), and the run's configuration. Videos
+        are referenced by their paths relative to the run directory, where the page is
+        written; nothing else outside the page is.
 
     Raises:
         ResultsError: If `summary` is not a summary of this version.
     """
     _check_summary(summary)
     tasks = summary["tasks"]
-    body = [f"<h1>{_h(REPORT_TITLE)}</h1>", '<dl class="overview">']
+    title = report_title(summary["config"])
+    body = [f"<h1>{_h(title)}</h1>", '<dl class="overview">']
     body += [f"<div><dt>{_h(k)}</dt><dd>{_h(v)}</dd></div>" for k, v in _overview(summary)]
     body += ["</dl>", f'<p class="note">{_h(_CRASH_NOTE)}</p>', "<h2>Success by task</h2>"]
     if tasks:
@@ -1339,6 +1547,15 @@ def render_html(summary: Mapping[str, Any]) -> str:
     if "metrics" in summary:
         body += _html_metrics(summary["metrics"])
 
+    reason_rows = _reason_rows(summary)
+    if reason_rows:
+        body += [
+            "<h2>Why trials did not succeed</h2>",
+            f'<p class="note">{_h(_REASONS_NOTE)}</p>',
+            _html_table(REASON_COLUMNS, reason_rows, {2, 3, 4, 5, 6}, False),
+        ]
+    body += _html_trials(summary.get("trials", []))
+
     body.append("<h2>Configuration</h2>")
     if summary["config"]:
         body.append(_html_config(summary["config"]))
@@ -1348,7 +1565,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
     head = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_h(REPORT_TITLE)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{_h(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
     )
     return head + "\n".join(body) + "\n</body>\n</html>\n"
 

@@ -25,6 +25,7 @@ from steve1_env.evaluation.results import (
     report_settings,
 )
 from steve1_env.evaluation.trial import RunSettings, check_run_arguments
+from steve1_env.evaluation.video import require_video_encoder
 from steve1_env.files import make_folder
 from steve1_env.tasks.spec import TaskSet, load_task_set
 from steve1_env.validation import boolean
@@ -162,7 +163,7 @@ def run_config(
                 "settings": {
                     name: data
                     for name, data in as_json.items()
-                    if name in ("device", "k", "crash_retries", "video_dir")
+                    if name in ("device", "k", "crash_retries", "video_dir", "overlay")
                 },
                 **dict(invocation or {}),
                 "status": "running",
@@ -253,6 +254,8 @@ def evaluate(
     plan = loaded.trial_specs(trials, max_steps, horizon=horizon, baseline=baseline)
     # Before anything is written: a misspelt option must not stop the run at its task.
     check_run_arguments(settings, plan, importable_here=executor != "ray", source=loaded.source)
+    if settings.video_dir is not None:
+        require_video_encoder()  # before anything is written
     invocation = {
         "resume": resume,
         "retry_crashed": retry_crashed,
@@ -320,7 +323,7 @@ def evaluate(
     # not make the report disagree with it.
     records = read_records(store.path)
     order = store.config["task_set"]["tasks"]
-    summary = summarize(records, report_settings(store.config), task_order=order)
+    summary = summarize(records, report_settings(store.config), task_order=order, run_directory=out)
     reports = write_reports(out, summary)
     recorded = {record.key for record in records}
     missing = sum(spec.key not in recorded for spec in plan)
@@ -350,7 +353,7 @@ def report(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
             f"got {type(order).__name__}. Fix it (the task names in the set's order), or "
             "delete the field."
         )
-    summary = summarize(records, report_settings(config), task_order=order)
+    summary = summarize(records, report_settings(config), task_order=order, run_directory=directory)
     return summary, write_reports(directory, summary)
 
 

@@ -35,7 +35,7 @@ from steve1_env.errors import (
     WorldCrashError,
 )
 from steve1_env.evaluation.records import DURATION_DECIMALS, TrialRecord, TrialSpec
-from steve1_env.evaluation.video import VideoWriter
+from steve1_env.evaluation.video import FrameCaption, VideoWriter, inventory_changes
 from steve1_env.files import MAX_JSON_DEPTH, json_depth_exceeds
 from steve1_env.precision import GOAL_DIM, resolve_device
 from steve1_env.registry import POLICIES, PROMPT_ENCODERS, WORLDS
@@ -73,7 +73,11 @@ class RunSettings:
         crash_retries: How often a trial whose world crashed is run again.
         video_dir: Directory for one mp4 per trial
             (``<task>/<instruction index>-<trial>.mp4``, ``...-<trial>-unconditional.mp4``
-            for a baseline trial); None records no video.
+            for a baseline trial), each with an animated WebP thumbnail beside it; None
+            records no video.
+        overlay: Draw on each video frame the instruction, tick, the last step's outcome and
+            reason, the attempt's inventory changes and the MineCLIP score when one is
+            computed (`steve1_env.evaluation.video.FrameCaption`).
     """
 
     world: str = "synthetic"
@@ -86,6 +90,7 @@ class RunSettings:
     k: int = 100
     crash_retries: int = 2
     video_dir: str | None = None
+    overlay: bool = False
 
     def __post_init__(self) -> None:
         for name in ("world", "policy", "prompt_encoder", "device"):
@@ -103,6 +108,8 @@ class RunSettings:
         retries = self.crash_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigurationError(f"crash_retries must be an integer >= 0, got {retries!r}.")
+        if not isinstance(self.overlay, bool):
+            raise ConfigurationError(f"overlay must be True or False, got {self.overlay!r}.")
 
     def to_json(self) -> dict[str, Any]:
         """Returns the settings as a JSON-ready dict.
@@ -302,6 +309,11 @@ def trial_record(
     )
 
 
+def _ended(reason: str, detector: str | None) -> str:
+    # The overlay's line for a high-level step's end.
+    return f"step: {reason}" + (f" ({detector})" if detector else "")
+
+
 def sampled_latent_unsupported(encoder: str) -> str:
     """Returns the message for a sampled prompt latent asked of an encoder without a prior."""
     return (
@@ -369,6 +381,7 @@ class _WorldSlot:
         self.target: tuple[Path, str] | None = None
         self.metrics: MetricTracker | None = None
         self.first_success: tuple[int, str | None] | None = None  # (step, detector)
+        self.outcome: str | None = None  # the last high-level step's end, for the overlay
 
     def close(self) -> None:
         env, world, policy = self.env, self.world, self.policy
@@ -525,8 +538,9 @@ class TrialRunner:
             # Read by the env at every step: the task's budget applies from this reset on.
             env.max_low_level_steps = spec.max_steps
             slot.target = self._video_path(spec)
-            slot.writer = None if slot.target is None else VideoWriter(slot.target[0])
-            env._slot.on_frame = None if slot.writer is None else slot.writer.write
+            slot.writer = self._writer_for(slot)
+            slot.outcome = None
+            env._slot.on_frame = self._frame_observer(slot)
             # Scored only for a detector reading the score: a world keeps no scorer from
             # an earlier task.
             env._use_scorer(self._mineclip_scorer() if needs_mineclip(slot.detector) else None)
@@ -569,14 +583,11 @@ class TrialRunner:
                 on_steps(spec, int(info["total_steps"]))
             if info["is_success"] and slot.first_success is None:
                 slot.first_success = (int(info["total_steps"]), info["detector"])
+            slot.outcome = _ended(str(info["reason"]), info["detector"])
             stops = info["is_success"] and spec.horizon is None
             if not (stops or terminated or truncated):
                 env._begin_step(spec.instruction)
                 return
-            if slot.writer is not None and info["reason"] != "crash":
-                last = env.render()
-                if last is not None:
-                    slot.writer.write(np.asarray(last))
         except Exception as exc:
             raise TrialFailedError(spec, exc) from exc
         reason, detector = str(info["reason"]), info["detector"]
@@ -596,6 +607,16 @@ class TrialRunner:
             error=info.get("error"),
             steps_to_success=None if first is None else first[0],
         )
+        if slot.writer is not None and reason != "crash":
+            try:
+                last = env.render()
+                if last is not None:
+                    won = reason == "success" or first is not None
+                    # The last frame shows how the trial ended, as its record will.
+                    slot.outcome = f"trial: {'success' if won else 'failure'} ({reason})"
+                    slot.writer.write(np.asarray(last), self._caption(slot))
+            except Exception as exc:
+                raise TrialFailedError(spec, exc) from exc
         self._end_try(slot, episode, finished, on_steps)
 
     def _end_try(
@@ -633,6 +654,31 @@ class TrialRunner:
             trial_record(spec, episode, slot.errors, duration, self.worker, video, values)
         )
         slot.spec = None
+
+    # ------------------------------------------------------------------ videos
+    def _writer_for(self, slot: _WorldSlot) -> VideoWriter | None:
+        if slot.target is None:
+            return None
+        return VideoWriter(slot.target[0], overlay=self.settings.overlay, thumbnail=True)
+
+    def _frame_observer(self, slot: _WorldSlot) -> Callable[[np.ndarray], None] | None:
+        writer = slot.writer
+        if writer is None or not writer.overlay:
+            return None if writer is None else writer.write
+        return lambda frame: writer.write(frame, self._caption(slot))
+
+    def _caption(self, slot: _WorldSlot) -> FrameCaption:
+        # What the engine's slot holds now: read at each frame, before the policy acts on it.
+        engine = slot.env._slot
+        start = {} if engine.attempt_start is None else engine.attempt_start.get("inventory", {})
+        now = {} if engine.obs is None else engine.obs.get("inventory", {})
+        return FrameCaption(
+            instruction=engine.instruction or "",
+            tick=engine.total_steps,
+            outcome=slot.outcome,
+            inventory_changes=inventory_changes(start, now),
+            mineclip_score=engine.score,
+        )
 
     def _abandon_trial(self, slot: _WorldSlot) -> None:
         # An interrupt or an error: the trial is not recorded, its video not kept.
