@@ -185,7 +185,8 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
         missing = [name for name in OFFICIAL_FILES.values() if not (folder / name).is_file()]
         raise WeightsError(
             f"{path.name} not found in {folder} (missing there: {', '.join(missing)}). Get the "
-            "official files with `steve1-env weights download`, or point "
+            "official files with `steve1-env weights download` (or MineStudio's Hugging Face "
+            "mirror of the three models with `steve1_env.download.download_hub`), or point "
             f"${WEIGHTS_DIR_ENV} or the weights argument at a directory holding them. To run "
             "offline without them: untrained networks with gym.make('Steve1Skill-v0', "
             "policy_kwargs={'weights': 'random'}, prompt_encoder_kwargs={'weights': 'random'}) "
