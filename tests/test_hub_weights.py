@@ -382,3 +382,21 @@ def test_the_cli_downloads_from_the_hub(
     assert (tmp_path / MIRROR_DIR / "model.safetensors").read_bytes() == mirror_bytes
     assert "Hugging Face mirror" in capsys.readouterr().out
     assert hub.gets()[0][1] == f"/{MIRROR_REPO}/resolve/{MAIN_COMMIT}/model.safetensors"
+
+
+def test_without_the_hub_extra_the_error_names_it(tmp_path, monkeypatch):
+    import sys
+
+    from steve1_env.errors import DependencyNotInstalledError
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
+    with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[hub\]"):
+        download.download_hub(tmp_path, progress=False)
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(DependencyNotInstalledError, match=r"steve1-env\[hub\]"):
+        load_mirror_part(tmp_path / "model.safetensors", "policy")
+
+
+def test_a_missing_official_file_names_the_hub_download(tmp_path):
+    with pytest.raises(WeightsError, match="download_hub"):
+        weight_source("prior", None, tmp_path)
