@@ -895,6 +895,10 @@ def download_hub(
         check_mirror_content(path)
     except WeightsError as exc:
         raise WeightsError(f"{where} served a file that is not the STEVE-1 mirror: {exc}") from None
+    for other in MIRROR_FILES:  # a copy under the other name is another revision's: the
+        if other != path.name:  # loaders would take it (model.safetensors comes first)
+            with contextlib.suppress(FileNotFoundError):
+                (folder / other).unlink()
     return path
 
 

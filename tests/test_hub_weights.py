@@ -340,6 +340,12 @@ def test_a_pinned_revision_gives_its_own_file_and_an_unknown_one_is_refused(
     again = download.download_hub(tmp_path, revision=PINNED_COMMIT, endpoint=hub.endpoint,
                                   progress=False)  # fmt: skip
     assert again == pinned and len(hub.gets()) == before
+    # The other revision's file goes, so the loaders cannot take it instead.
+    download.download_hub(tmp_path, endpoint=hub.endpoint, progress=False)
+    assert weight_source("policy", None, tmp_path).path.name == "model.safetensors"
+    download.download_hub(tmp_path, revision=PINNED_COMMIT, endpoint=hub.endpoint, progress=False)
+    assert not (tmp_path / MIRROR_DIR / "model.safetensors").exists()
+    assert weight_source("policy", None, tmp_path).path == pinned
     with pytest.raises(WeightsError, match=r"revision 'v9' does not exist"):
         download.download_hub(tmp_path, revision="v9", endpoint=hub.endpoint, progress=False)
 
