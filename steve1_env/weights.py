@@ -754,11 +754,17 @@ _MINECLIP_CHECKPOINT_ROOT = "model."
 
 
 def find_mirror(directory: str | os.PathLike[str] | None = None) -> Path | None:
-    """Returns the mirror's file in the weights directory (`MIRROR_DIR`), or None if absent."""
-    folder = weights_dir(directory) / MIRROR_DIR
-    for name in MIRROR_FILES:
-        if (folder / name).is_file():
-            return folder / name
+    """Returns the mirror's file in the weights directory, or None if absent.
+
+    It is looked for in `MIRROR_DIR` (where `steve1_env.download.download_hub` puts it), then
+    in the directory itself (a directory given is the mirror's own download folder, or one a
+    Hub client such as ``hf download --local-dir`` filled).
+    """
+    top = weights_dir(directory)
+    for folder in (top / MIRROR_DIR, top):
+        for name in MIRROR_FILES:
+            if (folder / name).is_file():
+                return folder / name
     return None
 
 

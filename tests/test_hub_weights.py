@@ -152,6 +152,12 @@ def test_the_prompt_encoder_and_mineclip_video_read_the_mirror(golden, tmp_path,
     _same_state(mirrored.state_dict(), own.state_dict())
 
 
+def test_the_mirror_is_found_in_the_directory_itself_too(golden, tmp_path):
+    path = write_mirror(golden, tmp_path / "model.safetensors")
+    assert weight_source("prior", None, tmp_path) == weight_source("prior", path)
+    assert weight_source("prior", None, tmp_path).mirror
+
+
 def test_the_official_file_wins_over_the_mirror(golden, tiny_policy_files, tmp_path):
     write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors")
     shutil.copy(tiny_policy_files["weights"], tmp_path / "steve1.weights")
