@@ -446,6 +446,14 @@ def _weights(args: argparse.Namespace) -> int:
         path = visual_prompts.download_visual_prompts(directory, progress=not args.quiet)
         print(f"the paper's visual prompts are in {path}")
         return 0
+    if args.action == "download" and args.source == "hub":
+        # The mirror's one file holds the three models; the architecture (2x.model, 581
+        # bytes) is only on OpenAI's blob.
+        mirror = download.download_hub(directory, revision=args.revision, progress=not args.quiet)
+        print(f"the Hugging Face mirror is in {mirror}")
+        for path in download.download_official(directory, ["2x.model"], progress=not args.quiet):
+            print(f"downloaded {path}")
+        return 0
     if args.action == "download":
         fetched = download.download_official(directory, args.only, progress=not args.quiet)
         for path in fetched:
@@ -575,6 +583,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="download: fetch the paper's 11 visual prompts (visual_prompts.npz) instead of "
         "the official files",
+    )
+    weights.add_argument(
+        "--source",
+        choices=["official", "hub"],
+        default="official",
+        help="download: 'official' fetches the four files from their publishers (OpenAI, "
+        "Google Drive); 'hub' fetches MineStudio's Hugging Face mirror (one file with the "
+        "policy, MineCLIP and the prior; needs the hub extra; honours $HF_ENDPOINT) and "
+        "2x.model",
+    )
+    weights.add_argument(
+        "--revision",
+        help="with --source hub: the mirror's branch, tag or commit hash to pin (default: main)",
     )
     weights.set_defaults(run=_weights)
 

@@ -40,11 +40,15 @@ from steve1_env.files import atomic_write_text, os_error_message, parse_json, re
 from steve1_env.validation import MAX_TIMEOUT_S, bounded_int, timeout_seconds
 from steve1_env.weights import (
     KNOWN_MD5,
+    MIRROR_DIR,
+    MIRROR_FILES,
+    MIRROR_REPO,
     OFFICIAL_FILES,
     OFFICIAL_TOTAL_BYTES,
     REDOWNLOAD_HINT,
     FileSpec,
     check_file_content,
+    check_mirror_content,
     hash_file,
     official_spec,
     official_url,
@@ -826,3 +830,133 @@ def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> l
     _require_directory(directory)
     recorded = read_checksums(directory)
     return [check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()]
+
+
+HUB_ENDPOINT_ENV = "HF_ENDPOINT"
+"""The variable naming the Hub's address, read at each call (huggingface_hub reads it once,
+at import)."""
+_HUB_EXTRA_PURPOSE = "Downloading the weights from the Hugging Face Hub"
+
+
+def download_hub(
+    directory: Path,
+    *,
+    revision: str | None = None,
+    repo_id: str = MIRROR_REPO,
+    endpoint: str | None = None,
+    local_files_only: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Downloads the mirror's single weight file from the Hugging Face Hub with huggingface_hub.
+
+    The file goes to ``<directory>/minestudio-steve1/`` (`MIRROR_DIR`), where the loaders
+    find it when an official file is missing (`steve1_env.weights.weight_source`).
+    huggingface_hub writes it under a temporary name and renames it once whole, resumes a
+    dropped connection with a ``Range`` request, and keeps the revision it came from beside it
+    (``.cache/huggingface/``), so a later call with the same revision downloads nothing. The
+    file is ``model.safetensors``, or ``pytorch_model.bin`` where a revision has only that
+    (`MIRROR_FILES`, in ``PyTorchModelHubMixin``'s order); it must hold all three models.
+
+    Args:
+        directory: The weights directory.
+        revision: A branch, tag or commit hash to pin (default: ``main``); a file from another
+            revision already there is replaced.
+        repo_id: The Hub repository.
+        endpoint: The Hub's address; default ``$HF_ENDPOINT``, else huggingface.co.
+        local_files_only: Use only the copy already downloaded (no network at all).
+        progress: Show huggingface_hub's progress bar.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        DependencyNotInstalledError: Without huggingface_hub (the ``hub`` extra).
+        WeightsError: If the Hub cannot be reached and no copy is there, the repository,
+            revision or file does not exist, or the file is not the mirror's.
+    """
+    from steve1_env.optional import import_optional
+
+    hub = import_optional("huggingface_hub", "hub", _HUB_EXTRA_PURPOSE)
+    errors = import_optional("huggingface_hub.errors", "hub", _HUB_EXTRA_PURPOSE)
+    bars = import_optional("huggingface_hub.utils", "hub", _HUB_EXTRA_PURPOSE)
+    _require_directory(directory)
+    endpoint = endpoint or os.environ.get(HUB_ENDPOINT_ENV) or None
+    where = f"{repo_id} at revision {revision or 'main'} on {endpoint or 'huggingface.co'}"
+    folder = directory / MIRROR_DIR
+    quiet = not progress and not bars.are_progress_bars_disabled()
+    if quiet:
+        bars.disable_progress_bars()
+    try:
+        path = _hub_file(hub, errors, repo_id, revision, endpoint, folder, local_files_only, where)
+    finally:
+        if quiet:
+            bars.enable_progress_bars()
+    try:
+        check_mirror_content(path)
+    except WeightsError as exc:
+        raise WeightsError(f"{where} served a file that is not the STEVE-1 mirror: {exc}") from None
+    for other in MIRROR_FILES:  # a copy under the other name is another revision's: the
+        if other != path.name:  # loaders would take it (model.safetensors comes first)
+            with contextlib.suppress(FileNotFoundError):
+                (folder / other).unlink()
+    return path
+
+
+def _hub_file(
+    hub: Any,
+    errors: Any,
+    repo_id: str,
+    revision: str | None,
+    endpoint: str | None,
+    folder: Path,
+    local_files_only: bool,
+    where: str,
+) -> Path:
+    """The first of `MIRROR_FILES` the revision has, downloaded (errors in our words)."""
+    offline_fix = (
+        "Check the network, a proxy, or $HF_ENDPOINT (a Hub mirror's address); to use only a "
+        "copy already downloaded, pass local_files_only=True (or set HF_HUB_OFFLINE=1)."
+    )
+    for name in MIRROR_FILES:
+        try:
+            found = hub.hf_hub_download(
+                repo_id, name, revision=revision, local_dir=folder, endpoint=endpoint,
+                local_files_only=local_files_only,
+            )  # fmt: skip
+            return Path(found)
+        except errors.RevisionNotFoundError:
+            raise WeightsError(
+                f"The revision {revision!r} does not exist in {repo_id} ({where}). Give a "
+                "branch, tag or commit hash of the repository, or leave the revision out for "
+                "its main branch."
+            ) from None
+        except errors.RepositoryNotFoundError:
+            raise WeightsError(
+                f"The repository {repo_id} was not found ({where}): check its name, or that "
+                "$HF_ENDPOINT points at a Hub that has it."
+            ) from None
+        except errors.LocalEntryNotFoundError as exc:
+            if local_files_only:
+                # Not there: perhaps the other file name, else nothing was ever downloaded.
+                continue
+            raise WeightsError(
+                f"Cannot download {name} from {where}, and no copy was downloaded before into "
+                f"{folder} ({type(exc.__cause__ or exc).__name__}). {offline_fix}"
+            ) from None
+        except errors.EntryNotFoundError:
+            continue  # this revision has the other file name
+        except (errors.HfHubHTTPError, OSError) as exc:
+            raise WeightsError(
+                f"Downloading {name} from {where} failed: {' '.join(str(exc).split())[:300]}. "
+                f"Run it again (a dropped download starts over). {offline_fix}"
+            ) from None
+    if local_files_only:
+        raise WeightsError(
+            f"No copy of the mirror ({' or '.join(MIRROR_FILES)}) was downloaded into {folder} "
+            "yet, and the network is not to be used (local_files_only). Download it once with "
+            "the network on."
+        )
+    raise WeightsError(
+        f"{where} has none of {', '.join(MIRROR_FILES)}: it is not the STEVE-1 mirror, or "
+        "this revision predates its weights."
+    )

@@ -185,7 +185,8 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
         missing = [name for name in OFFICIAL_FILES.values() if not (folder / name).is_file()]
         raise WeightsError(
             f"{path.name} not found in {folder} (missing there: {', '.join(missing)}). Get the "
-            "official files with `steve1-env weights download`, or point "
+            "official files with `steve1-env weights download` (or MineStudio's Hugging Face "
+            "mirror of the three models with `steve1_env.download.download_hub`), or point "
             f"${WEIGHTS_DIR_ENV} or the weights argument at a directory holding them. To run "
             "offline without them: untrained networks with gym.make('Steve1Skill-v0', "
             "policy_kwargs={'weights': 'random'}, prompt_encoder_kwargs={'weights': 'random'}) "
@@ -731,3 +732,190 @@ def _is_tensor(value: Any) -> bool:
     import torch
 
     return isinstance(value, torch.Tensor)
+
+
+# ------------------------------------------------------------ the Hugging Face Hub mirror
+MIRROR_REPO = "CraftJarvis/MineStudio_STEVE-1.official"
+"""MineStudio's copy of the whole STEVE-1 model on the Hugging Face Hub (see docs/weights.md)."""
+MIRROR_DIR = "minestudio-steve1"
+"""The folder of the weights directory that the mirror's file is downloaded into."""
+MIRROR_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The mirror's weight file, in the order ``PyTorchModelHubMixin`` looks for it."""
+MIRROR_PREFIXES: dict[str, tuple[str, ...]] = {
+    "policy": ("net.", "pi_head.", "value_head."),
+    "mineclip": ("mineclip.",),
+    "prior": ("prior.",),
+}
+"""Role -> the key prefixes of its tensors in the mirror's single state dict. The policy's
+keys are those of ``steve1.weights`` (kept whole); MineCLIP's are its checkpoint's
+``model.<key>`` as ``mineclip.<key>``; the prior's are ``steve1_prior.pt``'s under ``prior.``."""
+_MINECLIP_MIRROR_PREFIX = "mineclip."
+_MINECLIP_CHECKPOINT_ROOT = "model."
+
+
+def find_mirror(directory: str | os.PathLike[str] | None = None) -> Path | None:
+    """Returns the mirror's file in the weights directory, or None if absent.
+
+    It is looked for in `MIRROR_DIR` (where `steve1_env.download.download_hub` puts it), then
+    in the directory itself (a directory given is the mirror's own download folder, or one a
+    Hub client such as ``hf download --local-dir`` filled).
+    """
+    top = weights_dir(directory)
+    for folder in (top / MIRROR_DIR, top):
+        for name in MIRROR_FILES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def is_mirror_file(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is read as the mirror's single file rather than one model's own file.
+
+    That is by its name: one of `MIRROR_FILES`, or any ``.safetensors`` file.
+    """
+    path = Path(path)
+    return path.name in MIRROR_FILES or path.suffix == ".safetensors"
+
+
+def _safetensors_part(
+    path: Path, prefixes: tuple[str, ...], *, keys_only: bool = False
+) -> dict[str, Any]:
+    """The tensors of `path` under `prefixes` (with `keys_only`, their names -> None)."""
+    from steve1_env.optional import import_optional
+
+    safetensors = import_optional("safetensors", "hub", "Reading a .safetensors weight file")
+    try:
+        # safetensors holds a JSON header and raw tensors: reading it never runs code, and
+        # only the tensors asked for are read (the policy without MineCLIP's 600 MB).
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {
+                key: None if keys_only else handle.get_tensor(key)
+                for key in handle.keys()  # noqa: SIM118 (a safetensors handle, not a dict)
+                if key.startswith(prefixes)
+            }
+    except OSError as exc:
+        raise WeightsError(f"Cannot read the weight file {path}: {exc}") from exc
+    except Exception as exc:  # safetensors raises its own SafetensorError on a damaged file
+        raise WeightsError(
+            f"Cannot read the weight file {path}: it is not a readable safetensors file "
+            f"({str(exc)[:200]}). {REDOWNLOAD_HINT}"
+        ) from None
+
+
+def load_mirror_part(path: str | os.PathLike[str], role: str) -> dict[str, Any]:
+    """Reads one model's weights from the mirror's single file, safely.
+
+    A ``.safetensors`` file is read with safetensors (no code can run); any other file with
+    `load_state_dict` (``torch.load(weights_only=True)``).
+
+    Args:
+        path: The mirror's file.
+        role: ``"policy"``, ``"mineclip"`` or ``"prior"`` (`MIRROR_PREFIXES`).
+
+    Returns:
+        The weights as that model's own official file holds them: the policy's keys as in
+        ``steve1.weights``, MineCLIP's as ``model.<key>`` (``attn.pth``'s ``state_dict``),
+        the prior's as in ``steve1_prior.pt``.
+
+    Raises:
+        WeightsError: If the file is unreadable or holds no key of that model.
+        UnsafeFileError: If a non-safetensors file would run code when loaded.
+    """
+    path = Path(path)
+    if role not in MIRROR_PREFIXES:
+        raise WeightsError(f"{role!r} is not in the mirror; it holds {list(MIRROR_PREFIXES)}.")
+    prefixes = MIRROR_PREFIXES[role]
+    if path.suffix == ".safetensors":
+        part = _safetensors_part(path, prefixes)
+    else:
+        part = {key: value for key, value in load_state_dict(path).items()
+                if key.startswith(prefixes)}  # fmt: skip
+    if not part:
+        raise WeightsError(
+            f"{path} holds no {role} weights (no key starts with {' or '.join(prefixes)}): it "
+            f"is not the STEVE-1 mirror ({MIRROR_REPO}). {REDOWNLOAD_HINT}"
+        )
+    if role == "mineclip":
+        return {
+            _MINECLIP_CHECKPOINT_ROOT + key[len(_MINECLIP_MIRROR_PREFIX) :]: value
+            for key, value in part.items()
+        }
+    if role == "prior":
+        return {key[len("prior.") :]: value for key, value in part.items()}
+    return part
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where one model's weights come from: its own official file, or the mirror's file.
+
+    Attributes:
+        path: The file.
+        role: ``"policy"``, ``"mineclip"`` or ``"prior"``.
+        mirror: True if `path` is the mirror's single file (read by prefix).
+    """
+
+    path: Path
+    role: str
+    mirror: bool
+
+    def load(self) -> dict[str, Any]:
+        """Returns the weights, keyed as the model's own official file keys them."""
+        if self.mirror:
+            return load_mirror_part(self.path, self.role)
+        return load_state_dict(self.path)
+
+
+def weight_source(
+    role: str,
+    given: str | os.PathLike[str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> WeightSource:
+    """Finds `role`'s weights: the file given, else its official file, else the mirror's.
+
+    Args:
+        role: ``"policy"``, ``"mineclip"`` or ``"prior"``.
+        given: A file given for it (a mirror file, by `is_mirror_file`, is read by prefix).
+        directory: The weights directory (see `weights_dir`).
+
+    Raises:
+        WeightsError: If neither is there (as `locate`, or `weight_file` for a given file).
+    """
+    if given is not None:
+        path = weight_file(role, given, directory)
+        return WeightSource(path, role, is_mirror_file(path))
+    folder = weights_dir(directory)
+    if not (folder / OFFICIAL_FILES[role]).is_file():
+        mirror = find_mirror(folder)
+        if mirror is not None:
+            return WeightSource(mirror, role, True)
+    return WeightSource(locate(role, folder), role, False)
+
+
+def check_mirror_content(path: str | os.PathLike[str]) -> str:
+    """Checks that `path` is the mirror's file: it holds keys of each of its three models.
+
+    A ``.safetensors`` file is checked from its header alone; another file is loaded safely.
+
+    Returns:
+        What it holds, e.g. ``"136 policy, 788 mineclip and 20 prior tensors"``.
+
+    Raises:
+        WeightsError: If it is unreadable, or one of the models has no key in it.
+        UnsafeFileError: If a non-safetensors file would run code when loaded.
+    """
+    path = Path(path)
+    every = tuple(prefix for prefixes in MIRROR_PREFIXES.values() for prefix in prefixes)
+    if path.suffix == ".safetensors":
+        keys = list(_safetensors_part(path, every, keys_only=True))
+    else:
+        keys = list(load_state_dict(path))
+    counts = {role: sum(key.startswith(p) for key in keys) for role, p in MIRROR_PREFIXES.items()}
+    missing = [role for role, count in counts.items() if not count]
+    if missing:
+        raise WeightsError(
+            f"{path} holds no {' and no '.join(missing)} weights (keys under "
+            f"{', '.join(p for role in missing for p in MIRROR_PREFIXES[role])}): it is not the "
+            f"STEVE-1 mirror ({MIRROR_REPO}). {REDOWNLOAD_HINT}"
+        )
+    return ", ".join(f"{count} {role}" for role, count in counts.items()) + " tensors"

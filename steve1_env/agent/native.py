@@ -42,10 +42,11 @@ from steve1_env.validation import boolean, optional_path, real_number, weights_s
 from steve1_env.weights import (
     OFFICIAL_FILES,
     ModelFile,
+    WeightSource,
     check_state_dict,
+    is_mirror_file,
     load_model_file,
-    load_state_dict,
-    locate,
+    weight_source,
     weights_dir,
 )
 
@@ -178,16 +179,18 @@ class NativeSteve1Policy:
         given = optional_path(weights, "weights", "'random' or 'weights/'")
         if given is None or given.is_dir():
             directory = weights_dir(given)
-            path = locate("policy", directory)
+            # steve1.weights, else the Hub mirror's file (read by its key prefixes)
+            source = weight_source("policy", None, directory)
         else:
-            path = given
-            directory = path.parent
-            if not path.is_file():
-                raise WeightsError(f"The weight file {path} does not exist.")
+            directory = given.parent
+            if not given.is_file():
+                raise WeightsError(f"The weight file {given} does not exist.")
+            source = WeightSource(given, "policy", is_mirror_file(given))
+        path = source.path
         config = _network_config(model, directory)
         with torch.device("meta"):  # shapes only: the loaded tensors become the parameters
             network = Steve1Network(config)
-        state = load_state_dict(path)
+        state = source.load()
         check_state_dict(network.state_dict(), state, f"STEVE-1 policy ({path})")
         network.load_state_dict(state, strict=True, assign=True)
         return network

@@ -33,10 +33,11 @@ from steve1_env.agent.conversion import resize_frame
 from steve1_env.errors import ConfigurationError, WeightsError
 from steve1_env.prompt.mineclip import ResidualAttentionBlock, TextTower, TextTowerConfig
 from steve1_env.weights import (
+    WeightSource,
     check_state_dict,
-    load_state_dict,
-    locate,
+    is_mirror_file,
     verify_known_digest,
+    weight_source,
 )
 
 FRAME_SIZE = (160, 256)
@@ -653,6 +654,25 @@ def model_state_from_checkpoint(
     return {name: checkpoint[keys[0]] for name, keys in copies.items()}
 
 
+def with_shared_copies(checkpoint: dict[str, Any], model: MineCLIPVideo) -> dict[str, Any]:
+    """Restores the names of shared tensors a safetensors file stored once.
+
+    safetensors keeps one name per shared tensor (``PyTorchModelHubMixin`` saves the mirror
+    that way), while ``attn.pth`` names each copy (`checkpoint_copies`). A copy that is
+    missing takes the tensor of a copy that is there; nothing present is changed.
+    """
+    filled = dict(checkpoint)
+    copies: dict[str, list[str]] = {}
+    for checkpoint_key, model_key in checkpoint_layout(model).items():
+        copies.setdefault(model_key, []).append(checkpoint_key)
+    for keys in copies.values():
+        present = next((key for key in keys if key in checkpoint), None)
+        if present is not None:
+            for key in keys:
+                filled.setdefault(key, checkpoint[present])
+    return filled
+
+
 def _same_values(first: torch.Tensor, second: torch.Tensor) -> bool:
     if first is second:
         return True
@@ -689,20 +709,25 @@ def load_mineclip_video(
     """
     given = None if path_or_weights_dir is None else Path(path_or_weights_dir).expanduser()
     if given is None or given.is_dir():
-        path = locate("mineclip", given)
+        source = weight_source("mineclip", None, given)  # attn.pth, else the Hub mirror's
     elif given.is_file():
-        path = given
+        source = WeightSource(given, "mineclip", is_mirror_file(given))
     else:
         raise WeightsError(
             f"{str(given)[:200]!r}: no such file or directory. Give MineCLIP's checkpoint "
             "(attn.pth), a directory holding it, or None for the weights directory (get the "
             "official files with `steve1-env weights download`)."
         )
-    verify_known_digest(path)
+    path = source.path
+    if not source.mirror:  # the published md5 is attn.pth's, not the mirror's
+        verify_known_digest(path)
     config = config or VideoTowerConfig()
     # The text tower's keys are checked even when it is dropped, so it is always built.
     model = MineCLIPVideo(config, text_config or TextTowerConfig(), device="meta")
-    state = model_state_from_checkpoint(load_state_dict(path), model, f"MineCLIP ({path})")
+    checkpoint = source.load()
+    if source.mirror:
+        checkpoint = with_shared_copies(checkpoint, model)
+    state = model_state_from_checkpoint(checkpoint, model, f"MineCLIP ({path})")
     model.load_state_dict(state, strict=True, assign=True)
     if not with_text:
         model.text_model, model.text_config = None, None

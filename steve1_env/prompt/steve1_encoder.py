@@ -47,11 +47,11 @@ from steve1_env.validation import (
     weights_seed,
 )
 from steve1_env.weights import (
+    WeightSource,
     check_state_dict,
     file_digest,
-    load_state_dict,
     verify_known_digest,
-    weight_file,
+    weight_source,
     weights_dir,
 )
 
@@ -130,11 +130,12 @@ class Steve1PromptEncoder:
         else:
             self._tower = None  # loaded on the first instruction the disk cache lacks
             directory = weights_dir(optional_path(weights, "weights", "'random' or 'weights/'"))
-            self._mineclip_path = weight_file("mineclip", mineclip, directory)
-            prior_path = weight_file("prior", prior, directory)
-            self.prior = self._load_prior(prior_path)
+            # The official files, else the Hub mirror's single file (read by key prefix).
+            self._mineclip_source = weight_source("mineclip", mineclip, directory)
+            prior_source = weight_source("prior", prior, directory)
+            self.prior = self._load_prior(prior_source)
             # Hashed only if the disk cache needs them (a first hash reads 600 MB).
-            self._weight_files = (self._mineclip_path, prior_path)
+            self._weight_files = (self._mineclip_source.path, prior_source.path)
         self.text_config = config
         self.prior.to(self.device).eval().requires_grad_(False)
         self.cache_dir = checked_cache_dir
@@ -152,26 +153,28 @@ class Steve1PromptEncoder:
         """The MineCLIP text tower, loaded (and its md5 checked) on first use."""
         with self._lock:
             if self._tower is None:
-                tower = self._load_text_tower(self._mineclip_path, self.text_config)
+                tower = self._load_text_tower(self._mineclip_source, self.text_config)
                 self._tower = tower.to(self.device).eval().requires_grad_(False)
             return self._tower
 
     @staticmethod
-    def _load_text_tower(path: Path, config: TextTowerConfig) -> TextTower:
-        verify_known_digest(path)
+    def _load_text_tower(source: WeightSource, config: TextTowerConfig) -> TextTower:
+        path = source.path
+        if not source.mirror:  # the published md5 is attn.pth's, not the mirror's
+            verify_known_digest(path)
         with torch.device("meta"):
             tower = TextTower(config)
-        state = text_tower_state(load_state_dict(path))
+        state = text_tower_state(source.load())
         check_state_dict(tower.state_dict(), state, f"MineCLIP text tower ({path})")
         tower.load_state_dict(state, strict=True, assign=True)
         return tower
 
     @staticmethod
-    def _load_prior(path: Path) -> PriorVAE:
+    def _load_prior(source: WeightSource) -> PriorVAE:
         with torch.device("meta"):
             prior = PriorVAE()
-        state = load_state_dict(path)
-        check_state_dict(prior.state_dict(), state, f"prior ({path})")
+        state = source.load()
+        check_state_dict(prior.state_dict(), state, f"prior ({source.path})")
         prior.load_state_dict(state, strict=True, assign=True)
         return prior
 
