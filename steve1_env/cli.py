@@ -432,7 +432,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def _weights(args: argparse.Namespace) -> int:
     from steve1_env import download
     from steve1_env.prompt import visual_prompts
-    from steve1_env.weights import OFFICIAL_FILES, weights_dir
+    from steve1_env.weights import OFFICIAL_FILES, find_mirror, weights_dir
 
     directory = weights_dir(args.dir)
     if args.action == "where":
@@ -441,6 +441,10 @@ def _weights(args: argparse.Namespace) -> int:
             path = directory / name
             state = f"{path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "missing"
             print(f"  {name:18} {state}")
+        mirror = find_mirror(directory)
+        if mirror is not None:
+            size = mirror.stat().st_size / 1e6
+            print(f"  the Hub mirror {mirror} ({size:.1f} MB): read for any model file missing")
         return 0
     if args.action == "download" and args.visual_prompts:
         path = visual_prompts.download_visual_prompts(directory, progress=not args.quiet)

@@ -35,13 +35,14 @@ from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnec
 from pathlib import Path
 from typing import Any
 
-from steve1_env.errors import WeightsError
+from steve1_env.errors import Steve1EnvError, WeightsError
 from steve1_env.files import atomic_write_text, os_error_message, parse_json, read_regular_file
 from steve1_env.validation import MAX_TIMEOUT_S, bounded_int, timeout_seconds
 from steve1_env.weights import (
     KNOWN_MD5,
     MIRROR_DIR,
     MIRROR_FILES,
+    MIRROR_PREFIXES,
     MIRROR_REPO,
     OFFICIAL_FILES,
     OFFICIAL_TOTAL_BYTES,
@@ -49,6 +50,7 @@ from steve1_env.weights import (
     FileSpec,
     check_file_content,
     check_mirror_content,
+    find_mirror,
     hash_file,
     official_spec,
     official_url,
@@ -829,7 +831,31 @@ def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> l
     """
     _require_directory(directory)
     recorded = read_checksums(directory)
-    return [check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()]
+    statuses = [
+        check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()
+    ]
+    return _with_mirror(directory, statuses)
+
+
+def _with_mirror(directory: Path, statuses: list[FileStatus]) -> list[FileStatus]:
+    # The loaders read a role's weights from the Hub mirror when its official file is missing
+    # (weights.weight_source), so a missing file the mirror holds is not a missing weight.
+    mirror = find_mirror(directory)
+    if mirror is None:
+        return statuses
+    shown = str(mirror.relative_to(directory)) if mirror.is_relative_to(directory) else str(mirror)
+    try:
+        held = check_mirror_content(mirror)
+    except Steve1EnvError as exc:
+        return [*statuses, FileStatus(shown, True, False, str(exc))]
+    covered = {OFFICIAL_FILES[role] for role in MIRROR_PREFIXES}
+    result = [
+        FileStatus(s.name, False, True, f"missing; the Hub mirror {shown} holds it")
+        if s.name in covered and not s.present
+        else s
+        for s in statuses
+    ]
+    return [*result, FileStatus(shown, True, True, f"the Hub mirror: {held}")]
 
 
 HUB_ENDPOINT_ENV = "HF_ENDPOINT"

@@ -412,3 +412,25 @@ def test_without_the_hub_extra_the_error_names_it(tmp_path, monkeypatch):
 def test_a_missing_official_file_names_the_hub_download(tmp_path):
     with pytest.raises(WeightsError, match="download_hub"):
         weight_source("prior", None, tmp_path)
+
+
+def test_verify_and_where_count_the_files_the_mirror_holds(golden, tmp_path, capsys):
+    from steve1_env import download
+    from steve1_env.cli import main
+
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors")
+    statuses = {s.name: s for s in download.verify(tmp_path)}
+    assert not statuses["2x.model"].ok  # the architecture is not in the mirror
+    for name in ("steve1.weights", "steve1_prior.pt", "attn.pth"):
+        assert statuses[name].ok and not statuses[name].present
+        detail = statuses[name].detail
+        assert "the Hub mirror minestudio-steve1/model.safetensors holds it" in detail
+    mirror = statuses[f"{MIRROR_DIR}/model.safetensors"]
+    assert mirror.ok and "policy" in mirror.detail and "prior" in mirror.detail
+    assert main(["weights", "where", "--dir", str(tmp_path)]) == 0
+    assert "the Hub mirror" in capsys.readouterr().out
+    # A mirror lacking a model covers nothing and is reported as what it is.
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors", drop="prior.")
+    statuses = {s.name: s for s in download.verify(tmp_path)}
+    assert not statuses["steve1_prior.pt"].ok and not statuses["steve1.weights"].ok
+    assert "holds no prior weights" in statuses[f"{MIRROR_DIR}/model.safetensors"].detail
