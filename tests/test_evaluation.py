@@ -479,6 +479,36 @@ def test_videos_are_h264_yuv420p_with_every_frame(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
 
 
+def _top_level_boxes(data: bytes) -> list[str]:
+    boxes, at = [], 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        boxes.append(data[at + 4 : at + 8].decode("latin-1"))
+        if size < 8:
+            break
+        at += size
+    return boxes
+
+
+def test_videos_are_what_a_browser_plays_as_it_downloads(tmp_path):
+    # What Chromium's <video> needs, checked in the file (no browser runs here): an H.264
+    # stream whose avcC names a Constrained Baseline profile ("avc1.42E0xx", the codecs string
+    # canPlayType answers "probably" for), and the index (moov) before the frames (mdat).
+    from steve1_env.evaluation.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "v.mp4")
+    for value in range(10):
+        writer.write(np.full((48, 64, 3), value * 20, np.uint8))
+    writer.close()
+    data = (tmp_path / "v.mp4").read_bytes()
+    boxes = _top_level_boxes(data)
+    assert boxes[0] == "ftyp" and boxes.index("moov") < boxes.index("mdat")
+    avcc = data.index(b"avcC") + 4
+    version, profile, compatibility = data[avcc], data[avcc + 1], data[avcc + 2]
+    assert (version, profile) == (1, 0x42)  # baseline
+    assert compatibility & 0x40  # constraint_set1: Constrained Baseline
+
+
 def test_odd_sized_frames_are_padded_to_even_sides(tmp_path):
     from steve1_env.evaluation.video import VideoWriter
 
