@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import html
 import json
 import numbers
 import os
 import re
 import socket
-import stat
 import sys
 import threading
 import time
@@ -36,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from steve1_env.errors import WeightsError
-from steve1_env.files import atomic_write_text, os_error_message, parse_json, read_regular_file
+from steve1_env.files import (
+    atomic_write_text,
+    file_lock,
+    os_error_message,
+    parse_json,
+    read_regular_file,
+)
 from steve1_env.validation import MAX_TIMEOUT_S, bounded_int, timeout_seconds
 from steve1_env.weights import (
     KNOWN_MD5,
@@ -313,29 +317,27 @@ def _drive_confirmation(page: str, url: str) -> str | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time)."""
-    lock = path.with_name(path.name + ".lock")
-    not_a_file = WeightsError(
-        f"The lock file {lock} is not a regular file (a FIFO, a device or a socket); delete "
-        "it, or choose another weights directory (the `directory` argument or "
-        "$STEVE1_WEIGHTS_DIR)."
-    )
+    """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time).
+
+    A second downloader of the same file, in another thread or process, waits here until the
+    first is done (`filelock`, on any platform).
+    """
+    lock_path = path.with_name(path.name + ".lock")
     try:
-        # Non-blocking: opening a FIFO planted under the lock's name would wait for a reader
-        # forever (with O_NONBLOCK it fails with ENXIO instead); only a regular file is taken.
-        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        lock = file_lock(lock_path, "lock file", error=WeightsError)
+        lock.acquire()  # blocking: the other downloader finishes first
+    except WeightsError:  # a FIFO or a device planted there: refused at once, not waited on
+        raise WeightsError(
+            f"The lock file {lock_path} is not a regular file (a FIFO, a device or a socket); "
+            "delete it, or choose another weights directory (the `directory` argument or "
+            "$STEVE1_WEIGHTS_DIR)."
+        ) from None
     except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise not_a_file from exc
-        raise WeightsError(_cannot_write(lock, exc, "the lock file")) from exc
-    with os.fdopen(descriptor, "wb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise not_a_file
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        raise WeightsError(_cannot_write(lock_path, exc, "the lock file")) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def download(

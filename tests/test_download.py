@@ -5,6 +5,8 @@ import http.server
 import io
 import json
 import pickle
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
@@ -241,6 +243,40 @@ def test_concurrent_downloads_of_one_file_do_not_collide(server, tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and target.read_bytes() == PAYLOAD
+
+
+def test_a_download_waits_for_another_process_downloading_the_same_file(server, tmp_path):
+    # Another process holds the file's lock (as its own download would): this one waits for
+    # it, sending nothing meanwhile, then downloads.
+    target = tmp_path / "file.bin"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "file.bin.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        fetcher = threading.Thread(
+            target=download.download, args=(server.url("/file.bin"), target),
+            kwargs={"progress": False},
+        )  # fmt: skip
+        fetcher.start()
+        fetcher.join(0.5)
+        assert fetcher.is_alive() and server.requests == []
+        holder.kill()  # the lock goes with its process
+        fetcher.join(10)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not fetcher.is_alive() and target.read_bytes() == PAYLOAD
+
+
+HOLD_LOCK = """
+import sys, time, filelock
+lock = filelock.FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
 
 
 def test_google_drive_confirmation_page_is_followed(server, tmp_path):

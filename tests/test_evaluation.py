@@ -192,6 +192,29 @@ def test_store_appends_durable_lines_and_refuses_to_overwrite(tmp_path):
         store.append(_record(trial=1))
 
 
+def test_a_run_directory_is_locked_without_posix_locks(tmp_path):
+    # Where the platform has no fcntl (Windows), the lock still refuses a second run.
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; warnings.simplefilter('ignore')\n"
+        "from steve1_env.evaluation.results import ResultsStore\n"
+        "from steve1_env.errors import ResultsError\n"
+        "with ResultsStore(sys.argv[1], {}, resume=False):\n"
+        "    try:\n"
+        "        ResultsStore(sys.argv[1], {}, resume=True)\n"
+        "    except ResultsError as exc:\n"
+        "        print(exc)\n"
+        "with ResultsStore(sys.argv[1], {}, resume=True):\n"
+        "    print('reopened')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.splitlines() == [
+        f"Another run is writing to {tmp_path}; wait for it to finish or choose another output "
+        "directory.",
+        "reopened",
+    ]
+
+
 def test_store_drops_a_line_cut_short_by_a_kill(tmp_path):
     with ResultsStore(tmp_path, CONFIG, resume=False) as store:
         store.append(_record())

@@ -9,19 +9,21 @@ file says so).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+import filelock
 
 from steve1_env.errors import ClosedError, ResultsError, Steve1EnvWarning
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.files import (
     atomic_write_text,
+    file_lock,
     make_folder,
     open_regular_file,
     parse_json,
@@ -215,20 +217,16 @@ class ResultsStore:
         self.path = self.directory / RESULTS_FILE
         lock_path = self.directory / LOCK_FILE
         try:
-            self._lock: BinaryIO | None = os.fdopen(
-                open_regular_file(lock_path, "lock file", append=True, error=ResultsError), "ab"
-            )
-        except OSError as exc:
-            raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            self._lock = None
+            lock = file_lock(lock_path, "lock file", error=ResultsError)
+            lock.acquire(timeout=0)  # another run holds it: refuse at once, do not wait
+        except filelock.Timeout:
             raise ResultsError(
                 f"Another run is writing to {self.directory}; wait for it to finish or choose "
                 "another output directory."
             ) from None
+        except OSError as exc:
+            raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
+        self._lock: filelock.BaseFileLock | None = lock
         self._handle: int | None = None
         self.config: dict[str, Any] = {}
         try:
@@ -369,8 +367,7 @@ class ResultsStore:
             self._handle = None
         if self._lock is not None:
             with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+                self._lock.release()
             self._lock = None
 
     def __enter__(self) -> ResultsStore:
