@@ -17,6 +17,7 @@ import contextlib
 import errno
 import html
 import json
+import logging
 import numbers
 import os
 import re
@@ -54,6 +55,8 @@ from steve1_env.weights import (
     official_url,
     remembered_content_check,
 )
+
+_log = logging.getLogger(__name__)
 
 CHECKSUMS_FILE = "checksums.json"
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
@@ -401,10 +404,15 @@ def download(
     partial = destination.with_name(destination.name + ".part")
     report = _stderr_progress(destination.name) if progress is True else progress or None
     with _locked(destination):
+        _log.info("downloading %s from %s", destination.name, url)
         errors: list[str] = []
         for attempt in range(retries + 1):
             if attempt:
-                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_TIMEOUT_S))
+                wait = min(backoff * 2 ** (attempt - 1), MAX_TIMEOUT_S)
+                _log.warning(
+                    "downloading %s: %s; retrying in %g s", destination.name, errors[-1], wait
+                )
+                time.sleep(wait)
             try:
                 _fetch(url, partial, _Limits(max_bytes, timeout), report)
                 break
@@ -427,6 +435,7 @@ def download(
             os.replace(partial, destination)
         except OSError as exc:
             raise WeightsError(_cannot_write(destination, exc, "the weights file")) from exc
+    _log.info("downloaded and checked %s", destination)
     return destination
 
 
@@ -737,6 +746,7 @@ def download_official(
     for name in names:
         target = directory / name
         if target.is_file():
+            _log.info("%s is already in %s; kept", name, directory)
             continue
         expected = Expected(sha256=recorded.get(name), md5=KNOWN_MD5.get(name))
         download(url_for(name), target, expected=expected, validate=validator(name, specs),
