@@ -34,6 +34,8 @@ from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnec
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from steve1_env.errors import WeightsError
 from steve1_env.files import (
     atomic_write_text,
@@ -288,21 +290,41 @@ def _cannot_write(path: Path, exc: OSError, what: str, needed: int | None = None
     )
 
 
-def _stderr_progress(name: str) -> ProgressCallback:
-    last = [-1.0]
+class _DownloadBar:
+    """A `tqdm` bar on stderr for one file's download (a `ProgressCallback`).
 
-    def report(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.5 and (total is None or done < total):
-            return
-        last[0] = now
-        size = f"{done / 1e6:8.1f} MB"
-        share = f" / {total / 1e6:.1f} MB ({100 * done / total:5.1f}%)" if total else ""
-        print(f"\r{name}: {size}{share}", end="", file=sys.stderr, flush=True)
-        if total is not None and done >= total:
-            print(file=sys.stderr)
+    The bar starts at the first report, once the size is known (a resumed download starts
+    where its partial file ends). Off a terminal it is redrawn every few seconds only, since
+    each redraw adds to a log.
+    """
 
-    return report
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Shows `done` of `total` bytes (None: unknown)."""
+        if self._bar is None or self._bar.total != total:  # first report, or another size
+            self.close()
+            self._bar = tqdm(
+                desc=self.name, total=total, initial=done, unit="B", unit_scale=True,
+                unit_divisor=1024, file=sys.stderr, leave=True,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            )  # fmt: skip
+        else:
+            self._bar.update(done - self._bar.n)  # less when the server started over
+
+    def close(self) -> None:
+        """Ends the bar (its last state stays); safe to call twice."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> _DownloadBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _drive_confirmation(page: str, url: str) -> str | None:
@@ -377,7 +399,7 @@ def download(
             CONNECT) and sending the request are bounded per socket operation only.
         backoff: Seconds before the first retry (0 up to a day), doubling each time (each
             wait at most a day).
-        progress: Print progress to stderr (True), stay quiet (False), or a callback
+        progress: Show a `tqdm` bar on stderr (True), stay quiet (False), or a callback
             ``(bytes_done, total_or_None)``.
 
     Returns:
@@ -402,8 +424,9 @@ def download(
         message = _cannot_write(destination.parent, exc, "the download directory")
         raise WeightsError(message) from exc
     partial = destination.with_name(destination.name + ".part")
-    report = _stderr_progress(destination.name) if progress is True else progress or None
-    with _locked(destination):
+    bar = _DownloadBar(destination.name) if progress is True else None
+    report: ProgressCallback | None = bar if progress is True else (progress or None)
+    with _locked(destination), bar or contextlib.nullcontext():
         _log.info("downloading %s from %s", destination.name, url)
         errors: list[str] = []
         for attempt in range(retries + 1):

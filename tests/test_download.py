@@ -145,6 +145,17 @@ def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
 
 
+def test_progress_is_a_bar_on_stderr_that_goes_on_after_a_resume(server, tmp_path, capsys):
+    server.drop_after["/file.bin"] = 300_000
+    download.download(server.url("/file.bin"), tmp_path / "file.bin", backoff=0.01)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1  # one bar, closed once
+    last = err.rstrip("\n").split("\r")[-1]
+    assert last.startswith("file.bin: 100%") and "1.00M/1.00M" in last
+    download.download(server.url("/file.bin"), tmp_path / "quiet.bin", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_a_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:1000])
     download.download(server.url("/file.bin"), tmp_path / "file.bin", progress=False)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -427,6 +429,31 @@ def test_progress_reports_trials_tasks_steps_and_success(tmp_path):
     assert len(lines) == 3
     assert lines[-1].startswith("trials 3/3 | tasks 3/3 | success 3/3 (100%)")
     assert "steps " in lines[-1] and "<- seeds/0/0: success" in lines[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_progress_is_a_bar_redrawn_in_place_and_quiet_is_silent(tmp_path):
+    stream = _Terminal()
+    evaluate("quick_harvest", tmp_path / "a", OFFLINE, trials=1, progress=True, stream=stream)
+    text = stream.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1  # one line, redrawn with \r
+    states = text.rstrip("\n").split("\r")
+    assert all(state.startswith("trials ") for state in states if state)
+    # The trial in progress, with its steps (drawn at most 10 times a second).
+    assert any(re.search(r" \| logs#0 \d+/\d+ steps \| ", state) for state in states)
+    last = states[-1]
+    assert last.startswith("trials 3/3 |") and "| tasks 3/3 | success 3/3 (100%) | steps " in last
+    # Every drawn state agrees with its own count (no bar drawn before its status).
+    for state in states:
+        if state.startswith("trials 3/3"):
+            assert "tasks 3/3" in state
+    quiet = _Terminal()
+    evaluate("quick_harvest", tmp_path / "b", OFFLINE, trials=1, progress=False, stream=quiet)
+    assert quiet.getvalue() == ""
 
 
 def test_importing_the_runner_loads_neither_ray_nor_the_env():
