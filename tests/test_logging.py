@@ -1,13 +1,20 @@
-"""The `steve1_env` logger: silent at import and by default, shown by the CLI's -v."""
+"""The `steve1_env` logger (silent at import and by default, shown by the CLI's -v) and
+warnings that point at the caller's line."""
 
+import inspect
 import logging
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 
+import gymnasium as gym
 import pytest
 
+import steve1_env  # noqa: F401  (registers the env ids)
 from steve1_env.cli import main
+from steve1_env.env import Steve1SkillEnv
+from steve1_env.errors import Steve1EnvWarning
 from steve1_env.evaluation.runner import evaluate
 from steve1_env.evaluation.trial import RunSettings
 
@@ -108,3 +115,78 @@ def test_an_unknown_log_level_is_a_usage_error(capsys):
         main(["--log-level", "loud", "demo"])
     assert caught.value.code == 2
     assert "--log-level: invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------ warnings point at the caller's line
+def _here() -> int:
+    """The line number of the caller's next line."""
+    return inspect.currentframe().f_back.f_lineno + 1
+
+
+def _located(caught, match):
+    (found,) = [w for w in caught if match in str(w.message)]
+    assert issubclass(found.category, Steve1EnvWarning)
+    return found.filename, found.lineno
+
+
+RANDOM_ENCODER = {"prompt_encoder": "steve1", "prompt_encoder_kwargs": {"weights": "random"}}
+
+
+def test_a_component_warning_points_at_the_gym_make_line():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = _here()
+        env = gym.make(
+            "Steve1Skill-v0", policy="scripted", instruction="get dirt", **RANDOM_ENCODER
+        )
+    env.close()
+    assert _located(caught, "RANDOM, UNTRAINED weights") == (__file__, line)
+
+
+def test_a_component_warning_points_at_the_env_constructor_line():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = _here()
+        env = Steve1SkillEnv(policy="scripted", instruction="get dirt", **RANDOM_ENCODER)
+    env.close()
+    assert _located(caught, "RANDOM, UNTRAINED weights") == (__file__, line)
+
+
+def test_episode_warnings_point_at_the_reset_and_step_lines_through_gymnasium_wrappers():
+    env = gym.make("Steve1Skill-v0", policy="scripted", prompt_encoder="hash", k=10,
+                   instruction="build a castle", world_kwargs={"pov_shape": (48, 64)})  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reset_line = _here()
+        env.reset(seed=0)
+        step_line = _here()
+        env.step("")
+    env.close()
+    assert _located(caught, "No success detector is known") == (__file__, reset_line)
+    assert _located(caught, "no script for 'build a castle'") == (__file__, step_line)
+
+
+def test_an_evaluation_warning_points_at_the_evaluate_line(tmp_path):
+    out = tmp_path / "run"
+    evaluate("quick_harvest", out, OFFLINE, trials=1, tasks=["dirt"], progress=False)
+    with open(out / "results.jsonl", "ab") as handle:
+        handle.write(b'{"task": "dirt", "instru')  # cut short by a hard kill
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = _here()
+        evaluate("quick_harvest", out, OFFLINE, trials=1, tasks=["dirt"], resume=True,
+                 progress=False)  # fmt: skip
+    assert _located(caught, "the last line is incomplete") == (__file__, line)
+
+
+def test_a_script_sees_its_own_line_in_the_printed_warning(tmp_path):
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import gymnasium as gym\n"
+        "import steve1_env\n"
+        "env = gym.make('Steve1Skill-v0', policy='scripted', prompt_encoder='hash',\n"
+        "               instruction='build a castle', world_kwargs={'pov_shape': (48, 64)})\n"
+        "env.reset(seed=0)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert f"{script}:5: Steve1EnvWarning: No success detector is known" in out.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import filelock
 
-from steve1_env.errors import ClosedError, ResultsError, Steve1EnvWarning
+from steve1_env.errors import ClosedError, ResultsError, warn_caller
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.files import (
     atomic_write_text,
@@ -137,11 +136,9 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     if repeats:
         # One warning, however many repeats a damaged file holds.
         shown = "; ".join(repeats[:3]) + ("; ..." if len(repeats) > 3 else "")
-        warnings.warn(
+        warn_caller(
             f"{path}: {shown} ({len(repeats)} repeated line(s) in all); keeping the first "
             "record of each trial.",
-            Steve1EnvWarning,
-            stacklevel=2,
         )
     return records
 
@@ -149,11 +146,9 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
 def _incomplete_tail(path: Path, complete_bytes: int, repair: bool) -> None:
     # A hard kill mid-write leaves a line without its newline: that trial was not recorded
     # and will be run again.
-    warnings.warn(
+    warn_caller(
         f"{path}: the last line is incomplete (the run was killed while writing it); "
         "ignoring it, its trial will run again.",
-        Steve1EnvWarning,
-        stacklevel=3,
     )
     if repair:
         try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from steve1_env.errors import ConfigurationError, ResultsError, Steve1EnvWarning
+from steve1_env.errors import ConfigurationError, ResultsError, warn_caller
 from steve1_env.evaluation.executors import check_executor_options, make_executor
 from steve1_env.evaluation.progress import Progress
 from steve1_env.evaluation.records import TrialRecord
@@ -379,8 +378,6 @@ def _finish(store: ResultsStore, status: str, ran: int) -> None:
     except ResultsError as exc:
         if status == "failed":  # the error that stopped the run is the one to show
             return
-        warnings.warn(
+        warn_caller(
             f"{exc} The results are safe; only run.json's history lacks how this call ended.",
-            Steve1EnvWarning,
-            stacklevel=3,
         )
