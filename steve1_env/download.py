@@ -849,6 +849,7 @@ def check_file(
         checksum = "recorded sha256"
     else:
         checksum = "no checksum recorded"
+    _log.debug("verified %s: %s; %s", path, checksum, found)
     return FileStatus(name, True, True, f"ok ({checksum}; {found})")
 
 

@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -154,6 +155,18 @@ def test_progress_is_a_bar_on_stderr_that_goes_on_after_a_resume(server, tmp_pat
     assert last.startswith("file.bin: 100%") and "1.00M/1.00M" in last
     download.download(server.url("/file.bin"), tmp_path / "quiet.bin", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_download_logs_its_start_each_retry_and_its_end(server, tmp_path, caplog):
+    server.fail_status = [503]
+    with caplog.at_level(logging.INFO, logger="steve1_env.download"):
+        download.download(server.url("/file.bin"), tmp_path / "file.bin", backoff=0.01,
+                          progress=False)  # fmt: skip
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged[0] == ("INFO", f"downloading file.bin from {server.url('/file.bin')}")
+    assert logged[1][0] == "WARNING" and "HTTP Error 503" in logged[1][1]
+    assert logged[1][1].endswith("retrying in 0.01 s")
+    assert logged[-1] == ("INFO", f"downloaded and checked {tmp_path / 'file.bin'}")
 
 
 def test_a_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
