@@ -705,13 +705,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 """The names ``--log-level`` takes (any case)."""
 
 
-def _add_logging_options(parser: argparse.ArgumentParser) -> None:
+def _add_logging_options(parser: argparse.ArgumentParser, at_top: bool = True) -> None:
     """Adds ``-v`` and ``--log-level`` to `parser` and to each of its (sub)commands.
 
     On a command they default to nothing at all, so that ``steve1-env -v eval`` and
     ``steve1-env eval -v`` both work and the command does not undo the top level's.
     """
-    at_top = parser.prog == "steve1-env"
     default: dict[str, Any] = {} if at_top else {"default": argparse.SUPPRESS}
     parser.add_argument(
         "-v",
@@ -731,7 +730,7 @@ def _add_logging_options(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:  # argparse keeps its subcommands here only
         if isinstance(action, argparse._SubParsersAction):
             for command in dict.fromkeys(action.choices.values()):  # aliases: one parser
-                _add_logging_options(command)
+                _add_logging_options(command, at_top=False)
 
 
 class _LogLines(logging.Handler):
