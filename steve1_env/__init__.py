@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+
 from gymnasium.envs.registration import register
 from gymnasium.envs.registration import registry as _gym_registry
 
@@ -34,6 +36,10 @@ from steve1_env.errors import (
 from steve1_env.registry import register_policy, register_prompt_encoder, register_world
 
 __version__ = "0.1.0"
+
+# A library logs but never decides where the records go: without a handler of the
+# application's (the CLI's `-v`), nothing is printed, not even through logging's last resort.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 MAX_EPISODE_STEPS = 64
 """High-level steps per episode of the registered envs (each runs up to ``k`` ticks)."""

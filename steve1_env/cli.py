@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import difflib
 import json
+import logging
 import signal
 import sys
 import warnings
@@ -822,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"exit 1 unless these pieces are usable: a comma list of {', '.join(PIECES)}",
     )
     doctor.set_defaults(run=_doctor)
+    _add_logging_options(parser)
     return parser
 
 
@@ -909,11 +911,84 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The names ``--log-level`` takes (any case)."""
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, at_top: bool = True) -> None:
+    """Adds ``-v`` and ``--log-level`` to `parser` and to each of its (sub)commands.
+
+    On a command they default to nothing at all, so that ``steve1-env -v eval`` and
+    ``steve1-env eval -v`` both work and the command does not undo the top level's.
+    """
+    default: dict[str, Any] = {} if at_top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="log what the package does on stderr: -v for INFO, -vv for DEBUG",
+        **({"default": 0} if at_top else default),
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"log records of LEVEL and above on stderr ({', '.join(LOG_LEVELS)})",
+        **default,
+    )
+    for action in parser._actions:  # argparse keeps its subcommands here only
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # aliases: one parser
+                _add_logging_options(command, at_top=False)
+
+
+class _LogLines(logging.Handler):
+    """Writes each record as a line on the current stderr, above any progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Writes `record` through tqdm, so a live progress bar is redrawn below it."""
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
+    """Shows the package's log records on stderr at the level ``-v``/``--log-level`` ask.
+
+    Nothing is shown without either (the package logs to a `logging.NullHandler`); only the
+    ``steve1_env`` logger is configured, and it is restored afterwards.
+    """
+    verbose = getattr(args, "verbose", 0) or 0
+    level_name = getattr(args, "log_level", None)
+    if level_name is None and not verbose:
+        yield
+        return
+    level = getattr(logging, level_name) if level_name else max(logging.DEBUG, 30 - 10 * verbose)
+    logger = logging.getLogger("steve1_env")
+    handler = _LogLines(level)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``steve1-env``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        with _warnings_as_lines():
+        with _warnings_as_lines(), _logging_to_stderr(args):
             return args.run(args)
     except Steve1EnvError as exc:
         print(f"steve1-env: error: {in_cli_words(str(exc))}", file=sys.stderr)

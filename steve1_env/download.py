@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import html
 import json
+import logging
 import numbers
 import os
 import re
 import socket
-import stat
 import sys
 import threading
 import time
@@ -35,8 +34,16 @@ from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnec
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from steve1_env.errors import Steve1EnvError, WeightsError
-from steve1_env.files import atomic_write_text, os_error_message, parse_json, read_regular_file
+from steve1_env.files import (
+    atomic_write_text,
+    file_lock,
+    os_error_message,
+    parse_json,
+    read_regular_file,
+)
 from steve1_env.validation import MAX_TIMEOUT_S, bounded_int, timeout_seconds
 from steve1_env.weights import (
     KNOWN_MD5,
@@ -56,6 +63,8 @@ from steve1_env.weights import (
     official_url,
     remembered_content_check,
 )
+
+_log = logging.getLogger(__name__)
 
 CHECKSUMS_FILE = "checksums.json"
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
@@ -287,21 +296,41 @@ def _cannot_write(path: Path, exc: OSError, what: str, needed: int | None = None
     )
 
 
-def _stderr_progress(name: str) -> ProgressCallback:
-    last = [-1.0]
+class _DownloadBar:
+    """A `tqdm` bar on stderr for one file's download (a `ProgressCallback`).
 
-    def report(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.5 and (total is None or done < total):
-            return
-        last[0] = now
-        size = f"{done / 1e6:8.1f} MB"
-        share = f" / {total / 1e6:.1f} MB ({100 * done / total:5.1f}%)" if total else ""
-        print(f"\r{name}: {size}{share}", end="", file=sys.stderr, flush=True)
-        if total is not None and done >= total:
-            print(file=sys.stderr)
+    The bar starts at the first report, once the size is known (a resumed download starts
+    where its partial file ends). Off a terminal it is redrawn every few seconds only, since
+    each redraw adds to a log.
+    """
 
-    return report
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Shows `done` of `total` bytes (None: unknown)."""
+        if self._bar is None or self._bar.total != total:  # first report, or another size
+            self.close()
+            self._bar = tqdm(
+                desc=self.name, total=total, initial=done, unit="B", unit_scale=True,
+                unit_divisor=1024, file=sys.stderr, leave=True,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            )  # fmt: skip
+        else:
+            self._bar.update(done - self._bar.n)  # less when the server started over
+
+    def close(self) -> None:
+        """Ends the bar (its last state stays); safe to call twice."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> _DownloadBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _drive_confirmation(page: str, url: str) -> str | None:
@@ -319,29 +348,27 @@ def _drive_confirmation(page: str, url: str) -> str | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time)."""
-    lock = path.with_name(path.name + ".lock")
-    not_a_file = WeightsError(
-        f"The lock file {lock} is not a regular file (a FIFO, a device or a socket); delete "
-        "it, or choose another weights directory (the `directory` argument or "
-        "$STEVE1_WEIGHTS_DIR)."
-    )
+    """Holds an exclusive lock on ``<path>.lock`` (one downloader per file at a time).
+
+    A second downloader of the same file, in another thread or process, waits here until the
+    first is done (`filelock`, on any platform).
+    """
+    lock_path = path.with_name(path.name + ".lock")
     try:
-        # Non-blocking: opening a FIFO planted under the lock's name would wait for a reader
-        # forever (with O_NONBLOCK it fails with ENXIO instead); only a regular file is taken.
-        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        lock = file_lock(lock_path, "lock file", error=WeightsError)
+        lock.acquire()  # blocking: the other downloader finishes first
+    except WeightsError:  # a FIFO or a device planted there: refused at once, not waited on
+        raise WeightsError(
+            f"The lock file {lock_path} is not a regular file (a FIFO, a device or a socket); "
+            "delete it, or choose another weights directory (the `directory` argument or "
+            "$STEVE1_WEIGHTS_DIR)."
+        ) from None
     except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise not_a_file from exc
-        raise WeightsError(_cannot_write(lock, exc, "the lock file")) from exc
-    with os.fdopen(descriptor, "wb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise not_a_file
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        raise WeightsError(_cannot_write(lock_path, exc, "the lock file")) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def download(
@@ -378,7 +405,7 @@ def download(
             CONNECT) and sending the request are bounded per socket operation only.
         backoff: Seconds before the first retry (0 up to a day), doubling each time (each
             wait at most a day).
-        progress: Print progress to stderr (True), stay quiet (False), or a callback
+        progress: Show a `tqdm` bar on stderr (True), stay quiet (False), or a callback
             ``(bytes_done, total_or_None)``.
 
     Returns:
@@ -403,12 +430,18 @@ def download(
         message = _cannot_write(destination.parent, exc, "the download directory")
         raise WeightsError(message) from exc
     partial = destination.with_name(destination.name + ".part")
-    report = _stderr_progress(destination.name) if progress is True else progress or None
-    with _locked(destination):
+    bar = _DownloadBar(destination.name) if progress is True else None
+    report: ProgressCallback | None = bar if progress is True else (progress or None)
+    with _locked(destination), bar or contextlib.nullcontext():
+        _log.info("downloading %s from %s", destination.name, url)
         errors: list[str] = []
         for attempt in range(retries + 1):
             if attempt:
-                time.sleep(min(backoff * 2 ** (attempt - 1), MAX_TIMEOUT_S))
+                wait = min(backoff * 2 ** (attempt - 1), MAX_TIMEOUT_S)
+                _log.warning(
+                    "downloading %s: %s; retrying in %g s", destination.name, errors[-1], wait
+                )
+                time.sleep(wait)
             try:
                 _fetch(url, partial, _Limits(max_bytes, timeout), report)
                 break
@@ -431,6 +464,7 @@ def download(
             os.replace(partial, destination)
         except OSError as exc:
             raise WeightsError(_cannot_write(destination, exc, "the weights file")) from exc
+    _log.info("downloaded and checked %s", destination)
     return destination
 
 
@@ -741,6 +775,7 @@ def download_official(
     for name in names:
         target = directory / name
         if target.is_file():
+            _log.info("%s is already in %s; kept", name, directory)
             continue
         expected = Expected(sha256=recorded.get(name), md5=KNOWN_MD5.get(name))
         download(url_for(name), target, expected=expected, validate=validator(name, specs),
@@ -820,6 +855,7 @@ def check_file(
         checksum = "recorded sha256"
     else:
         checksum = "no checksum recorded"
+    _log.debug("verified %s: %s; %s", path, checksum, found)
     return FileStatus(name, True, True, f"ok ({checksum}; {found})")
 
 

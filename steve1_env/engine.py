@@ -22,7 +22,6 @@ Nothing here is public API: the envs' Gymnasium surface and the evaluation API a
 from __future__ import annotations
 
 import copy
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.errors import (
     InvalidActionError,
     ResetNeededError,
-    Steve1EnvWarning,
     WorldCrashError,
+    warn_caller,
 )
 from steve1_env.prompt.goals import GoalEncoder
 from steve1_env.prompt.mineclip_score import FrameWindow, MineCLIPScorer, dense_reward
@@ -437,11 +436,9 @@ class SkillEngine:
                 if kinds
                 else "it matches none of the known skills"
             )
-            warnings.warn(
+            warn_caller(
                 f"No success detector is known for {instruction!r}: {why}, so is_success stays "
                 "False for it. Pass success={instruction: detector} (see steve1_env.success).",
-                Steve1EnvWarning,
-                stacklevel=4,
             )
         slot.attempt_start = _baseline(slot.obs)
         slot.attempt_scores.clear()

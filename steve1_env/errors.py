@@ -8,6 +8,11 @@ expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+import gymnasium
 from gymnasium.error import ClosedEnvironmentError as _GymnasiumClosedEnvironmentError
 from gymnasium.error import ResetNeeded as _GymnasiumResetNeeded
 
@@ -106,3 +111,37 @@ class EvaluationError(Steve1EnvError, RuntimeError):
 
 class Steve1EnvWarning(UserWarning):
     """Base class of the warnings `steve1_env` emits, so they can be filtered as one."""
+
+
+def _directory_prefixes(module_file: str | None) -> tuple[str, ...]:
+    if module_file is None:
+        return ()
+    folder = os.path.dirname(module_file)
+    return tuple({folder + os.sep, os.path.abspath(folder) + os.sep})
+
+
+# Frames in these folders are passed through when a warning looks for the line that caused it:
+# the package's own, and gymnasium's (its make() and wrappers hand the user's call to the env).
+_PASSED_THROUGH = _directory_prefixes(__file__) + _directory_prefixes(gymnasium.__file__)
+
+
+def warn_caller(message: str, category: type[Warning] = Steve1EnvWarning) -> None:
+    """Warns, pointing at the line of the caller's code that led here.
+
+    The rule for every warning of the package: its location (``filename``, ``lineno``, and so
+    what a warnings filter by module sees) is the first frame outside `steve1_env` and
+    gymnasium, i.e. the user's ``gym.make(...)``, ``env.step(...)`` or ``evaluate(...)``,
+    wherever inside the package the warning is raised. A fixed ``stacklevel`` cannot say
+    that, since the same warning is reached through several paths. When every frame is the
+    package's (the ``steve1-env`` command), the outermost one is named.
+
+    Args:
+        message: The warning's text.
+        category: Its class (`Steve1EnvWarning` unless said otherwise).
+    """
+    frame = sys._getframe(1)  # the function that warns: stacklevel 2 from here
+    level = 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PASSED_THROUGH):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

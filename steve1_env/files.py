@@ -12,7 +12,8 @@ through this module, so each guarantee holds in one place:
   read-only file system or Ctrl-C leaves the previous version intact and no temporary file
   (`atomic_write_bytes`, `atomic_write_text`);
 - an `OSError` met writing becomes one of the package's errors naming the file and the fix
-  (`write_error`, `make_folder`).
+  (`write_error`, `make_folder`);
+- a lock file is a regular file, locked through `filelock` (any platform: `file_lock`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import stat
 import uuid
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from steve1_env.errors import ConfigurationError, Steve1EnvError
 
@@ -72,14 +75,47 @@ def open_regular_file(
     path = Path(path)
     descriptor = os.open(path, _APPEND_FLAGS if append else _READ_FLAGS, 0o644)
     try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-            raise error(f"The {what} {path} is {kind}, not a regular file; give a regular file.")
+        _require_regular(os.fstat(descriptor).st_mode, path, what, error)
     except BaseException:
         os.close(descriptor)
         raise
     return descriptor
+
+
+def file_lock(
+    path: str | os.PathLike[str], what: str, *, error: ErrorClass = ConfigurationError
+) -> filelock.BaseFileLock:
+    """Returns an (unacquired) exclusive lock on `path`, once it is known to be a regular file.
+
+    A path already there must be a regular file (a FIFO or a device planted under its name is
+    refused at once, not waited on); `filelock` creates a missing one when the lock is taken.
+    The lock works across processes on every platform `filelock` supports (where the file
+    system has no locking call, `filelock` falls back to a lock file's mere existence); it is
+    not tied to the thread that takes it, so another thread may release it.
+
+    Args:
+        path: The lock file.
+        what: What the file is, for messages (``"lock file"``).
+        error: The `steve1_env` error class raised for a path that is not a regular file.
+
+    Raises:
+        OSError: If the path cannot be inspected (acquiring the lock raises `OSError` too
+            when the file cannot be created or opened: a read-only file system, ...).
+        Steve1EnvError: `error`, if the path is not a regular file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        _require_regular(mode, Path(path), what, error)
+    return filelock.FileLock(path, thread_local=False)
+
+
+def _require_regular(mode: int, path: Path, what: str, error: ErrorClass) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+        raise error(f"The {what} {path} is {kind}, not a regular file; give a regular file.")
 
 
 def read_regular_file(

@@ -9,11 +9,15 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from steve1_env.errors import ConfigurationError, UnknownNameError
+
+_log = logging.getLogger(__name__)
 
 Factory = Callable[..., Any]
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -146,7 +150,11 @@ class Registry:
         """
         factory = self.factory(name)
         self._bind(name, factory, kwargs)
-        return factory(**kwargs)
+        _log.debug("building the %s %r (arguments: %s)", self.kind, name, sorted(kwargs))
+        started = time.perf_counter()
+        component = factory(**kwargs)
+        _log.info("built the %s %r in %.2f s", self.kind, name, time.perf_counter() - started)
+        return component
 
     def _bind(
         self, name: str, factory: Factory, kwargs: dict[str, Any], partial: bool = False

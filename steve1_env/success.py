@@ -12,12 +12,11 @@ from __future__ import annotations
 import fnmatch
 import math
 import operator
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from steve1_env.errors import DetectorError, Steve1EnvWarning
+from steve1_env.errors import DetectorError, warn_caller
 from steve1_env.instructions import normalize_instruction
 from steve1_env.skill_kinds import skill_kind
 from steve1_env.validation import boolean, positive_number, real_number, string_list
@@ -371,11 +370,9 @@ class ObservationValue:
                     )
                 if not self._warned[0]:
                     self._warned[0] = True
-                    warnings.warn(
+                    warn_caller(
                         f"Detector {self.name!r}: this world reports no {self.path!r}, so this "
                         "condition is always False here.",
-                        Steve1EnvWarning,
-                        stacklevel=2,
                     )
                 return False
             current = current[part]

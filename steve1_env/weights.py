@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import pickletools
@@ -30,6 +31,8 @@ from steve1_env.files import (
     parse_json,
     read_regular_file,
 )
+
+_log = logging.getLogger(__name__)
 
 WEIGHTS_DIR_ENV = "STEVE1_WEIGHTS_DIR"
 
@@ -193,6 +196,7 @@ def locate(role: str, directory: str | os.PathLike[str] | None = None) -> Path:
             "or the synthetic world's oracle with gym.make('Steve1Skill-v0', "
             "policy='scripted', prompt_encoder='hash')."
         )
+    _log.debug("found the %s file %s", role, path)
     return path
 
 
@@ -207,6 +211,7 @@ def weight_file(
     if given is None:
         return locate(role, directory)
     path = Path(given).expanduser()
+    _log.debug("using the %s file given: %s", role, path)
     if not path.is_file():
         raise WeightsError(
             f"{role}={os.fspath(given)!r}: no such file. Give the path of the {role} file, or "
@@ -289,6 +294,7 @@ def verify_known_digest(
     if expected is None:
         return
     actual = file_digests(path)["md5"]
+    _log.debug("%s: md5 %s, published %s", path, actual, expected)
     if actual != expected:
         raise WeightsError(
             f"{path} has md5 {actual}, but the official {official_name} has {expected}: the "
@@ -498,6 +504,7 @@ def load_state_dict(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     import torch
 
     _check_zip_expansion(Path(path))
+    _log.info("loading the weights %s", path)
     try:
         with warnings.catch_warnings():
             # torch warns that its safe unpickler may not support a pickle protocol above 2

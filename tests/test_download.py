@@ -4,7 +4,10 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import pickle
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
@@ -143,6 +146,29 @@ def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
 
 
+def test_progress_is_a_bar_on_stderr_that_goes_on_after_a_resume(server, tmp_path, capsys):
+    server.drop_after["/file.bin"] = 300_000
+    download.download(server.url("/file.bin"), tmp_path / "file.bin", backoff=0.01)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1  # one bar, closed once
+    last = err.rstrip("\n").split("\r")[-1]
+    assert last.startswith("file.bin: 100%") and "1.00M/1.00M" in last
+    download.download(server.url("/file.bin"), tmp_path / "quiet.bin", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_download_logs_its_start_each_retry_and_its_end(server, tmp_path, caplog):
+    server.fail_status = [503]
+    with caplog.at_level(logging.INFO, logger="steve1_env.download"):
+        download.download(server.url("/file.bin"), tmp_path / "file.bin", backoff=0.01,
+                          progress=False)  # fmt: skip
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert logged[0] == ("INFO", f"downloading file.bin from {server.url('/file.bin')}")
+    assert logged[1][0] == "WARNING" and "HTTP Error 503" in logged[1][1]
+    assert logged[1][1].endswith("retrying in 0.01 s")
+    assert logged[-1] == ("INFO", f"downloaded and checked {tmp_path / 'file.bin'}")
+
+
 def test_a_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:1000])
     download.download(server.url("/file.bin"), tmp_path / "file.bin", progress=False)
@@ -241,6 +267,40 @@ def test_concurrent_downloads_of_one_file_do_not_collide(server, tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and target.read_bytes() == PAYLOAD
+
+
+def test_a_download_waits_for_another_process_downloading_the_same_file(server, tmp_path):
+    # Another process holds the file's lock (as its own download would): this one waits for
+    # it, sending nothing meanwhile, then downloads.
+    target = tmp_path / "file.bin"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "file.bin.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        fetcher = threading.Thread(
+            target=download.download, args=(server.url("/file.bin"), target),
+            kwargs={"progress": False},
+        )  # fmt: skip
+        fetcher.start()
+        fetcher.join(0.5)
+        assert fetcher.is_alive() and server.requests == []
+        holder.kill()  # the lock goes with its process
+        fetcher.join(10)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not fetcher.is_alive() and target.read_bytes() == PAYLOAD
+
+
+HOLD_LOCK = """
+import sys, time, filelock
+lock = filelock.FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
 
 
 def test_google_drive_confirmation_page_is_followed(server, tmp_path):

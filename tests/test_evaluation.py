@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -193,6 +195,29 @@ def test_store_appends_durable_lines_and_refuses_to_overwrite(tmp_path):
         assert store.keys == {"t/0/0"}
     with pytest.raises(ClosedError, match=r"store is closed.*resume=True"):
         store.append(_record(trial=1))
+
+
+def test_a_run_directory_is_locked_without_posix_locks(tmp_path):
+    # Where the platform has no fcntl (Windows), the lock still refuses a second run.
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; warnings.simplefilter('ignore')\n"
+        "from steve1_env.evaluation.results import ResultsStore\n"
+        "from steve1_env.errors import ResultsError\n"
+        "with ResultsStore(sys.argv[1], {}, resume=False):\n"
+        "    try:\n"
+        "        ResultsStore(sys.argv[1], {}, resume=True)\n"
+        "    except ResultsError as exc:\n"
+        "        print(exc)\n"
+        "with ResultsStore(sys.argv[1], {}, resume=True):\n"
+        "    print('reopened')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.splitlines() == [
+        f"Another run is writing to {tmp_path}; wait for it to finish or choose another output "
+        "directory.",
+        "reopened",
+    ]
 
 
 def test_store_drops_a_line_cut_short_by_a_kill(tmp_path):
@@ -407,6 +432,31 @@ def test_progress_reports_trials_tasks_steps_and_success(tmp_path):
     assert len(lines) == 3
     assert lines[-1].startswith("trials 3/3 | tasks 3/3 | success 3/3 (100%)")
     assert "steps " in lines[-1] and "<- seeds/0/0: success" in lines[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_on_a_terminal_progress_is_a_bar_redrawn_in_place_and_quiet_is_silent(tmp_path):
+    stream = _Terminal()
+    evaluate("quick_harvest", tmp_path / "a", OFFLINE, trials=1, progress=True, stream=stream)
+    text = stream.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1  # one line, redrawn with \r
+    states = text.rstrip("\n").split("\r")
+    assert all(state.startswith("trials ") for state in states if state)
+    # The trial in progress, with its steps (drawn at most 10 times a second).
+    assert any(re.search(r" \| logs#0 \d+/\d+ steps \| ", state) for state in states)
+    last = states[-1]
+    assert last.startswith("trials 3/3 |") and "| tasks 3/3 | success 3/3 (100%) | steps " in last
+    # Every drawn state agrees with its own count (no bar drawn before its status).
+    for state in states:
+        if state.startswith("trials 3/3"):
+            assert "tasks 3/3" in state
+    quiet = _Terminal()
+    evaluate("quick_harvest", tmp_path / "b", OFFLINE, trials=1, progress=False, stream=quiet)
+    assert quiet.getvalue() == ""
 
 
 def test_importing_the_runner_loads_neither_ray_nor_the_env():

@@ -10,7 +10,6 @@ observations and goals to tensors, keeps autocast off, samples and converts acti
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,8 @@ from steve1_env.agent.network import (
 from steve1_env.errors import (
     ClosedError,
     ConfigurationError,
-    Steve1EnvWarning,
     WeightsError,
+    warn_caller,
 )
 from steve1_env.validation import boolean, optional_path, real_number, weights_seed
 from steve1_env.weights import (
@@ -168,12 +167,10 @@ class NativeSteve1Policy:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 network = Steve1Network(config)
-            warnings.warn(
+            warn_caller(
                 "STEVE-1 policy with RANDOM, UNTRAINED weights (weights='random'): it will not "
                 "follow instructions. Pass weights=<directory with steve1.weights> for the "
                 "real agent.",
-                Steve1EnvWarning,
-                stacklevel=3,
             )
             return network
         given = optional_path(weights, "weights", "'random' or 'weights/'")

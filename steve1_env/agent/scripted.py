@@ -14,7 +14,6 @@ unconditional STEVE-1 roams and gathers a little), so a baseline differs from st
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from steve1_env.agent.base import Goal
-from steve1_env.errors import ConfigurationError, Steve1EnvWarning
+from steve1_env.errors import ConfigurationError, warn_caller
 from steve1_env.skill_kinds import skill_kind
 from steve1_env.worlds.actions import noop_action
 from steve1_env.worlds.angles import wrap_degrees
@@ -106,11 +105,9 @@ class ScriptedPolicy:
         elif kind is None:
             if goal.instruction not in self._warned:
                 self._warned.add(goal.instruction)
-                warnings.warn(
+                warn_caller(
                     f"The scripted policy has no script for {goal.instruction!r}; it stands "
                     "still. Scripts exist for the paper's tasks (see steve1_env.skill_kinds).",
-                    Steve1EnvWarning,
-                    stacklevel=2,
                 )
         elif kind == "sky" and not location.get("can_see_sky", True):
             self._walk(action, obs, state, sprint=False, explore=True)  # out from under leaves

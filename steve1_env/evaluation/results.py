@@ -9,19 +9,20 @@ file says so).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from steve1_env.errors import ClosedError, ResultsError, Steve1EnvWarning
+import filelock
+
+from steve1_env.errors import ClosedError, ResultsError, warn_caller
 from steve1_env.evaluation.records import TrialRecord
 from steve1_env.files import (
     atomic_write_text,
+    file_lock,
     make_folder,
     open_regular_file,
     parse_json,
@@ -135,11 +136,9 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
     if repeats:
         # One warning, however many repeats a damaged file holds.
         shown = "; ".join(repeats[:3]) + ("; ..." if len(repeats) > 3 else "")
-        warnings.warn(
+        warn_caller(
             f"{path}: {shown} ({len(repeats)} repeated line(s) in all); keeping the first "
             "record of each trial.",
-            Steve1EnvWarning,
-            stacklevel=2,
         )
     return records
 
@@ -147,11 +146,9 @@ def read_records(path: str | os.PathLike[str], *, repair: bool = False) -> list[
 def _incomplete_tail(path: Path, complete_bytes: int, repair: bool) -> None:
     # A hard kill mid-write leaves a line without its newline: that trial was not recorded
     # and will be run again.
-    warnings.warn(
+    warn_caller(
         f"{path}: the last line is incomplete (the run was killed while writing it); "
         "ignoring it, its trial will run again.",
-        Steve1EnvWarning,
-        stacklevel=3,
     )
     if repair:
         try:
@@ -215,20 +212,16 @@ class ResultsStore:
         self.path = self.directory / RESULTS_FILE
         lock_path = self.directory / LOCK_FILE
         try:
-            self._lock: BinaryIO | None = os.fdopen(
-                open_regular_file(lock_path, "lock file", append=True, error=ResultsError), "ab"
-            )
-        except OSError as exc:
-            raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            self._lock = None
+            lock = file_lock(lock_path, "lock file", error=ResultsError)
+            lock.acquire(timeout=0)  # another run holds it: refuse at once, do not wait
+        except filelock.Timeout:
             raise ResultsError(
                 f"Another run is writing to {self.directory}; wait for it to finish or choose "
                 "another output directory."
             ) from None
+        except OSError as exc:
+            raise write_error(exc, lock_path, "the lock file", error=ResultsError) from exc
+        self._lock: filelock.BaseFileLock | None = lock
         self._handle: int | None = None
         self.config: dict[str, Any] = {}
         try:
@@ -369,8 +362,7 @@ class ResultsStore:
             self._handle = None
         if self._lock is not None:
             with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+                self._lock.release()
             self._lock = None
 
     def __enter__(self) -> ResultsStore:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from steve1_env.errors import ConfigurationError, ResultsError, Steve1EnvWarning
+from steve1_env.errors import ConfigurationError, ResultsError, warn_caller
 from steve1_env.evaluation.executors import check_executor_options, make_executor
 from steve1_env.evaluation.progress import Progress
 from steve1_env.evaluation.records import TrialRecord
@@ -29,6 +29,8 @@ from steve1_env.evaluation.video import require_video_encoder
 from steve1_env.files import make_folder
 from steve1_env.tasks.spec import TaskSet, load_task_set
 from steve1_env.validation import boolean
+
+_log = logging.getLogger(__name__)
 
 _WEIGHTED = ("steve1", "steve1-official")  # components that load the official files
 
@@ -288,6 +290,12 @@ def evaluate(
         pending = [spec for spec in plan if spec.key not in store.keys or spec.key in rerun]
         done = [record for record in store.records if record.key not in rerun]
         bar = Progress(plan, done, stream=stream, enabled=progress)
+        _log.info(
+            "evaluating %s into %s: %d trials planned, %d already recorded, %d to run "
+            "(executor %s)",
+            loaded.source or "the task set", out, len(plan), len(plan) - len(pending),
+            len(pending), executor,
+        )  # fmt: skip
         if pending:
             runner = make_executor(
                 executor,
@@ -303,6 +311,11 @@ def evaluate(
                     store.append(record)
                     bar.trial_done(record)
                     ran += 1
+                    _log.info(
+                        "trial %s: %s (%s) after %d steps, %d crash(es), %.1f s",
+                        record.key, record.outcome, record.reason, record.steps,
+                        record.crashes, record.duration_s,
+                    )  # fmt: skip
             except KeyboardInterrupt:
                 interrupted = True
             finally:
@@ -327,6 +340,10 @@ def evaluate(
     reports = write_reports(out, summary)
     recorded = {record.key for record in records}
     missing = sum(spec.key not in recorded for spec in plan)
+    _log.info(
+        "evaluation %s: %d trials run, %d missing; reports %s",
+        status, ran, missing, ", ".join(str(path) for path in reports.values()),
+    )  # fmt: skip
     return EvaluationResult(
         Path(out), records, summary, reports, len(plan), ran, missing, interrupted
     )
@@ -364,8 +381,6 @@ def _finish(store: ResultsStore, status: str, ran: int) -> None:
     except ResultsError as exc:
         if status == "failed":  # the error that stopped the run is the one to show
             return
-        warnings.warn(
+        warn_caller(
             f"{exc} The results are safe; only run.json's history lacks how this call ended.",
-            Steve1EnvWarning,
-            stacklevel=3,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,8 @@ from steve1_env.success import needs_mineclip
 from steve1_env.tasks.detectors import build_detector
 from steve1_env.tasks.metrics import MetricTracker
 from steve1_env.validation import bounded_int, positive_int
+
+_log = logging.getLogger(__name__)
 
 MAX_ENVS_PER_WORKER = 64
 """Most worlds one evaluation worker hosts (they share its one policy)."""
@@ -524,6 +527,7 @@ class TrialRunner:
         slot.started = time.perf_counter()
         slot.errors = []
         slot.tries_left = max(1, self.settings.crash_retries + 1 - earlier)
+        _log.debug("trial %s: starting (%r, seed %s)", spec.key, spec.instruction, spec.seed)
         self._start_try(slot, finished, on_steps)
 
     def _start_try(
@@ -646,6 +650,10 @@ class TrialRunner:
             slot.errors.append(episode.error or "the world crashed")
             self._discard(slot)  # a crashed world is replaced, not reused
             if slot.tries_left > 0:
+                _log.warning(
+                    "trial %s: the world crashed (%s); running it again (%d tries left)",
+                    spec.key, slot.errors[-1], slot.tries_left,
+                )  # fmt: skip
                 self._start_try(slot, finished, on_steps)
                 return
         duration = time.perf_counter() - slot.started

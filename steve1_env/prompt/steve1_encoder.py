@@ -17,7 +17,6 @@ import io
 import json
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from steve1_env.errors import (
     ConfigurationError,
     GoalEmbeddingError,
     Steve1EnvError,
-    Steve1EnvWarning,
+    warn_caller,
 )
 from steve1_env.files import atomic_write_bytes, make_folder, read_regular_file
 from steve1_env.prompt.mineclip import CHECKPOINT_PREFIX, TextTower, TextTowerConfig
@@ -120,11 +119,9 @@ class Steve1PromptEncoder:
                 for parameter in (tower.pos_embed, tower.projection):
                     torch.nn.init.normal_(parameter, std=0.02)
             self._tower: TextTower | None = tower.to(self.device).eval().requires_grad_(False)
-            warnings.warn(
+            warn_caller(
                 "STEVE-1 prompt encoder with RANDOM, UNTRAINED weights (weights='random'): its "
                 "goal embeddings mean nothing to a trained policy.",
-                Steve1EnvWarning,
-                stacklevel=2,
             )
             self._weight_files: tuple[Path, Path] | None = None
         else:
@@ -329,10 +326,8 @@ class Steve1PromptEncoder:
             # A cache entry is only ever a copy: drop a damaged one and recompute it.
             with contextlib.suppress(OSError):
                 path.unlink()
-            warnings.warn(
+            warn_caller(
                 f"Dropped the unreadable embedding-cache entry {path} ({exc}); recomputing it.",
-                Steve1EnvWarning,
-                stacklevel=4,
             )
             return None
 
@@ -348,8 +343,8 @@ class Steve1PromptEncoder:
             )
         except Steve1EnvError as exc:
             # The embedding is computed: the reset goes on, only caching stops.
-            warnings.warn(
-                f"{exc} Continuing without the disk cache.", Steve1EnvWarning, stacklevel=4
+            warn_caller(
+                f"{exc} Continuing without the disk cache.",
             )
             self.cache_dir = None
 

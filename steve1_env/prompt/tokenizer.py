@@ -14,13 +14,12 @@ from __future__ import annotations
 import gzip
 import html
 import itertools
-import warnings
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 
-from steve1_env.errors import Steve1EnvWarning
+from steve1_env.errors import warn_caller
 
 CONTEXT_LENGTH = 77
 VOCAB_SIZE = 49408
@@ -134,16 +133,15 @@ class ClipTokenizer:
     def tokenize(self, text: str, *, warn: bool = True) -> np.ndarray:
         """Returns the ``(77,)`` int64 row: start, up to 75 ids, end, then zeros.
 
-        Longer texts are truncated to 75 ids, with a `Steve1EnvWarning` when `warn`.
+        Longer texts are truncated to 75 ids, with a `steve1_env.errors.Steve1EnvWarning`
+        when `warn`.
         """
         keep = CONTEXT_LENGTH - 2
         ids = self.encode(text, limit=keep)
         if len(ids) > keep and warn:
-            warnings.warn(
+            warn_caller(
                 f"The instruction has more than {keep} tokens, all MineCLIP reads, so it was "
                 f"truncated: {text[:60]!r}...",
-                Steve1EnvWarning,
-                stacklevel=2,
             )
         row = np.zeros(CONTEXT_LENGTH, dtype=np.int64)
         body = [self.start_id, *ids[:keep], self.end_id]

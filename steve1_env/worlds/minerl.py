@@ -19,6 +19,7 @@ Install: Java 8, xvfb (``xvfb-run``),
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ from steve1_env.validation import frame_side, positive_int, short_repr
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts, world_timeouts
 from steve1_env.worlds.processes import child_processes, command_line, kill_processes
+
+_log = logging.getLogger(__name__)
 
 STEVE1_ENV_KWARGS: dict[str, Any] = {
     "fov_range": [70, 70],
@@ -181,11 +184,14 @@ class MineRLWorld:
             raise ClosedError("This MineRLWorld was closed; create a new one.")
         due = self.restart_every is not None and self._episodes >= self.restart_every
         if self._env is None or due:
+            if due:
+                _log.info("MineRL: restarting the world after %d episodes", self._episodes)
             self._restart()
         try:
             obs = self._tracked(_seeded_reset, self._env, seed)
-        except WorldCrashError:
+        except WorldCrashError as exc:
             self.crashes += 1
+            _log.warning("MineRL: the world crashed on reset (%s); restarting it once", exc)
             self._restart()
             obs = self._tracked(_seeded_reset, self._env, seed)
         self._episodes += 1
@@ -209,11 +215,13 @@ class MineRLWorld:
         }
         try:
             obs, _reward, done, info = self._call(self._env.step, minerl_action)
-        except WorldCrashError:
+        except WorldCrashError as exc:
+            _log.warning("MineRL: the world crashed on step (%s); shutting it down", exc)
             self._crashed()
             raise
         if info.get("error"):
             # The observation that came with the error is MineRL's random filler: dropped.
+            _log.warning("MineRL: the world reported a crash (%s); shutting it down", info["error"])
             self._crashed()
             raise WorldCrashError(f"MineRL reported a crash: {info['error']}")
         self._done = bool(done)
@@ -257,6 +265,7 @@ class MineRLWorld:
     def _restart(self) -> None:
         self._shutdown()
         before = child_processes()
+        _log.info("MineRL: launching the world %s", self.env_id)
         try:
             self._env = self._factory(self.env_id, **self._env_kwargs)
         except ImportError:
@@ -283,6 +292,7 @@ class MineRLWorld:
             doomed |= child_processes(pid)
         self._world_processes = set()
         if doomed:
+            _log.debug("MineRL: killing the world's processes %s", sorted(doomed))
             kill_processes(doomed)
 
 

@@ -20,6 +20,7 @@ first use and asks for confirmation on the terminal: run it once interactively.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ from steve1_env.optional import import_optional, require_installed
 from steve1_env.worlds.actions import canonical_action
 from steve1_env.worlds.base import WorldObs, WorldStep, WorldTimeouts
 from steve1_env.worlds.minerl import minerl_observation
+
+_log = logging.getLogger(__name__)
 
 _STATISTICS = (
     "inventory", "equipped_items", "mine_block", "pickup", "craft_item", "use_item",
@@ -133,10 +136,12 @@ class MineStudioWorld:
             if self._sim is None or wanted != self._seed:
                 # A new seed means a new simulator (a new Minecraft launch): its cost is that.
                 self._close_sim()
+                _log.info("MineStudio: launching a simulator for seed %d", wanted)
                 self._sim = self._factory(seed=wanted, **self._kwargs)
                 self._seed = wanted
             obs, info = self._sim.reset()  # no seed argument: it was given at construction
         except Exception as exc:
+            _log.warning("MineStudio: the simulator failed to reset (%s); closing it", exc)
             self._close_sim()
             raise WorldCrashError(
                 f"MineStudio failed to reset: {type(exc).__name__}: {exc}"
@@ -159,6 +164,7 @@ class MineStudioWorld:
         try:
             obs, _reward, terminated, truncated, info = self._sim.step(full)
         except Exception as exc:
+            _log.warning("MineStudio: the simulator failed to step (%s); closing it", exc)
             self._close_sim()
             self._done = True
             raise WorldCrashError(

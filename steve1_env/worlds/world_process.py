@@ -14,6 +14,7 @@ script that builds worlds in processes needs an ``if __name__ == "__main__":`` g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ from steve1_env.worlds.base import (
     WorldStep,
     world_timeouts,
 )
+
+_log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S = 30.0  # closing a Minecraft server takes a moment
 
@@ -179,8 +182,15 @@ class WorldProcess:
 
     # ------------------------------------------------------------------ internals
     def _start(self) -> WorkerProcess:
+        restart = self._worker is not None
         self._abandon()
         self._worker = WorkerProcess(_build_world, (self.name, self.kwargs), f"{self.name} world")
+        _log.info(
+            "%s the %s world process (pid %s)",
+            "restarted" if restart else "started",
+            self.name,
+            self._worker.pid,
+        )
         return self._worker
 
     def _crash(self, error: Exception, what: str) -> Exception:
@@ -188,6 +198,7 @@ class WorldProcess:
         if isinstance(error, WorkerLostError):
             self._worker = None  # abandoned already
             suffix = "" if error.exit_code is None else f", exit code {error.exit_code}"
+            _log.warning("the %s world process %s on %s%s", self.name, error.reason, what, suffix)
             return WorldCrashError(
                 f"The {self.name} world process {error.reason}{suffix}; it is killed and "
                 "restarts at the next reset."
@@ -196,6 +207,7 @@ class WorldProcess:
             if self._worker is not None and not self._worker.is_alive():
                 self._worker = None  # building the world failed: the child has exited
             return error
+        _log.warning("the %s world failed to %s: %s", self.name, what, describe(error))
         return WorldCrashError(f"The {self.name} world failed to {what}: {describe(error)}")
 
     def _abandon(self) -> None:
