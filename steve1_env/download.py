@@ -357,11 +357,11 @@ def _locked(path: Path) -> Iterator[None]:
     try:
         lock = file_lock(lock_path, "lock file", error=WeightsError)
         lock.acquire()  # blocking: the other downloader finishes first
-    except WeightsError:  # a FIFO or a device planted there: refused at once, not waited on
+    except WeightsError:  # a FIFO, a device or a link planted there: refused, not waited on
         raise WeightsError(
-            f"The lock file {lock_path} is not a regular file (a FIFO, a device or a socket); "
-            "delete it, or choose another weights directory (the `directory` argument or "
-            "$STEVE1_WEIGHTS_DIR)."
+            f"The lock file {lock_path} is not a regular file (a symbolic link, a FIFO, a "
+            "device or a socket); delete it, or choose another weights directory (the "
+            "`directory` argument or $STEVE1_WEIGHTS_DIR)."
         ) from None
     except OSError as exc:
         raise WeightsError(_cannot_write(lock_path, exc, "the lock file")) from exc
