@@ -788,3 +788,41 @@ def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, changes
             store.append(bad)
         store.append(record(trial=2))
     assert [r.trial for r in read_records(tmp_path / "results.jsonl")] == [0, 2]
+
+
+def test_ctrl_c_while_a_video_is_finished_leaves_no_file(tmp_path, monkeypatch):
+    # Finishing flushes the encoder and writes the thumbnail (seconds for a long trial): a
+    # Ctrl-C then must not leave the half-finished video, whose writer the trial has dropped.
+    import numpy as np
+
+    writer = VideoWriter(tmp_path / "v.mp4", thumbnail=True)
+    for _ in range(5):
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_write_thumbnail", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_video_that_cannot_be_moved_in_place_leaves_no_thumbnail(tmp_path, monkeypatch):
+    import numpy as np
+
+    from steve1_env.evaluation import video
+
+    writer = VideoWriter(tmp_path / "v.mp4", thumbnail=True)
+    for _ in range(5):
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+
+    def refused(source, target):
+        if str(target).endswith(".mp4"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return os.rename(source, target)
+
+    monkeypatch.setattr(video.os, "replace", refused)
+    with pytest.raises(ConfigurationError, match="Permission denied"):
+        writer.close()
+    assert not list(tmp_path.iterdir())

@@ -332,6 +332,15 @@ class VideoWriter:
             return None
         av = import_optional("av", "video", "Recording videos")
         try:
+            return self._finish(av)
+        except BaseException:
+            # A Ctrl-C while the encoder flushes or the thumbnail is written: the caller has
+            # already let go of this writer, so nothing else would delete the partial file.
+            self.discard()
+            raise
+
+    def _finish(self, av: Any) -> Path:
+        try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
@@ -349,12 +358,19 @@ class VideoWriter:
                 f"The video {self._partial} could not be finished: it is missing or empty "
                 "(the disk may be full); free some space and run again."
             )
+        thumbnail = None
         try:
             if self._thumbnail is not None:
                 self._write_thumbnail()
+                thumbnail = thumbnail_path(self.path)
             os.replace(self._partial, self.path)
-        except (OSError, av.FFmpegError) as exc:
-            raise self._failed(exc, self.path) from exc
+        except BaseException as exc:
+            if thumbnail is not None:  # no thumbnail of a video that is not there
+                with contextlib.suppress(OSError):
+                    thumbnail.unlink()
+            if isinstance(exc, OSError | av.FFmpegError):
+                raise self._failed(exc, self.path) from exc
+            raise
         return self.path
 
     def _write_thumbnail(self) -> None:
