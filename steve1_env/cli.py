@@ -490,7 +490,14 @@ def _pieces(text: str) -> list[str]:
     """Parses ``--require``'s comma list, refusing unknown pieces before anything is checked."""
     from steve1_env.doctor import PIECES
 
-    pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
+    # Each piece once, in order: "minerl,minerl" is one requirement, not two lines of output.
+    pieces = list(dict.fromkeys(piece.strip() for piece in text.split(",") if piece.strip()))
+    if not pieces:
+        # An empty list (a shell variable left unset) would require nothing and pass.
+        raise argparse.ArgumentTypeError(
+            f"names no piece (got {text!r}); give one or more of {', '.join(PIECES)}, "
+            "separated by commas"
+        )
     for piece in pieces:
         if piece not in PIECES:
             close = difflib.get_close_matches(piece, list(PIECES), n=1)
