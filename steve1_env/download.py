@@ -943,6 +943,8 @@ def download_hub(
     bars = import_optional("huggingface_hub.utils", "hub", _HUB_EXTRA_PURPOSE)
     _require_directory(directory)
     endpoint = endpoint or os.environ.get(HUB_ENDPOINT_ENV) or None
+    if endpoint is not None:
+        _check_hub_endpoint(endpoint)
     where = f"{repo_id} at revision {revision or 'main'} on {endpoint or 'huggingface.co'}"
     folder = directory / MIRROR_DIR
     quiet = not progress and not bars.are_progress_bars_disabled()
@@ -956,12 +958,27 @@ def download_hub(
     try:
         check_mirror_content(path)
     except WeightsError as exc:
+        # Not left where the loaders look for the mirror (weights.find_mirror) once refused.
+        with contextlib.suppress(OSError):
+            path.unlink()
         raise WeightsError(f"{where} served a file that is not the STEVE-1 mirror: {exc}") from None
     for other in MIRROR_FILES:  # a copy under the other name is another revision's: the
         if other != path.name:  # loaders would take it (model.safetensors comes first)
             with contextlib.suppress(FileNotFoundError):
                 (folder / other).unlink()
     return path
+
+
+def _check_hub_endpoint(endpoint: str) -> None:
+    # huggingface_hub's HTTP client would raise its own, unwrapped, error deep inside the call.
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme.lower() not in _SCHEMES or not parts.netloc:
+        raise WeightsError(
+            f"The Hub's address {endpoint[:200]!r} (the `endpoint` argument or "
+            f"${HUB_ENDPOINT_ENV}) is not an http(s) URL; give one such as "
+            "https://huggingface.co or a Hub mirror's http(s) address, or unset "
+            f"${HUB_ENDPOINT_ENV}."
+        )
 
 
 def _hub_file(

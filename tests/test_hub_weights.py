@@ -32,6 +32,7 @@ from steve1_env.weights import (  # noqa: E402
     MIRROR_DIR,
     MIRROR_REPO,
     check_mirror_content,
+    find_mirror,
     load_mirror_part,
     load_state_dict,
     weight_source,
@@ -379,6 +380,18 @@ def test_a_served_file_that_is_not_the_mirror_is_refused(hub, golden, tmp_path):
     hub.files["main"] = (MAIN_COMMIT, {"model.safetensors": no_prior})
     with pytest.raises(WeightsError, match="served a file that is not the STEVE-1 mirror"):
         download.download_hub(tmp_path / "w", endpoint=hub.endpoint, progress=False)
+    # Refused, it is not left where the loaders would take it for the mirror.
+    assert find_mirror(tmp_path / "w") is None
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://hub.example", "file:///srv/hub", "hub.example"])
+def test_a_hub_address_that_is_not_http_is_a_clear_error(endpoint, tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match=r"is not an http\(s\) URL"):
+        download.download_hub(tmp_path, endpoint=endpoint, progress=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(WeightsError, match=r"\$HF_ENDPOINT\) is not an http\(s\) URL"):
+        download.download_hub(tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_cli_downloads_from_the_hub(
