@@ -149,11 +149,18 @@ def _ascii(text: str) -> str:
 def _fit(text: str, width: int, font: int, scale: float, thickness: int) -> str:
     import cv2
 
-    if cv2.getTextSize(text, font, scale, thickness)[0][0] <= width:
+    def fits(candidate: str) -> bool:
+        return cv2.getTextSize(candidate, font, scale, thickness)[0][0] <= width
+
+    if fits(text):
         return text
-    while text and cv2.getTextSize(text + "...", font, scale, thickness)[0][0] > width:
-        text = text[:-1]
-    return text + "..."
+    # The longest prefix that fits with "...", found by bisection: cutting one character at a
+    # time measured the text once per character, every frame (seconds for a long inventory).
+    low, high = 0, len(text)  # text[:low] + "..." fits (or low is 0); text[:high] does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(text[:middle] + "...") else (low, middle)
+    return text[:low] + "..."
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
