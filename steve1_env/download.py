@@ -974,8 +974,8 @@ def _check_hub_endpoint(endpoint: str) -> None:
     parts = urllib.parse.urlsplit(endpoint)
     if parts.scheme.lower() not in _SCHEMES or not parts.netloc:
         raise WeightsError(
-            f"The Hub's address {endpoint[:200]!r} (the `endpoint` argument or "
-            f"${HUB_ENDPOINT_ENV}) is not an http(s) URL; give one such as "
+            f"The Hub's address {endpoint[:200]!r} (the `endpoint` argument or $HF_ENDPOINT) "
+            "is not an http(s) URL; give one such as "
             "https://huggingface.co or a Hub mirror's http(s) address, or unset "
             f"${HUB_ENDPOINT_ENV}."
         )

@@ -409,6 +409,41 @@ def test_the_cli_downloads_from_the_hub(
     assert hub.gets()[0][1] == f"/{MIRROR_REPO}/resolve/{MAIN_COMMIT}/model.safetensors"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["weights", "download", "--revision", MAIN_COMMIT],
+        ["weights", "verify", "--revision", MAIN_COMMIT],
+        ["weights", "download", "--source", "hub", "--only", "attn.pth"],
+    ],
+)
+def test_cli_hub_options_that_would_be_ignored_are_refused(argv, tmp_path, capsys, monkeypatch):
+    # Ignored, --revision would fetch the official files (1.6 GB from Google Drive) instead
+    # of the pinned mirror, and --only would fetch the whole mirror.
+    from steve1_env.cli import main
+
+    monkeypatch.setattr(download, "download_official", _no_network)
+    monkeypatch.setattr(download, "download_hub", _no_network)
+    assert main([*argv, "--dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--source hub" in err and "steve1-env: error:" in err
+    assert not list(tmp_path.iterdir())
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("nothing is to be downloaded")
+
+
+def test_the_cli_names_hf_endpoint_for_a_bad_hub_address(tmp_path, capsys, monkeypatch):
+    from steve1_env.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://hub.example")
+    assert main(["weights", "download", "--source", "hub", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'ftp://hub.example' ($HF_ENDPOINT) is not an http(s) URL" in err
+    assert "argument" not in err
+
+
 def test_without_the_hub_extra_the_error_names_it(tmp_path, monkeypatch):
     import sys
 
