@@ -184,6 +184,13 @@ def test_options_attributes_methods_and_render():
     assert venv.get_attr("skills") == [SKILLS, SKILLS]
     venv.set_attr("k", 3, indices=[1])
     assert venv.get_attr("k") == [40, 3]
+    # Set directly, k is still checked: 0 made every step run no tick, 2.5 three.
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigurationError, match="k must be a positive integer"):
+            venv.set_attr("k", bad)
+    assert venv.get_attr("k") == [40, 3]
+    _, _, _, infos = venv.step(np.array([1, 1]))
+    assert infos[1]["steps"] <= 3
     assert venv.env_method("goal_embedding", "get dirt", indices=0)[0].shape == (512,)
     with pytest.raises(ConfigurationError, match="bypass the batch"):
         venv.env_method("reset")
