@@ -13,7 +13,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan, VecMonito
 
 import steve1_env  # noqa: F401  (registers the env ids)
 from steve1_env.agent.random_policy import RandomPolicy
-from steve1_env.errors import ClosedError, ConfigurationError, DependencyNotInstalledError
+from steve1_env.errors import (
+    ClosedError,
+    ConfigurationError,
+    DependencyNotInstalledError,
+    ResetNeededError,
+)
 from steve1_env.registry import register_policy
 from steve1_env.sb3 import Steve1VecEnv
 from steve1_env.success import custom
@@ -178,6 +183,8 @@ def test_seeds_apply_once_and_give_the_same_episodes():
 
 def test_options_attributes_methods_and_render():
     venv = Steve1VecEnv(2, render_mode="rgb_array", **OFFLINE)
+    with pytest.raises(ResetNeededError, match=r"reset\(\) before render\(\)"):
+        venv.render()  # no frame yet
     venv.set_options([{"instruction": "chop a tree"}, {"instruction": "get dirt"}])
     venv.reset()
     assert [info["instruction"] for info in venv.reset_infos] == ["chop a tree", "get dirt"]
