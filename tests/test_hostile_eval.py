@@ -32,7 +32,7 @@ from steve1_env.evaluation.report import summarize
 from steve1_env.evaluation.results import ResultsStore, read_config, read_records
 from steve1_env.evaluation.runner import evaluate, report
 from steve1_env.evaluation.trial import Episode, RunSettings, TrialRunner, trial_record
-from steve1_env.evaluation.video import VideoWriter
+from steve1_env.evaluation.video import FrameCaption, VideoWriter
 from steve1_env.registry import WORLDS
 
 OFFLINE = RunSettings(
@@ -825,4 +825,17 @@ def test_a_video_that_cannot_be_moved_in_place_leaves_no_thumbnail(tmp_path, mon
     monkeypatch.setattr(video.os, "replace", refused)
     with pytest.raises(ConfigurationError, match="Permission denied"):
         writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_frame_the_encoder_refuses_says_its_size_and_the_fix(tmp_path):
+    import numpy as np
+
+    # A short, wide frame enlarged for the overlay: 20,480 pixels wide, beyond libx264.
+    writer = VideoWriter(tmp_path / "v.mp4", overlay=True)
+    with pytest.raises(ConfigurationError) as got:
+        writer.write(np.zeros((2, 160, 3), dtype=np.uint8), FrameCaption("x", 0))
+    message = str(got.value)
+    assert "20480x256 pixels (enlarged for the overlay)" in message
+    assert "leave out the overlay" in message
     assert not list(tmp_path.iterdir())

@@ -288,7 +288,18 @@ class VideoWriter:
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 self._container.mux(packet)
         except (OSError, av.FFmpegError) as exc:
-            raise self._failed(exc, self._partial) from exc
+            hint = ""
+            if not self.frames and not isinstance(exc, OSError):  # the encoder opens here
+                height, width = image.shape[:2]
+                enlarged = (
+                    " (enlarged for the overlay)" if image.shape[:2] != array.shape[:2] else ""
+                )
+                hint = (
+                    f"Its frames are {width}x{height} pixels{enlarged}, which the H.264 encoder "
+                    "refused: record smaller frames, or leave out the overlay, which enlarges "
+                    "frames shorter than OVERLAY_MIN_HEIGHT."
+                )
+            raise self._failed(exc, self._partial, hint) from exc
         self.frames += 1
 
     def _failed(self, exc: Exception, path: Path, hint: str = "") -> Steve1EnvError:
