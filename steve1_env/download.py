@@ -870,12 +870,24 @@ def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> l
     statuses = [
         check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()
     ]
-    return _with_mirror(directory, statuses)
+    return with_mirror(directory, statuses)
 
 
-def _with_mirror(directory: Path, statuses: list[FileStatus]) -> list[FileStatus]:
-    # The loaders read a role's weights from the Hub mirror when its official file is missing
-    # (weights.weight_source), so a missing file the mirror holds is not a missing weight.
+def with_mirror(directory: Path, statuses: list[FileStatus]) -> list[FileStatus]:
+    """Counts the Hub mirror in: official files it holds are not missing, and it is checked.
+
+    The loaders read a role's weights from the mirror when its official file is missing
+    (`steve1_env.weights.weight_source`), so ``weights verify`` and ``doctor`` report such a
+    file as ``missing; the Hub mirror ... holds it`` with ``ok`` True (``present`` False).
+
+    Args:
+        directory: The weights directory.
+        statuses: The official files' statuses (`check_file`).
+
+    Returns:
+        `statuses` (covered files changed as above), plus the mirror's own status if it is
+        there (``ok`` False if it is not the mirror).
+    """
     mirror = find_mirror(directory)
     if mirror is None:
         return statuses

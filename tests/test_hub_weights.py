@@ -482,3 +482,25 @@ def test_verify_and_where_count_the_files_the_mirror_holds(golden, tmp_path, cap
     statuses = {s.name: s for s in download.verify(tmp_path)}
     assert not statuses["steve1_prior.pt"].ok and not statuses["steve1.weights"].ok
     assert "holds no prior weights" in statuses[f"{MIRROR_DIR}/model.safetensors"].detail
+
+
+def test_doctor_counts_the_files_the_mirror_holds(golden, tiny_policy_files, tmp_path):
+    # What `weights download --source hub` leaves (the mirror and 2x.model) is what the
+    # loaders need: doctor --require weights must not call it missing while verify passes.
+    from steve1_env.doctor import missing_pieces, run_checks
+
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors")
+    shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")
+    checks = {c.name: c for c in run_checks(tmp_path)}
+    for name in ("steve1.weights", "steve1_prior.pt", "attn.pth"):
+        check = checks[f"weights: {name}"]
+        assert check.ok and "the Hub mirror minestudio-steve1/model.safetensors holds it" in (
+            check.detail
+        )
+    assert checks[f"weights: {MIRROR_DIR}/model.safetensors"].ok
+    assert missing_pieces(list(checks.values()), ["weights"]) == []
+    # A mirror lacking a model covers nothing, and is reported broken.
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors", drop="prior.")
+    checks = {c.name: c for c in run_checks(tmp_path)}
+    assert not checks["weights: steve1_prior.pt"].ok
+    assert checks[f"weights: {MIRROR_DIR}/model.safetensors"].broken
