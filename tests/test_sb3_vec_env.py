@@ -51,7 +51,12 @@ class BatchCountingPolicy(RandomPolicy):
 
 
 @pytest.fixture
-def counting_policy():
+def counting_policy(monkeypatch):
+    # Registered for this test only: left in the registry, it showed up in other tests'
+    # "Known policies: ..." messages (tests/test_env.py's, when run after this file).
+    from steve1_env.registry import POLICIES
+
+    monkeypatch.setattr(POLICIES, "_factories", dict(POLICIES._factories))
     register_policy("sb3-batch-counting", BatchCountingPolicy, overwrite=True)
     BatchCountingPolicy.calls = []
     return "sb3-batch-counting"
