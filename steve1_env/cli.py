@@ -435,6 +435,18 @@ def _weights(args: argparse.Namespace) -> int:
     from steve1_env.prompt import visual_prompts
     from steve1_env.weights import OFFICIAL_FILES, find_mirror, weights_dir
 
+    hub = args.action == "download" and args.source == "hub" and not args.visual_prompts
+    if args.revision is not None and not hub:
+        # Ignored, it would fetch the official files instead of the revision asked for.
+        raise ConfigurationError(
+            "--revision pins a revision of the Hugging Face mirror: use it with "
+            "`weights download --source hub`."
+        )
+    if hub and args.only:
+        raise ConfigurationError(
+            "--only picks official files; --source hub fetches the mirror's one file (the "
+            "three models) and 2x.model: drop --only, or drop --source hub."
+        )
     directory = weights_dir(args.dir)
     if args.action == "where":
         print(directory)
@@ -490,7 +502,14 @@ def _pieces(text: str) -> list[str]:
     """Parses ``--require``'s comma list, refusing unknown pieces before anything is checked."""
     from steve1_env.doctor import PIECES
 
-    pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
+    # Each piece once, in order: "minerl,minerl" is one requirement, not two lines of output.
+    pieces = list(dict.fromkeys(piece.strip() for piece in text.split(",") if piece.strip()))
+    if not pieces:
+        # An empty list (a shell variable left unset) would require nothing and pass.
+        raise argparse.ArgumentTypeError(
+            f"names no piece (got {text!r}); give one or more of {', '.join(PIECES)}, "
+            "separated by commas"
+        )
     for piece in pieces:
         if piece not in PIECES:
             close = difflib.get_close_matches(piece, list(PIECES), n=1)
@@ -842,6 +861,7 @@ CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("gpus_per_actor=", "--gpus-per-actor"),
     ("executor='processes' (or 'ray')", "--executor processes (or ray)"),
     ("executor='ray'", "--executor ray"),
+    ("(the `endpoint` argument or $HF_ENDPOINT)", "($HF_ENDPOINT)"),
     ("the `directory` argument", "`--dir DIR`"),
     ("the weights argument", "--weights"),
     (

@@ -357,11 +357,11 @@ def _locked(path: Path) -> Iterator[None]:
     try:
         lock = file_lock(lock_path, "lock file", error=WeightsError)
         lock.acquire()  # blocking: the other downloader finishes first
-    except WeightsError:  # a FIFO or a device planted there: refused at once, not waited on
+    except WeightsError:  # a FIFO, a device or a link planted there: refused, not waited on
         raise WeightsError(
-            f"The lock file {lock_path} is not a regular file (a FIFO, a device or a socket); "
-            "delete it, or choose another weights directory (the `directory` argument or "
-            "$STEVE1_WEIGHTS_DIR)."
+            f"The lock file {lock_path} is not a regular file (a symbolic link, a FIFO, a "
+            "device or a socket); delete it, or choose another weights directory (the "
+            "`directory` argument or $STEVE1_WEIGHTS_DIR)."
         ) from None
     except OSError as exc:
         raise WeightsError(_cannot_write(lock_path, exc, "the lock file")) from exc
@@ -870,12 +870,24 @@ def verify(directory: Path, *, specs: Mapping[str, FileSpec] | None = None) -> l
     statuses = [
         check_file(directory / name, recorded, specs=specs) for name in OFFICIAL_FILES.values()
     ]
-    return _with_mirror(directory, statuses)
+    return with_mirror(directory, statuses)
 
 
-def _with_mirror(directory: Path, statuses: list[FileStatus]) -> list[FileStatus]:
-    # The loaders read a role's weights from the Hub mirror when its official file is missing
-    # (weights.weight_source), so a missing file the mirror holds is not a missing weight.
+def with_mirror(directory: Path, statuses: list[FileStatus]) -> list[FileStatus]:
+    """Counts the Hub mirror in: official files it holds are not missing, and it is checked.
+
+    The loaders read a role's weights from the mirror when its official file is missing
+    (`steve1_env.weights.weight_source`), so ``weights verify`` and ``doctor`` report such a
+    file as ``missing; the Hub mirror ... holds it`` with ``ok`` True (``present`` False).
+
+    Args:
+        directory: The weights directory.
+        statuses: The official files' statuses (`check_file`).
+
+    Returns:
+        `statuses` (covered files changed as above), plus the mirror's own status if it is
+        there (``ok`` False if it is not the mirror).
+    """
     mirror = find_mirror(directory)
     if mirror is None:
         return statuses
@@ -943,6 +955,8 @@ def download_hub(
     bars = import_optional("huggingface_hub.utils", "hub", _HUB_EXTRA_PURPOSE)
     _require_directory(directory)
     endpoint = endpoint or os.environ.get(HUB_ENDPOINT_ENV) or None
+    if endpoint is not None:
+        _check_hub_endpoint(endpoint)
     where = f"{repo_id} at revision {revision or 'main'} on {endpoint or 'huggingface.co'}"
     folder = directory / MIRROR_DIR
     quiet = not progress and not bars.are_progress_bars_disabled()
@@ -956,12 +970,27 @@ def download_hub(
     try:
         check_mirror_content(path)
     except WeightsError as exc:
+        # Not left where the loaders look for the mirror (weights.find_mirror) once refused.
+        with contextlib.suppress(OSError):
+            path.unlink()
         raise WeightsError(f"{where} served a file that is not the STEVE-1 mirror: {exc}") from None
     for other in MIRROR_FILES:  # a copy under the other name is another revision's: the
         if other != path.name:  # loaders would take it (model.safetensors comes first)
             with contextlib.suppress(FileNotFoundError):
                 (folder / other).unlink()
     return path
+
+
+def _check_hub_endpoint(endpoint: str) -> None:
+    # huggingface_hub's HTTP client would raise its own, unwrapped, error deep inside the call.
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme.lower() not in _SCHEMES or not parts.netloc:
+        raise WeightsError(
+            f"The Hub's address {endpoint[:200]!r} (the `endpoint` argument or $HF_ENDPOINT) "
+            "is not an http(s) URL; give one such as "
+            "https://huggingface.co or a Hub mirror's http(s) address, or unset "
+            f"${HUB_ENDPOINT_ENV}."
+        )
 
 
 def _hub_file(

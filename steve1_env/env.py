@@ -236,7 +236,7 @@ class Steve1SkillEnv(gym.Env):
                 f"got {render_mode!r}."
             )
         self.max_instruction_length = positive_int(max_instruction_length, "max_instruction_length")
-        self.k = positive_int(k, "k")
+        self.k = k
         self.max_low_level_steps = (
             None
             if max_low_level_steps is None
@@ -365,6 +365,22 @@ class Steve1SkillEnv(gym.Env):
         float32 by `steve1_env.precision.as_goal_embedding`. The result is read-only.
         """
         return self._goals.embedding(instruction)
+
+    @property
+    def k(self) -> int:
+        """The most low-level ticks one high-level step runs (settable between steps).
+
+        Raises:
+            ConfigurationError: When set to anything but a positive integer (SB3's
+                ``set_attr("k", ...)`` and ``env.unwrapped.k = ...`` set it directly).
+        """
+        return self._k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        # Checked here, not only in __init__: 0 or -5 made every later step run no tick,
+        # and 2.5 three.
+        self._k = positive_int(value, "k")
 
     @property
     def current_instruction(self) -> str | None:

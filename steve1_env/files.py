@@ -88,7 +88,9 @@ def file_lock(
     """Returns an (unacquired) exclusive lock on `path`, once it is known to be a regular file.
 
     A path already there must be a regular file (a FIFO or a device planted under its name is
-    refused at once, not waited on); `filelock` creates a missing one when the lock is taken.
+    refused at once, not waited on), and not a symbolic link: filelock releases before 4.x
+    open the lock with ``O_TRUNC``, which would empty the file a planted link points at.
+    `filelock` creates a missing one when the lock is taken.
     The lock works across processes on every platform `filelock` supports (where the file
     system has no locking call, `filelock` falls back to a lock file's mere existence); it is
     not tied to the thread that takes it, so another thread may release it.
@@ -104,10 +106,15 @@ def file_lock(
         Steve1EnvError: `error`, if the path is not a regular file.
     """
     try:
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode  # the link itself, not what it points at
     except FileNotFoundError:
         pass
     else:
+        if stat.S_ISLNK(mode):
+            raise error(
+                f"The {what} {path} is a symbolic link; a lock file is taken only as a "
+                "regular file of its own. Delete the link."
+            )
         _require_regular(mode, Path(path), what, error)
     return filelock.FileLock(path, thread_local=False)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steve1_env import MAX_EPISODE_STEPS
-from steve1_env.errors import ConfigurationError, WorldCrashError
+from steve1_env.errors import ConfigurationError, ResetNeededError, WorldCrashError
 from steve1_env.optional import import_optional
 from steve1_env.vector.env import Steve1SkillVectorEnv
 
@@ -233,11 +233,16 @@ class Steve1VecEnv(VecEnv):
         return [isinstance(env, wrapper_class) for env in self._targets(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        """Returns each env's current ``obs["pov"]`` frame (for ``render_mode="rgb_array"``)."""
-        return [
-            None if obs is None else np.array(obs["pov"], dtype=np.uint8)
-            for obs in self.vector_env._last_observations
-        ]
+        """Returns each env's current ``obs["pov"]`` frame (for ``render_mode="rgb_array"``).
+
+        Raises:
+            ResetNeededError: Before the first `reset` (no frame yet; SB3's `render` would
+                fail to tile the missing frames with a bare ValueError).
+        """
+        observations = self.vector_env._last_observations
+        if any(obs is None for obs in observations):
+            raise ResetNeededError("Call reset() before render(): no env has a frame yet.")
+        return [np.array(obs["pov"], dtype=np.uint8) for obs in observations]
 
     # ------------------------------------------------------------------ helpers
     def _indices(self, indices: Any) -> list[int]:

@@ -99,6 +99,25 @@ def test_doctor_refuses_an_unknown_piece_before_checking(capsys):
         missing_pieces([], ["nothing"])
 
 
+@pytest.mark.parametrize("given", ["", " ", ",", " , ,"])
+def test_doctor_refuses_a_require_that_names_no_piece(given, capsys):
+    # `--require "$PIECES"` with the variable unset must not pass as "nothing required".
+    with pytest.raises(SystemExit) as caught:
+        main(["doctor", "--require", given])
+    assert caught.value.code == 2
+    assert "--require: names no piece" in capsys.readouterr().err
+
+
+def test_doctor_names_a_piece_required_twice_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java, no xvfb-run: minerl is missing
+    assert main(["doctor", "--dir", str(tmp_path), "--require", "minerl, minerl,minerl"]) == 1
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith("required but missing: minerl (see the fixes above)")
+    )
+
+
 def test_doctor_help_describes_it_and_its_pieces(capsys):
     with pytest.raises(SystemExit):
         main(["doctor", "--help"])

@@ -648,6 +648,33 @@ def test_caption_lines_leave_out_what_is_not_known():
     assert inventory_changes({"log": 1, "dirt": 2}, {"log": 3, "dirt": 2}) == {"log": 2}
 
 
+def test_a_long_caption_line_is_cut_with_a_few_measures(monkeypatch):
+    # A long instruction or a big inventory change is drawn on every frame: measuring the
+    # line once per character cut made a 5,000-character line take seconds per frame.
+    import cv2
+
+    from steve1_env.evaluation import video
+
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    real, calls = cv2.getTextSize, []
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(cv2, "getTextSize", counted)
+    text = "dirt +1, " * 600
+    cut = video._fit(text, 248, font, scale, thickness)
+    assert len(calls) < 40
+    kept = cut.removesuffix("...")
+    assert cut.endswith("...") and text.startswith(kept)
+    # The longest prefix that fits: one more character would not.
+    assert real(cut, font, scale, thickness)[0][0] <= 248
+    assert real(text[: len(kept) + 1] + "...", font, scale, thickness)[0][0] > 248
+    assert video._fit("short", 248, font, scale, thickness) == "short"
+    assert video._fit("wide", 1, font, scale, thickness) == "..."
+
+
 def test_videos_without_pyav_fail_before_anything_is_written(tmp_path, monkeypatch):
     from steve1_env.cli import main
 

@@ -32,7 +32,7 @@ from steve1_env.evaluation.report import summarize
 from steve1_env.evaluation.results import ResultsStore, read_config, read_records
 from steve1_env.evaluation.runner import evaluate, report
 from steve1_env.evaluation.trial import Episode, RunSettings, TrialRunner, trial_record
-from steve1_env.evaluation.video import VideoWriter
+from steve1_env.evaluation.video import FrameCaption, VideoWriter
 from steve1_env.registry import WORLDS
 
 OFFLINE = RunSettings(
@@ -788,3 +788,54 @@ def test_the_store_never_writes_a_line_it_would_refuse_to_read(tmp_path, changes
             store.append(bad)
         store.append(record(trial=2))
     assert [r.trial for r in read_records(tmp_path / "results.jsonl")] == [0, 2]
+
+
+def test_ctrl_c_while_a_video_is_finished_leaves_no_file(tmp_path, monkeypatch):
+    # Finishing flushes the encoder and writes the thumbnail (seconds for a long trial): a
+    # Ctrl-C then must not leave the half-finished video, whose writer the trial has dropped.
+    import numpy as np
+
+    writer = VideoWriter(tmp_path / "v.mp4", thumbnail=True)
+    for _ in range(5):
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_write_thumbnail", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_video_that_cannot_be_moved_in_place_leaves_no_thumbnail(tmp_path, monkeypatch):
+    import numpy as np
+
+    from steve1_env.evaluation import video
+
+    writer = VideoWriter(tmp_path / "v.mp4", thumbnail=True)
+    for _ in range(5):
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+
+    def refused(source, target):
+        if str(target).endswith(".mp4"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        return os.rename(source, target)
+
+    monkeypatch.setattr(video.os, "replace", refused)
+    with pytest.raises(ConfigurationError, match="Permission denied"):
+        writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_frame_the_encoder_refuses_says_its_size_and_the_fix(tmp_path):
+    import numpy as np
+
+    # A short, wide frame enlarged for the overlay: 20,480 pixels wide, beyond libx264.
+    writer = VideoWriter(tmp_path / "v.mp4", overlay=True)
+    with pytest.raises(ConfigurationError) as got:
+        writer.write(np.zeros((2, 160, 3), dtype=np.uint8), FrameCaption("x", 0))
+    message = str(got.value)
+    assert "20480x256 pixels (enlarged for the overlay)" in message
+    assert "leave out the overlay" in message
+    assert not list(tmp_path.iterdir())

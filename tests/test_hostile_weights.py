@@ -29,7 +29,7 @@ import torch
 from steve1_env import download, files, validation, weights
 from steve1_env.cli import main
 from steve1_env.doctor import run_checks
-from steve1_env.errors import ConfigurationError, UnsafeFileError, WeightsError
+from steve1_env.errors import ConfigurationError, ResultsError, UnsafeFileError, WeightsError
 from steve1_env.weights import OFFICIAL_SPECS, check_file_content, load_model_file, load_state_dict
 from tests.test_download import Server, torch_bytes
 from tests.test_official_adapter import official as official_package  # noqa: F401 (fixture)
@@ -1190,3 +1190,17 @@ def test_a_model_file_without_named_policy_arguments_is_refused(tmp_path, capsys
         load_model_file(model)
     assert main(["weights", "verify", "--dir", str(tmp_path)]) == 1
     assert "2x.model" in capsys.readouterr().out
+
+
+def test_a_symlink_as_lock_file_is_refused_and_its_target_kept(server, tmp_path):
+    # filelock before 4.x opens the lock with O_TRUNC, through a link: a link planted in a
+    # shared weights directory would empty the file it points at.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "file.bin.lock").symlink_to(victim)
+    with pytest.raises(WeightsError, match=r"is not a regular file \(a symbolic link"):
+        download.download(server.url("/file.bin"), tmp_path / "file.bin", retries=0,
+                          progress=False)  # fmt: skip
+    assert victim.read_text() == "precious" and server.requests == []
+    with pytest.raises(ResultsError, match="is a symbolic link"):
+        files.file_lock(tmp_path / "file.bin.lock", "lock file", error=ResultsError)

@@ -32,6 +32,7 @@ from steve1_env.weights import (  # noqa: E402
     MIRROR_DIR,
     MIRROR_REPO,
     check_mirror_content,
+    find_mirror,
     load_mirror_part,
     load_state_dict,
     weight_source,
@@ -379,6 +380,18 @@ def test_a_served_file_that_is_not_the_mirror_is_refused(hub, golden, tmp_path):
     hub.files["main"] = (MAIN_COMMIT, {"model.safetensors": no_prior})
     with pytest.raises(WeightsError, match="served a file that is not the STEVE-1 mirror"):
         download.download_hub(tmp_path / "w", endpoint=hub.endpoint, progress=False)
+    # Refused, it is not left where the loaders would take it for the mirror.
+    assert find_mirror(tmp_path / "w") is None
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://hub.example", "file:///srv/hub", "hub.example"])
+def test_a_hub_address_that_is_not_http_is_a_clear_error(endpoint, tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match=r"is not an http\(s\) URL"):
+        download.download_hub(tmp_path, endpoint=endpoint, progress=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(WeightsError, match=r"\$HF_ENDPOINT\) is not an http\(s\) URL"):
+        download.download_hub(tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_cli_downloads_from_the_hub(
@@ -394,6 +407,41 @@ def test_the_cli_downloads_from_the_hub(
     assert (tmp_path / MIRROR_DIR / "model.safetensors").read_bytes() == mirror_bytes
     assert "Hugging Face mirror" in capsys.readouterr().out
     assert hub.gets()[0][1] == f"/{MIRROR_REPO}/resolve/{MAIN_COMMIT}/model.safetensors"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["weights", "download", "--revision", MAIN_COMMIT],
+        ["weights", "verify", "--revision", MAIN_COMMIT],
+        ["weights", "download", "--source", "hub", "--only", "attn.pth"],
+    ],
+)
+def test_cli_hub_options_that_would_be_ignored_are_refused(argv, tmp_path, capsys, monkeypatch):
+    # Ignored, --revision would fetch the official files (1.6 GB from Google Drive) instead
+    # of the pinned mirror, and --only would fetch the whole mirror.
+    from steve1_env.cli import main
+
+    monkeypatch.setattr(download, "download_official", _no_network)
+    monkeypatch.setattr(download, "download_hub", _no_network)
+    assert main([*argv, "--dir", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--source hub" in err and "steve1-env: error:" in err
+    assert not list(tmp_path.iterdir())
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("nothing is to be downloaded")
+
+
+def test_the_cli_names_hf_endpoint_for_a_bad_hub_address(tmp_path, capsys, monkeypatch):
+    from steve1_env.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://hub.example")
+    assert main(["weights", "download", "--source", "hub", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'ftp://hub.example' ($HF_ENDPOINT) is not an http(s) URL" in err
+    assert "argument" not in err
 
 
 def test_without_the_hub_extra_the_error_names_it(tmp_path, monkeypatch):
@@ -434,3 +482,25 @@ def test_verify_and_where_count_the_files_the_mirror_holds(golden, tmp_path, cap
     statuses = {s.name: s for s in download.verify(tmp_path)}
     assert not statuses["steve1_prior.pt"].ok and not statuses["steve1.weights"].ok
     assert "holds no prior weights" in statuses[f"{MIRROR_DIR}/model.safetensors"].detail
+
+
+def test_doctor_counts_the_files_the_mirror_holds(golden, tiny_policy_files, tmp_path):
+    # What `weights download --source hub` leaves (the mirror and 2x.model) is what the
+    # loaders need: doctor --require weights must not call it missing while verify passes.
+    from steve1_env.doctor import missing_pieces, run_checks
+
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors")
+    shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")
+    checks = {c.name: c for c in run_checks(tmp_path)}
+    for name in ("steve1.weights", "steve1_prior.pt", "attn.pth"):
+        check = checks[f"weights: {name}"]
+        assert check.ok and "the Hub mirror minestudio-steve1/model.safetensors holds it" in (
+            check.detail
+        )
+    assert checks[f"weights: {MIRROR_DIR}/model.safetensors"].ok
+    assert missing_pieces(list(checks.values()), ["weights"]) == []
+    # A mirror lacking a model covers nothing, and is reported broken.
+    write_mirror(golden, tmp_path / MIRROR_DIR / "model.safetensors", drop="prior.")
+    checks = {c.name: c for c in run_checks(tmp_path)}
+    assert not checks["weights: steve1_prior.pt"].ok
+    assert checks[f"weights: {MIRROR_DIR}/model.safetensors"].broken

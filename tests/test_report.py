@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -533,6 +534,28 @@ def test_reports_link_every_video_and_embed_a_few(tmp_path):
     # Rendered again from report.json alone (what `steve1-env report` reads back), the same.
     again = json.loads(json.dumps(summary))
     assert render_html(again) == page
+
+
+@pytest.mark.parametrize(
+    "video", ["//tracker.example/x.mp4", "/home/someone/x.mp4", "../../x.mp4", "videos/../../x.mp4"]
+)
+def test_a_video_path_outside_the_run_directory_is_shown_not_loaded(video, tmp_path):
+    # A results file from elsewhere: the page must not fetch another machine's file (a
+    # protocol-relative URL) or one outside the run directory.
+    records = [with_video(record("chop", 0, "failure"), video)]
+    summary = summarize(records, CONFIG, run_directory=tmp_path)
+    page = render_html(summary)
+    checker = parse(page)
+    assert not [v for n, v in checker.attrs if n in ("src", "href")]
+    assert "<video" not in page and html.escape(video) in page
+    assert summary["trials"][0]["thumbnail"] is None
+    text = render_markdown(summary)
+    assert "[mp4](" not in text and "x.mp4" in text
+    # A thumbnail path in a report.json read back is held to the same rule.
+    hostile = json.loads(json.dumps(summary))
+    hostile["trials"][0].update(video="videos/chop/0-0.mp4", thumbnail=video)
+    srcs = [v for n, v in parse(render_html(hostile)).attrs if n == "src"]
+    assert srcs == ["videos/chop/0-0.mp4"]
 
 
 def _url_of(path: str | None) -> str:

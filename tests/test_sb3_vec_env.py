@@ -13,7 +13,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan, VecMonito
 
 import steve1_env  # noqa: F401  (registers the env ids)
 from steve1_env.agent.random_policy import RandomPolicy
-from steve1_env.errors import ClosedError, ConfigurationError, DependencyNotInstalledError
+from steve1_env.errors import (
+    ClosedError,
+    ConfigurationError,
+    DependencyNotInstalledError,
+    ResetNeededError,
+)
 from steve1_env.registry import register_policy
 from steve1_env.sb3 import Steve1VecEnv
 from steve1_env.success import custom
@@ -46,7 +51,12 @@ class BatchCountingPolicy(RandomPolicy):
 
 
 @pytest.fixture
-def counting_policy():
+def counting_policy(monkeypatch):
+    # Registered for this test only: left in the registry, it showed up in other tests'
+    # "Known policies: ..." messages (tests/test_env.py's, when run after this file).
+    from steve1_env.registry import POLICIES
+
+    monkeypatch.setattr(POLICIES, "_factories", dict(POLICIES._factories))
     register_policy("sb3-batch-counting", BatchCountingPolicy, overwrite=True)
     BatchCountingPolicy.calls = []
     return "sb3-batch-counting"
@@ -178,12 +188,21 @@ def test_seeds_apply_once_and_give_the_same_episodes():
 
 def test_options_attributes_methods_and_render():
     venv = Steve1VecEnv(2, render_mode="rgb_array", **OFFLINE)
+    with pytest.raises(ResetNeededError, match=r"reset\(\) before render\(\)"):
+        venv.render()  # no frame yet
     venv.set_options([{"instruction": "chop a tree"}, {"instruction": "get dirt"}])
     venv.reset()
     assert [info["instruction"] for info in venv.reset_infos] == ["chop a tree", "get dirt"]
     assert venv.get_attr("skills") == [SKILLS, SKILLS]
     venv.set_attr("k", 3, indices=[1])
     assert venv.get_attr("k") == [40, 3]
+    # Set directly, k is still checked: 0 made every step run no tick, 2.5 three.
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigurationError, match="k must be a positive integer"):
+            venv.set_attr("k", bad)
+    assert venv.get_attr("k") == [40, 3]
+    _, _, _, infos = venv.step(np.array([1, 1]))
+    assert infos[1]["steps"] <= 3
     assert venv.env_method("goal_embedding", "get dirt", indices=0)[0].shape == (512,)
     with pytest.raises(ConfigurationError, match="bypass the batch"):
         venv.env_method("reset")

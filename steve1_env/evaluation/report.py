@@ -338,7 +338,7 @@ def _trial_entry(
     if error is not None and len(error) > ERROR_PREVIEW_CHARS:
         error = error[: ERROR_PREVIEW_CHARS - 1] + "…"
     thumbnail = None
-    if record.video is not None and run_directory is not None:
+    if record.video is not None and run_directory is not None and _in_run_directory(record.video):
         # Written beside the video (steve1_env.evaluation.video.thumbnail_path); runs from
         # before thumbnails, or with the file deleted, have none.
         candidate = Path(record.video).with_suffix(".webp")
@@ -864,6 +864,17 @@ def _url(path: str) -> str:
     return urllib.parse.quote(path, safe="/")
 
 
+def _in_run_directory(path: str) -> bool:
+    """Whether a record's video path stays inside the run directory, so the page may load it.
+
+    The trials write ``videos/<task>/<n>.mp4``; a path from an edited or foreign results file
+    that is absolute, protocol-relative (``//host/x.mp4``, a request to another machine) or
+    climbs out with ``..`` is shown as text, never linked or embedded.
+    """
+    parts = re.split(r"[/\\]", path)
+    return bool(path) and not path.startswith(("/", "\\")) and ".." not in parts
+
+
 _CRASH_NOTE = (
     "Crashed trials (the world crashed on every try) were never judged: they are left out of "
     "the success rates and counted apart. Intervals are 95% Wilson score intervals."
@@ -996,7 +1007,10 @@ def _md_trials(trials: Sequence[Mapping[str, Any]]) -> str:
     for trial in trials:
         cells = [_md(cell) for cell in _trial_cells(trial)]
         video = trial.get("video")
-        cells.append(f"[mp4](<{_url(video)}>)" if video else "")
+        if video and _in_run_directory(video):
+            cells.append(f"[mp4](<{_url(video)}>)")
+        else:
+            cells.append(_md(video or ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1426,7 +1440,7 @@ def _html_metrics(metrics: Mapping[str, Any]) -> list[str]:
 
 def _embedded(trials: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     # The first video of each task first, then the next ones, up to EMBEDDED_VIDEOS.
-    with_video = [t for t in trials if t.get("video")]
+    with_video = [t for t in trials if t.get("video") and _in_run_directory(t["video"])]
     firsts: dict[str, Mapping[str, Any]] = {}
     for trial in with_video:
         firsts.setdefault(trial["task"], trial)
@@ -1461,11 +1475,13 @@ def _html_trials(trials: Sequence[Mapping[str, Any]]) -> list[str]:
             for j, cell in enumerate(_trial_cells(trial))
         ]
         video = trial.get("video")
-        if video:
+        if video and not _in_run_directory(video):
+            cells.append(f"<td>{_h(video)}</td>")
+        elif video:
             thumbnail = trial.get("thumbnail")
             picture = (
                 f'<img src="{_h(_url(thumbnail))}" alt="thumbnail" loading="lazy" width="96">'
-                if thumbnail
+                if thumbnail and _in_run_directory(thumbnail)
                 else "mp4"
             )
             cells.append(f'<td><a href="{_h(_url(video))}">{picture}</a></td>')

@@ -149,11 +149,18 @@ def _ascii(text: str) -> str:
 def _fit(text: str, width: int, font: int, scale: float, thickness: int) -> str:
     import cv2
 
-    if cv2.getTextSize(text, font, scale, thickness)[0][0] <= width:
+    def fits(candidate: str) -> bool:
+        return cv2.getTextSize(candidate, font, scale, thickness)[0][0] <= width
+
+    if fits(text):
         return text
-    while text and cv2.getTextSize(text + "...", font, scale, thickness)[0][0] > width:
-        text = text[:-1]
-    return text + "..."
+    # The longest prefix that fits with "...", found by bisection: cutting one character at a
+    # time measured the text once per character, every frame (seconds for a long inventory).
+    low, high = 0, len(text)  # text[:low] + "..." fits (or low is 0); text[:high] does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(text[:middle] + "...") else (low, middle)
+    return text[:low] + "..."
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -281,7 +288,18 @@ class VideoWriter:
             for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 self._container.mux(packet)
         except (OSError, av.FFmpegError) as exc:
-            raise self._failed(exc, self._partial) from exc
+            hint = ""
+            if not self.frames and not isinstance(exc, OSError):  # the encoder opens here
+                height, width = image.shape[:2]
+                enlarged = (
+                    " (enlarged for the overlay)" if image.shape[:2] != array.shape[:2] else ""
+                )
+                hint = (
+                    f"Its frames are {width}x{height} pixels{enlarged}, which the H.264 encoder "
+                    "refused: record smaller frames, or leave out the overlay, which enlarges "
+                    "frames shorter than OVERLAY_MIN_HEIGHT."
+                )
+            raise self._failed(exc, self._partial, hint) from exc
         self.frames += 1
 
     def _failed(self, exc: Exception, path: Path, hint: str = "") -> Steve1EnvError:
@@ -332,6 +350,15 @@ class VideoWriter:
             return None
         av = import_optional("av", "video", "Recording videos")
         try:
+            return self._finish(av)
+        except BaseException:
+            # A Ctrl-C while the encoder flushes or the thumbnail is written: the caller has
+            # already let go of this writer, so nothing else would delete the partial file.
+            self.discard()
+            raise
+
+    def _finish(self, av: Any) -> Path:
+        try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
@@ -349,12 +376,19 @@ class VideoWriter:
                 f"The video {self._partial} could not be finished: it is missing or empty "
                 "(the disk may be full); free some space and run again."
             )
+        thumbnail = None
         try:
             if self._thumbnail is not None:
                 self._write_thumbnail()
+                thumbnail = thumbnail_path(self.path)
             os.replace(self._partial, self.path)
-        except (OSError, av.FFmpegError) as exc:
-            raise self._failed(exc, self.path) from exc
+        except BaseException as exc:
+            if thumbnail is not None:  # no thumbnail of a video that is not there
+                with contextlib.suppress(OSError):
+                    thumbnail.unlink()
+            if isinstance(exc, OSError | av.FFmpegError):
+                raise self._failed(exc, self.path) from exc
+            raise
         return self.path
 
     def _write_thumbnail(self) -> None:
