@@ -831,11 +831,28 @@ def test_a_video_that_cannot_be_moved_in_place_leaves_no_thumbnail(tmp_path, mon
 def test_a_frame_the_encoder_refuses_says_its_size_and_the_fix(tmp_path):
     import numpy as np
 
-    # A short, wide frame enlarged for the overlay: 20,480 pixels wide, beyond libx264.
-    writer = VideoWriter(tmp_path / "v.mp4", overlay=True)
+    # A frame 20,000 pixels wide is beyond libx264.
+    writer = VideoWriter(tmp_path / "v.mp4")
     with pytest.raises(ConfigurationError) as got:
-        writer.write(np.zeros((2, 160, 3), dtype=np.uint8), FrameCaption("x", 0))
+        writer.write(np.zeros((2, 20_000, 3), dtype=np.uint8))
     message = str(got.value)
-    assert "20480x256 pixels (enlarged for the overlay)" in message
-    assert "leave out the overlay" in message
+    assert "20000x2 pixels, which the H.264 encoder refused: record smaller frames" in message
     assert not list(tmp_path.iterdir())
+
+
+def test_the_overlay_enlarges_a_flat_wide_frame_only_as_far_as_it_stays_encodable(tmp_path):
+    import av
+    import numpy as np
+
+    from steve1_env.evaluation.video import OVERLAY_MAX_WIDTH, overlay_factor
+
+    # 2 x 160 would need x128 (20,480 pixels wide); it is enlarged x25 instead (4000 x 50).
+    assert overlay_factor(160, 2) == OVERLAY_MAX_WIDTH // 160 == 25
+    assert overlay_factor(64, 64) == 4 and overlay_factor(9000, 1) == 1
+    writer = VideoWriter(tmp_path / "v.mp4", overlay=True)
+    for tick in range(3):
+        writer.write(np.zeros((2, 160, 3), dtype=np.uint8), FrameCaption("x", tick))
+    writer.close()
+    with av.open(str(tmp_path / "v.mp4")) as video:
+        context = video.streams.video[0].codec_context
+        assert (context.width, context.height) == (4000, 50)

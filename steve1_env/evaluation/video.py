@@ -22,7 +22,7 @@ With ``overlay=True`` each frame carries a caption (`FrameCaption`: instruction,
 attempt's outcome and reason, inventory changes, MineCLIP score), drawn with OpenCV's
 ``putText`` (OpenCV is a core dependency; no font file or extra package needed). Frames
 shorter than `OVERLAY_MIN_HEIGHT` are first enlarged by a whole factor (nearest neighbour),
-so the text is legible on a 64x64 observation.
+so the text is legible on a 64x64 observation, but never past `OVERLAY_MAX_WIDTH` columns.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ VIDEO_PIXEL_FORMAT = "yuv420p"
 _ENCODER_OPTIONS = {"profile": "baseline", "crf": "18", "preset": "fast"}
 OVERLAY_MIN_HEIGHT = 256
 """Frames shorter than this (in pixels) are enlarged before a caption is drawn on them."""
+OVERLAY_MAX_WIDTH = 4096
+"""Widest an enlarged frame gets (in pixels); a wider frame is enlarged less, or not at all."""
 THUMBNAIL_FRAMES = 8
 """Most frames in a video's animated WebP thumbnail, spread over the whole video."""
 THUMBNAIL_WIDTH = 128
@@ -114,6 +116,16 @@ def inventory_changes(start: Mapping[str, Any], now: Mapping[str, Any]) -> dict[
     return changes
 
 
+def overlay_factor(width: int, height: int) -> int:
+    """Returns the whole factor a frame is enlarged by before its caption is drawn.
+
+    Enough for `OVERLAY_MIN_HEIGHT` rows, but never past `OVERLAY_MAX_WIDTH` columns: a flat,
+    wide frame (1 x 9000) is captioned as it is instead of growing into gigabytes.
+    """
+    wanted = math.ceil(OVERLAY_MIN_HEIGHT / max(height, 1))
+    return max(1, min(wanted, OVERLAY_MAX_WIDTH // max(width, 1)))
+
+
 def draw_caption(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """Returns a copy of the RGB `frame`, enlarged if small, with `lines` drawn top left.
 
@@ -123,8 +135,7 @@ def draw_caption(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """
     import cv2
 
-    height = frame.shape[0]
-    factor = max(1, math.ceil(OVERLAY_MIN_HEIGHT / max(height, 1)))
+    factor = overlay_factor(frame.shape[1], frame.shape[0])
     image = np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1) if factor > 1 else frame
     image = np.ascontiguousarray(image, dtype=np.uint8).copy()
     if not lines:
@@ -316,7 +327,7 @@ class VideoWriter:
         make_folder(self.path.parent, "the video folder")
         width, height = size
         if self.overlay:  # what draw_caption makes of the frame
-            factor = max(1, math.ceil(OVERLAY_MIN_HEIGHT / max(height, 1)))
+            factor = overlay_factor(width, height)
             width, height = width * factor, height * factor
         try:
             # A Python file, so the disk's errors reach here as OSError with their errno.
