@@ -139,6 +139,10 @@ OFFICIAL_SPECS: dict[str, FileSpec] = {
 REDOWNLOAD_HINT = (
     "Delete it and download it again (`steve1-env weights download` fetches the official files)."
 )
+MIRROR_REDOWNLOAD_HINT = (
+    "Delete it and download it again (`steve1-env weights download --source hub` fetches the "
+    "Hugging Face mirror)."
+)
 
 
 def weights_dir(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -805,7 +809,7 @@ def _safetensors_part(
     except Exception as exc:  # safetensors raises its own SafetensorError on a damaged file
         raise WeightsError(
             f"Cannot read the weight file {path}: it is not a readable safetensors file "
-            f"({str(exc)[:200]}). {REDOWNLOAD_HINT}"
+            f"({str(exc)[:200]}). {MIRROR_REDOWNLOAD_HINT}"
         ) from None
 
 
@@ -840,7 +844,7 @@ def load_mirror_part(path: str | os.PathLike[str], role: str) -> dict[str, Any]:
     if not part:
         raise WeightsError(
             f"{path} holds no {role} weights (no key starts with {' or '.join(prefixes)}): it "
-            f"is not the STEVE-1 mirror ({MIRROR_REPO}). {REDOWNLOAD_HINT}"
+            f"is not the STEVE-1 mirror ({MIRROR_REPO}). {MIRROR_REDOWNLOAD_HINT}"
         )
     if role == "mineclip":
         return {
@@ -923,6 +927,6 @@ def check_mirror_content(path: str | os.PathLike[str]) -> str:
         raise WeightsError(
             f"{path} holds no {' and no '.join(missing)} weights (keys under "
             f"{', '.join(p for role in missing for p in MIRROR_PREFIXES[role])}): it is not the "
-            f"STEVE-1 mirror ({MIRROR_REPO}). {REDOWNLOAD_HINT}"
+            f"STEVE-1 mirror ({MIRROR_REPO}). {MIRROR_REDOWNLOAD_HINT}"
         )
     return ", ".join(f"{count} {role}" for role, count in counts.items()) + " tensors"
