@@ -7,16 +7,22 @@
   records it; frames are sampled from the H.264 video and written as an animated GIF.
 - ``heat-map.svg``: the heat map of a ``paper``-protocol report (scripted oracle against its
   unconditional baseline), cut out of the run's ``report.html``: the page's own SVG.
+- ``report.png``: the top of an evaluation report with videos (``quick_harvest``, scripted
+  oracle, ``--video --overlay``), as headless Chromium shows it (needs ``chromium``).
 
 Both come from seeded runs, so running the script again gives the same pictures.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import av
@@ -74,11 +80,43 @@ def heat_map_svg(folder: Path) -> Path:
     return target
 
 
+def report_png(folder: Path) -> Path:
+    """Runs a short evaluation with videos and screenshots its report in headless Chromium."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("report.png needs Chromium (Debian: apt-get install chromium)")
+    run = folder / "report"
+    _cli(
+        "eval", "--task-set", "quick_harvest", "--policy", "scripted", "--trials", "2",
+        "--video", "--overlay", "--out", str(run), "--quiet",
+    )  # fmt: skip
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(run))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = PICTURES / "report.png"
+    try:
+        subprocess.run(
+            [
+                chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={folder / 'profile'}", "--hide-scrollbars",
+                "--virtual-time-budget=5000", "--window-size=1100,2000",
+                f"--screenshot={target}",
+                f"http://127.0.0.1:{server.server_address[1]}/report.html",
+            ],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    return target
+
+
 def main() -> None:
     """Writes every picture into docs/pictures/."""
     PICTURES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        for make in (quickstart_gif, heat_map_svg):
+        for make in (quickstart_gif, heat_map_svg, report_png):
             print(f"wrote {make(Path(scratch))}")
 
 

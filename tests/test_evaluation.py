@@ -594,7 +594,8 @@ def test_an_eval_video_gets_a_thumbnail_and_plays_its_trial(tmp_path):
     assert thumbnail[:4] == b"RIFF" and thumbnail[8:12] == b"WEBP"
     assert 1 <= thumbnail.count(b"ANMF") <= 8  # an animation of a few frames
     page = (tmp_path / "report.html").read_text()
-    assert f'preload="metadata" width="320" src="{record.video}"' in page
+    poster = 'poster="videos/dirt/0-0.webp"'  # the thumbnail shows before the video plays
+    assert f'preload="metadata" width="320" {poster} src="{record.video}"' in page
     assert 'src="videos/dirt/0-0.webp"' in page
     assert "Scripted oracle evaluation report" in page
     report(tmp_path)  # what `steve1-env report` does: the same page from the results

@@ -515,7 +515,12 @@ def test_reports_link_every_video_and_embed_a_few(tmp_path):
     assert [t["thumbnail"] for t in summary["trials"]][:2] == [None, "videos/chop/0-1.webp"]
     page = render_html(summary)
     checker = parse(page)
-    videos = re.findall(r'<video controls preload="metadata" width="320" src="([^"]+)">', page)
+    players = re.findall(
+        r'<video controls preload="metadata" width="320"([^>]*) src="([^"]+)">', page
+    )
+    videos = [src for _, src in players]
+    # Only the trial with a thumbnail gets it as its poster.
+    assert [poster for poster, _ in players][:3] == ["", "", ' poster="videos/chop/0-1.webp"']
     # One per task first, then the next ones, up to four players.
     assert videos == [
         "videos/chop/0-0.mp4", "videos/dig%20tunnel/0-0.mp4",

@@ -1461,8 +1461,15 @@ def _html_trials(trials: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{trial['task']}: {trial['instruction']} (trial {trial['trial']}, seed "
                 f"{trial['seed']}, {trial['condition']}): {trial['outcome']}, {trial['reason']}"
             )
+            # The thumbnail as the poster: a frame shows before the video is played.
+            thumbnail = trial.get("thumbnail")
+            poster = (
+                f' poster="{_h(_url(thumbnail))}"'
+                if thumbnail and _in_run_directory(thumbnail)
+                else ""
+            )
             body.append(
-                f'<figure><video controls preload="metadata" width="320" '
+                f'<figure><video controls preload="metadata" width="320"{poster} '
                 f'src="{_h(_url(trial["video"]))}"></video>'
                 f"<figcaption>{_h(caption)}</figcaption></figure>"
             )
