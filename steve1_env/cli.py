@@ -850,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
 # names the flags that set them. Tests keep every phrase present in the library's messages.
 CLI_WORDING: tuple[tuple[str, str], ...] = (
     ("resume=True", "--resume"),
+    (
+        "steve1_env.download.download_hub fetches it from the Hugging Face Hub",
+        "steve1-env weights download --source hub fetches it from the Hugging Face Hub",
+    ),
     ("retry_crashed=True", "--retry-crashed"),
     ("allow_imports=True", "--allow-imports"),
     ("(out=)", "(--out)"),

@@ -140,8 +140,8 @@ REDOWNLOAD_HINT = (
     "Delete it and download it again (`steve1-env weights download` fetches the official files)."
 )
 MIRROR_REDOWNLOAD_HINT = (
-    "Delete it and download it again (`steve1-env weights download --source hub` fetches the "
-    "Hugging Face mirror)."
+    "Delete it and download the mirror again (steve1_env.download.download_hub fetches it "
+    "from the Hugging Face Hub)."
 )
 
 

@@ -170,8 +170,13 @@ def test_a_file_without_one_of_the_models_is_not_the_mirror(golden, tmp_path):
     path = write_mirror(golden, tmp_path / "model.safetensors", drop="prior.")
     with pytest.raises(WeightsError, match=r"no prior weights .*prior\..*not the STEVE-1 mirror"):
         check_mirror_content(path)
-    with pytest.raises(WeightsError, match=r"weights download --source hub` fetches the Hugging"):
+    with pytest.raises(WeightsError, match=r"download the mirror again \(steve1_env.download"):
         check_mirror_content(path)
+    from steve1_env.cli import in_cli_words
+
+    with pytest.raises(WeightsError) as caught:
+        check_mirror_content(path)
+    assert "steve1-env weights download --source hub fetches it" in in_cli_words(str(caught.value))
     with pytest.raises(WeightsError, match="holds no prior weights"):
         load_mirror_part(path, "prior")
     assert "policy" in check_mirror_content(write_mirror(golden, tmp_path / "whole.safetensors"))
