@@ -1,151 +1,214 @@
-"""Native STEVE-1 policy throughput (full-size network, random weights, CPU by default).
+"""Native STEVE-1 policy throughput: the fast CPU mode against float32, in one run.
 
-Measures, in one run and on the same network:
-- batch 1 with guidance (cond_scale 6), each frame encoded once and shared by both branches,
-  against the upstream way (the frame encoded for both branches): steps/s and the ratio;
-- the same, against the upstream computation as a whole: the frame encoded for both branches
-  and every linear layer as `x @ W.T` (`nn.Linear`'s form, which upstream uses);
-- N envs in one batched call against N sequential batch-1 calls: steps/s per env and the ratio.
+Full-size network (seeded random weights), batch 1, guidance (cond_scale 6), on consecutive
+synthetic-world frames from a new episode. Measured in the same run, in interleaved rounds so
+that drift on a shared machine hits every mode alike:
 
-Run: python benchmarks/bench_policy.py [--device cuda] [--dtype bfloat16] [--json out.json]
+- ``float32``: the exact default;
+- ``float32, before issue 17``: the float32 of the previous release, re-created here (its
+  linear layers as ``W @ x.T`` at small batches, which this torch's MKL runs slower);
+- each fast mode asked (default ``bfloat16-mixed``): steps/s, the ratio to both float32 rows,
+  and the mean KL(float32 || mode) of the guided button and camera distributions over the
+  timed steps (the same frames for all);
+- frame encoding shared by the two guidance branches against encoding it twice (the official
+  agent's way), in float32;
+- N envs in one batched call against N sequential batch-1 calls (float32).
+
+Steps/s is 1 / the median step time after warm-up (the best step in brackets).
+
+Run: python benchmarks/bench_policy.py [--modes bfloat16-mixed,bfloat16] [--steps 30]
+         [--rounds 3] [--device cuda] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
+import statistics
 import time
 import warnings
 
 import numpy as np
 import torch
 
+from steve1_env.agent import fidelity
 from steve1_env.agent.native import NativeSteve1Policy
+from steve1_env.agent.network import PRECISIONS, Linear
+
+FLOAT32_BEFORE = "float32, before issue 17"
 
 
-def steps_per_second(policy, frames, goals, states, repeats):
-    """Best-of-`repeats` calls per second of one batched forward + sampling."""
-    best = float("inf")
-    for _ in range(repeats):
-        if policy.device.type == "cuda":
-            torch.cuda.synchronize()
+@contextlib.contextmanager
+def float32_before_issue_17():
+    """Runs float32 linear layers as the previous release did: ``W @ x.T`` up to 16 rows."""
+    current = Linear.forward
+
+    def previous(self, x):
+        rows = x.numel() // x.shape[-1]
+        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype != self.weight.dtype:
+            return current(self, x)
+        flat = x.reshape(rows, x.shape[-1]).T
+        out = (
+            self.weight @ flat
+            if self.bias is None
+            else torch.addmm(self.bias[:, None], self.weight, flat)
+        )
+        return out.T.reshape(*x.shape[:-1], self.out_features)
+
+    Linear.forward = previous
+    try:
+        yield
+    finally:
+        Linear.forward = current
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_rollout(policy, frames, goal, state):
+    """Runs the frames from `state`; returns per-step seconds, guided logits and the state."""
+    seconds, buttons, camera = [], [], []
+    for frame in frames:
+        sync(policy.device)
         start = time.perf_counter()
-        output, states = policy.forward(frames, goals, states)
-        policy.sample(output, states)
-        if policy.device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 1.0 / best, states
-
-
-def breakdown_ms(policy, frame, repeats):
-    """Best milliseconds of: encoding one frame, encoding it twice (as upstream), and the
-    trunk + heads on the two guided rows."""
-    network = policy.network
-    pixels = torch.from_numpy(frame[None, :128, :128]).to(policy.device)
-    state = network.initial_state(2)
-    goal = torch.zeros(2, 1, 512, device=policy.device, dtype=policy.dtype)
-    first = torch.zeros(2, 1, dtype=torch.bool, device=policy.device)
-    best = {"encode_1": float("inf"), "encode_2": float("inf"), "rest": float("inf")}
-    with torch.inference_mode():
-        for _ in range(repeats + 1):
-            for key, batch in (("encode_1", pixels), ("encode_2", pixels.repeat(2, 1, 1, 1))):
-                start = time.perf_counter()
-                features = network.encode_frames(batch)
-                best[key] = min(best[key], time.perf_counter() - start)
-            features = features[:, None]
-            start = time.perf_counter()
-            latent, _ = network.trunk(features, goal, first, state)
-            network.heads(latent[:, 0])
-            best["rest"] = min(best["rest"], time.perf_counter() - start)
-    return {key: value * 1e3 for key, value in best.items()}
+        output, state = policy.forward([frame], [goal], state)
+        policy.sample(output, state)
+        sync(policy.device)
+        seconds.append(time.perf_counter() - start)
+        buttons.append(output.buttons[0].double().cpu())
+        camera.append(output.camera[0].double().cpu())
+    return seconds, {"buttons": torch.stack(buttons), "camera": torch.stack(camera)}, state
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--modes", default="bfloat16-mixed", help="fast modes, comma-separated")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per mode and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4, help="N for the batched comparison")
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    fast_modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(fast_modes) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"unknown precision(s) {unknown}; choose from {', '.join(PRECISIONS)}")
     warnings.simplefilter("ignore")  # the untrained-weights warning
-    policy = NativeSteve1Policy(weights="random", device=args.device, dtype=args.dtype)
-    rng = np.random.default_rng(0)
-    frames = list(rng.integers(0, 256, (args.batch, 360, 640, 3), dtype=np.uint8))
-    goals = list(rng.standard_normal((args.batch, 512)).astype(np.float32))
     results = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, {args.device}, {args.dtype}",
+        f"{torch.__version__}, {args.device}",
+        "steps": args.steps,
+        "rounds": args.rounds,
     }
+    frames = fidelity.synthetic_frames(args.steps + 3, seed=0)
+    goal = np.random.default_rng(1).standard_normal(512).astype(np.float32)
+    names = ["float32", FLOAT32_BEFORE, *fast_modes]
+    policies = {
+        "float32": NativeSteve1Policy(weights="random", device=args.device),
+        **{
+            m: NativeSteve1Policy(weights="random", device=args.device, dtype=m) for m in fast_modes
+        },
+    }
+    policies[FLOAT32_BEFORE] = policies["float32"]
 
-    # Warm up (allocator, kernels), then interleave the two ways so drift hits both alike.
-    state = [policy.initial_state(0)]
-    for share in (True, False, True):
+    # Rounds: each mode runs the same frames from a new episode; the first 3 steps warm up.
+    seconds = {name: [] for name in names}
+    logits = {}
+    for _ in range(args.rounds):
+        for name in names:
+            policy = policies[name]
+            context = (
+                float32_before_issue_17() if name == FLOAT32_BEFORE else contextlib.nullcontext()
+            )
+            with context:
+                _, _, state = timed_rollout(policy, frames[:3], goal, [policy.initial_state(0)])
+                spent, heads, _ = timed_rollout(policy, frames[3:], goal, state)
+            seconds[name].extend(spent)
+            logits[name] = heads
+    rate = {name: 1.0 / statistics.median(seconds[name]) for name in names}
+    best = {name: 1.0 / min(seconds[name]) for name in names}
+    results["steps_per_s"] = rate
+    results["best_steps_per_s"] = best
+    results["fast_modes"] = {}
+    for mode in fast_modes:
+        kl = {
+            head: fidelity.divergence(logits["float32"][head], logits[mode][head]).mean_kl
+            for head in ("buttons", "camera")
+        }
+        results["fast_modes"][mode] = {
+            "vs_float32": rate[mode] / rate["float32"],
+            "vs_float32_before": rate[mode] / rate[FLOAT32_BEFORE],
+            "mean_kl_buttons": kl["buttons"],
+            "mean_kl_camera": kl["camera"],
+        }
+    results["float32_vs_before"] = rate["float32"] / rate[FLOAT32_BEFORE]
+
+    # float32: the frame encoded once for both branches against twice, as upstream does.
+    policy = policies["float32"]
+    shared = {}
+    for share in (True, False, True, False):
         policy.share_frame_encoding = share
-        _, state = steps_per_second(policy, frames[:1], goals[:1], state, 1)
-    shared, upstream, upstream_linear = [], [], []
-    for _ in range(2):
-        policy.share_frame_encoding = True
-        rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
-        shared.append(rate)
-        policy.share_frame_encoding = False
-        rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
-        upstream.append(rate)
-        policy.network.use_cpu_kernels(small_batch_matmul=False, batch_invariant_norm=True)
-        rate, state = steps_per_second(policy, frames[:1], goals[:1], state, args.repeats)
-        upstream_linear.append(rate)
-        policy.network.use_cpu_kernels(small_batch_matmul=True, batch_invariant_norm=True)
+        _, _, state = timed_rollout(policy, frames[:3], goal, [policy.initial_state(0)])
+        spent, _, _ = timed_rollout(policy, frames[3:13], goal, state)
+        shared.setdefault(share, []).extend(spent)
     policy.share_frame_encoding = True
-    results["batch1_guided_shared_steps_per_s"] = max(shared)
-    results["batch1_guided_upstream_way_steps_per_s"] = max(upstream)
-    results["shared_vs_upstream_ratio"] = max(shared) / max(upstream)
-    results["batch1_guided_upstream_computation_steps_per_s"] = max(upstream_linear)
-    results["ours_vs_upstream_computation_ratio"] = max(shared) / max(upstream_linear)
-    parts = breakdown_ms(policy, frames[0], args.repeats)
-    results.update({f"{key}_ms": value for key, value in parts.items()})
-    results["ratio_bound_from_breakdown"] = (parts["encode_2"] + parts["rest"]) / (
-        parts["encode_1"] + parts["rest"]
+    results["float32_frame_once_vs_twice"] = statistics.median(shared[False]) / statistics.median(
+        shared[True]
     )
 
+    # float32: N envs in one batched call against N sequential batch-1 calls (best of rounds).
+    rng = np.random.default_rng(0)
+    batch_frames = list(rng.integers(0, 256, (args.batch, 360, 640, 3), dtype=np.uint8))
+    batch_goals = list(rng.standard_normal((args.batch, 512)).astype(np.float32))
     states = [policy.initial_state(i) for i in range(args.batch)]
-    batched, states = steps_per_second(policy, frames, goals, states, args.repeats)
-    # The same statistic for both: the best of `repeats` rounds of N single-env calls.
-    single_states = [policy.initial_state(i) for i in range(args.batch)]
-    best_round = float("inf")
-    for _ in range(args.repeats):
+    singles = list(states)
+    batched = sequential = float("inf")
+    for _ in range(4):
+        start = time.perf_counter()
+        output, states = policy.forward(batch_frames, batch_goals, states)
+        policy.sample(output, states)
+        batched = min(batched, time.perf_counter() - start)
         start = time.perf_counter()
         for i in range(args.batch):
-            output, (single_states[i],) = policy.forward(
-                frames[i : i + 1], goals[i : i + 1], [single_states[i]]
+            output, (singles[i],) = policy.forward(
+                batch_frames[i : i + 1], batch_goals[i : i + 1], [singles[i]]
             )
-            policy.sample(output, [single_states[i]])
-        best_round = min(best_round, time.perf_counter() - start)
-    sequential = args.batch / best_round
-    results[f"batch{args.batch}_env_steps_per_s"] = batched * args.batch
-    results[f"sequential{args.batch}_env_steps_per_s"] = sequential
-    results["batched_vs_sequential_ratio"] = batched * args.batch / sequential
+            policy.sample(output, [singles[i]])
+        sequential = min(sequential, time.perf_counter() - start)
+    results["batched_vs_sequential"] = sequential / batched
+    results[f"batch{args.batch}_env_steps_per_s"] = args.batch / batched
 
     print(f"machine: {results['machine']}")
-    print(f"batch 1, guided, frame encoded once : {max(shared):7.2f} steps/s")
-    print(f"batch 1, guided, upstream way       : {max(upstream):7.2f} steps/s")
-    print(f"  ratio                             : {results['shared_vs_upstream_ratio']:7.2f}x")
-    print(f"batch 1, guided, upstream computation: {max(upstream_linear):6.2f} steps/s")
-    overall = results["ours_vs_upstream_computation_ratio"]
-    print(f"  ratio, ours vs that               : {overall:7.2f}x")
+    print(f"full-size network, batch 1, guided; {args.rounds} rounds x {args.steps} steps per mode")
     print(
-        f"  encoding 1 frame {parts['encode_1']:.0f} ms, 2 frames {parts['encode_2']:.0f} ms, "
-        f"trunk + heads (2 rows) {parts['rest']:.0f} ms: sharing can give at most "
-        f"{results['ratio_bound_from_breakdown']:.2f}x here"
+        "mode                        steps/s (best)     vs float32  vs float32 before"
+        "  mean KL buttons  camera"
     )
-    print(f"{args.batch} envs in one batch             : {batched * args.batch:7.2f} env-steps/s")
-    print(f"{args.batch} envs one after another        : {sequential:7.2f} env-steps/s")
-    print(f"  ratio                             : {results['batched_vs_sequential_ratio']:7.2f}x")
+    for name in names:
+        row = f"{name:26}  {rate[name]:7.2f} ({best[name]:6.2f})"
+        if name in results["fast_modes"]:
+            fast = results["fast_modes"][name]
+            row += (
+                f"  {fast['vs_float32']:9.2f}x  {fast['vs_float32_before']:16.2f}x"
+                f"  {fast['mean_kl_buttons']:15.1e}  {fast['mean_kl_camera']:.1e}"
+            )
+        elif name == "float32":
+            row += f"  {1.0:9.2f}x  {results['float32_vs_before']:16.2f}x"
+        print(row)
+    once = results["float32_frame_once_vs_twice"]
+    print(f"float32, frame encoded once vs twice (upstream's way): {once:.2f}x")
+    print(
+        f"float32, {args.batch} envs in one batch vs one after another: "
+        f"{results['batched_vs_sequential']:.2f}x "
+        f"({results[f'batch{args.batch}_env_steps_per_s']:.1f} env-steps/s)"
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -46,8 +46,9 @@ def autocast(device: torch.device):
 def reproduce_upstream_error(device: torch.device) -> dict[str, str]:
     """Upstream's path: text tower and prior under autocast, the result handed on as it is.
 
-    The float16 embedding goes into the policy's first goal layer (our network's
-    ``mineclip_embed_linear``, the layer the official agent feeds), bypassing the guard.
+    The float16 embedding goes into the policy's first goal layer (the weights of our
+    network's ``mineclip_embed_linear``, the layer the official agent feeds) as upstream's
+    ``nn.Linear`` computes it, bypassing the guard. (Our own `Linear` would cast it.)
     """
     encoder = Steve1PromptEncoder(weights="random", device=device)
     policy = NativeSteve1Policy(weights="random", device=device)
@@ -56,9 +57,10 @@ def reproduce_upstream_error(device: torch.device) -> dict[str, str]:
         text = encoder.text_tower(tokens)
         embedding = encoder.prior.decode(text)  # float16 under CUDA autocast
     error = ""
+    layer = policy.network.net.mineclip_embed_linear
     try:
         with torch.no_grad():
-            policy.network.net.mineclip_embed_linear(embedding)
+            torch.nn.functional.linear(embedding, layer.weight, layer.bias)
     except RuntimeError as exc:
         error = str(exc)
     finally:
@@ -150,10 +152,10 @@ def main() -> None:
 
     precision = {}
     if (GOLDEN / "policy_rollout.npz").is_file():
-        for dtype in ("bfloat16", "float16"):
+        for dtype in ("bfloat16", "float16", "bfloat16-mixed"):
             precision[dtype] = compare(dtype, str(device), steps=20 if args.quick else None)
             row = precision[dtype]
-            print(f"3. {dtype:8} vs official float32: max|dlogp| buttons "
+            print(f"3. {dtype:14} vs official float32: max|dlogp| buttons "
                   f"{row['max_abs_logp_diff_buttons']:.4f} camera "
                   f"{row['max_abs_logp_diff_camera']:.4f}; argmax agreement "
                   f"{100 * row['argmax_agreement_buttons']:.1f}% / "
@@ -165,7 +167,7 @@ def main() -> None:
 
     sizes = [1, 2, 4] if args.quick else [1, 4, 16, 64]
     throughput = {}
-    for dtype in ("float32", "bfloat16", "float16"):
+    for dtype in ("float32", "bfloat16", "float16", "bfloat16-mixed"):
         if time.perf_counter() - started > args.budget:
             print(f"4. {dtype}: skipped, the {args.budget:g} s budget is spent")
             continue
@@ -187,7 +189,7 @@ def main() -> None:
         cells = "  ".join(
             f"N={n}: {row['batched_env_steps_per_s']:8.1f}" for n, row in rows.items()
         )
-        print(f"4. {dtype:8} env steps/s  {cells}  (N={largest} / N=1: x{scale:.1f})")
+        print(f"4. {dtype:14} env steps/s  {cells}  (N={largest} / N=1: x{scale:.1f})")
         if device.type == "cuda":
             torch.cuda.empty_cache()
         report["throughput"] = throughput

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from steve1_env.agent.native import NativeSteve1Policy
+from steve1_env.agent.network import PRECISIONS
 from steve1_env.prompt.steve1_encoder import Steve1PromptEncoder
 from steve1_env.vector.env import Steve1SkillVectorEnv
 
@@ -228,7 +229,7 @@ def peak_memory(device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="float32", choices=list(PRECISIONS))
     parser.add_argument("--sizes", default="1,2,4,8", help="batch sizes N, comma-separated")
     parser.add_argument("--network", default="full", choices=["full", "tiny"])
     parser.add_argument("--repeats", type=int, default=3)

@@ -34,7 +34,8 @@ def test_gpu_check_reproduces_the_upstream_error_and_passes_the_guard_on_cpu(tmp
     assert report["guarded"]["goal_dtype"] == "float32"
     assert report["guarded"]["outputs_identical_under_autocast"] is True
     assert report["guarded"]["low_level_steps"] == 5
-    assert set(report["throughput"]) == {"float32", "bfloat16", "float16"}
+    assert set(report["throughput"]) == {"float32", "bfloat16", "float16", "bfloat16-mixed"}
+    assert set(report["precision"]) == {"bfloat16", "float16", "bfloat16-mixed"}
     assert "2. guarded path under autocast: goal float32" in printed and "PASS" in printed
 
 
@@ -69,3 +70,16 @@ def test_evaluation_benchmark_measures_the_worlds_per_worker_axis(tmp_path):
         assert row["trials"] == 2 and row["trials_per_s"] > 0 and row["peak_rss_mb"] > 0
         assert row["same_records_as_first"] is True
     assert rows["1"]["speedup_vs_first"] == 1.0 and "M=2" in printed
+
+
+@pytest.mark.slow
+def test_policy_benchmark_measures_the_fast_mode_against_both_float32s(tmp_path):
+    out = tmp_path / "policy.json"
+    printed = run("bench_policy.py", "--steps", "3", "--rounds", "1", "--batch", "2",
+                  "--json", str(out))  # fmt: skip
+    report = json.loads(out.read_text())
+    assert set(report["steps_per_s"]) == {"float32", "float32, before issue 17", "bfloat16-mixed"}
+    fast = report["fast_modes"]["bfloat16-mixed"]
+    assert fast["vs_float32"] > 0 and fast["vs_float32_before"] > 0
+    assert 0 < fast["mean_kl_buttons"] < 0.01 and 0 < fast["mean_kl_camera"] < 0.01
+    assert "bfloat16-mixed" in printed and "vs float32" in printed

@@ -536,7 +536,12 @@ def _benchmark(name):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("dtype", "max_diff", "min_agreement"),
-    [("float32", 1e-4, 1.0), ("bfloat16", 1.0, 0.8), ("float16", 0.2, 0.95)],
+    [
+        ("float32", 1e-4, 1.0),
+        ("bfloat16", 1.0, 0.8),
+        ("float16", 0.2, 0.95),
+        ("bfloat16-mixed", 1.0, 0.8),
+    ],
 )
 def test_precision_modes_against_the_official_float32_rollout(
     golden, dtype, max_diff, min_agreement

@@ -22,10 +22,12 @@ from steve1_env import precision
 from steve1_env.agent.base import Goal
 from steve1_env.agent.conversion import agent_frame, agent_to_minerl
 from steve1_env.agent.network import (
+    PRECISIONS,
     RELEASED_CONFIG,
     AttentionMemory,
     NetworkConfig,
     PolicyOutput,
+    Precision,
     Steve1Network,
     env_memory,
     guidance_rows,
@@ -50,10 +52,9 @@ from steve1_env.weights import (
 )
 
 DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
+    name: precision.activations for name, precision in PRECISIONS.items() if not precision.is_mixed
 }
+"""The single-dtype precisions by name (``dtype=`` also takes the torch dtype)."""
 
 
 @dataclass
@@ -70,15 +71,23 @@ class Steve1State:
     generator: torch.Generator
 
 
-def _resolve_dtype(dtype: Any) -> torch.dtype:
+def resolve_precision(dtype: Any) -> Precision:
+    """Returns the `Precision` a policy's ``dtype=`` names (None: float32).
+
+    Raises:
+        ConfigurationError: If `dtype` names no precision.
+    """
     if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
+        return PRECISIONS["float32"]
+    if isinstance(dtype, torch.dtype):
+        for name, known in DTYPES.items():
+            if known == dtype:
+                return PRECISIONS[name]
+    if isinstance(dtype, str) and dtype in PRECISIONS:
+        return PRECISIONS[dtype]
     raise ConfigurationError(
-        f"dtype must be one of {', '.join(DTYPES)} (or the torch dtype), got {dtype!r}."
+        f"dtype must be one of {', '.join(repr(name) for name in PRECISIONS)} (or the torch "
+        f"dtype of a single-dtype one), got {dtype!r}."
     )
 
 
@@ -116,8 +125,12 @@ class NativeSteve1Policy:
             or None for ``2x.model`` beside the weights, else the released architecture.
         cond_scale: Classifier-free guidance scale (the paper: 6.0 for text); None disables
             guidance (one branch, half the trunk compute).
-        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: the whole network and
-            its inputs are cast, so no mixed-dtype operation can occur.
+        dtype: The precision (`steve1_env.agent.network.PRECISIONS`): ``"float32"``
+            (default, the official outputs within 1e-4), ``"bfloat16"`` or ``"float16"`` (the
+            whole network and its inputs cast), or ``"bfloat16-mixed"``, the fast CPU mode:
+            the image encoder and the linear layers' products in bfloat16, everything else
+            in float32 (docs/performance.md gives its speed and how far it is from float32).
+            No operation ever sees two dtypes, inside or outside a caller's autocast.
         deterministic: Take the most likely action instead of sampling.
         share_frame_encoding: Encode each frame once for both guidance branches. False runs
             the image encoder on both, as upstream does (for comparisons only).
@@ -142,7 +155,9 @@ class NativeSteve1Policy:
         cpu_kernels: bool = True,
     ) -> None:
         self.device = precision.resolve_device(device)
-        self.dtype = _resolve_dtype(dtype)
+        self.precision = resolve_precision(dtype)
+        # What inputs and memories are cast to: float32 in the mixed mode.
+        self.dtype = self.precision.activations
         if cond_scale is not None:
             cond_scale = real_number(cond_scale, "cond_scale")
             if cond_scale < 0:
@@ -155,7 +170,9 @@ class NativeSteve1Policy:
         self.network.use_cpu_kernels(
             small_batch_matmul=cpu_kernels, batch_invariant_norm=cpu_kernels
         )
-        self.network.cast(self.device, self.dtype).eval()
+        self.network.cast(
+            self.device, self.precision, channels_last=cpu_kernels and self.device.type == "cpu"
+        ).eval()
         self.network.requires_grad_(False)
         self._closed = False
 

@@ -19,6 +19,13 @@ them on, see its ``cpu_kernels`` argument, and docs/performance.md):
 - ``batch_invariant_norm``: `SampleGroupNorm` runs on one CPU thread when PyTorch would split
   a reduction across threads, so a frame's features do not depend on the batch it is in.
 
+Precision (`Precision`, `PRECISIONS`, applied by `Steve1Network.cast`): the network runs in one
+dtype (``float32``, the exact reference; ``bfloat16``; ``float16``), or mixed
+(``bfloat16-mixed``): the image encoder in bfloat16, every other linear layer with bfloat16
+weights and inputs and float32 results, and the residual stream, norms, attention, memory,
+log-softmax and guidance in float32. A `Linear` whose weight has another dtype than its input
+computes in the weight's dtype and returns the input's, so no operation ever sees two dtypes.
+
 Shapes: ``N`` envs, ``B`` batch rows, ``T`` time steps per call, ``H`` = ``hidsize`` (2048
 when released).
 """
@@ -163,17 +170,61 @@ RELEASED_CONFIG = NetworkConfig()
 """The architecture of ``2x.model``, the one STEVE-1 was released with."""
 
 
-class Linear(nn.Linear):
-    """`nn.Linear` that can compute small CPU batches as ``W @ x.T`` (opt-in).
-
-    With the weight as the left operand, BLAS streams it once for all rows; ``x @ W.T``, what
-    `F.linear` does, costs about one weight pass per row here. The layers are large (up to
-    2048 x 8192), so at the batch sizes of inference this can halve the transformer's time.
-    The arithmetic is the same fp32 dot products, summed in BLAS's order for that form.
+@dataclass(frozen=True)
+class Precision:
+    """Which dtype each part of the network computes in.
 
     Attributes:
-        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used; 0 (the default)
-            is plain `F.linear`. `Steve1Network.use_cpu_kernels` sets it.
+        name: What `PRECISIONS` and the policy's ``dtype=`` call it.
+        activations: The residual stream, norms, attention and its memory, the heads'
+            log-softmax and the guidance combination; the goal is cast to it.
+        matmuls: The weights of the linear layers outside the image encoder, and their
+            inputs for the product (bfloat16 products accumulate in float32 on CPU and GPU);
+            each result is returned in `activations`.
+        encoder: The whole ImpalaCNN (convolutions, norms, pooling and its dense layer).
+    """
+
+    name: str
+    activations: torch.dtype
+    matmuls: torch.dtype
+    encoder: torch.dtype
+
+    @property
+    def is_mixed(self) -> bool:
+        """Whether some part computes in another dtype than the activations."""
+        return not self.activations == self.matmuls == self.encoder
+
+
+def _uniform(name: str, dtype: torch.dtype) -> Precision:
+    return Precision(name, dtype, dtype, dtype)
+
+
+PRECISIONS: dict[str, Precision] = {
+    "float32": _uniform("float32", torch.float32),
+    "bfloat16": _uniform("bfloat16", torch.bfloat16),
+    "float16": _uniform("float16", torch.float16),
+    "bfloat16-mixed": Precision(
+        "bfloat16-mixed", torch.float32, matmuls=torch.bfloat16, encoder=torch.bfloat16
+    ),
+}
+"""The precisions a network can be cast to (`Steve1Network.cast`); float32 is the exact one."""
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` that can compute small reduced-precision CPU batches as ``W @ x.T`` (opt-in).
+
+    With the weight as the left operand, oneDNN streams a bfloat16 weight once for all rows at
+    about 27 GB/s here, 15-20% faster than `F.linear`. For float32 weights `F.linear` is used
+    whatever the setting: MKL streams them once as well, and the ``W @ x.T`` form measured
+    twice as slow at two rows (torch 2.13; `benchmarks/bench_policy.py` measures both).
+
+    A weight of another dtype than the input (a mixed `Precision`) computes the product in
+    the weight's dtype; the result is returned in the input's dtype.
+
+    Attributes:
+        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used for bfloat16 and
+            float16 weights; 0 (the default) is plain `F.linear`.
+            `Steve1Network.use_cpu_kernels` sets it.
     """
 
     SMALL_BATCH_ROWS = 16
@@ -182,16 +233,34 @@ class Linear(nn.Linear):
     small_batch_rows = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Applies the layer."""
+        """Applies the layer; the result has the input's dtype.
+
+        An input of another dtype than the weight (a mixed `Precision`) is cast to the
+        weight's dtype for the product, and the bias is added in the input's dtype.
+        """
+        weight, bias = self.weight, self.bias
+        mixed = x.dtype != weight.dtype
+        out_dtype = x.dtype
+        if mixed:
+            x = x.to(weight.dtype)
+        fused_bias = bias if bias is not None and bias.dtype == weight.dtype else None
         rows = x.numel() // x.shape[-1]
-        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype != self.weight.dtype:
-            return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, x.shape[-1]).T
-        if self.bias is None:
-            out = self.weight @ flat
+        # float32 is left to F.linear: there MKL streams the weight once too (and at 2 rows is
+        # twice as fast as the W @ x.T form, torch 2.13).
+        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype == torch.float32:
+            out = F.linear(x, weight, fused_bias)
         else:
-            out = torch.addmm(self.bias[:, None], self.weight, flat)
-        return out.T.reshape(*x.shape[:-1], self.out_features)
+            flat = x.reshape(rows, x.shape[-1]).T
+            if fused_bias is None:
+                out = weight @ flat
+            else:
+                out = torch.addmm(fused_bias[:, None], weight, flat)
+            out = out.T.reshape(*x.shape[:-1], self.out_features)
+        if mixed:
+            out = out.to(out_dtype)
+        if bias is not None and fused_bias is None:
+            out = out + bias.to(out.dtype)
+        return out
 
 
 class SampleGroupNorm(nn.GroupNorm):
@@ -249,9 +318,9 @@ class NormedLayer(nn.Module):
         return F.relu(x, inplace=True) if self.relu else x
 
 
-def _conv(in_channels: int, out_channels: int, norm: bool) -> NormedLayer:
+def _conv(in_channels: int, out_channels: int, norm: bool, relu: bool = True) -> NormedLayer:
     layer = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
-    return NormedLayer(layer, SampleGroupNorm(1, in_channels) if norm else None)
+    return NormedLayer(layer, SampleGroupNorm(1, in_channels) if norm else None, relu)
 
 
 def _dense(in_features: int, out_features: int, relu: bool = True) -> NormedLayer:
@@ -273,25 +342,33 @@ class ResidualConvBlock(nn.Module):
 
 
 class DownStack(nn.Module):
-    """Conv, 3x3 max-pool with stride 2, GroupNorm, two residual blocks."""
+    """Conv, ReLU, 3x3 max-pool with stride 2, GroupNorm, two residual blocks."""
 
     def __init__(self, in_channels: int, out_channels: int, first_norm: bool) -> None:
         super().__init__()
-        self.firstconv = _conv(in_channels, out_channels, norm=first_norm)
+        # Its ReLU is applied after the pooling (max and ReLU commute): a quarter of the work.
+        self.firstconv = _conv(in_channels, out_channels, norm=first_norm, relu=False)
         self.n = SampleGroupNorm(1, out_channels)
         self.blocks = nn.ModuleList([ResidualConvBlock(out_channels) for _ in range(2)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Halves the spatial size."""
         x = F.max_pool2d(self.firstconv(x), kernel_size=3, stride=2, padding=1)
-        x = self.n(x)
+        x = self.n(F.relu(x, inplace=True))
         for block in self.blocks:
             x = block(x)
         return x
 
 
 class ImpalaCNN(nn.Module):
-    """Three down-stacks and a dense layer: ``(N, 3, S, S)`` floats -> ``(N, 256)``."""
+    """Three down-stacks and a dense layer: ``(N, 3, S, S)`` floats -> ``(N, 256)``.
+
+    Attributes:
+        channels_last: Whether the convolution weights (and so the inputs `ImageEncoder`
+            gives) are in the ``channels_last`` memory format; `Steve1Network.cast` sets it.
+    """
+
+    channels_last = False
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -319,13 +396,17 @@ class ImageEncoder(nn.Module):
         self.linear = _dense(CNN_OUTPUT, config.hidsize)
 
     def weight_dtype(self) -> torch.dtype:
-        """The dtype the weights were cast to (inputs are cast to it)."""
-        return next(self.parameters()).dtype
+        """The dtype the ImpalaCNN computes in (frames are cast to it)."""
+        return next(self.cnn.parameters()).dtype
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Encodes ``(N, S, S, 3)`` uint8 frames."""
+        """Encodes ``(N, S, S, 3)`` uint8 frames; features have the activations' dtype."""
+        cnn = self.cnn
         x = frames.permute(0, 3, 1, 2).to(self.weight_dtype()) / 255.0
-        return self.linear(self.cnn(x))
+        if cnn.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        activations = next(self.linear.parameters()).dtype  # its LayerNorm's
+        return self.linear(cnn(x).to(activations))
 
 
 class AttentionMemory(NamedTuple):
@@ -360,6 +441,19 @@ class TimeGeometry(NamedTuple):
         query_at = torch.arange(steps, device=device) + memory
         distance = query_at[:, None] - torch.arange(memory + steps, device=device)[None, :]
         return cls(distance, (distance >= 0) & (distance < memory))
+
+
+def _append_frames(memory: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([memory, new], dim=2)`` written as two copies into a new tensor.
+
+    The same values; but the memory is a strided view (the last frames of the previous
+    step's tensor), and `torch.cat` copies such views about 2.7x slower than ``copy_``.
+    """
+    remembered = memory.shape[2]
+    joined = memory.new_empty(*memory.shape[:2], remembered + new.shape[2], memory.shape[3])
+    joined[:, :, :remembered].copy_(memory)
+    joined[:, :, remembered:].copy_(new)
+    return joined
 
 
 class RelativeAttention(nn.Module):
@@ -405,8 +499,8 @@ class RelativeAttention(nn.Module):
             ``x + attention(x)`` and the keys and values of the last ``M`` frames.
         """
         batch, steps, width = x.shape
-        keys = torch.cat([keys, self._split(self.k_layer(x))], dim=2)
-        values = torch.cat([values, self._split(self.v_layer(x))], dim=2)
+        keys = _append_frames(keys, self._split(self.k_layer(x)))
+        values = _append_frames(values, self._split(self.v_layer(x)))
         queries = self._split(self.q_layer(x))
         # Scaled before the product so float16 cannot overflow in it.
         logits = (queries / queries.shape[-1]) @ keys.transpose(-1, -2)
@@ -641,15 +735,46 @@ class Steve1Network(nn.Module):
             elif isinstance(module, SampleGroupNorm):
                 module.batch_invariant = batch_invariant_norm
 
-    def cast(self, device: torch.device, dtype: torch.dtype) -> Steve1Network:
-        """Moves the network and casts its weights to `dtype`, except the value statistics."""
-        self.to(device=device, dtype=dtype)
+    def cast(
+        self,
+        device: torch.device,
+        precision: Precision | torch.dtype,
+        *,
+        channels_last: bool = False,
+    ) -> Steve1Network:
+        """Moves the network and casts it to a `Precision` (or one dtype for all of it).
+
+        The value statistics stay float32 whatever the precision.
+
+        Args:
+            device: Where the network runs.
+            precision: A `Precision` from `PRECISIONS`, or a torch dtype for the whole network.
+            channels_last: Keep the convolution weights in the ``channels_last`` memory
+                format (the layout oneDNN's CPU convolutions run fastest in); the same
+                arithmetic, so it changes results only by summation order.
+        """
+        if isinstance(precision, torch.dtype):
+            precision = _uniform(str(precision).removeprefix("torch."), precision)
+        self.to(device=device, dtype=precision.activations)
+        for module in self.modules():
+            if isinstance(module, Linear) and module.weight.dtype != precision.matmuls:
+                # Only the weight: a mixed layer adds its bias in the activations' dtype.
+                module.weight = nn.Parameter(
+                    module.weight.detach().to(precision.matmuls), requires_grad=False
+                )
+        cnn = self.net.img_process.cnn
+        cnn.to(dtype=precision.encoder)
+        cnn.channels_last = channels_last
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        for module in cnn.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
         self.value_head.normalizer.float()
         return self
 
     def initial_state(self, batch: int) -> list[AttentionMemory]:
         """Returns an empty memory (nothing visible) for `batch` sequences."""
-        parameter = self.net.mineclip_embed_linear.weight
+        parameter = self.net.final_ln.weight  # the activations' dtype and device
         config = self.config
         heads = config.attention_heads
         shape = (batch, heads, config.memory, config.hidsize // heads)
