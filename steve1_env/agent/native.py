@@ -361,7 +361,10 @@ class NativeSteve1Policy:
         A state from a batched call is a view into the whole batch's memory; an env that
         leaves the batch (a vector env's waiting env) would otherwise keep all of it alive.
         """
-        memory = [AttentionMemory(*(part.clone() for part in block)) for block in state.memory]
+        memory = [
+            AttentionMemory(block.valid.clone(), block.keys.clone(), block.values.clone())
+            for block in state.memory
+        ]
         return Steve1State(memory, state.generator)
 
     def close(self) -> None:

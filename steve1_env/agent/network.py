@@ -211,21 +211,27 @@ PRECISIONS: dict[str, Precision] = {
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` that can compute small reduced-precision CPU batches as ``W @ x.T`` (opt-in).
+    """`nn.Linear` that can compute small CPU batches as ``W @ x.T`` (opt-in).
 
-    With the weight as the left operand, oneDNN streams a bfloat16 weight once for all rows at
-    about 27 GB/s here, 15-20% faster than `F.linear`. For float32 weights `F.linear` is used
-    whatever the setting: MKL streams them once as well, and the ``W @ x.T`` form measured
-    twice as slow at two rows (torch 2.13; `benchmarks/bench_policy.py` measures both).
+    With the weight as the left operand, BLAS streams it once for all rows. For bfloat16
+    weights oneDNN does so at about 27 GB/s here, 15-20% faster than `F.linear`. For float32,
+    MKL's `F.linear` also streams the weight once up to `FLOAT32_STREAMING_ROWS` rows (twice
+    as fast as ``W @ x.T`` at the two rows of one guided env), and beyond that costs about one
+    weight pass per row more, so ``W @ x.T`` is used from 4 rows (torch 2.13; measured in
+    `benchmarks/bench_policy.py`). The arithmetic is the same dot products, summed in the
+    library's order for each form.
 
     A weight of another dtype than the input (a mixed `Precision`) computes the product in
     the weight's dtype; the result is returned in the input's dtype.
 
     Attributes:
-        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used for bfloat16 and
-            float16 weights; 0 (the default) is plain `F.linear`.
+        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used (for float32 from
+            ``FLOAT32_STREAMING_ROWS + 1`` rows); 0 (the default) is plain `F.linear`.
             `Steve1Network.use_cpu_kernels` sets it.
     """
+
+    FLOAT32_STREAMING_ROWS = 3
+    """Up to this many rows `F.linear` streams a float32 weight once, and is used."""
 
     SMALL_BATCH_ROWS = 16
     """The batch size up to which the ``W @ x.T`` form is used when it is turned on."""
@@ -245,9 +251,11 @@ class Linear(nn.Linear):
             x = x.to(weight.dtype)
         fused_bias = bias if bias is not None and bias.dtype == weight.dtype else None
         rows = x.numel() // x.shape[-1]
-        # float32 is left to F.linear: there MKL streams the weight once too (and at 2 rows is
-        # twice as fast as the W @ x.T form, torch 2.13).
-        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype == torch.float32:
+        if (
+            x.device.type != "cpu"
+            or rows > self.small_batch_rows
+            or (x.dtype == torch.float32 and rows <= self.FLOAT32_STREAMING_ROWS)
+        ):
             out = F.linear(x, weight, fused_bias)
         else:
             flat = x.reshape(rows, x.shape[-1]).T
@@ -409,6 +417,13 @@ class ImageEncoder(nn.Module):
         return self.linear(cnn(x).to(activations))
 
 
+class TapePosition(NamedTuple):
+    """Where a memory's window ends on its `MemoryTape`."""
+
+    tape: MemoryTape
+    end: int
+
+
 class AttentionMemory(NamedTuple):
     """One attention layer's recurrent state for a batch (``M`` remembered frames).
 
@@ -417,11 +432,15 @@ class AttentionMemory(NamedTuple):
         keys: ``(B, heads, M, head_dim)`` their keys, oldest first (kept split by head so the
             attention product reads them without a copy).
         values: ``(B, heads, M, head_dim)`` their values.
+        tape: Where ``keys`` and ``values`` end on the tape they are windows of, if any (the
+            next step then extends them in place; see `MemoryTape`). Only an optimisation:
+            a memory without one behaves the same.
     """
 
     valid: torch.Tensor
     keys: torch.Tensor
     values: torch.Tensor
+    tape: TapePosition | None = None
 
 
 class TimeGeometry(NamedTuple):
@@ -443,17 +462,65 @@ class TimeGeometry(NamedTuple):
         return cls(distance, (distance >= 0) & (distance < memory))
 
 
-def _append_frames(memory: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """``torch.cat([memory, new], dim=2)`` written as two copies into a new tensor.
+TAPE_FRAMES = 4
+"""A memory tape has room for this many times the frames one step attends to."""
 
-    The same values; but the memory is a strided view (the last frames of the previous
-    step's tensor), and `torch.cat` copies such views about 2.7x slower than ``copy_``.
+
+class MemoryTape:
+    """Keys and values of one attention layer, written frame after frame (``(B, heads, C, d)``).
+
+    Copying the ``(B, heads, M, d)`` memory every step is a cold read and write of about 2 MB
+    per tensor at full size (2.9 ms of a 40 ms fast-mode step). A tape has room for `C`
+    frames and records how far it is written; a memory that is a window ending there (the
+    state the previous step returned) gets the next frames written after it in place.
+
+    Attributes:
+        keys: The key slots.
+        values: The value slots.
+        written: How many frames of the tape are written.
     """
-    remembered = memory.shape[2]
-    joined = memory.new_empty(*memory.shape[:2], remembered + new.shape[2], memory.shape[3])
-    joined[:, :, :remembered].copy_(memory)
-    joined[:, :, remembered:].copy_(new)
-    return joined
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, written: int) -> None:
+        self.keys, self.values, self.written = keys, values, written
+
+
+def _extend(
+    memory: AttentionMemory, keys: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, TapePosition]:
+    """Returns ``cat([memory.keys, keys])`` and the same for values, along the frame axis.
+
+    The memory's window is extended in place when it ends where its tape's writing ends;
+    any other memory (a state used a second time, one stacked from several envs, a copy, a
+    first step) starts a new tape with a copy. No window of any state covers a slot that is
+    written later, so states stay immutable and can be reused (branched).
+    """
+    remembered, steps = memory.keys.shape[2], keys.shape[2]
+    position = memory.tape
+    if position is not None:
+        tape, end = position
+        if (
+            tape.written == end
+            and end + steps <= tape.keys.shape[2]
+            and tape.keys.dtype == keys.dtype
+        ):
+            tape.keys[:, :, end : end + steps].copy_(keys)
+            tape.values[:, :, end : end + steps].copy_(values)
+            tape.written = end + steps
+            start = end - remembered
+            window = slice(start, end + steps)
+            return (
+                tape.keys[:, :, window],
+                tape.values[:, :, window],
+                TapePosition(tape, end + steps),
+            )
+    batch, heads, _, width = memory.keys.shape
+    shape = (batch, heads, TAPE_FRAMES * (remembered + steps), width)
+    tape = MemoryTape(keys.new_empty(shape), values.new_empty(shape), remembered + steps)
+    for slots, old, new in ((tape.keys, memory.keys, keys), (tape.values, memory.values, values)):
+        slots[:, :, :remembered].copy_(old)
+        slots[:, :, remembered : remembered + steps].copy_(new)
+    window = slice(0, remembered + steps)
+    return tape.keys[:, :, window], tape.values[:, :, window], TapePosition(tape, tape.written)
 
 
 class RelativeAttention(nn.Module):
@@ -483,24 +550,24 @@ class RelativeAttention(nn.Module):
         x: torch.Tensor,
         visible: torch.Tensor,
         geometry: TimeGeometry,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        memory: AttentionMemory,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, TapePosition]:
         """Attends from ``x`` ``(B, T, H)`` over the remembered frames and ``x``.
 
         Args:
             x: Inputs of the current frames.
             visible: ``(B, T, M + T)`` bool: which keys each query may attend to.
             geometry: Time distances of queries and keys.
-            keys: ``(B, heads, M, d)`` remembered keys.
-            values: ``(B, heads, M, d)`` remembered values.
+            memory: The remembered keys and values (``(B, heads, M, d)``); its mask is not read.
 
         Returns:
-            ``x + attention(x)`` and the keys and values of the last ``M`` frames.
+            ``x + attention(x)``, the keys and values of the last ``M`` frames and where they
+            end on their tape.
         """
         batch, steps, width = x.shape
-        keys = _append_frames(keys, self._split(self.k_layer(x)))
-        values = _append_frames(values, self._split(self.v_layer(x)))
+        keys, values, tape = _extend(
+            memory, self._split(self.k_layer(x)), self._split(self.v_layer(x))
+        )
         queries = self._split(self.q_layer(x))
         # Scaled before the product so float16 cannot overflow in it.
         logits = (queries / queries.shape[-1]) @ keys.transpose(-1, -2)
@@ -511,7 +578,7 @@ class RelativeAttention(nn.Module):
         logits = logits.masked_fill(~visible[:, None], float("-inf"))
         attended = torch.softmax(logits, dim=-1) @ values
         out = x + self.proj_layer(attended.transpose(1, 2).reshape(batch, steps, width))
-        return out, keys[:, :, -self.memory :], values[:, :, -self.memory :]
+        return out, keys[:, :, -self.memory :], values[:, :, -self.memory :], tape
 
 
 class MaskedAttention(nn.Module):
@@ -536,8 +603,8 @@ class MaskedAttention(nn.Module):
         remembered = state.valid & ~first[:, :1]  # (B, M)
         columns = torch.cat([remembered, remembered.new_ones(x.shape[0], x.shape[1])], dim=1)
         visible = geometry.band[None] & columns[:, None, :]
-        out, keys, values = self.orc_block(x, visible, geometry, state.keys, state.values)
-        return out, AttentionMemory(columns[:, -self.memory :], keys, values)
+        out, keys, values, tape = self.orc_block(x, visible, geometry, state)
+        return out, AttentionMemory(columns[:, -self.memory :], keys, values, tape)
 
 
 class TransformerBlock(nn.Module):
@@ -681,7 +748,11 @@ def stack_memories(memories: Sequence[Sequence[AttentionMemory]]) -> list[Attent
     if len(memories) == 1:
         return list(memories[0])
     return [
-        AttentionMemory(*(torch.cat(parts, dim=0) for parts in zip(*blocks, strict=True)))
+        AttentionMemory(
+            torch.cat([block.valid for block in blocks]),
+            torch.cat([block.keys for block in blocks]),
+            torch.cat([block.values for block in blocks]),
+        )
         for blocks in zip(*memories, strict=True)
     ]
 
@@ -689,7 +760,12 @@ def stack_memories(memories: Sequence[Sequence[AttentionMemory]]) -> list[Attent
 def env_memory(memory: Sequence[AttentionMemory], env: int, rows: int) -> list[AttentionMemory]:
     """Env `env`'s `rows` rows of a batch memory, per block (views, not copies)."""
     start, stop = env * rows, (env + 1) * rows
-    return [AttentionMemory(*(part[start:stop] for part in block)) for block in memory]
+    if start == 0 and stop == memory[0].keys.shape[0]:
+        return list(memory)  # the whole batch: it keeps its tape
+    return [
+        AttentionMemory(block.valid[start:stop], block.keys[start:stop], block.values[start:stop])
+        for block in memory
+    ]
 
 
 class Steve1Network(nn.Module):
