@@ -17,6 +17,7 @@ from typing import Any
 
 from steve1_env.errors import ConfigurationError, Steve1EnvError, Steve1EnvWarning
 from steve1_env.files import parse_json
+from steve1_env.precision import POLICY_PRECISIONS
 
 DEMO_INSTRUCTIONS = ("chop a tree", "get dirt", "collect seeds")
 
@@ -76,8 +77,15 @@ def _component_kwargs(args: argparse.Namespace) -> tuple[str, dict[str, Any], di
     """Returns the prompt encoder and the policy and encoder kwargs the stack options ask for."""
     encoder = args.prompt_encoder or ("steve1" if args.policy == "steve1" else "hash")
     weights = {"weights": args.weights} if args.weights else {}
-    policy_kwargs = weights if args.policy in ("steve1", "steve1-official") else {}
+    policy_kwargs = dict(weights) if args.policy in ("steve1", "steve1-official") else {}
     encoder_kwargs = weights if encoder in ("steve1", "steve1-official") else {}
+    if args.dtype is not None:
+        if args.policy != "steve1":
+            raise ConfigurationError(
+                f"--dtype selects the native policy's precision; --policy {args.policy} has "
+                "none. Use --policy steve1, or leave --dtype out."
+            )
+        policy_kwargs["dtype"] = args.dtype
     return encoder, policy_kwargs, encoder_kwargs
 
 
@@ -557,6 +565,12 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_policy: str) -> 
         "(default: $STEVE1_WEIGHTS_DIR, else ~/.cache/steve1_env/weights)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=POLICY_PRECISIONS,
+        help="the steve1 policy's precision (default: float32, exact); bfloat16-mixed is the "
+        "fast CPU mode",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 GOAL_DIM = 512
 """Width of STEVE-1's goal (MineCLIP visual) embedding."""
 
+POLICY_PRECISIONS = ("float32", "bfloat16-mixed", "bfloat16", "float16")
+"""The native policy's ``dtype=`` names (`steve1_env.agent.network.PRECISIONS`), torch-free."""
+
 
 def as_goal_embedding(value: Any, *, dim: int = GOAL_DIM) -> np.ndarray:
     """Converts an encoder output to a finite float32 goal embedding of shape ``(dim,)``.

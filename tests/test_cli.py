@@ -239,3 +239,25 @@ def test_calibrate_with_a_missing_checkpoint_names_the_flag_not_none(tmp_path, c
     assert main(["calibrate", str(tmp_path), "--weights", str(tmp_path / "nothing.pth")]) == 2
     err = capsys.readouterr().err
     assert "or no --weights for the weights directory" in err and "None" not in err
+
+
+def test_dtype_selects_the_native_policys_precision(
+    tmp_path, tiny_policy_files, monkeypatch, capsys
+):
+    import steve1_env.agent.native as native
+
+    shutil.copy(tiny_policy_files["weights"], tmp_path / "steve1.weights")
+    shutil.copy(tiny_policy_files["model"], tmp_path / "2x.model")
+    asked = []
+    resolve = native.resolve_precision
+    monkeypatch.setattr(native, "resolve_precision", lambda d: asked.append(d) or resolve(d))
+    argv = ["run", "chop a tree", "--policy", "steve1", "--weights", str(tmp_path),
+            "--prompt-encoder", "hash", "--max-steps", "3",
+            "--dtype", "bfloat16-mixed"]  # fmt: skip
+    assert main(argv) == 1  # ran to its budget
+    assert asked == ["bfloat16-mixed"]
+    assert "did not succeed (budget) after 3 steps" in capsys.readouterr().out
+    assert main(["demo", "--dtype", "bfloat16-mixed"]) == 2  # the scripted policy has none
+    assert "--dtype selects the native policy's precision" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--dtype", "int8"])

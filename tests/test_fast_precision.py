@@ -162,3 +162,9 @@ def test_full_size_fast_mode_keeps_the_float32_distributions():
         top = log_p.topk(2, dim=-1).values
         flipped = reference[head].argmax(-1) != fast[head].argmax(-1)
         assert bool((top[flipped, 0] - top[flipped, 1] < 0.1).all())
+
+
+def test_the_torch_free_precision_names_are_the_networks():
+    from steve1_env.precision import POLICY_PRECISIONS
+
+    assert set(POLICY_PRECISIONS) == set(PRECISIONS)
