@@ -92,15 +92,13 @@ def test_a_mixed_linear_computes_in_its_weights_dtype_and_returns_the_inputs():
         torch.testing.assert_close(out, expected, atol=1e-2, rtol=1e-2)
 
 
-def test_float32_linears_of_up_to_three_rows_are_f_linear_whatever_the_setting():
+def test_float32_linears_are_f_linear_whatever_the_small_batch_setting():
     torch.manual_seed(0)
     layer = Linear(256, 128)
     layer.small_batch_rows = Linear.SMALL_BATCH_ROWS
-    for rows in range(1, Linear.FLOAT32_STREAMING_ROWS + 1):
+    for rows in (1, 2, 8):
         x = torch.randn(rows, 256)
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
-    x = torch.randn(8, 256)  # the W @ x.T form: the same products, in another order
-    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
 def test_precisions_are_named_and_bad_names_list_them():

@@ -211,27 +211,24 @@ PRECISIONS: dict[str, Precision] = {
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` that can compute small CPU batches as ``W @ x.T`` (opt-in).
+    """`nn.Linear` that can compute small reduced-precision CPU batches as ``W @ x.T`` (opt-in).
 
-    With the weight as the left operand, BLAS streams it once for all rows. For bfloat16
-    weights oneDNN does so at about 27 GB/s here, 15-20% faster than `F.linear`. For float32,
-    MKL's `F.linear` also streams the weight once up to `FLOAT32_STREAMING_ROWS` rows (twice
-    as fast as ``W @ x.T`` at the two rows of one guided env), and beyond that costs about one
-    weight pass per row more, so ``W @ x.T`` is used from 4 rows (torch 2.13; measured in
-    `benchmarks/bench_policy.py`). The arithmetic is the same dot products, summed in the
-    library's order for each form.
+    With the weight as the left operand, oneDNN streams a bfloat16 weight once for all rows, at
+    about 27 GB/s here, 15-20% faster than `F.linear`. float32 weights always use `F.linear`:
+    on torch 2.13 MKL streams them once as well for the two rows of a guided env, twice as
+    fast as ``W @ x.T`` there (`benchmarks/bench_policy.py` re-creates the previous release's
+    ``W @ x.T`` float32 for comparison). One form per dtype, whatever the number of rows, so a
+    row's numbers do not depend on the batch it is in (with the tiny test network, bit for
+    bit; at full size MKL's kernels round batches of other sizes differently).
 
     A weight of another dtype than the input (a mixed `Precision`) computes the product in
     the weight's dtype; the result is returned in the input's dtype.
 
     Attributes:
-        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used (for float32 from
-            ``FLOAT32_STREAMING_ROWS + 1`` rows); 0 (the default) is plain `F.linear`.
+        small_batch_rows: Up to this many rows the ``W @ x.T`` form is used for bfloat16 and
+            float16 weights; 0 (the default) is plain `F.linear`.
             `Steve1Network.use_cpu_kernels` sets it.
     """
-
-    FLOAT32_STREAMING_ROWS = 3
-    """Up to this many rows `F.linear` streams a float32 weight once, and is used."""
 
     SMALL_BATCH_ROWS = 16
     """The batch size up to which the ``W @ x.T`` form is used when it is turned on."""
@@ -251,11 +248,7 @@ class Linear(nn.Linear):
             x = x.to(weight.dtype)
         fused_bias = bias if bias is not None and bias.dtype == weight.dtype else None
         rows = x.numel() // x.shape[-1]
-        if (
-            x.device.type != "cpu"
-            or rows > self.small_batch_rows
-            or (x.dtype == torch.float32 and rows <= self.FLOAT32_STREAMING_ROWS)
-        ):
+        if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype == torch.float32:
             out = F.linear(x, weight, fused_bias)
         else:
             flat = x.reshape(rows, x.shape[-1]).T
