@@ -484,6 +484,22 @@ class MemoryTape:
         self.keys, self.values, self.written = keys, values, written
 
 
+def _writable(tape: MemoryTape, keys: torch.Tensor) -> bool:
+    """Whether `keys` may be written into `tape` in place.
+
+    Not when autograd is involved: a step that kept its window for the backward pass must
+    not see it written (its version changes), so a tape or frames with a gradient history
+    start a new tape. Nor when the tape was made in inference mode and this step is not
+    (PyTorch refuses in-place writes to inference tensors outside it).
+    """
+    return (
+        tape.keys.dtype == keys.dtype
+        and tape.keys.device == keys.device
+        and not (tape.keys.requires_grad or keys.requires_grad)
+        and (torch.is_inference_mode_enabled() or not tape.keys.is_inference())
+    )
+
+
 def _extend(
     memory: AttentionMemory, keys: torch.Tensor, values: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, TapePosition]:
@@ -493,16 +509,16 @@ def _extend(
     any other memory (a state used a second time, one stacked from several envs, a copy, a
     first step) starts a new tape with a copy. No window of any state covers a slot that is
     written later, so states stay immutable and can be reused (branched).
+
+    Only a memory that came from a step (it has a tape) gets a tape with room to grow: one
+    stacked from several envs is copied again at their next step anyway, and would hold
+    `TAPE_FRAMES` times its size for nothing (GPU memory, at a vector env's batch sizes).
     """
     remembered, steps = memory.keys.shape[2], keys.shape[2]
     position = memory.tape
     if position is not None:
         tape, end = position
-        if (
-            tape.written == end
-            and end + steps <= tape.keys.shape[2]
-            and tape.keys.dtype == keys.dtype
-        ):
+        if tape.written == end and end + steps <= tape.keys.shape[2] and _writable(tape, keys):
             tape.keys[:, :, end : end + steps].copy_(keys)
             tape.values[:, :, end : end + steps].copy_(values)
             tape.written = end + steps
@@ -514,7 +530,8 @@ def _extend(
                 TapePosition(tape, end + steps),
             )
     batch, heads, _, width = memory.keys.shape
-    shape = (batch, heads, TAPE_FRAMES * (remembered + steps), width)
+    room = TAPE_FRAMES if position is not None else 1
+    shape = (batch, heads, room * (remembered + steps), width)
     tape = MemoryTape(keys.new_empty(shape), values.new_empty(shape), remembered + steps)
     for slots, old, new in ((tape.keys, memory.keys, keys), (tape.values, memory.values, values)):
         slots[:, :, :remembered].copy_(old)
