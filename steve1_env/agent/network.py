@@ -831,7 +831,7 @@ class Steve1Network(nn.Module):
     def cast(
         self,
         device: torch.device,
-        precision: Precision | torch.dtype,
+        precision: Precision | str | torch.dtype,
         *,
         channels_last: bool = False,
     ) -> Steve1Network:
@@ -841,13 +841,24 @@ class Steve1Network(nn.Module):
 
         Args:
             device: Where the network runs.
-            precision: A `Precision` from `PRECISIONS`, or a torch dtype for the whole network.
+            precision: A `Precision` from `PRECISIONS` or its name, or a torch dtype for the
+                whole network.
             channels_last: Keep the convolution weights in the ``channels_last`` memory
                 format (the layout oneDNN's CPU convolutions run fastest in); the same
                 arithmetic, so it changes results only by summation order.
+
+        Raises:
+            ConfigurationError: If `precision` is none of these.
         """
         if isinstance(precision, torch.dtype):
             precision = _uniform(str(precision).removeprefix("torch."), precision)
+        elif isinstance(precision, str) and precision in PRECISIONS:
+            precision = PRECISIONS[precision]
+        elif not isinstance(precision, Precision):
+            raise ConfigurationError(
+                f"precision must be a Precision, one of {', '.join(map(repr, PRECISIONS))} or "
+                f"a torch dtype, got {precision!r}."
+            )
         self.to(device=device, dtype=precision.activations)
         for module in self.modules():
             if isinstance(module, Linear) and module.weight.dtype != precision.matmuls:
