@@ -2,6 +2,8 @@
 
 import copy
 import json
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -340,6 +342,42 @@ def test_tape_states_of_batches_single_envs_and_compact_states(tiny):
     (c3,) = step([c], frames[9])
     step([c3, c2, x2], frames[10])
     assert all(_unchanged(state.memory, snapshot) for state, snapshot in returned)
+
+
+def test_threads_stepping_one_state_each_get_their_own_step(tiny):
+    # Branching one state from several threads: only one of them may write in place.
+    network, hid = tiny.network, tiny.network.config.hidsize
+    goals, flags = torch.zeros(2, 1, 512), torch.zeros(2, 1, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for _ in range(40):
+            with torch.inference_mode():
+                _, root = network.trunk(torch.randn(2, 1, hid, generator=generator), goals,
+                                        flags, network.initial_state(2))  # fmt: skip
+                step = torch.randn(2, 1, hid, generator=generator)
+                _, root = network.trunk(step, goals, flags, root)
+            features = [torch.randn(2, 1, hid, generator=generator) for _ in range(4)]
+            results = [None] * 4
+            barrier = threading.Barrier(4)
+
+            def branch(i, root=root, features=features, results=results, barrier=barrier):
+                with torch.inference_mode():
+                    barrier.wait()
+                    results[i] = network.trunk(features[i], goals, flags, root)[1]
+
+            threads = [threading.Thread(target=branch, args=(i,)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with torch.inference_mode():
+                for i in range(4):
+                    _, expected = network.trunk(features[i], goals, flags, _untaped(root))
+                    assert _unchanged(results[i], _snapshot(expected))
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def test_a_batch_of_several_envs_reserves_no_tape_room(tiny):

@@ -33,6 +33,7 @@ when released).
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -482,6 +483,28 @@ class MemoryTape:
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, written: int) -> None:
         self.keys, self.values, self.written = keys, values, written
+        self._lock = threading.Lock()
+
+    def claim(self, end: int, steps: int) -> bool:
+        """Reserves the `steps` slots after `end` if the writing ends there; False if not.
+
+        Atomic: of two threads stepping the same state, one writes in place and the other
+        copies (checking `written` and then writing would let both write the same slots).
+        """
+        with self._lock:
+            if self.written != end or end + steps > self.keys.shape[2]:
+                return False
+            self.written = end + steps
+            return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The tensors and the count (a lock is not copied: a copy gets its own)."""
+        return {"keys": self.keys, "values": self.values, "written": self.written}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restores a copy (`copy.deepcopy`, pickling) with a new lock."""
+        self.keys, self.values, self.written = state["keys"], state["values"], state["written"]
+        self._lock = threading.Lock()
 
 
 def _writable(tape: MemoryTape, keys: torch.Tensor) -> bool:
@@ -518,10 +541,9 @@ def _extend(
     position = memory.tape
     if position is not None:
         tape, end = position
-        if tape.written == end and end + steps <= tape.keys.shape[2] and _writable(tape, keys):
+        if _writable(tape, keys) and tape.claim(end, steps):
             tape.keys[:, :, end : end + steps].copy_(keys)
             tape.values[:, :, end : end + steps].copy_(values)
-            tape.written = end + steps
             start = end - remembered
             window = slice(start, end + steps)
             return (
