@@ -15,7 +15,9 @@ CPU kernel paths (both off unless the network is built with them; `NativeSteve1P
 them on, see its ``cpu_kernels`` argument, and docs/performance.md):
 
 - ``small_batch_matmul``: `Linear` computes CPU batches of up to `Linear.SMALL_BATCH_ROWS`
-  rows as ``W @ x.T``, which streams each weight matrix once (faster at inference batches).
+  rows as ``W @ x.T``, which streams each weight matrix once (faster at inference batches);
+  float32 batches of up to `Linear.FLOAT32_STREAMING_ROWS` rows keep `F.linear`, which MKL
+  streams once there too.
 - ``batch_invariant_norm``: `SampleGroupNorm` runs on one CPU thread when PyTorch would split
   a reduction across threads, so a frame's features do not depend on the batch it is in.
 
@@ -816,7 +818,7 @@ class Steve1Network(nn.Module):
     Args:
         config: The architecture (`RELEASED_CONFIG` for the official weights).
         small_batch_matmul: Compute CPU batches of up to `Linear.SMALL_BATCH_ROWS` rows as
-            ``W @ x.T`` (faster at inference batch sizes).
+            ``W @ x.T`` (faster at inference batch sizes; see `Linear` for float32).
         batch_invariant_norm: Run the image encoder's GroupNorms so that a frame's features do
             not depend on the batch it is encoded in (single-threaded where PyTorch would split).
     """
