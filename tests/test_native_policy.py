@@ -431,6 +431,9 @@ def test_gradients_flow_back_through_several_steps(tiny_policy_files):
 
     taped, fresh = gradient(False), gradient(True)
     assert all(torch.equal(a, b) for a, b in zip(taped, fresh, strict=True))
+    _, state = network.trunk(features[0], goals, flags, network.trunk(features[1], goals, flags,
+                             network.initial_state(1))[1])  # fmt: skip
+    assert state[0].tape.tape.keys.shape[2] == network.config.memory + 1  # no room reserved
 
 
 def test_closed_policy_and_foreign_states_are_clear_errors(tiny_policy_files):

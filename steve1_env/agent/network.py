@@ -538,6 +538,7 @@ def _extend(
     Only a memory that came from a step (it has a tape) gets a tape with room to grow: one
     stacked from several envs is copied again at their next step anyway, and would hold
     `TAPE_FRAMES` times its size for nothing (GPU memory, at a vector env's batch sizes).
+    Frames with a gradient history get none either (their tape is never written in place).
     """
     remembered, steps = memory.keys.shape[2], keys.shape[2]
     position = memory.tape
@@ -554,7 +555,7 @@ def _extend(
                 TapePosition(tape, end + steps),
             )
     batch, heads, _, width = memory.keys.shape
-    room = TAPE_FRAMES if position is not None else 1
+    room = TAPE_FRAMES if position is not None and not keys.requires_grad else 1
     shape = (batch, heads, room * (remembered + steps), width)
     tape = MemoryTape(keys.new_empty(shape), values.new_empty(shape), remembered + steps)
     for slots, old, new in ((tape.keys, memory.keys, keys), (tape.values, memory.values, values)):
