@@ -5,8 +5,10 @@ synthetic-world frames from a new episode. Measured in the same run, in interlea
 that drift on a shared machine hits every mode alike:
 
 - ``float32``: the exact default;
-- ``float32, before issue 17``: the float32 of the previous release, re-created here (its
-  linear layers as ``W @ x.T`` at small batches, which this torch's MKL runs slower);
+- ``float32, before issue 17``: the float32 of the previous release, re-created here with
+  every change of issue 17 undone (`float32_before_issue_17`): its linear layers as
+  ``W @ x.T`` at small batches (which this torch's MKL runs slower at two rows), the default
+  convolution layout, the ReLU before the pooling, the memory copied by `torch.cat`;
 - each fast mode asked (default ``bfloat16-mixed``): steps/s, the ratio to both float32 rows,
   and the mean KL(float32 || mode) of the guided button and camera distributions over the
   timed steps (the same frames for all);
@@ -32,23 +34,35 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from steve1_env.agent import fidelity
+from steve1_env.agent import network as network_module
 from steve1_env.agent.native import NativeSteve1Policy
-from steve1_env.agent.network import PRECISIONS, Linear
+from steve1_env.agent.network import PRECISIONS, DownStack, Linear
 
 FLOAT32_BEFORE = "float32, before issue 17"
 
 
 @contextlib.contextmanager
-def float32_before_issue_17():
-    """Runs float32 linear layers as the previous release did: ``W @ x.T`` up to 16 rows."""
-    current = Linear.forward
+def float32_before_issue_17(policy):
+    """Runs `policy` (float32) the way the previous release did, every change undone.
 
-    def previous(self, x):
+    Its linear layers as ``W @ x.T`` up to 16 rows; each ImpalaCNN stack's first ReLU before
+    the max-pool; the convolutions in the default memory layout; the attention memory
+    extended with `torch.cat` into a new tensor every step (no tape). The outputs are the
+    previous release's bit for bit (checked against it on the tiny network).
+    """
+    current_linear, current_stack = Linear.forward, DownStack.forward
+    current_extend = network_module._extend
+    cnn = policy.network.net.img_process.cnn
+    convolutions = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    layout = cnn.channels_last
+
+    def linear(self, x):
         rows = x.numel() // x.shape[-1]
         if x.device.type != "cpu" or rows > self.small_batch_rows or x.dtype != self.weight.dtype:
-            return current(self, x)
+            return current_linear(self, x)
         flat = x.reshape(rows, x.shape[-1]).T
         out = (
             self.weight @ flat
@@ -57,11 +71,34 @@ def float32_before_issue_17():
         )
         return out.T.reshape(*x.shape[:-1], self.out_features)
 
-    Linear.forward = previous
+    def stack(self, x):
+        x = F.max_pool2d(F.relu(self.firstconv(x)), kernel_size=3, stride=2, padding=1)
+        x = self.n(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def extend(memory, keys, values):
+        joined = (
+            torch.cat([old, new], dim=2)
+            for old, new in ((memory.keys, keys), (memory.values, values))
+        )
+        return (*joined, None)
+
+    def set_layout(channels_last):
+        cnn.channels_last = channels_last
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for conv in convolutions:
+            conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
+
+    Linear.forward, DownStack.forward, network_module._extend = linear, stack, extend
+    set_layout(False)
     try:
         yield
     finally:
-        Linear.forward = current
+        Linear.forward, DownStack.forward = current_linear, current_stack
+        network_module._extend = current_extend
+        set_layout(layout)
 
 
 def sync(device):
@@ -125,7 +162,9 @@ def main():
         for name in names:
             policy = policies[name]
             context = (
-                float32_before_issue_17() if name == FLOAT32_BEFORE else contextlib.nullcontext()
+                float32_before_issue_17(policy)
+                if name == FLOAT32_BEFORE
+                else contextlib.nullcontext()
             )
             with context:
                 _, _, state = timed_rollout(policy, frames[:3], goal, [policy.initial_state(0)])

@@ -83,3 +83,44 @@ def test_policy_benchmark_measures_the_fast_mode_against_both_float32s(tmp_path)
     assert fast["vs_float32"] > 0 and fast["vs_float32_before"] > 0
     assert 0 < fast["mean_kl_buttons"] < 0.01 and 0 < fast["mean_kl_camera"] < 0.01
     assert "bfloat16-mixed" in printed and "vs float32" in printed
+
+
+def test_the_previous_releases_float32_is_recreated_whole_and_restored(tiny_policy_files, golden):
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from steve1_env.agent.native import NativeSteve1Policy
+    from steve1_env.agent.network import Linear
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_policy", ROOT / "benchmarks" / "bench_policy.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    policy = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"]
+    )
+    cnn = policy.network.net.img_process.cnn
+    conv = cnn.stacks[0].firstconv.layer
+    data = np.load(golden / "policy_rollout.npz")
+    linear = Linear.forward
+
+    def rollout():
+        state, outputs = [policy.initial_state(0)], []
+        for t in range(3):
+            out, state = policy.forward([data["frames"][t]], [data["goal"][0]], state)
+            outputs.append(out.buttons)
+        return torch.cat(outputs), state[0]
+
+    today, state = rollout()
+    assert state.memory[0].tape is not None and cnn.channels_last
+    with bench.float32_before_issue_17(policy):
+        assert not cnn.channels_last and conv.weight.is_contiguous()
+        before, state = rollout()
+        assert state.memory[0].tape is None  # torch.cat, as the previous release
+    torch.testing.assert_close(before, today, atol=1e-4, rtol=1e-4)
+    assert Linear.forward is linear and cnn.channels_last
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(rollout()[0], today)

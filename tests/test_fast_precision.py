@@ -112,6 +112,17 @@ def test_precisions_are_named_and_bad_names_list_them():
         resolve_precision(torch.int8)
 
 
+def test_a_network_is_cast_by_precision_name_and_refuses_unknown_ones(mixed):
+    network = mixed.network
+    network.cast(torch.device("cpu"), "float32")
+    assert {p.dtype for p in network.parameters()} == {torch.float32}
+    network.cast(torch.device("cpu"), "bfloat16-mixed")  # and back
+    assert network.net.mineclip_embed_linear.weight.dtype == torch.bfloat16
+    assert network.net.final_ln.weight.dtype == torch.float32
+    with pytest.raises(ConfigurationError, match=r"'bfloat16-mixed'.*got 'bf16'"):
+        network.cast(torch.device("cpu"), "bf16")
+
+
 def test_the_env_selects_the_mode_through_policy_kwargs(tiny_policy_files):
     env = Steve1SkillEnv(
         policy="steve1",

@@ -1,6 +1,9 @@
 """The native STEVE-1 policy reproduces the official outputs and runs as a skill policy."""
 
+import copy
 import json
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -11,9 +14,11 @@ import torch
 
 from steve1_env.agent.base import Goal, SkillPolicy
 from steve1_env.agent.conversion import agent_frame
-from steve1_env.agent.native import NativeSteve1Policy
+from steve1_env.agent.native import NativeSteve1Policy, Steve1State
 from steve1_env.agent.network import (
     RELEASED_CONFIG,
+    TAPE_FRAMES,
+    AttentionMemory,
     Linear,
     NetworkConfig,
     SampleGroupNorm,
@@ -262,6 +267,173 @@ def test_states_can_be_reused_to_branch(tiny_policy_files):
     first, _ = policy.act(obs, goal, state)
     again, _ = policy.act(obs, goal, state)  # the same state: the same sample
     assert all(np.array_equal(first[k], again[k]) for k in first)
+
+
+def _untaped(memory):
+    """The same memory in fresh tensors, without a tape (what every step had before tapes)."""
+    return [AttentionMemory(b.valid.clone(), b.keys.clone(), b.values.clone()) for b in memory]
+
+
+def _snapshot(memory):
+    return [(b.valid.clone(), b.keys.clone(), b.values.clone()) for b in memory]
+
+
+def _unchanged(memory, snapshot):
+    return all(
+        torch.equal(a, b) for block, saved in zip(memory, snapshot, strict=True)
+        for a, b in zip(block[:3], saved, strict=True)
+    )  # fmt: skip
+
+
+def test_tape_states_stay_as_returned_in_any_order_of_use(tiny):
+    # Chained, branched, reused and chunked steps through the trunk, past a tape's capacity,
+    # give bit for bit what the same steps give on fresh copies, and no state returned
+    # earlier changes afterwards.
+    network, hid = tiny.network, tiny.network.config.hidsize
+    generator = torch.Generator().manual_seed(0)
+    states = {"start": network.initial_state(2)}
+    saved = {}
+    script = [  # (new, from, steps, first)
+        ("a1", "start", 1, False), ("a2", "a1", 1, False), ("a3", "a2", 1, False),
+        ("b2", "a1", 1, False),  # a branch after a1 was continued
+        ("a4", "a3", 1, False), ("b3", "b2", 1, False),
+        ("c", "a2", 5, False),  # a chunk from a state already continued
+        ("a5", "a4", 3, False), ("r", "a5", 1, True),  # an episode start
+        ("a6", "a5", 2, False), ("again", "a4", 1, False),
+    ] + [(f"long{i}", f"long{i - 1}" if i else "a6", 70, False) for i in range(8)]  # fmt: skip
+    with torch.inference_mode():
+        for new, source, steps, first in script:
+            features = torch.randn(2, steps, hid, generator=generator)
+            goals = torch.randn(2, steps, 512, generator=generator)
+            flags = torch.zeros(2, steps, dtype=torch.bool)
+            flags[:, 0] = first
+            latent, states[new] = network.trunk(features, goals, flags, states[source])
+            expected, _ = network.trunk(features, goals, flags, _untaped(states[source]))
+            assert torch.equal(latent, expected), new
+            saved[new] = _snapshot(states[new])
+            assert all(_unchanged(states[name], saved[name]) for name in saved), new
+    assert states["long7"][0].tape is not None  # the tape was in use throughout
+
+
+def test_tape_states_of_batches_single_envs_and_compact_states(tiny):
+    rng = np.random.default_rng(3)
+    frames = list(rng.integers(0, 256, (12, 128, 128, 3), dtype=np.uint8))
+    goal = rng.standard_normal(512).astype(np.float32)
+    returned = []
+
+    def step(states, frame):
+        out, new = tiny.forward([frame] * len(states), [goal] * len(states), states)
+        fresh = [Steve1State(_untaped(s.memory), s.generator) for s in states]
+        expected, _ = tiny.forward([frame] * len(states), [goal] * len(states), fresh)
+        assert torch.equal(out.buttons, expected.buttons)
+        assert torch.equal(out.conditional.value, expected.conditional.value)
+        returned.extend((s, _snapshot(s.memory)) for s in new)
+        return new
+
+    (a,) = step([tiny.initial_state(0)], frames[0])
+    (a,) = step([a], frames[1])
+    x, y = step([a, a], frames[2])  # one state twice in a batch
+    (a2,) = step([a], frames[3])  # then alone again: in place on its tape
+    (x2,) = step([x], frames[4])  # an env's view of a batch, alone
+    _, a3 = step([y, a2], frames[5])
+    (c,) = step([tiny.compact_state(a3)], frames[6])
+    step([a3], frames[7])  # in place, after a3 was compacted
+    (c2,) = step([copy.deepcopy(c)], frames[8])
+    (c3,) = step([c], frames[9])
+    step([c3, c2, x2], frames[10])
+    assert all(_unchanged(state.memory, snapshot) for state, snapshot in returned)
+
+
+def test_threads_stepping_one_state_each_get_their_own_step(tiny):
+    # Branching one state from several threads: only one of them may write in place.
+    network, hid = tiny.network, tiny.network.config.hidsize
+    goals, flags = torch.zeros(2, 1, 512), torch.zeros(2, 1, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for _ in range(40):
+            with torch.inference_mode():
+                _, root = network.trunk(torch.randn(2, 1, hid, generator=generator), goals,
+                                        flags, network.initial_state(2))  # fmt: skip
+                step = torch.randn(2, 1, hid, generator=generator)
+                _, root = network.trunk(step, goals, flags, root)
+            features = [torch.randn(2, 1, hid, generator=generator) for _ in range(4)]
+            results = [None] * 4
+            barrier = threading.Barrier(4)
+
+            def branch(i, root=root, features=features, results=results, barrier=barrier):
+                with torch.inference_mode():
+                    barrier.wait()
+                    results[i] = network.trunk(features[i], goals, flags, root)[1]
+
+            threads = [threading.Thread(target=branch, args=(i,)) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            with torch.inference_mode():
+                for i in range(4):
+                    _, expected = network.trunk(features[i], goals, flags, _untaped(root))
+                    assert _unchanged(results[i], _snapshot(expected))
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def test_a_batch_of_several_envs_reserves_no_tape_room(tiny):
+    # Their next step copies their memories anyway (a vector env restacks them), so a batch
+    # tape with room to grow would hold TAPE_FRAMES times the memory for nothing.
+    frame, goal = np.zeros((128, 128, 3), np.uint8), np.zeros(512, np.float32)
+    _, states = tiny.forward([frame] * 3, [goal] * 3, [tiny.initial_state(i) for i in range(3)])
+    memory = states[0].memory[0]
+    rows, heads, frames, width = memory.keys.shape
+    stored = memory.keys.untyped_storage().nbytes() // memory.keys.element_size()
+    assert stored == 3 * rows * heads * (frames + 1) * width  # the memory and one new frame
+    _, (alone,) = tiny.forward([frame], [goal], states[:1])
+    _, (alone,) = tiny.forward([frame], [goal], [alone])  # an env alone gets room again
+    assert alone.memory[0].tape.tape.keys.shape[2] == TAPE_FRAMES * (frames + 1)
+
+
+def test_a_state_from_inference_mode_steps_outside_it(tiny):
+    # The policy's states are inference tensors; a caller's own no_grad step must not
+    # write into them (PyTorch refuses in-place updates of inference tensors outside).
+    frame, goal = np.zeros((128, 128, 3), np.uint8), np.ones(512, np.float32)
+    _, (state,) = tiny.forward([frame], [goal], [tiny.initial_state(0)])
+    _, (state,) = tiny.forward([frame], [goal], [state])
+    network = tiny.network
+    with torch.no_grad():
+        features = network.encode_frames(torch.from_numpy(frame[None]))
+        features = features.repeat_interleave(2, dim=0)[:, None]
+        goals = torch.zeros(2, 1, 512)
+        flags = torch.zeros(2, 1, dtype=torch.bool)
+        latent, _ = network.trunk(features, goals, flags, state.memory)
+        expected, _ = network.trunk(features, goals, flags, _untaped(state.memory))
+    assert torch.equal(latent, expected)
+
+
+def test_gradients_flow_back_through_several_steps(tiny_policy_files):
+    # Truncated backpropagation through time over chained trunk calls: a later step must not
+    # write into the memory an earlier step saved for its backward pass.
+    model = load_model_file(tiny_policy_files["model"])
+    torch.manual_seed(0)
+    network = Steve1Network(NetworkConfig.from_policy_kwargs(model.policy_kwargs))
+    features = torch.randn(4, 1, 1, network.config.hidsize)
+    goals, flags = torch.zeros(1, 1, 512), torch.zeros(1, 1, dtype=torch.bool)
+
+    def gradient(fresh):
+        network.zero_grad()
+        state, loss = network.initial_state(1), 0
+        for step in features:
+            latent, state = network.trunk(step, goals, flags, _untaped(state) if fresh else state)
+            loss = loss + latent.square().sum()
+        loss.backward()
+        return [p.grad.clone() for p in network.net.recurrent_layer.parameters()]
+
+    taped, fresh = gradient(False), gradient(True)
+    assert all(torch.equal(a, b) for a, b in zip(taped, fresh, strict=True))
+    _, state = network.trunk(features[0], goals, flags, network.trunk(features[1], goals, flags,
+                             network.initial_state(1))[1])  # fmt: skip
+    assert state[0].tape.tape.keys.shape[2] == network.config.memory + 1  # no room reserved
 
 
 def test_closed_policy_and_foreign_states_are_clear_errors(tiny_policy_files):

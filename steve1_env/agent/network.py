@@ -14,8 +14,10 @@ conditional, ...), so one env's memory is one contiguous slice of the batch memo
 CPU kernel paths (both off unless the network is built with them; `NativeSteve1Policy` turns
 them on, see its ``cpu_kernels`` argument, and docs/performance.md):
 
-- ``small_batch_matmul``: `Linear` computes CPU batches of up to `Linear.SMALL_BATCH_ROWS`
-  rows as ``W @ x.T``, which streams each weight matrix once (faster at inference batches).
+- ``small_batch_matmul``: `Linear` computes bfloat16 (and float16) CPU batches of up to
+  `Linear.SMALL_BATCH_ROWS` rows as ``W @ x.T``, which streams each weight matrix once
+  (faster at inference batches); float32 always uses `F.linear`, which MKL streams once at
+  the batch sizes of inference too.
 - ``batch_invariant_norm``: `SampleGroupNorm` runs on one CPU thread when PyTorch would split
   a reduction across threads, so a frame's features do not depend on the batch it is in.
 
@@ -33,6 +35,7 @@ when released).
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -475,6 +478,44 @@ class MemoryTape:
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, written: int) -> None:
         self.keys, self.values, self.written = keys, values, written
+        self._lock = threading.Lock()
+
+    def claim(self, end: int, steps: int) -> bool:
+        """Reserves the `steps` slots after `end` if the writing ends there; False if not.
+
+        Atomic: of two threads stepping the same state, one writes in place and the other
+        copies (checking `written` and then writing would let both write the same slots).
+        """
+        with self._lock:
+            if self.written != end or end + steps > self.keys.shape[2]:
+                return False
+            self.written = end + steps
+            return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The tensors and the count (a lock is not copied: a copy gets its own)."""
+        return {"keys": self.keys, "values": self.values, "written": self.written}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restores a copy (`copy.deepcopy`, pickling) with a new lock."""
+        self.keys, self.values, self.written = state["keys"], state["values"], state["written"]
+        self._lock = threading.Lock()
+
+
+def _writable(tape: MemoryTape, keys: torch.Tensor) -> bool:
+    """Whether `keys` may be written into `tape` in place.
+
+    Not when autograd is involved: a step that kept its window for the backward pass must
+    not see it written (its version changes), so a tape or frames with a gradient history
+    start a new tape. Nor when the tape was made in inference mode and this step is not
+    (PyTorch refuses in-place writes to inference tensors outside it).
+    """
+    return (
+        tape.keys.dtype == keys.dtype
+        and tape.keys.device == keys.device
+        and not (tape.keys.requires_grad or keys.requires_grad)
+        and (torch.is_inference_mode_enabled() or not tape.keys.is_inference())
+    )
 
 
 def _extend(
@@ -486,19 +527,19 @@ def _extend(
     any other memory (a state used a second time, one stacked from several envs, a copy, a
     first step) starts a new tape with a copy. No window of any state covers a slot that is
     written later, so states stay immutable and can be reused (branched).
+
+    Only a memory that came from a step (it has a tape) gets a tape with room to grow: one
+    stacked from several envs is copied again at their next step anyway, and would hold
+    `TAPE_FRAMES` times its size for nothing (GPU memory, at a vector env's batch sizes).
+    Frames with a gradient history get none either (their tape is never written in place).
     """
     remembered, steps = memory.keys.shape[2], keys.shape[2]
     position = memory.tape
     if position is not None:
         tape, end = position
-        if (
-            tape.written == end
-            and end + steps <= tape.keys.shape[2]
-            and tape.keys.dtype == keys.dtype
-        ):
+        if _writable(tape, keys) and tape.claim(end, steps):
             tape.keys[:, :, end : end + steps].copy_(keys)
             tape.values[:, :, end : end + steps].copy_(values)
-            tape.written = end + steps
             start = end - remembered
             window = slice(start, end + steps)
             return (
@@ -507,7 +548,8 @@ def _extend(
                 TapePosition(tape, end + steps),
             )
     batch, heads, _, width = memory.keys.shape
-    shape = (batch, heads, TAPE_FRAMES * (remembered + steps), width)
+    room = TAPE_FRAMES if position is not None and not keys.requires_grad else 1
+    shape = (batch, heads, room * (remembered + steps), width)
     tape = MemoryTape(keys.new_empty(shape), values.new_empty(shape), remembered + steps)
     for slots, old, new in ((tape.keys, memory.keys, keys), (tape.values, memory.values, values)):
         slots[:, :, :remembered].copy_(old)
@@ -770,7 +812,7 @@ class Steve1Network(nn.Module):
     Args:
         config: The architecture (`RELEASED_CONFIG` for the official weights).
         small_batch_matmul: Compute CPU batches of up to `Linear.SMALL_BATCH_ROWS` rows as
-            ``W @ x.T`` (faster at inference batch sizes).
+            ``W @ x.T`` (faster at inference batch sizes; see `Linear` for float32).
         batch_invariant_norm: Run the image encoder's GroupNorms so that a frame's features do
             not depend on the batch it is encoded in (single-threaded where PyTorch would split).
     """
@@ -807,7 +849,7 @@ class Steve1Network(nn.Module):
     def cast(
         self,
         device: torch.device,
-        precision: Precision | torch.dtype,
+        precision: Precision | str | torch.dtype,
         *,
         channels_last: bool = False,
     ) -> Steve1Network:
@@ -817,13 +859,24 @@ class Steve1Network(nn.Module):
 
         Args:
             device: Where the network runs.
-            precision: A `Precision` from `PRECISIONS`, or a torch dtype for the whole network.
+            precision: A `Precision` from `PRECISIONS` or its name, or a torch dtype for the
+                whole network.
             channels_last: Keep the convolution weights in the ``channels_last`` memory
                 format (the layout oneDNN's CPU convolutions run fastest in); the same
                 arithmetic, so it changes results only by summation order.
+
+        Raises:
+            ConfigurationError: If `precision` is none of these.
         """
         if isinstance(precision, torch.dtype):
             precision = _uniform(str(precision).removeprefix("torch."), precision)
+        elif isinstance(precision, str) and precision in PRECISIONS:
+            precision = PRECISIONS[precision]
+        elif not isinstance(precision, Precision):
+            raise ConfigurationError(
+                f"precision must be a Precision, one of {', '.join(map(repr, PRECISIONS))} or "
+                f"a torch dtype, got {precision!r}."
+            )
         self.to(device=device, dtype=precision.activations)
         for module in self.modules():
             if isinstance(module, Linear) and module.weight.dtype != precision.matmuls:
