@@ -177,3 +177,61 @@ def test_the_torch_free_precision_names_are_the_networks():
     from steve1_env.precision import POLICY_PRECISIONS
 
     assert set(POLICY_PRECISIONS) == set(PRECISIONS)
+
+
+def _attention_layers(policy):
+    from steve1_env.agent.network import RelativeAttention
+
+    return [m for m in policy.network.modules() if isinstance(m, RelativeAttention)]
+
+
+def _step(policy, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    goal = rng.standard_normal(512).astype(np.float32)
+    out, _ = policy.forward([frame], [goal], [policy.initial_state(0)])
+    return out.buttons
+
+
+def test_the_fast_mode_fuses_the_attention_projections_and_keeps_the_state_dict(
+    mixed, tiny_policy_files
+):
+    exact = NativeSteve1Policy(
+        weights=tiny_policy_files["weights"], model=tiny_policy_files["model"]
+    )
+    assert all(m._fused is None for m in _attention_layers(exact))  # float32: four products
+    layers = _attention_layers(mixed)
+    assert layers and all(m._fused is not None for m in layers)
+    fused_state = mixed.network.state_dict()
+    fused = _step(mixed)
+    for m in layers:
+        m.fuse_projections(False)
+    assert mixed.network.state_dict().keys() == fused_state.keys()
+    assert all(torch.equal(fused_state[k], v) for k, v in mixed.network.state_dict().items())
+    # The same dot products grouped into one matrix: bfloat16 rounding apart, the same.
+    torch.testing.assert_close(fused, _step(mixed), atol=0.05, rtol=0.0)
+
+
+def test_fused_projections_follow_loaded_weights_and_stand_down_after_to(mixed):
+    layers = _attention_layers(mixed)
+    before = _step(mixed)
+    state = {k: v.clone() for k, v in mixed.network.state_dict().items()}
+    for key in state:
+        if key.endswith("orc_block.v_layer.weight"):  # q alone: one visible key
+            state[key].zero_()
+    mixed.network.load_state_dict(state)  # copies into the views: the fused layer sees it
+    assert all(m._fused is not None and m._storage() == m._fused[1] for m in layers)
+    loaded = _step(mixed)
+    assert (loaded - before).abs().max() > 0.2  # the load matters
+    for m in layers:
+        m.fuse_projections(False)
+    torch.testing.assert_close(loaded, _step(mixed), atol=0.05, rtol=0.0)
+    for m in layers:
+        m.fuse_projections(True)
+    mixed.network.net.recurrent_layer.to(torch.float64)  # new tensors: the fusion is stale
+    assert all(m._storage() != m._fused[1] for m in layers)
+    mixed.network.net.recurrent_layer.to(torch.float32)
+    for module in mixed.network.net.recurrent_layer.modules():
+        if isinstance(module, Linear):
+            module.weight = torch.nn.Parameter(module.weight.detach().bfloat16(), False)
+    torch.testing.assert_close(_step(mixed), loaded, atol=0.05, rtol=0.0)  # four products

@@ -170,8 +170,14 @@ class NativeSteve1Policy:
         self.network.use_cpu_kernels(
             small_batch_matmul=cpu_kernels, batch_invariant_norm=cpu_kernels
         )
+        on_cpu = cpu_kernels and self.device.type == "cpu"
         self.network.cast(
-            self.device, self.precision, channels_last=cpu_kernels and self.device.type == "cpu"
+            self.device,
+            self.precision,
+            channels_last=on_cpu,
+            # One product for q, k, v and r pays where products are bfloat16 (float32 keeps
+            # the official layers' order of operations).
+            fuse_projections=on_cpu and self.precision.matmuls != torch.float32,
         ).eval()
         self.network.requires_grad_(False)
         self._closed = False
