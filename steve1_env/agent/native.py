@@ -136,9 +136,10 @@ class NativeSteve1Policy:
             the image encoder on both, as upstream does (for comparisons only).
         seed: Seed of the random weights (``weights="random"``).
         cpu_kernels: Turn on the network's CPU kernel paths (``small_batch_matmul`` and
-            ``batch_invariant_norm``, see `steve1_env.agent.network`): faster small batches, and
-            a frame's numbers independent of how many envs share the batch. False runs stock
-            PyTorch kernels. Nothing changes on other devices.
+            ``batch_invariant_norm``, see `steve1_env.agent.network`), channels-last
+            convolutions and, with bfloat16 products, the fused attention projections: faster
+            small batches, and a frame's numbers independent of how many envs share the batch.
+            False runs stock PyTorch kernels and layouts. Nothing changes on other devices.
     """
 
     def __init__(
