@@ -7,7 +7,8 @@
 2. The full-size network (seeded random weights) over 140 consecutive synthetic-world frames,
    per precision, against our float32 (`steve1_env.agent.fidelity`): mean and max KL of the
    guided button and camera distributions, argmax agreement, max |dlogp|, and how many steps
-   are near ties (float32's top two within 0.05 nats), where any rounding can flip an argmax.
+   are near ties (float32's top two within 0.05 nats), where any rounding can flip an argmax,
+   and the widest float32 margin among the steps whose argmax the precision changed.
 
 Run: python benchmarks/bench_precision.py [--device cuda] [--modes bfloat16-mixed,bfloat16]
          [--skip-full] [--json out.json]
@@ -83,13 +84,9 @@ def full_size(
     The full-size network with seeded random weights (the same for every mode), over `steps`
     synthetic-world frames from a new episode, with a fixed random goal and guidance 6.
     """
-    frames = fidelity.synthetic_frames(steps, seed)
-    goal = np.random.default_rng(seed + 1).standard_normal(512).astype(np.float32)
-    rollouts = {}
-    for mode in ["float32", *[m for m in modes if m != "float32"]]:
-        policy = NativeSteve1Policy(weights="random", device=device, dtype=mode, seed=seed)
-        rollouts[mode] = fidelity.guided_rollout(policy, frames, goal)
-        policy.close()
+    rollouts = fidelity.full_size_rollouts(
+        ["float32", *[m for m in modes if m != "float32"]], steps, seed, device
+    )
     reference = rollouts.pop("float32")
     return {
         mode: {
@@ -137,13 +134,16 @@ def main() -> None:
         results["full_size"] = full
         print("2. full-size network (random weights), 140 synthetic-world frames, guidance 6")
         print("   against our float32 on the same frames")
-        print("   precision       head     mean KL   max KL   argmax agree  max|dlogp|  near ties")
+        print(
+            "   precision       head     mean KL   max KL   argmax agree  max|dlogp|  near ties"
+            "  widest flip"
+        )
         for mode, heads in full.items():
             for head, row in heads.items():
                 print(
                     f"   {mode:14}  {head:7}  {row['mean_kl']:.2e}  {row['max_kl']:.2e}  "
                     f"{100 * row['argmax_agreement']:11.1f}%  {row['max_abs_logp']:10.4f}  "
-                    f"{row['near_ties']:9d}"
+                    f"{row['near_ties']:9d}  {row['widest_flip_margin']:11.3f}"
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
